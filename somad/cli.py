@@ -1,0 +1,218 @@
+"""Command line: ``python -m somad {demo-data,fit,evaluate,predict}``.
+
+Every long step shows a tqdm progress bar. Bad input prints one ``error:``
+line naming the file or parameter and exits with status 2; nothing is written.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from . import data, demo
+from .errors import SomadError
+
+DEFAULT_DATA = demo.DEFAULT_DIR
+
+
+class TqdmProgress:
+    """``progress(stage, done, total)`` callback drawing one tqdm bar per stage."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=f"{self.prefix}{stage}", unit="", leave=True, file=sys.stderr)
+        self.bar.n = done
+        self.bar.refresh()
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.stage = None, None
+
+
+def _grid(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.lower().replace("x", ",").split(",")]
+        return (parts[0], parts[-1]) if len(parts) in (1, 2) and min(parts) > 0 else _bad_grid(text)
+    except ValueError:
+        return _bad_grid(text)
+
+
+def _bad_grid(text: str):
+    raise argparse.ArgumentTypeError(f"--grid must be ROWSxCOLS like 56x56, got '{text}'")
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
+                   help="root holding MVTec-layout categories (default: the demo data, generated if missing)")
+    p.add_argument("--category", default="all", help="category name, or 'all' (default)")
+    p.add_argument("--models-dir", type=Path, default=Path("models"), help="where models live (default: models)")
+    p.add_argument("--name", default="default", help="model name under <models-dir>/<category>/ (default: default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m somad``."""
+    parser = argparse.ArgumentParser(prog="python -m somad",
+                                     description="SOMAD: anomaly detection with Self-Organizing Maps.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="write the synthetic demo dataset (MVTec layout)")
+    p.add_argument("--out", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="regenerate even if it exists")
+
+    p = sub.add_parser("fit", help="fit a model on train/good of a category and save it")
+    _add_data(p)
+    p.add_argument("--force", action="store_true", help="overwrite an existing model")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--weights", type=Path, help="local backbone checkpoint (.pth or .safetensors)")
+    p.add_argument("--image-size", "--img_size", dest="image_size", type=int, default=224, help="pixels")
+    p.add_argument("--d", "--channels", dest="d", type=int, default=100, help="feature channels kept")
+    p.add_argument("--grid", type=_grid, default=None, help="SOM grid ROWSxCOLS (default: feature-map size)")
+    p.add_argument("--topology", choices=("rectangular", "hexagonal"), default="rectangular")
+    p.add_argument("--som-backend", choices=("torch", "minisom"), default="torch")
+    p.add_argument("--epochs", "--som_iterations", dest="epochs", type=int, default=10,
+                   help="SOM epochs over all training vectors")
+    p.add_argument("--sigma", type=float, default=None, help="initial neighbourhood sigma, cells")
+    p.add_argument("--sigma-final", type=float, default=0.5)
+    p.add_argument("--learning-rate", type=float, default=1.0)
+    p.add_argument("--learning-rate-final", type=float, default=1.0)
+    p.add_argument("--search-radius", type=int, default=4, help="local BMU search radius, cells (-1: exact)")
+    p.add_argument("--k", type=int, default=4, help="nearest neurons in the score")
+    p.add_argument("--blur-sigma", type=float, default=4.0, help="anomaly-map blur, pixels")
+    p.add_argument("--cov-eps", type=float, default=0.01)
+    p.add_argument("--shrinkage", type=float, default=10.0)
+    p.add_argument("--threshold-percentile", type=float, default=99.0)
+    p.add_argument("--cv-folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-train-images", type=int, default=None)
+
+    p = sub.add_parser("evaluate", help="evaluate saved models on test/ of a category")
+    _add_data(p)
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--figures", type=int, default=6, help="comparison PNGs per category")
+
+    p = sub.add_parser("predict", help="score image files with a saved model")
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("predictions"), help="folder for heatmap overlays")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("images", nargs="+", type=Path)
+    return parser
+
+
+def _categories(args) -> list[str]:
+    if args.data_dir == DEFAULT_DATA:
+        demo.ensure_demo(DEFAULT_DATA)
+    found = data.list_categories(args.data_dir)
+    if args.category != "all":
+        data.category_dir(args.data_dir, args.category)
+        return [args.category]
+    if not found:
+        raise data.DataError(f"no MVTec-layout category (a folder with train/good/) under {args.data_dir}.")
+    return found
+
+
+def cmd_fit(args) -> int:
+    from .pipeline import fit_category, model_path
+
+    params = {k: getattr(args, k) for k in (
+        "backbone", "image_size", "d", "grid", "topology", "epochs", "sigma", "sigma_final", "learning_rate",
+        "learning_rate_final", "som_backend", "k", "blur_sigma", "cov_eps", "shrinkage",
+        "threshold_percentile", "cv_folds", "device", "seed", "batch_size")}
+    params["search_radius"] = None if args.search_radius < 0 else args.search_radius
+    params["weights"] = str(args.weights) if args.weights else None
+    cats = _categories(args)
+    for cat in cats:
+        out = model_path(args.models_dir, cat, args.name)
+        if out.exists() and not args.force:
+            raise SomadError(f"{out} already exists: pass --force to overwrite it, or choose another --name.")
+    for cat in cats:
+        out = model_path(args.models_dir, cat, args.name)
+        model = fit_category(args.data_dir, cat, out, params, args.max_train_images, args.force,
+                             TqdmProgress(f"{cat}: "))
+        t = model.timings_
+        print(f"{cat}: saved {out}  ({model.n_train_} images, grid {model.grid_[0]}x{model.grid_[1]}, "
+              f"QE {model.quantization_error_:.3f}, TE {model.topographic_error_:.3f}, "
+              f"threshold {model.threshold_:.3f}, fit {sum(t.values()):.1f} s: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + ")")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .persistence import load_model
+    from .pipeline import evaluate_model, model_path, write_results
+
+    cats = _categories(args)
+    dirs = {c: model_path(args.models_dir, c, args.name) for c in cats}
+    for c, d in dirs.items():
+        if not d.exists():
+            raise SomadError(f"no model for category '{c}' at {d}: run `python -m somad fit --data-dir "
+                             f"{args.data_dir} --category {c}` first.")
+    rows = []
+    for cat in cats:
+        model = load_model(dirs[cat], device=args.device)
+        ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "))
+        out = write_results(ev, model, args.results_dir / cat, args.figures)
+        m = ev.metrics
+        rows.append((cat, m["image_auroc"], m["pixel_auroc"], m["aupro"], m["image_f1_max"], m["pixel_f1_max"],
+                     m["timings"]["total"]))
+        print(f"{cat}: wrote {out}/metrics.json, per_image.csv, figures/")
+    print("\n| category | image AUROC | pixel AUROC | AUPRO | image F1-max | pixel F1-max | eval s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | " + " | ".join(f"{v:.3f}" for v in r[1:6]) + f" | {r[6]:.1f} |")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .persistence import load_model
+    from .pipeline import predict_files
+
+    for p in args.images:
+        data.open_image(p)  # every file checked before any work
+    model = load_model(args.model_dir, device=args.device)
+    for row in predict_files(model, args.images, args.out):
+        verdict = "ANOMALOUS" if row["anomalous"] else "normal"
+        print(f"{row['path']}\t{row['score']:.3f}\t{verdict}\t{row['overlay']}")
+    print(f"(threshold {model.threshold_:.3f})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    root = demo.generate(args.out, seed=args.seed, force=args.force)
+    print(f"demo data in {root}: " + ", ".join(data.list_categories(root)))
+    return 0
+
+
+COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo-data": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    warnings.simplefilter("default")
+    try:
+        return COMMANDS[args.command](args)
+    except (SomadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,26 @@
+"""Exception types raised by somad.
+
+Every error carries a message that names the offending file or parameter and
+says what to do about it; the CLI prints the message and exits non-zero, the
+dashboard shows it with ``st.error``.
+"""
+
+
+class SomadError(Exception):
+    """Base class of every error somad raises on bad input."""
+
+
+class DataError(SomadError):
+    """A dataset root, category, image or mask is missing or unusable."""
+
+
+class BackboneError(SomadError):
+    """A backbone name is unknown or its pretrained weights cannot be had."""
+
+
+class ModelFileError(SomadError):
+    """A model directory is missing, incomplete, tampered or of another format."""
+
+
+class NotFittedError(SomadError):
+    """A method that needs a fitted model was called before ``fit``."""

@@ -1,0 +1,208 @@
+"""End-to-end workflows on MVTec-layout data: fit a category, evaluate it, predict files.
+
+The CLI and the dashboard both call these functions; they take plain paths and
+return plain data, and report progress through an optional callback
+``progress(stage, done, total)``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import data
+from .metrics import evaluate_scores
+from .model import SOMAD
+from .persistence import load_model, save_model, write_json
+
+Progress = Callable[[str, int, int], None]
+DEFAULT_MODEL_NAME = "default"
+
+
+def model_path(models_dir: str | Path, category: str, name: str = DEFAULT_MODEL_NAME) -> Path:
+    """Where a category's model lives: ``<models_dir>/<category>/<name>``."""
+    return Path(models_dir) / category / name
+
+
+def list_models(models_dir: str | Path, category: str) -> list[Path]:
+    """Saved model directories of a category, newest first."""
+    from .persistence import is_model_dir
+
+    folder = Path(models_dir) / category
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_model_dir(p)]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, params: dict | None = None,
+                 max_train_images: int | None = None, force: bool = False,
+                 progress: Progress | None = None) -> SOMAD:
+    """Fit a model on ``train/good`` of a category and save it to ``out_dir``.
+
+    Checks ``out_dir`` before any work, so an existing model is never lost.
+
+    Raises:
+        DataError, BackboneError, ModelFileError: see :mod:`somad.errors`.
+    """
+    from .errors import ModelFileError
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise ModelFileError(f"{out_dir} already exists: pass --force to overwrite it, or choose another --name.")
+    params = dict(params or {})
+    model = SOMAD(**params)
+    model.extractor  # resolve backbone and weights before loading images: fail fast
+    samples = data.train_samples(data_dir, category)
+    if max_train_images:
+        samples = samples[:max_train_images]
+    t0 = time.perf_counter()
+    images = _load(samples, model.image_size, progress, "load train")
+    load_s = time.perf_counter() - t0
+    model.fit(images, [str(s.path) for s in samples], progress=progress)
+    model.timings_ = {"load": load_s, **model.timings_}
+    model.extra_ = {"data_dir": str(Path(data_dir).resolve()), "category": category}
+    save_model(model, out_dir, force=force, extra=model.extra_)
+    model.model_dir_ = str(out_dir)
+    return model
+
+
+def _load(samples, image_size: int, progress: Progress | None, stage: str) -> tuple:
+    images, masks = [], []
+    done = 0
+    for img, mask in data.iter_batches(samples, image_size):
+        images.append(img)
+        masks.append(mask)
+        done += len(img)
+        if progress:
+            progress(stage, done, len(samples))
+    return np.concatenate(images) if stage == "load train" else (np.concatenate(images), np.concatenate(masks))
+
+
+@dataclass
+class Evaluation:
+    """Result of evaluating a model on a category's test split.
+
+    Attributes:
+        samples: the test samples, in order. labels: int ``(N,)``. scores: float32 ``(N,)``.
+        maps: float32 ``(N, S, S)`` anomaly maps. masks: bool ``(N, S, S)``. images: uint8 ``(N, S, S, 3)``.
+        metrics: overall metrics (see :func:`somad.metrics.evaluate_scores`) plus ``per_defect``,
+            ``threshold`` and ``timings``.
+    """
+
+    samples: list
+    labels: np.ndarray
+    scores: np.ndarray
+    maps: np.ndarray
+    masks: np.ndarray
+    images: np.ndarray
+    metrics: dict = field(default_factory=dict)
+
+
+def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: Progress | None = None,
+                   ) -> Evaluation:
+    """Score every test image of a category and compute all metrics, overall and per defect type."""
+    samples = data.test_samples(data_dir, category)
+    t0 = time.perf_counter()
+    images, masks = _load(samples, model.image_size, progress, "load test")
+    t1 = time.perf_counter()
+    scores, maps = model.anomaly_maps(images, progress=progress)
+    t2 = time.perf_counter()
+    labels = np.array([s.label for s in samples])
+    overall = evaluate_scores(labels, scores, masks, maps)
+    per_defect = {}
+    good = labels == 0
+    for defect in sorted({s.defect for s in samples} - {data.GOOD}):
+        sel = good | np.array([s.defect == defect for s in samples])
+        per_defect[defect] = evaluate_scores(labels[sel], scores[sel], masks[sel], maps[sel])
+        per_defect[defect]["n_images"] = int((~good[sel]).sum())
+    t3 = time.perf_counter()
+    overall.update({
+        "category": category, "n_test": len(samples), "n_anomalous": int(labels.sum()),
+        "threshold": model.threshold_, "per_defect": per_defect,
+        "timings": {"load": t1 - t0, "score": t2 - t1, "metrics": t3 - t2, "total": t3 - t0,
+                    "score_ms_per_image": 1000 * (t2 - t1) / max(1, len(samples))},
+    })
+    return Evaluation(samples, labels, scores, maps, masks, images, overall)
+
+
+def outcome(label: int, predicted: bool) -> str:
+    """TP, FP, FN or TN for a ground-truth label and a verdict."""
+    return ("T" if bool(predicted) == bool(label) else "F") + ("P" if predicted else "N")
+
+
+def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figures: int = 6) -> Path:
+    """Write ``metrics.json``, ``per_image.csv`` and a few comparison PNGs under ``results_dir``."""
+    from .viz import comparison_figure
+
+    out = Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", ev.metrics)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["path", "defect", "label", "score", "predicted", "outcome"])
+    for s, lab, sc in zip(ev.samples, ev.labels, ev.scores):
+        pred = bool(sc > model.threshold_)
+        writer.writerow([str(s.path), s.defect, int(lab), f"{sc:.6g}", int(pred), outcome(lab, pred)])
+    _write_text(out / "per_image.csv", buf.getvalue())
+    lo, hi = model.pixel_range_
+    pix_thr = ev.metrics.get("pixel_f1_threshold", hi)
+    # the most instructive images: worst-scored anomalies and highest-scored normals first
+    order = np.argsort(np.where(ev.labels == 1, ev.scores, -ev.scores))
+    picks = list(order[:n_figures // 2]) + list(order[::-1][:n_figures - n_figures // 2])
+    for i in dict.fromkeys(int(i) for i in picks):
+        s = ev.samples[i]
+        comparison_figure(ev.images[i], ev.masks[i], ev.maps[i], lo, hi, pix_thr,
+                          f"{s.defect}/{s.path.name}  score {ev.scores[i]:.2f}  threshold {model.threshold_:.2f}",
+                          out / "figures" / f"{s.defect}_{s.path.stem}.png")
+    return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | None = None
+                  ) -> list[dict]:
+    """Score image files; optionally write heatmap overlays ``<out_dir>/<stem>_overlay.png``.
+
+    Returns:
+        one dict per file: ``path``, ``score``, ``anomalous`` (at ``model.threshold_``), ``overlay``.
+
+    Raises:
+        DataError: a file is missing or not an image (checked for all before scoring).
+    """
+    from PIL import Image
+
+    from .viz import overlay
+
+    images = np.stack([data.load_image(p, model.image_size) for p in paths])
+    scores, maps = model.anomaly_maps(images)
+    rows = []
+    lo, hi = model.pixel_range_
+    for p, img, sc, amap in zip(paths, images, scores, maps):
+        row = {"path": str(p), "score": float(sc), "anomalous": bool(sc > model.threshold_), "overlay": None}
+        if out_dir is not None:
+            dest = Path(out_dir) / f"{Path(p).stem}_overlay.png"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp.png")
+            Image.fromarray(overlay(img, amap, lo, hi)).save(tmp)
+            tmp.replace(dest)
+            row["overlay"] = str(dest)
+        rows.append(row)
+    return rows
+
+
+def load_for(models_dir: str | Path, category: str, name: str = DEFAULT_MODEL_NAME, device: str = "cpu") -> SOMAD:
+    """Load ``<models_dir>/<category>/<name>``."""
+    return load_model(model_path(models_dir, category, name), device=device)

@@ -1,0 +1,327 @@
+"""Self-Organizing Map: grid geometry, batch training, BMU search and map diagnostics.
+
+Batch SOM (Kohonen, "Essentials of the self-organizing map", Neural Networks
+37, 2013, Sec. 4): each epoch assigns every sample to its best-matching unit
+(BMU), then sets each neuron to the neighbourhood-weighted mean of the samples
+won by the neurons around it::
+
+    W_batch[j] = sum_i h(j, bmu_i) x_i / sum_i h(j, bmu_i),   h = exp(-|r_j - r_b|^2 / (2 sigma_t^2))
+    W[j]      <- (1 - lr_t) W[j] + lr_t W_batch[j]
+
+``sigma_t`` decays exponentially from ``sigma`` to ``sigma_final`` and
+``lr_t`` linearly from ``learning_rate`` to ``learning_rate_final`` over the
+epochs. Two backends share this interface: ``torch`` (vectorised, CPU or CUDA)
+and ``minisom`` (MiniSom's ``train_batch_offline``, the reference).
+
+The torch backend's algorithmic win is a *local BMU search*: the map changes
+little from one epoch to the next, so each sample looks for its BMU only in a
+window of ``search_radius`` neurons around its previous BMU (its grid position
+in the first epoch, when a positional prior is given). Samples are grouped by
+tiles of the grid so each tile is one matrix product. After the last epoch
+one exact search over all neurons gives the final BMUs, the quantization error
+and the topographic error, so those are exact, never approximations.
+
+Grid coordinates: neuron ``j`` is at row ``j // W``, column ``j % W``. On a
+hexagonal grid odd rows are shifted right by half a cell and rows are
+``sqrt(3)/2`` apart, so the six neighbours are at distance 1.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+TOPOLOGIES = ("rectangular", "hexagonal")
+
+
+def grid_coordinates(shape: tuple[int, int], topology: str = "rectangular") -> np.ndarray:
+    """Cartesian coordinates of every neuron, float64 ``(H*W, 2)`` as (x, y), in cell units.
+
+    Raises:
+        ValueError: unknown topology.
+    """
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"topology must be one of {TOPOLOGIES}, got '{topology}'.")
+    h, w = shape
+    rows, cols = np.divmod(np.arange(h * w), w)
+    x = cols.astype(np.float64)
+    y = rows.astype(np.float64)
+    if topology == "hexagonal":
+        x = x + 0.5 * (rows % 2)
+        y = y * math.sqrt(3) / 2
+    return np.stack([x, y], axis=1)
+
+
+def neighbour_pairs(shape: tuple[int, int], topology: str = "rectangular") -> np.ndarray:
+    """Adjacent neuron pairs ``(P, 2)`` int64, each pair once (i < j).
+
+    Rectangular grids use the 8-neighbourhood (diagonals included, as MiniSom
+    does for the topographic error), hexagonal grids the 6-neighbourhood.
+    """
+    xy = grid_coordinates(shape, topology)
+    limit = 1.01 if topology == "hexagonal" else 1.42
+    pairs = []
+    h, w = shape
+    for j in range(h * w):
+        r = j // w
+        cand = np.arange(j + 1, min(h * w, (r + 2) * w))
+        dist = np.linalg.norm(xy[cand] - xy[j], axis=1)
+        pairs.extend((j, int(c)) for c in cand[dist < limit])
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def exact_bmu(x: torch.Tensor, weights: torch.Tensor, k: int = 1,
+              chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest neurons (Euclidean) of every vector, exact, in chunks.
+
+    Args:
+        x: float32 ``(N, d)``.
+        weights: float32 ``(M, d)`` neuron weights on the same device.
+        k: neighbours wanted (1 = BMU).
+        chunk: rows per distance block; memory is ``chunk * M`` floats.
+
+    Returns:
+        ``(idx int64 (N, k), dist float32 (N, k))``, sorted by distance, dist in feature units.
+    """
+    w2 = (weights * weights).sum(1)
+    idx = torch.empty((len(x), k), dtype=torch.long, device=x.device)
+    dist = torch.empty((len(x), k), dtype=torch.float32, device=x.device)
+    for s in range(0, len(x), chunk):
+        xs = x[s:s + chunk]
+        d2 = torch.addmm(w2, xs, weights.T, alpha=-2.0)  # |w|^2 - 2 x.w ; |x|^2 added below
+        if k == 1:
+            val, ind = d2.min(dim=1, keepdim=True)
+        else:
+            val, ind = d2.topk(k, dim=1, largest=False)
+        val = val + (xs * xs).sum(1, keepdim=True)
+        idx[s:s + chunk] = ind
+        dist[s:s + chunk] = val.clamp_min_(0).sqrt_()
+    return idx, dist
+
+
+class _TileSearch:
+    """Local BMU search: samples grouped by the grid tile of their previous BMU."""
+
+    def __init__(self, shape: tuple[int, int], tile: int, radius: int, device: torch.device):
+        h, w = shape
+        rows, cols = np.divmod(np.arange(h * w), w)
+        th, tw = math.ceil(h / tile), math.ceil(w / tile)
+        self.tile_of = torch.as_tensor((rows // tile) * tw + cols // tile, device=device)
+        self.candidates = []
+        for t in range(th * tw):
+            r0, c0 = (t // tw) * tile, (t % tw) * tile
+            rr = np.arange(max(0, r0 - radius), min(h, r0 + tile + radius))
+            cc = np.arange(max(0, c0 - radius), min(w, c0 + tile + radius))
+            self.candidates.append(torch.as_tensor((rr[:, None] * w + cc[None, :]).ravel(), device=device))
+
+    def __call__(self, x: torch.Tensor, weights: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        tiles = self.tile_of[prev]
+        order = torch.argsort(tiles)
+        counts = torch.bincount(tiles, minlength=len(self.candidates)).tolist()
+        xs = x[order]
+        out = torch.empty_like(prev)
+        w2 = (weights * weights).sum(1)
+        start = 0
+        for t, n in enumerate(counts):
+            if n == 0:
+                continue
+            cand = self.candidates[t]
+            d2 = torch.addmm(w2[cand], xs[start:start + n], weights[cand].T, alpha=-2.0)
+            out[order[start:start + n]] = cand[d2.argmin(dim=1)]
+            start += n
+        return out
+
+
+class SOM:
+    """A 2-D self-organizing map with a scikit-learn style interface.
+
+    Args:
+        shape: grid (rows, cols).
+        topology: ``"rectangular"`` or ``"hexagonal"``.
+        sigma: initial neighbourhood radius in cells (default ``max(shape) / 8``).
+        sigma_final: final neighbourhood radius in cells.
+        learning_rate, learning_rate_final: blend of the batch update, linearly decayed.
+        epochs: passes over all training vectors.
+        backend: ``"torch"`` or ``"minisom"``.
+        device: torch device for the ``torch`` backend.
+        search_radius: local BMU search window in cells (``torch``; ``None`` = exact every epoch).
+        seed: seed of the random initialisation when no ``init`` is given.
+
+    Fitted attributes:
+        weights_: float32 ``(H*W, d)`` neuron weights (codebook).
+        bmu_: int64 ``(N,)`` BMU of each training vector (exact).
+        bmu_dist_: float32 ``(N,)`` Euclidean distance to it.
+        quantization_error_: mean of ``bmu_dist_``.
+        topographic_error_: fraction of vectors whose two nearest neurons are not adjacent.
+
+    Raises:
+        ValueError: bad hyperparameters (named in the message).
+    """
+
+    def __init__(self, shape: tuple[int, int] = (56, 56), topology: str = "rectangular",
+                 sigma: float | None = None, sigma_final: float = 0.5, learning_rate: float = 1.0,
+                 learning_rate_final: float = 1.0, epochs: int = 10, backend: str = "torch",
+                 device: str | torch.device = "cpu", search_radius: int | None = 4, seed: int = 0):
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.topology = topology
+        self.sigma = sigma
+        self.sigma_final = sigma_final
+        self.learning_rate = learning_rate
+        self.learning_rate_final = learning_rate_final
+        self.epochs = epochs
+        self.backend = backend
+        self.device = device
+        self.search_radius = search_radius
+        self.seed = seed
+        self._validate()
+
+    def _validate(self) -> None:
+        if min(self.shape) < 1:
+            raise ValueError(f"grid shape must be positive, got {self.shape}.")
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(f"topology must be one of {TOPOLOGIES}, got '{self.topology}'.")
+        if self.backend not in SOM_BACKENDS:
+            raise ValueError(f"som backend must be one of {tuple(SOM_BACKENDS)}, got '{self.backend}'.")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
+        if not 0 < self.learning_rate <= 1 or not 0 < self.learning_rate_final <= 1:
+            raise ValueError("learning rates must be in (0, 1].")
+        if self.sigma is not None and self.sigma <= 0 or self.sigma_final <= 0:
+            raise ValueError("sigma and sigma_final must be > 0.")
+
+    @property
+    def n_neurons(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def schedule(self) -> list[tuple[float, float]]:
+        """``(sigma_t, lr_t)`` for each epoch."""
+        s0 = self.sigma if self.sigma is not None else max(self.shape) / 8
+        s1 = min(self.sigma_final, s0)
+        out = []
+        for t in range(self.epochs):
+            f = t / max(1, self.epochs - 1)
+            out.append((s0 * (s1 / s0) ** f, self.learning_rate + (self.learning_rate_final - self.learning_rate) * f))
+        return out
+
+    def fit(self, x: torch.Tensor | np.ndarray, init: torch.Tensor | np.ndarray | None = None,
+            prior_bmu: torch.Tensor | np.ndarray | None = None,
+            progress: Callable[[int, int], None] | None = None) -> "SOM":
+        """Train on ``x``.
+
+        Args:
+            x: float32 ``(N, d)`` training vectors.
+            init: float32 ``(H*W, d)`` initial weights (e.g. the positional mean); default: random samples.
+            prior_bmu: int ``(N,)`` neuron expected to be near each sample's BMU (its grid position);
+                it seeds the local search of the first epoch.
+            progress: called as ``progress(epoch, epochs)`` after every epoch.
+
+        Returns:
+            self
+        """
+        self._validate()
+        dev = torch.device(self.device)
+        x = torch.as_tensor(x, dtype=torch.float32, device=dev)
+        if x.ndim != 2 or len(x) == 0:
+            raise ValueError(f"SOM.fit needs a non-empty (N, d) array, got shape {tuple(x.shape)}.")
+        if init is None:
+            g = torch.Generator().manual_seed(self.seed)
+            init = x[torch.randint(len(x), (self.n_neurons,), generator=g).to(dev)]
+        init = torch.as_tensor(init, dtype=torch.float32, device=dev).reshape(self.n_neurons, -1)
+        if init.shape[1] != x.shape[1]:
+            raise ValueError(f"init has {init.shape[1]} features but x has {x.shape[1]}.")
+        self.weights_ = SOM_BACKENDS[self.backend](self, x, init.clone(), prior_bmu, progress)
+        idx, dist = exact_bmu(x, self.weights_, k=2)
+        self.bmu_ = idx[:, 0]
+        self.bmu_dist_ = dist[:, 0]
+        self.quantization_error_ = float(self.bmu_dist_.mean())
+        self.topographic_error_ = topographic_error(idx, self.shape, self.topology)
+        return self
+
+    def _grid_d2(self, device: torch.device) -> torch.Tensor:
+        xy = torch.as_tensor(grid_coordinates(self.shape, self.topology), dtype=torch.float32, device=device)
+        return torch.cdist(xy, xy).pow_(2)
+
+    def quantization_error(self, x: torch.Tensor) -> float:
+        """Mean Euclidean distance of ``x`` ``(N, d)`` to its BMU (feature units)."""
+        return float(exact_bmu(torch.as_tensor(x, dtype=torch.float32), self.weights_.cpu())[1].mean())
+
+
+def _train_torch(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress) -> torch.Tensor:
+    dev = x.device
+    d2 = som._grid_d2(dev)
+    local = None
+    prev = None
+    if som.search_radius is not None and som.search_radius < max(som.shape):
+        local = _TileSearch(som.shape, tile=8, radius=som.search_radius, device=dev)
+        if prior_bmu is not None:
+            prev = torch.as_tensor(prior_bmu, dtype=torch.long, device=dev)
+    for epoch, (sigma, lr) in enumerate(som.schedule()):
+        if local is not None and prev is not None:
+            bmu = local(x, w, prev)
+        else:
+            bmu = exact_bmu(x, w)[0][:, 0]
+        prev = bmu
+        sums = torch.zeros_like(w).index_add_(0, bmu, x)
+        counts = torch.bincount(bmu, minlength=som.n_neurons).to(w.dtype)
+        h = torch.exp(d2 / (-2.0 * sigma * sigma))
+        num = h @ sums
+        den = h @ counts
+        ok = den > 1e-12 * max(1.0, float(counts.sum()))
+        w[ok] = (1 - lr) * w[ok] + lr * (num[ok] / den[ok, None])
+        if progress:
+            progress(epoch + 1, som.epochs)
+    return w
+
+
+def _train_minisom(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress) -> torch.Tensor:
+    from minisom import MiniSom
+
+    sched = som.schedule()
+    h, wd = som.shape
+    ms = MiniSom(h, wd, x.shape[1], sigma=sched[0][0], learning_rate=som.learning_rate,
+                 topology=som.topology, random_seed=som.seed)
+    ms._weights = w.cpu().numpy().astype(np.float64).reshape(h, wd, -1)
+    ms.train_batch_offline(x.cpu().numpy().astype(np.float64), som.epochs)
+    if progress:
+        progress(som.epochs, som.epochs)
+    return torch.as_tensor(ms.get_weights().reshape(h * wd, -1), dtype=torch.float32, device=x.device)
+
+
+SOM_BACKENDS: dict[str, Callable] = {"torch": _train_torch, "minisom": _train_minisom}
+
+
+def topographic_error(top2: torch.Tensor, shape: tuple[int, int], topology: str = "rectangular") -> float:
+    """Fraction of vectors whose best and second-best neurons are not grid neighbours.
+
+    Args:
+        top2: int64 ``(N, 2)`` two nearest neurons of each vector.
+    """
+    xy = torch.as_tensor(grid_coordinates(shape, topology), dtype=torch.float32, device=top2.device)
+    gap = (xy[top2[:, 0]] - xy[top2[:, 1]]).norm(dim=1)
+    limit = 1.01 if topology == "hexagonal" else 1.42
+    return float((gap > limit).float().mean())
+
+
+def u_matrix(weights: np.ndarray | torch.Tensor, shape: tuple[int, int], topology: str = "rectangular") -> np.ndarray:
+    """Unified distance matrix: mean Euclidean distance of each neuron to its grid neighbours.
+
+    Args:
+        weights: ``(H*W, d)`` neuron weights.
+
+    Returns:
+        float32 ``(H, W)``: high values mark borders between clusters of the map.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float32).cpu()
+    pairs = torch.as_tensor(neighbour_pairs(shape, topology))
+    dist = (w[pairs[:, 0]] - w[pairs[:, 1]]).norm(dim=1)
+    total = torch.zeros(len(w)).index_add_(0, pairs[:, 0], dist).index_add_(0, pairs[:, 1], dist)
+    count = torch.bincount(pairs.flatten(), minlength=len(w)).clamp_min(1)
+    return (total / count).reshape(shape).numpy()
+
+
+def hit_map(bmu: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """Number of training vectors won by each neuron: int64 ``(H, W)``."""
+    b = torch.as_tensor(bmu).cpu().long()
+    return torch.bincount(b, minlength=shape[0] * shape[1]).reshape(shape).numpy()

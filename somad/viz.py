@@ -1,0 +1,63 @@
+"""Static pictures of results: heatmap overlays, contours and comparison figures (matplotlib, Agg).
+
+Anomaly maps are coloured on one fixed range per model (``model.pixel_range_``,
+from training data), never per image, so colours are comparable across images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from skimage.segmentation import find_boundaries  # noqa: E402
+
+CMAP = "jet"
+
+
+def colorize(amap: np.ndarray, vmin: float, vmax: float, cmap: str = CMAP) -> np.ndarray:
+    """Map float ``(H, W)`` scores to uint8 RGB ``(H, W, 3)`` on the fixed range [vmin, vmax]."""
+    norm = np.clip((np.asarray(amap, dtype=np.float64) - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+    return (matplotlib.colormaps[cmap](norm)[..., :3] * 255).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha: float = 0.5) -> np.ndarray:
+    """Blend uint8 RGB ``(H, W, 3)`` with the colourised map; returns uint8 ``(H, W, 3)``."""
+    heat = colorize(amap, vmin, vmax).astype(np.float32)
+    return (image.astype(np.float32) * (1 - alpha) + heat * alpha).astype(np.uint8)
+
+
+def draw_contours(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0)) -> np.ndarray:
+    """Copy of uint8 RGB ``image`` with the boundary of bool ``mask`` ``(H, W)`` drawn in ``color``."""
+    out = image.copy()
+    if mask.any():
+        out[find_boundaries(mask, mode="thick")] = color
+    return out
+
+
+def comparison_figure(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmin: float, vmax: float,
+                      threshold: float, title: str, path: str | Path) -> Path:
+    """Save input | ground truth | heatmap | contours (predicted red, truth green) as a PNG.
+
+    Args:
+        image: uint8 ``(S, S, 3)``; mask: bool ``(S, S)``; amap: float ``(S, S)``.
+        vmin, vmax: the model's fixed colour range; threshold: pixel threshold for the predicted region.
+    """
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
+    panels = [image, draw_contours(image, mask, (0, 255, 0)), overlay(image, amap, vmin, vmax),
+              draw_contours(draw_contours(image, amap > threshold, (255, 0, 0)), mask, (0, 255, 0))]
+    for ax, pic, name in zip(axes, panels, ["input", "ground truth", "heatmap", "predicted (red) / truth (green)"]):
+        ax.imshow(pic)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
