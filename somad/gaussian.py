@@ -20,47 +20,75 @@ import torch
 
 @dataclass
 class NeuronStats:
-    """Sufficient statistics per neuron, float64.
+    """Sufficient statistics per neuron, shifted by a fixed reference vector per neuron.
+
+    Vectors are accumulated as ``x - shift_j`` (``shift`` = the SOM weights), which keeps
+    float32 sums accurate; statistics with the same shift add and subtract exactly.
 
     Attributes:
-        counts: ``(M,)`` vectors won.
-        sums: ``(M, d)`` sum of won vectors.
-        outer: ``(M, d, d)`` sum of outer products of won vectors.
+        counts: float32 ``(M,)`` vectors won.
+        sums: float32 ``(M, d)`` sum of ``x - shift_j``.
+        outer: float32 ``(M, d, d)`` sum of outer products of ``x - shift_j``.
+        shift: float32 ``(M, d)``.
     """
 
     counts: torch.Tensor
     sums: torch.Tensor
     outer: torch.Tensor
+    shift: torch.Tensor
 
     def __sub__(self, other: "NeuronStats") -> "NeuronStats":
-        return NeuronStats(self.counts - other.counts, self.sums - other.sums, self.outer - other.outer)
+        return NeuronStats(self.counts - other.counts, self.sums - other.sums, self.outer - other.outer, self.shift)
 
 
-def accumulate(x: torch.Tensor, bmu: torch.Tensor, n_neurons: int) -> NeuronStats:
-    """Statistics of vectors ``x`` float ``(N, d)`` grouped by their BMU int64 ``(N,)``."""
-    d = x.shape[1]
-    dev = x.device
-    counts = torch.bincount(bmu, minlength=n_neurons).to(torch.float64)
+def segment_gram(xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``X_j^T X_j`` for consecutive row segments of ``xs`` ``(N, d)`` with lengths ``counts`` ``(M,)``.
+
+    Segments are padded to the next power of two and multiplied in one ``bmm`` per
+    size class, so there is no Python loop over segments. Returns ``(M, d, d)``.
+    """
+    m, d = len(counts), xs.shape[1]
+    out = torch.zeros((m, d, d), dtype=xs.dtype, device=xs.device)
+    counts = counts.long()
+    starts = torch.cumsum(counts, 0) - counts
+    nz = counts > 0
+    size_class = torch.zeros_like(counts)
+    size_class[nz] = torch.ceil(torch.log2(counts[nz].double())).long()
+    for c in torch.unique(size_class[nz]).tolist():
+        ids = torch.nonzero(nz & (size_class == c))[:, 0]
+        width = 1 << c
+        # bound the padded block to ~64 MB
+        step = max(1, (16 << 20) // (width * d))
+        for s in range(0, len(ids), step):
+            sub = ids[s:s + step]
+            offs = torch.arange(width, device=xs.device)
+            rows = starts[sub, None] + offs
+            valid = offs < counts[sub, None]
+            blk = xs[rows.clamp_max(len(xs) - 1)] * valid[..., None]
+            out[sub] = blk.transpose(1, 2) @ blk
+    return out
+
+
+def accumulate(x: torch.Tensor, bmu: torch.Tensor, shift: torch.Tensor) -> NeuronStats:
+    """Statistics of vectors ``x`` float32 ``(N, d)`` grouped by their BMU int64 ``(N,)``.
+
+    Args:
+        shift: float32 ``(M, d)`` reference vector per neuron (the SOM weights).
+    """
+    m = len(shift)
+    counts = torch.bincount(bmu, minlength=m)
     order = torch.argsort(bmu)
-    xs = x[order].to(torch.float64)
-    sums = torch.zeros((n_neurons, d), dtype=torch.float64, device=dev).index_add_(0, bmu[order], xs)
-    outer = torch.zeros((n_neurons, d, d), dtype=torch.float64, device=dev)
-    start = 0
-    for j, n in enumerate(counts.long().tolist()):
-        if n:
-            blk = xs[start:start + n]
-            outer[j] = blk.T @ blk
-            start += n
-    return NeuronStats(counts, sums, outer)
+    sorted_bmu = bmu[order]
+    xs = x[order] - shift[sorted_bmu]
+    sums = torch.zeros_like(shift).index_add_(0, sorted_bmu, xs)
+    return NeuronStats(counts.float(), sums, segment_gram(xs, counts), shift)
 
 
-def gaussians(stats: NeuronStats, fallback_means: torch.Tensor, eps: float = 0.01,
-              shrinkage: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
+def gaussians(stats: NeuronStats, eps: float = 0.01, shrinkage: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Regularised Gaussians from statistics.
 
     Args:
-        stats: per-neuron statistics.
-        fallback_means: float ``(M, d)`` means of neurons that won nothing (the SOM weights).
+        stats: per-neuron statistics; neurons that won nothing take their shift (the SOM weight) as mean.
         eps: ridge added to every covariance (the paper's 0.01 I).
         shrinkage: pseudo-samples of the pooled covariance (``m`` above); 0 disables.
 
@@ -68,20 +96,17 @@ def gaussians(stats: NeuronStats, fallback_means: torch.Tensor, eps: float = 0.0
         ``(means float32 (M, d), covariances float32 (M, d, d))``.
     """
     n = stats.counts
-    d = stats.sums.shape[1]
-    means = stats.sums / n.clamp_min(1)[:, None]
-    scatter = torch.baddbmm(stats.outer, (n[:, None] * means)[:, :, None], means[:, None, :], alpha=-1.0)
+    delta = stats.sums / n.clamp_min(1)[:, None]  # mean - shift
+    scatter = torch.baddbmm(stats.outer, (n[:, None] * delta)[:, :, None], delta[:, None, :], alpha=-1.0)
     dof = (n - 1).clamp_min(0)
-    pooled = scatter.sum(0) / max(float(dof.sum()), 1.0)
-    pooled = 0.5 * (pooled + pooled.T)
-    scatter.add_(pooled, alpha=shrinkage).div_((dof + shrinkage).clamp_min(1e-12)[:, None, None])
-    covs = scatter.float()
+    pooled = scatter.double().sum(0) / max(float(dof.sum()), 1.0)
+    pooled = (0.5 * (pooled + pooled.T)).float()
+    covs = scatter.add_(pooled, alpha=shrinkage).div_((dof + shrinkage).clamp_min(1e-12)[:, None, None])
     few = n == 0 if shrinkage > 0 else n < 2
-    covs[few] = pooled.float()
+    covs[few] = pooled
     covs = 0.5 * (covs + covs.transpose(1, 2))
     covs.diagonal(dim1=1, dim2=2).add_(eps)
-    means[n == 0] = fallback_means[n == 0].to(torch.float64)
-    return means.float(), covs
+    return stats.shift + delta, covs
 
 
 def whitening_factors(covariances: torch.Tensor) -> torch.Tensor:

@@ -205,8 +205,7 @@ class SOMAD:
         timings["som"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        m = som.n_neurons
-        stats = accumulate(x, som.bmu_, m)
+        stats = accumulate(x, som.bmu_, som.weights_)
         self._set_gaussians(stats)
         if progress:
             progress("gaussians", 1, 1)
@@ -226,7 +225,7 @@ class SOMAD:
 
     def _set_gaussians(self, stats: NeuronStats) -> None:
         self.counts_ = stats.counts.long()
-        self.means_, self.covariances_ = gaussians(stats, self.som_weights_, self.cov_eps, self.shrinkage)
+        self.means_, self.covariances_ = gaussians(stats, self.cov_eps, self.shrinkage)
         self.factors_ = whitening_factors(self.covariances_)
 
     def _cross_fitted_scores(self, feats: torch.Tensor, x: torch.Tensor, stats: NeuronStats,
@@ -243,8 +242,8 @@ class SOMAD:
             if folds > 1:
                 rows = torch.as_tensor((members[:, None] * per_image + np.arange(per_image)).ravel(),
                                        device=x.device)
-                held = accumulate(x[rows], self.train_bmu_[rows], len(self.som_weights_))
-                means, covs = gaussians(stats - held, self.som_weights_, self.cov_eps, self.shrinkage)
+                held = accumulate(x[rows], self.train_bmu_[rows], self.som_weights_)
+                means, covs = gaussians(stats - held, self.cov_eps, self.shrinkage)
                 factors = whitening_factors(covs)
             else:
                 means, factors = self.means_, self.factors_
