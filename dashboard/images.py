@@ -1,0 +1,92 @@
+"""Pictures for the dashboard (pure numpy/PIL): overlays, contours, highlighted cells, uploads."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from somad import data
+from somad.errors import DataError
+from somad.viz import draw_contours, overlay
+
+from .config import MAX_UPLOAD_PIXELS
+
+GT_COLOR = (0, 255, 0)
+PRED_COLOR = (255, 0, 0)
+CELL_COLOR = (255, 45, 85)
+
+
+def heat_overlay(image: np.ndarray, amap: np.ndarray, pixel_range: tuple[float, float]) -> np.ndarray:
+    """Heatmap overlay on the model's fixed colour range (never per image): uint8 ``(S, S, 3)``."""
+    return overlay(image, amap, pixel_range[0], pixel_range[1])
+
+
+def contours(image: np.ndarray, mask: np.ndarray | None = None, amap: np.ndarray | None = None,
+             threshold: float | None = None) -> np.ndarray:
+    """Image with the ground-truth contour (green) and the predicted region ``amap > threshold`` (red)."""
+    out = image
+    if amap is not None and threshold is not None:
+        out = draw_contours(out, amap > threshold, PRED_COLOR)
+    if mask is not None:
+        out = draw_contours(out, mask.astype(bool), GT_COLOR)
+    return out
+
+
+def highlight_cells(image: np.ndarray, cells: np.ndarray, color=CELL_COLOR, alpha: float = 0.55) -> np.ndarray:
+    """Tint and outline the feature cells where bool ``cells`` ``(h, w)`` is True.
+
+    Args:
+        image: uint8 ``(S, S, 3)``; cells: bool ``(h, w)`` upsampled to pixels by nearest neighbour.
+    """
+    s = image.shape[0]
+    h, w = cells.shape
+    rows = (np.arange(s) * h) // s
+    cols = (np.arange(s) * w) // s
+    mask = cells[rows[:, None], cols[None, :]]
+    out = image.astype(np.float32)
+    out[mask] = out[mask] * (1 - alpha) + np.asarray(color, np.float32) * alpha
+    return draw_contours(out.astype(np.uint8), mask, color)
+
+
+def to_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 RGB image."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode_upload(name: str, payload: bytes, max_pixels: int = MAX_UPLOAD_PIXELS) -> tuple[np.ndarray, list[str]]:
+    """Decode an uploaded image file to uint8 RGB ``(H, W, 3)``.
+
+    Returns:
+        ``(rgb, notes)``: notes say what was converted (grayscale, 16-bit, alpha).
+
+    Raises:
+        DataError: not an image, truncated, or larger than ``max_pixels``.
+    """
+    try:
+        img = Image.open(io.BytesIO(payload))
+    except Image.DecompressionBombError:
+        raise DataError(f"{name} is far above the {max_pixels / 1e6:.0f} megapixel limit: downscale it first.") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{name} is not an image this app can read ({type(exc).__name__}): "
+                        "upload a PNG, JPG, BMP or TIFF file.") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise DataError(f"{name} is {w}x{h} = {w * h / 1e6:.0f} megapixels, above the "
+                        f"{max_pixels / 1e6:.0f} megapixel limit: downscale it first.")
+    try:
+        img.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{name} cannot be decoded ({exc}): the file is damaged or truncated.") from None
+    notes = []
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        notes.append(f"{name}: {img.mode} (16/32-bit) image scaled to 8 bits and copied to 3 channels.")
+    elif img.mode in ("L", "1", "LA"):
+        notes.append(f"{name}: 1-channel (grayscale) image copied to 3 channels.")
+    if img.mode in ("RGBA", "LA", "PA"):
+        notes.append(f"{name}: transparency composited on black.")
+    if img.mode == "CMYK":
+        notes.append(f"{name}: CMYK image converted to RGB.")
+    return data.to_rgb(img), notes
