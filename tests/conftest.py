@@ -1,44 +1,84 @@
-"""Shared fixtures of the dashboard tests: the demo data and one small model fitted on it (session scope)."""
+"""Shared pytest fixtures (used by several test files: append new fixtures, do not replace these).
+
+Everything runs on small synthetic data generated on the fly; tests that need
+the real datasets in ``../shared/data`` use ``real_root`` and skip when absent.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-SMALL = {"image_size": 64, "d": 32, "epochs": 3, "cv_folds": 2}
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("SOMAD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
-@pytest.fixture(scope="session")
-def demo_root() -> Path:
-    """The embedded demo data set (generated if missing)."""
-    from somad import demo
-
-    return demo.ensure_demo()
+TINY = dict(image_size=64, d=32, epochs=3, cv_folds=2, batch_size=16)
 
 
 @pytest.fixture(scope="session")
-def small_model_env(tmp_path_factory, demo_root):
-    """``(models_dir, model_dir, model)``: a small SOMAD (16x16 SOM) fitted on demo 'tiles', saved in a tmp dir."""
+def demo_root(tmp_path_factory) -> Path:
+    """A small demo dataset (tiles, washers) in MVTec layout."""
+    from somad.demo import generate
+
+    return generate(tmp_path_factory.mktemp("demo") / "data", n_train=12, n_good=4, n_defect=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(demo_root):
+    """A SOMAD model fitted on the demo 'tiles' train split at 64 px (16x16 grid)."""
+    from somad import data
+    from somad.model import SOMAD
+
+    samples = data.train_samples(demo_root, "tiles")
+    images, _ = data.load_split(samples, TINY["image_size"])
+    return SOMAD(**TINY).fit(images, [str(s.path) for s in samples])
+
+
+def real_root(name: str) -> Path:
+    """Root of a real dataset under ../shared/data, or skip the test."""
+    root = SHARED_DATA / name
+    if not root.is_dir():
+        pytest.skip(f"real data {root} is not on this machine")
+    return root
+
+
+def rng_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Random uint8 images (n, size, size, 3)."""
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+# ---------------------------------------------------------------- dashboard fixtures
+DASH_SMALL = dict(image_size=64, d=32, epochs=3, cv_folds=2)
+
+
+@pytest.fixture(scope="session")
+def dash_model_env(tmp_path_factory, demo_root):
+    """``(models_dir, model_dir, model)``: a small SOMAD (16x16 SOM) fitted on the demo 'tiles' with
+    :func:`somad.pipeline.fit_category` and saved in a tmp models dir (what the dashboard loads)."""
     from somad import pipeline
 
-    models = tmp_path_factory.mktemp("models")
+    models = tmp_path_factory.mktemp("dash_models")
     out = pipeline.model_path(models, "tiles", "small")
-    model = pipeline.fit_category(demo_root, "tiles", out, dict(SMALL))
+    model = pipeline.fit_category(demo_root, "tiles", out, dict(DASH_SMALL))
     return models, out, model
 
 
 @pytest.fixture(scope="session")
-def small_eval(small_model_env, demo_root):
-    """:class:`somad.explain.ExplainedEvaluation` of the small model on demo 'tiles'."""
+def dash_eval(dash_model_env, demo_root):
+    """:class:`somad.explain.ExplainedEvaluation` of the dashboard model on the demo 'tiles' test split."""
     from somad import explain
 
-    return explain.evaluate_with_patches(small_model_env[2], demo_root, "tiles")
+    return explain.evaluate_with_patches(dash_model_env[2], demo_root, "tiles")
 
 
 @pytest.fixture()
-def app_env(monkeypatch, small_model_env, demo_root):
-    """Point the app at the demo data and the tmp models dir."""
+def app_env(monkeypatch, dash_model_env, demo_root):
+    """Environment pointing the app at the demo data and the tmp models dir."""
     monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
-    monkeypatch.setenv("SOMAD_MODELS_DIR", str(small_model_env[0]))
-    return small_model_env
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(dash_model_env[0]))
+    return dash_model_env
