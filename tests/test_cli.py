@@ -1,0 +1,91 @@
+"""``python -m somad``: fit, evaluate, predict on the demo data, and bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from somad.cli import main
+
+TINY_ARGS = ["--image-size", "64", "--d", "32", "--epochs", "2", "--cv-folds", "2"]
+
+
+@pytest.fixture(scope="module")
+def fitted(demo_root, tmp_path_factory):
+    models = tmp_path_factory.mktemp("models")
+    assert main(["fit", "--data-dir", str(demo_root), "--category", "all", "--models-dir", str(models),
+                 *TINY_ARGS]) == 0
+    return models
+
+
+def test_fit_writes_one_model_per_category(fitted):
+    for cat in ("tiles", "washers"):
+        cfg = json.loads((fitted / cat / "default" / "config.json").read_text())
+        assert cfg["hyperparameters"]["image_size"] == 64 and cfg["n_train"] == 12
+
+
+def test_evaluate_writes_metrics_csv_and_figures(fitted, demo_root, tmp_path, capsys):
+    res = tmp_path / "results"
+    assert main(["evaluate", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(fitted),
+                 "--results-dir", str(res), "--figures", "2"]) == 0
+    m = json.loads((res / "tiles" / "metrics.json").read_text())
+    assert {"image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max", "timings"} <= set(m)
+    assert m["image_auroc"] >= 0.9 and set(m["per_defect"]) == {"crack", "hole", "scratch", "stain"}
+    rows = list(csv.DictReader((res / "tiles" / "per_image.csv").read_text().splitlines()))
+    assert len(rows) == 12 and {r["outcome"] for r in rows} <= {"TP", "FP", "FN", "TN"}
+    assert len(list((res / "tiles" / "figures").glob("*.png"))) == 2
+    assert "| tiles |" in capsys.readouterr().out
+
+
+def test_predict_prints_verdicts_and_writes_overlays(fitted, demo_root, tmp_path, capsys):
+    imgs = [demo_root / "tiles" / "test" / "good" / "000.png", demo_root / "tiles" / "test" / "hole" / "000.png"]
+    assert main(["predict", "--model-dir", str(fitted / "tiles" / "default"), "--out", str(tmp_path),
+                 *map(str, imgs)]) == 0
+    out = capsys.readouterr().out
+    assert "hole/000.png" in out and ("ANOMALOUS" in out or "normal" in out)
+    with Image.open(tmp_path / "000_overlay.png") as im:
+        assert im.size == (64, 64)
+
+
+def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
+    before = (fitted / "tiles" / "default" / "tensors.safetensors").stat().st_mtime_ns
+    assert main(["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(fitted),
+                 *TINY_ARGS]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (fitted / "tiles" / "default" / "tensors.safetensors").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fit", "--data-dir", "/nonexistent/root"], "does not exist"),
+    (["fit", "--category", "nope"], "category 'nope' not found"),
+    (["fit", "--category", "tiles", "--backbone", "no_such_net"], "unknown backbone"),
+    (["fit", "--category", "tiles", "--backbone", "resnet18"], "--weights FILE"),
+    (["evaluate", "--category", "tiles"], "no model for category 'tiles'"),
+    (["predict", "--model-dir", "/nonexistent/model", "README.md"], "README.md"),
+])
+def test_bad_input_exits_2_and_writes_nothing(demo_root, tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    if "--data-dir" not in args and args[0] != "predict":
+        args = args + ["--data-dir", str(demo_root)]
+    if args[0] == "predict":
+        (tmp_path / "README.md").write_text("not an image")
+    assert main(args + (["--models-dir", str(tmp_path / "models")] if args[0] != "predict" else [])) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_seed_readme_aliases_parse():
+    from somad.cli import build_parser
+
+    a = build_parser().parse_args(["fit", "--som_iterations", "7", "--img_size", "128", "--k", "3"])
+    assert (a.epochs, a.image_size, a.k) == (7, 128, 3)
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "somad", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "fit" in out.stdout

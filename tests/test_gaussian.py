@@ -1,0 +1,69 @@
+"""Per-neuron Gaussians: sufficient statistics, shrinkage, empty neurons, whitening."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from somad.gaussian import accumulate, gaussians, segment_gram, whitening_factors
+
+
+def _data(seed=0, n=600, m=6, d=5):
+    g = torch.Generator().manual_seed(seed)
+    shift = torch.randn(m, d, generator=g) * 10 + 50
+    bmu = torch.randint(0, m - 1, (n,), generator=g)  # neuron m-1 wins nothing
+    x = shift[bmu] + torch.randn(n, d, generator=g)
+    return x, bmu, shift
+
+
+def test_gaussians_match_direct_formula():
+    x, bmu, shift = _data()
+    eps, m_shrink = 0.01, 3.0
+    means, covs = gaussians(accumulate(x, bmu, shift), eps=eps, shrinkage=m_shrink)
+    X, B = x.double().numpy(), bmu.numpy()
+    scat, dof = [], []
+    for j in range(5):
+        xj = X[B == j]
+        mu = xj.mean(0)
+        scat.append((xj - mu).T @ (xj - mu))
+        dof.append(len(xj) - 1)
+        np.testing.assert_allclose(means[j].numpy(), mu, rtol=1e-5)
+    pooled = sum(scat) / sum(dof)
+    for j in range(5):
+        want = (scat[j] + m_shrink * pooled) / (dof[j] + m_shrink) + eps * np.eye(5)
+        np.testing.assert_allclose(covs[j].numpy(), want, rtol=1e-4, atol=1e-5)
+    # a neuron that wins nothing: its SOM weight as mean (never zero), pooled covariance
+    np.testing.assert_allclose(means[5].numpy(), shift[5].numpy())
+    np.testing.assert_allclose(covs[5].numpy(), pooled + eps * np.eye(5), rtol=1e-4, atol=1e-5)
+
+
+def test_statistics_subtract_exactly():
+    x, bmu, shift = _data(1)
+    held = torch.arange(len(x)) % 3 == 0
+    full = accumulate(x, bmu, shift)
+    rest = full - accumulate(x[held], bmu[held], shift)
+    direct = accumulate(x[~held], bmu[~held], shift)
+    for a, b in ((rest.counts, direct.counts), (rest.sums, direct.sums), (rest.outer, direct.outer)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_segment_gram_equals_loop():
+    g = torch.Generator().manual_seed(2)
+    counts = torch.tensor([0, 1, 5, 17, 64, 3])
+    xs = torch.randn(int(counts.sum()), 4, generator=g)
+    got = segment_gram(xs, counts)
+    start = 0
+    for j, n in enumerate(counts.tolist()):
+        blk = xs[start:start + n]
+        torch.testing.assert_close(got[j], blk.T @ blk)
+        start += n
+
+
+def test_whitening_gives_mahalanobis():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(4, 6, 6, generator=g)
+    covs = a @ a.transpose(1, 2) + 0.5 * torch.eye(6)
+    f = whitening_factors(covs)
+    v = torch.randn(4, 6, generator=g)
+    got = ((f @ v[..., None])[..., 0] ** 2).sum(1)
+    want = torch.einsum("bi,bij,bj->b", v.double(), torch.linalg.inv(covs.double()), v.double())
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,154 @@
+"""The SOMAD estimator end to end on the demo data, and model files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from somad import data, metrics
+from somad.errors import ModelFileError, NotFittedError
+from somad.model import SOMAD
+from somad.persistence import CONFIG, TENSORS, load_model, save_model
+
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def tiles_test(demo_root):
+    samples = data.test_samples(demo_root, "tiles")
+    images, masks = data.load_split(samples, TINY["image_size"])
+    return samples, images, masks
+
+
+def test_fitted_state_shapes(tiny_model):
+    m = tiny_model
+    assert m.grid_ == m.feature_shape_ == (16, 16)
+    n_neurons, d = 256, 32
+    assert m.som_weights_.shape == m.means_.shape == (n_neurons, d)
+    assert m.covariances_.shape == (n_neurons, d, d)
+    assert m.train_bmu_.shape == (12 * 256,) and int(m.train_bmu_.max()) < n_neurons
+    assert int(m.counts_.sum()) == 12 * 256
+    assert m.train_scores_.shape == (12,) and m.threshold_ >= np.median(m.train_scores_)
+    assert 0 <= m.topographic_error_ <= 1 and m.quantization_error_ > 0
+    assert m.pixel_range_[0] < m.pixel_range_[1]
+    # no neuron scores against a zero mean
+    assert (m.means_.norm(dim=1) > 0).all()
+
+
+def test_scores_detect_demo_defects(tiny_model, tiles_test):
+    samples, images, masks = tiles_test
+    scores, maps = tiny_model.anomaly_maps(images)
+    labels = np.array([s.label for s in samples])
+    assert maps.shape == (len(samples), 64, 64)
+    assert np.allclose(scores, maps.reshape(len(maps), -1).max(1))
+    assert len(np.unique(np.round(scores, 4))) == len(scores)  # no per-image normalisation
+    assert metrics.auroc(labels, scores) >= 0.9
+    assert metrics.auroc(masks, maps) >= 0.8
+    assert np.array_equal(tiny_model.predict(images, threshold=0.0), np.ones(len(images), bool))
+    assert np.array_equal(tiny_model.predict(images), scores > tiny_model.threshold_)
+
+
+def test_patch_scores_are_min_over_k_neighbours(tiny_model, tiles_test):
+    _, images, _ = tiles_test
+    feats = tiny_model.features(images[:2])
+    ps = tiny_model.patch_scores(feats)
+    assert ps.neighbours.shape == (2 * 256, tiny_model.k)
+    x = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+    d = torch.cdist(x, tiny_model.som_weights_)
+    want = d.topk(tiny_model.k, largest=False).indices
+    assert torch.equal(ps.neighbours.sort(1).values, want.sort(1).values)
+    torch.testing.assert_close(ps.scores, ps.mahalanobis.min(1).values)
+    j = int(ps.best[0])
+    diff = (x[0] - tiny_model.means_[j]).double()
+    maha = torch.sqrt(diff @ torch.linalg.inv(tiny_model.covariances_[j].double()) @ diff)
+    assert float(ps.scores[0]) == pytest.approx(float(maha), rel=1e-4)
+
+
+def test_unfitted_and_bad_input(tiny_model):
+    with pytest.raises(NotFittedError):
+        SOMAD().score(np.zeros((1, 224, 224, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        tiny_model.score(np.zeros((1, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="image_size"):
+        SOMAD(image_size=100)
+    with pytest.raises(ValueError, match="topology"):
+        SOMAD(topology="triangular", **TINY).fit(np.zeros((2, 64, 64, 3), np.uint8))
+
+
+@pytest.mark.parametrize("extra", [dict(topology="hexagonal", grid=(10, 12)), dict(som_backend="minisom", grid=(6, 6))])
+def test_other_topologies_and_backends(demo_root, extra):
+    samples = data.train_samples(demo_root, "washers")[:4]
+    images, _ = data.load_split(samples, 64)
+    m = SOMAD(**{**TINY, **extra, "epochs": 2}).fit(images)
+    assert m.grid_ == extra["grid"] and m.u_matrix().shape == extra["grid"]
+    assert m.hit_map().sum() == 4 * 256
+    assert np.isfinite(m.score(images)).all()
+
+
+def test_save_load_roundtrip(tiny_model, tiles_test, tmp_path):
+    _, images, _ = tiles_test
+    path = save_model(tiny_model, tmp_path / "m")
+    assert sorted(p.name for p in path.iterdir()) == [CONFIG, TENSORS]  # no pickle files
+    loaded = load_model(path)
+    a, b = tiny_model.score(images), loaded.score(images)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert loaded.threshold_ == tiny_model.threshold_ and loaded.grid_ == tiny_model.grid_
+    assert torch.equal(loaded.train_bmu_, tiny_model.train_bmu_)
+    cfg = json.loads((path / CONFIG).read_text())
+    assert cfg["hyperparameters"]["d"] == 32 and "percentile 99" in cfg["threshold_rule"]
+
+
+def test_save_never_overwrites_without_force(tiny_model, tmp_path, monkeypatch):
+    path = save_model(tiny_model, tmp_path / "m")
+    before = (path / TENSORS).read_bytes()
+    with pytest.raises(ModelFileError, match="--force"):
+        save_model(tiny_model, path)
+    import somad.persistence as p
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(p, "save_file", boom)
+    with pytest.raises(OSError):
+        save_model(tiny_model, path, force=True)
+    assert (path / TENSORS).read_bytes() == before  # old model intact
+    assert [q.name for q in tmp_path.iterdir()] == ["m"]  # no temp leftovers
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("keep me")
+    monkeypatch.undo()
+    with pytest.raises(ModelFileError, match="not a somad model"):
+        save_model(tiny_model, tmp_path / "other", force=True)
+
+
+def test_bad_model_dirs_are_named(tiny_model, tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFileError, match="not a somad model"):
+        load_model(tmp_path / "empty")
+    path = save_model(tiny_model, tmp_path / "m")
+    cfg = json.loads((path / CONFIG).read_text())
+
+    bad = dict(cfg, format_version=99)
+    (path / CONFIG).write_text(json.dumps(bad))
+    with pytest.raises(ModelFileError, match="format version 99"):
+        load_model(path)
+
+    bad = dict(cfg, grid=[8, 8])
+    (path / CONFIG).write_text(json.dumps(bad))
+    with pytest.raises(ModelFileError, match="tensor 'som_weights' has shape"):
+        load_model(path)
+
+    (path / CONFIG).write_text("{not json")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        load_model(path)
+
+    (path / CONFIG).write_text(json.dumps(cfg))
+    (path / TENSORS).write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="cannot be read"):
+        load_model(path)
+    (path / TENSORS).unlink()
+    with pytest.raises(ModelFileError, match="incomplete"):
+        load_model(path)
