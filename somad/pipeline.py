@@ -154,10 +154,11 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
     _write_text(out / "per_image.csv", buf.getvalue())
     lo, hi = model.pixel_range_
     pix_thr = ev.metrics.get("pixel_f1_threshold", hi)
-    # the most instructive images: worst-scored anomalies and highest-scored normals first
-    order = np.argsort(np.where(ev.labels == 1, ev.scores, -ev.scores))
-    picks = list(order[:n_figures // 2]) + list(order[::-1][:n_figures - n_figures // 2])
-    for i in dict.fromkeys(int(i) for i in picks):
+    # the hardest cases: lowest-scored anomalies and highest-scored normals
+    normals = [int(i) for i in np.flatnonzero(ev.labels == 0)[np.argsort(-ev.scores[ev.labels == 0])]]
+    anomalies = [int(i) for i in np.flatnonzero(ev.labels == 1)[np.argsort(ev.scores[ev.labels == 1])]]
+    picks = anomalies[:n_figures - n_figures // 2] + normals[:n_figures // 2]
+    for i in picks:
         s = ev.samples[i]
         comparison_figure(ev.images[i], ev.masks[i], ev.maps[i], lo, hi, pix_thr,
                           f"{s.defect}/{s.path.name}  score {ev.scores[i]:.2f}  threshold {model.threshold_:.2f}",
