@@ -44,9 +44,32 @@ class PatchScores:
         return self.neighbours.gather(1, self.mahalanobis.argmin(1, keepdim=True))[:, 0]
 
 
+def _segments(counts: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split each neuron's run of sorted pairs into segments of at most ``max_len`` pairs.
+
+    Returns:
+        ``(neuron, start, length)`` int64 per segment; ``start`` indexes the sorted pairs.
+    """
+    ends = torch.cumsum(counts, 0)
+    starts = ends - counts
+    nseg = (counts + max_len - 1) // max_len
+    neuron = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), nseg)
+    first = torch.repeat_interleave(torch.cumsum(nseg, 0) - nseg, nseg)
+    i = torch.arange(len(neuron), device=counts.device) - first
+    start = starts[neuron] + i * max_len
+    length = torch.minimum(ends[neuron] - start, torch.full_like(start, max_len))
+    return neuron, start, length
+
+
 def mahalanobis_pairs(x: torch.Tensor, neurons: torch.Tensor, means: torch.Tensor,
-                      factors: torch.Tensor) -> torch.Tensor:
+                      factors: torch.Tensor, max_segment: int = 64, block_bytes: int = 64 << 20) -> torch.Tensor:
     """Mahalanobis distance of each row of ``x`` to each of its neurons.
+
+    The (patch, neuron) pairs are sorted by neuron and cut into segments of at most
+    ``max_segment`` pairs of one neuron; segments are padded to a power of two and
+    every group of equal padded length is one batched matrix product
+    (``torch.bmm``), each segment reading its neuron's factor once. No Python loop
+    over neurons; memory per product is bounded by ``block_bytes``.
 
     Args:
         x: float32 ``(P, d)``.
@@ -57,20 +80,32 @@ def mahalanobis_pairs(x: torch.Tensor, neurons: torch.Tensor, means: torch.Tenso
         float32 ``(P, k)``.
     """
     p, k = neurons.shape
+    d = x.shape[1]
     flat = neurons.reshape(-1)
+    if flat.numel() == 0:
+        return torch.empty((p, k), dtype=x.dtype, device=x.device)
     order = torch.argsort(flat)
-    sorted_neurons = flat[order]
     rows = order // k
-    diff = x[rows] - means[sorted_neurons]
-    uniq, counts = torch.unique_consecutive(sorted_neurons, return_counts=True)
-    d2 = torch.empty(len(flat), dtype=x.dtype, device=x.device)
-    start = 0
-    for j, n in zip(uniq.tolist(), counts.tolist()):
-        y = diff[start:start + n] @ factors[j].T
-        d2[start:start + n] = (y * y).sum(1)
-        start += n
-    out = torch.empty_like(d2)
-    out[order] = d2
+    counts = torch.bincount(flat, minlength=len(means))
+    seg_neuron, seg_start, seg_len = _segments(counts, max_segment)
+    # padded length: next power of two of the segment length
+    padded = torch.pow(2, torch.ceil(torch.log2(seg_len.double())).long())
+    d2_sorted = torch.empty(flat.numel(), dtype=x.dtype, device=x.device)
+    for b in torch.unique(padded).tolist():
+        sel = torch.nonzero(padded == b).squeeze(1)
+        per = max(1, block_bytes // (4 * d * (d + 2 * b)))
+        ar = torch.arange(b, device=x.device)
+        for s in range(0, len(sel), per):
+            seg = sel[s:s + per]
+            start, length, nrn = seg_start[seg], seg_len[seg], seg_neuron[seg]
+            pos = start[:, None] + torch.minimum(ar[None, :], length[:, None] - 1)  # pad by repeating
+            diff = x[rows[pos]] - means[nrn][:, None, :]                           # (S, b, d)
+            y = torch.bmm(diff, factors[nrn].transpose(1, 2))                       # (S, b, d)
+            val = (y * y).sum(2)
+            valid = ar[None, :] < length[:, None]
+            d2_sorted[pos[valid]] = val[valid]
+    out = torch.empty_like(d2_sorted)
+    out[order] = d2_sorted
     return out.sqrt_().reshape(p, k)
 
 
