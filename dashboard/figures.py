@@ -58,7 +58,7 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
     hex_grid = topology == "hexagonal"
     width_cells = cols + (0.5 if hex_grid else 0)
     height_cells = (rows - 1) * (math.sqrt(3) / 2 if hex_grid else 1) + 1
-    plot_w = size - 110
+    plot_w = size - 40 - 80  # left margin 40, right margin 80 holds the colour bar
     plot_h = plot_w * height_cells / width_cells
     fig = go.Figure()
     vmin, vmax = np.nanmin(values) if np.isfinite(values).any() else 0, np.nanmax(values) if np.isfinite(values).any() else 1
@@ -89,7 +89,7 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
                                              size=max(cell_px * 1.3, 9), color=SELECT_COLOR, line=dict(width=3))))
     fig.update_layout(
         title=dict(text=title, x=0.02, font=dict(size=14)), width=size, height=int(plot_h + 80),
-        margin=dict(l=40, r=10, t=40, b=30), clickmode="event+select", dragmode=False,
+        margin=dict(l=40, r=80, t=40, b=30, autoexpand=False), clickmode="event+select", dragmode=False,
         plot_bgcolor="white", hovermode="closest",
     )
     fig.update_xaxes(range=[-0.6, width_cells - 0.4], showgrid=False, zeroline=False, title=None,

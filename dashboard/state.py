@@ -32,6 +32,26 @@ class Current:
     device: str
 
 
+def ensure_navigation() -> None:
+    """Call first in every page file.
+
+    Streamlit 1.67 treats a ``pages/`` folder next to the entry script as a legacy (v1) multipage
+    app until the entry script has called ``st.navigation`` once in the server process, so the
+    first request for a page URL such as ``/som_explorer`` would run the page file alone, without
+    ``app.py``. Here such a run switches the server to ``st.navigation`` mode and reruns, which
+    runs ``app.py`` and then this page through its ``st.Page``.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a future Streamlit without that class: nothing to fix
+        init()
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    init()
+
+
 def categories(root: str | Path) -> tuple[list[str], str | None]:
     """Categories under ``root`` and an error message (None when fine)."""
     try:

@@ -13,6 +13,7 @@ from somad.errors import SomadError
 from somad.features import BACKBONES, DEFAULT_BACKBONE
 from somad.persistence import read_config
 
+state.ensure_navigation()
 ss = st.session_state
 st.title("Model")
 st.caption("Pick a dataset and a category, then load a saved SOM or fit a new one.")

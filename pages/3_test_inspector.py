@@ -8,6 +8,7 @@ import streamlit as st
 from dashboard import figures, images, loaders, state
 from somad import explain
 
+state.ensure_navigation()
 ss = st.session_state
 cur = state.require_model()
 m = cur.model

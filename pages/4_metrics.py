@@ -8,6 +8,7 @@ import streamlit as st
 from dashboard import figures, loaders, state
 from somad import metrics
 
+state.ensure_navigation()
 cur = state.require_model()
 m = cur.model
 ev = state.require_evaluation(cur)

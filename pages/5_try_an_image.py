@@ -8,6 +8,7 @@ from dashboard import images, state
 from somad.data import resize_image
 from somad.errors import SomadError
 
+state.ensure_navigation()
 cur = state.require_model()
 m = cur.model
 thr = state.threshold(cur)
