@@ -89,3 +89,16 @@ def test_seed_readme_aliases_parse():
 def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "somad", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "fit" in out.stdout
+
+
+def test_truncated_training_image_is_named(demo_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_root / "washers", root / "washers")
+    bad = root / "washers" / "train" / "good" / "003.png"
+    bad.write_bytes(bad.read_bytes()[:200])
+    assert main(["fit", "--data-dir", str(root), "--category", "washers", "--models-dir",
+                 str(tmp_path / "models"), *TINY_ARGS]) == 2
+    assert "003.png" in capsys.readouterr().err
+    assert not (tmp_path / "models" / "washers" / "default").exists()
