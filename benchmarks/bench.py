@@ -280,9 +280,9 @@ def table(r: dict) -> str:
         (f"SOM subsample {r['som_subsample_n']}: torch / MiniSom",
          f"{_f(r['som_subsample_s_torch'], '.2f')} s / {_f(r["som_subsample_s_minisom"'], '.1f')} s",
          f"speed-up {_f(r['som_speedup_vs_minisom'], '.0f')}x"),
-        ("SOM subsample QE: torch / MiniSom", f"{_f(r['som_qe_torch'], '.3f')} | {_f(r['som_qe_minisom'], '.3f')}",
+        ("SOM subsample QE: torch / MiniSom", f"{_f(r['som_qe_torch'], '.3f')} / {_f(r['som_qe_minisom'], '.3f')}",
          "quantization error (lower is better)"),
-        ("SOM subsample TE: torch / MiniSom", f"{_f(r['som_te_torch'], '.3f')} | {_f(r['som_te_minisom'], '.3f')}",
+        ("SOM subsample TE: torch / MiniSom", f"{_f(r['som_te_torch'], '.3f')} / {_f(r['som_te_minisom'], '.3f')}",
          "topographic error"),
         ("Gaussian fit", f"{_f(r['gaussian_fit_s'], '.2f')} s", ""),
         ("scoring: somad / reference", f"{_f(r['scoring_ms_per_image'], '.1f')} / "

@@ -250,7 +250,7 @@ class SOM:
 
 def _train_torch(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress) -> torch.Tensor:
     dev = x.device
-    d2 = som._grid_d2(dev)
+    d2 = som._grid_d2(dev) if som.topology != "rectangular" else None
     local = None
     prev = None
     if som.search_radius is not None and som.search_radius < max(som.shape):
@@ -265,14 +265,35 @@ def _train_torch(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress
         prev = bmu
         sums = torch.zeros_like(w).index_add_(0, bmu, x)
         counts = torch.bincount(bmu, minlength=som.n_neurons).to(w.dtype)
-        h = torch.exp(d2 / (-2.0 * sigma * sigma))
-        num = h @ sums
-        den = h @ counts
+        num, den = _neighbourhood_sums(som, sums, counts, sigma, d2)
         ok = den > 1e-12 * max(1.0, float(counts.sum()))
         w[ok] = (1 - lr) * w[ok] + lr * (num[ok] / den[ok, None])
         if progress:
             progress(epoch + 1, som.epochs)
     return w
+
+
+def _neighbourhood_sums(som: SOM, sums: torch.Tensor, counts: torch.Tensor, sigma: float,
+                        d2: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(h @ sums, h @ counts)`` with ``h[j, b] = exp(-|r_j - r_b|^2 / (2 sigma^2))``.
+
+    On a rectangular grid the Gaussian is separable, ``h = h_rows (x) h_cols``, so the
+    (M x M) product becomes two small products along rows and columns: O(M (H + W) d)
+    instead of O(M^2 d), and no (M x M) kernel is built. Hexagonal grids use the dense kernel ``d2``.
+    """
+    if d2 is not None:
+        h = torch.exp(d2 / (-2.0 * sigma * sigma))
+        return h @ sums, h @ counts
+    hh, ww = som.shape
+    dev, dt = sums.device, sums.dtype
+    r = torch.arange(hh, device=dev, dtype=dt)
+    c = torch.arange(ww, device=dev, dtype=dt)
+    hr = torch.exp((r[:, None] - r[None, :]) ** 2 / (-2.0 * sigma * sigma))
+    hc = torch.exp((c[:, None] - c[None, :]) ** 2 / (-2.0 * sigma * sigma))
+    both = torch.cat([sums, counts[:, None]], 1).reshape(hh, ww, -1)
+    out = torch.einsum("ab,bcf->acf", hr, both)
+    out = torch.einsum("cd,adf->acf", hc, out).reshape(hh * ww, -1)
+    return out[:, :-1].contiguous(), out[:, -1].contiguous()
 
 
 def _train_minisom(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress) -> torch.Tensor:
