@@ -278,7 +278,7 @@ def table(r: dict) -> str:
          f"{r['n_train_vectors']} x {r['d']}, grid {r['grid']}, {r['som_epochs']} epochs, "
          f"QE {_f(r['som_qe_full_torch'], '.3f')}, TE {_f(r['som_te_full_torch'], '.3f')}"),
         (f"SOM subsample {r['som_subsample_n']}: torch / MiniSom",
-         f"{_f(r['som_subsample_s_torch'], '.2f')} s / {_f(r["som_subsample_s_minisom"'], '.1f')} s",
+         f"{_f(r['som_subsample_s_torch'], '.2f')} s / {_f(r['som_subsample_s_minisom'], '.1f')} s",
          f"speed-up {_f(r['som_speedup_vs_minisom'], '.0f')}x"),
         ("SOM subsample QE: torch / MiniSom", f"{_f(r['som_qe_torch'], '.3f')} / {_f(r['som_qe_minisom'], '.3f')}",
          "quantization error (lower is better)"),
