@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cov-eps", type=float, default=0.01)
     p.add_argument("--shrinkage", type=float, default=10.0)
     p.add_argument("--threshold-percentile", type=float, default=99.0)
-    p.add_argument("--cv-folds", type=int, default=5)
+    p.add_argument("--cv-folds", type=int, default=5, help="cross-fitting folds for the threshold")
+    p.add_argument("--cv-max-images", type=int, default=100, help="training images scored for the threshold")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-train-images", type=int, default=None)
@@ -133,7 +134,7 @@ def cmd_fit(args) -> int:
     params = {k: getattr(args, k) for k in (
         "backbone", "image_size", "d", "grid", "topology", "epochs", "sigma", "sigma_final", "learning_rate",
         "learning_rate_final", "som_backend", "k", "blur_sigma", "cov_eps", "shrinkage",
-        "threshold_percentile", "cv_folds", "device", "seed", "batch_size")}
+        "threshold_percentile", "cv_folds", "cv_max_images", "device", "seed", "batch_size")}
     params["search_radius"] = None if args.search_radius < 0 else args.search_radius
     params["weights"] = str(args.weights) if args.weights else None
     cats = _categories(args)

@@ -37,7 +37,7 @@ Progress = Callable[[str, int, int], None]
 
 HYPERPARAMETERS = ("backbone", "image_size", "d", "grid", "topology", "epochs", "sigma", "sigma_final",
                    "learning_rate", "learning_rate_final", "som_backend", "search_radius", "k",
-                   "blur_sigma", "cov_eps", "shrinkage", "threshold_percentile", "cv_folds", "seed")
+                   "blur_sigma", "cov_eps", "shrinkage", "threshold_percentile", "cv_folds", "cv_max_images", "seed")
 
 
 class SOMAD:
@@ -58,6 +58,7 @@ class SOMAD:
         shrinkage: pseudo-samples of pooled covariance for neurons with few vectors.
         threshold_percentile: percentile of cross-fitted training image scores used as threshold.
         cv_folds: folds of the cross-fitting (0 or 1: score the training images in-sample).
+        cv_max_images: at most this many training images (evenly spaced) are scored for the threshold.
         device: ``"cpu"``, ``"cuda"`` or a torch device.
         seed: seed of channel selection and of any random initialisation.
         batch_size: images per feature/scoring batch.
@@ -68,7 +69,8 @@ class SOMAD:
         covariances_: float32 ``(M, d, d)``. counts_: int64 ``(M,)`` training patches won.
         train_bmu_: int64 ``(N_train * h * w,)`` BMU of each training patch, patch ``p`` being
             image ``p // (h*w)``, row ``(p // w) % h``, col ``p % w``. train_bmu_dist_: float32, same shape.
-        train_paths_: list of str. train_scores_: float32 ``(N_train,)`` cross-fitted image scores.
+        train_paths_: list of str. train_scores_: float32 ``(T,)`` cross-fitted scores of the training
+            images ``threshold_indices_`` int64 ``(T,)``, T = min(N_train, cv_max_images).
         threshold_: float image threshold. pixel_range_: (lo, hi) display range of pixel scores.
         quantization_error_, topographic_error_: SOM quality on the training vectors.
         timings_: seconds per fit stage.
@@ -80,6 +82,7 @@ class SOMAD:
                  learning_rate: float = 1.0, learning_rate_final: float = 1.0, som_backend: str = "torch",
                  search_radius: int | None = 4, k: int = 4, blur_sigma: float = 4.0, cov_eps: float = 0.01,
                  shrinkage: float = 10.0, threshold_percentile: float = 99.0, cv_folds: int = 5,
+                 cv_max_images: int = 100,
                  device: str = "cpu", seed: int = 0, batch_size: int = 32):
         self.backbone = backbone
         self.weights = weights
@@ -100,6 +103,7 @@ class SOMAD:
         self.shrinkage = shrinkage
         self.threshold_percentile = threshold_percentile
         self.cv_folds = cv_folds
+        self.cv_max_images = cv_max_images
         self.device = device
         self.seed = seed
         self.batch_size = batch_size
@@ -213,7 +217,10 @@ class SOMAD:
 
         t0 = time.perf_counter()
         self.train_paths_ = [str(p) for p in paths] if paths is not None else []
-        self.train_scores_, pixel_maps = self._cross_fitted_scores(feats, x, stats, progress)
+        self.threshold_indices_ = np.unique(np.linspace(0, n - 1, min(n, max(1, self.cv_max_images))).round()
+                                            ).astype(np.int64)
+        self.train_scores_, pixel_maps = self._cross_fitted_scores(feats, x, stats, self.threshold_indices_,
+                                                                   progress)
         self.threshold_ = float(np.percentile(self.train_scores_, self.threshold_percentile))
         lo = float(np.percentile(pixel_maps, 1.0))
         hi = float(max(self.threshold_, np.percentile(pixel_maps, 99.99)))
@@ -229,16 +236,18 @@ class SOMAD:
         self.factors_ = whitening_factors(self.covariances_)
 
     def _cross_fitted_scores(self, feats: torch.Tensor, x: torch.Tensor, stats: NeuronStats,
-                             progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
-        """Image scores and pixel maps of each training image from Gaussians fitted without its fold."""
+                             indices: np.ndarray, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and subsampled pixel maps of training images ``indices``, each from Gaussians fitted
+        without its fold (the other training images all stay in)."""
         n, _, h, w = feats.shape
-        folds = self.cv_folds if self.cv_folds and self.cv_folds > 1 and n >= self.cv_folds else 1
-        fold_of = np.arange(n) % folds
-        scores = np.zeros(n, dtype=np.float32)
+        t = len(indices)
+        folds = self.cv_folds if self.cv_folds and self.cv_folds > 1 and t >= self.cv_folds else 1
+        fold_of = np.arange(t) % folds
+        scores = np.zeros(t, dtype=np.float32)
         maps = []
         per_image = h * w
         for f in range(folds):
-            members = np.flatnonzero(fold_of == f)
+            members = indices[fold_of == f]
             if folds > 1:
                 rows = torch.as_tensor((members[:, None] * per_image + np.arange(per_image)).ravel(),
                                        device=x.device)
@@ -248,7 +257,7 @@ class SOMAD:
             else:
                 means, factors = self.means_, self.factors_
             s, mp = self._maps_from_features(feats[members], means, factors)
-            scores[members] = s
+            scores[fold_of == f] = s
             maps.append(mp[:, ::4, ::4].ravel())
             if progress:
                 progress("threshold", f + 1, folds)

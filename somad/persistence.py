@@ -35,7 +35,7 @@ TENSORS = "tensors.safetensors"
 METRICS = "metrics.json"
 
 _TENSORS = ("som_weights", "means", "covariances", "counts", "train_bmu", "train_bmu_dist",
-            "channel_idx", "train_scores")
+            "channel_idx", "train_scores", "threshold_indices")
 
 
 def is_model_dir(path: str | Path) -> bool:
@@ -73,6 +73,7 @@ def save_model(model: SOMAD, path: str | Path, force: bool = False, extra: dict 
             "counts": model.counts_, "train_bmu": model.train_bmu_.int(), "train_bmu_dist": model.train_bmu_dist_,
             "channel_idx": torch.as_tensor(model.channel_idx_),
             "train_scores": torch.as_tensor(model.train_scores_),
+            "threshold_indices": torch.as_tensor(model.threshold_indices_),
         }
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
         config = {
@@ -82,7 +83,7 @@ def save_model(model: SOMAD, path: str | Path, force: bool = False, extra: dict 
             "n_train": model.n_train_, "train_paths": model.train_paths_,
             "threshold": model.threshold_,
             "threshold_rule": f"percentile {model.threshold_percentile:g} of {model.cv_folds}-fold cross-fitted "
-                              "training image scores",
+                              f"scores of {len(model.train_scores_)} training images",
             "pixel_range": list(model.pixel_range_),
             "quantization_error": model.quantization_error_, "topographic_error": model.topographic_error_,
             "timings": model.timings_, "extra": extra or getattr(model, "extra_", {}),
@@ -184,7 +185,8 @@ def load_model(path: str | Path, device: str = "cpu", weights: str | None = None
     d = len(t["channel_idx"])
     n_patches = int(cfg["n_train"]) * fshape[0] * fshape[1]
     expected = {"som_weights": (m, d), "means": (m, d), "covariances": (m, d, d), "counts": (m,),
-                "train_bmu": (n_patches,), "train_bmu_dist": (n_patches,), "train_scores": (int(cfg["n_train"]),)}
+                "train_bmu": (n_patches,), "train_bmu_dist": (n_patches,),
+                "train_scores": tuple(t["threshold_indices"].shape)}
     for name, shape in expected.items():
         if tuple(t[name].shape) != shape:
             raise ModelFileError(f"{tpath}: tensor '{name}' has shape {tuple(t[name].shape)} but the config "
@@ -201,6 +203,7 @@ def load_model(path: str | Path, device: str = "cpu", weights: str | None = None
     model.train_bmu_ = t["train_bmu"].long().to(dev)
     model.train_bmu_dist_ = t["train_bmu_dist"].to(dev)
     model.train_scores_ = t["train_scores"].numpy()
+    model.threshold_indices_ = t["threshold_indices"].numpy().astype(np.int64)
     try:
         model.factors_ = whitening_factors(model.covariances_)
     except torch.linalg.LinAlgError:
