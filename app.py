@@ -9,7 +9,7 @@ st.set_page_config(page_title="somad: SOM anomaly detection", page_icon=":materi
 
 from dashboard import state  # noqa: E402
 
-state.init()
+state.ensure_navigation()  # also runs state.init()
 pages = [
     st.Page(state.PAGES["model"], title="Model", icon=":material/model_training:", default=True),
     st.Page(state.PAGES["som"], title="SOM explorer", icon=":material/grid_on:", url_path="som_explorer"),

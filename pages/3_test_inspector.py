@@ -19,8 +19,9 @@ st.title("Test inspector")
 deployable = float(m.threshold_)
 f1_thr = float(ev.metrics.get("image_f1_threshold", np.nan))
 thr = state.threshold(cur)
-lo = float(min(ev.scores.min(), deployable, thr))
-hi = float(max(ev.scores.max(), deployable, thr))
+marks = [v for v in (deployable, f1_thr) if np.isfinite(v)]
+lo = float(min(ev.scores.min(), *marks))  # a fixed range per model, so the slider keeps its identity
+hi = float(max(ev.scores.max(), *marks))
 pad = 0.05 * max(hi - lo, 1e-6)
 lo, hi = lo - pad, hi + pad
 

@@ -1,0 +1,199 @@
+"""Dashboard tests with streamlit.testing.v1.AppTest (every page, fit form, threshold slider, error
+states) and of the pure dashboard helpers (figures, uploads, images)."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dashboard import figures, images
+from somad.errors import DataError
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = ["pages/1_model.py", "pages/2_som_explorer.py", "pages/3_test_inspector.py", "pages/4_metrics.py",
+         "pages/5_try_an_image.py"]
+
+
+def _app():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+
+
+def _clean(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+# ---------------------------------------------------------------------- pages
+def test_every_page_renders(app_env):
+    at = _app()
+    at.run()
+    _clean(at)
+    assert not at.error
+    assert _metric(at, "SOM grid") == "16x16"  # the small model was auto-loaded
+    assert _metric(at, "Training images") == str(app_env[2].n_train_)
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        _clean(at)
+        assert not at.error, [e.value for e in at.error]
+    at.switch_page("pages/2_som_explorer.py").run()
+    heads = [s.value for s in at.subheader]
+    assert any(h.startswith("Nearest training patches of neuron") for h in heads)
+    at.switch_page("pages/4_metrics.py").run()
+    assert float(_metric(at, "Image AUROC")) > 0.5
+
+
+def test_neuron_inputs_select_neuron(app_env):
+    at = _app()
+    at.run()
+    at.switch_page("pages/2_som_explorer.py").run()
+    at.number_input(key="w_neuron_row").set_value(3).run()
+    at.number_input(key="w_neuron_col").set_value(5).run()
+    _clean(at)
+    assert at.session_state["neuron"] == (3, 5)
+    assert "Nearest training patches of neuron (3, 5)" in [s.value for s in at.subheader]
+
+
+def test_threshold_slider_changes_outcome_counts(app_env, dash_eval):
+    at = _app()
+    at.run()
+    at.switch_page("pages/3_test_inspector.py").run()
+    _clean(at)
+    n_bad = int(dash_eval.labels.sum())
+    n_good = len(dash_eval.labels) - n_bad
+    slider = at.slider(key="w_threshold")
+    lo, hi = slider.min, slider.max
+    slider.set_value(lo).run()
+    assert (_metric(at, "TP"), _metric(at, "FP"), _metric(at, "TN")) == (str(n_bad), str(n_good), "0")
+    at.slider(key="w_threshold").set_value(hi).run()
+    assert (_metric(at, "TP"), _metric(at, "FN"), _metric(at, "TN")) == ("0", str(n_bad), str(n_good))
+    _clean(at)
+    # the failing-only filter lists exactly FP + FN rows
+    at.toggle(key="w_failing").set_value(True).run()
+    assert len(at.dataframe[0].value) == n_bad
+
+
+def test_fit_form_fits_and_saves(monkeypatch, demo_root, tmp_path):
+    """The Model page script run on its own: AppTest resets Streamlit's "pages/ folder" flag on every
+    run, so through app.py each run starts with the one-off navigation rerun, which drops a button's
+    trigger value (a real server does that rerun once per process). Widget values are unaffected."""
+    from streamlit.testing.v1 import AppTest
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(models))
+    at = AppTest.from_file(str(REPO / "pages" / "1_model.py"), default_timeout=180)
+    at.run()
+    _clean(at)
+    assert any("No saved model" in i.value for i in at.info)
+    at.select_slider(key="fit_image_size").set_value(64)
+    at.number_input(key="fit_d").set_value(16)
+    at.number_input(key="fit_epochs").set_value(2)
+    at.text_input(key="fit_name").input("formfit")
+    submit = next(b for b in at.button if b.label == "Fit")
+    submit.click().run()
+    _clean(at)
+    assert not at.error, [e.value for e in at.error]
+    out = models / "tiles" / "formfit"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["hyperparameters"]["image_size"] == 64 and cfg["hyperparameters"]["d"] == 16
+    assert cfg["hyperparameters"]["epochs"] == 2
+    assert at.session_state["model_dir"] == str(out)
+    assert _metric(at, "SOM grid") == "16x16"
+
+
+# ---------------------------------------------------------------- error states
+def test_root_without_mvtec_layout_shows_error(monkeypatch, tmp_path):
+    (tmp_path / "not_a_category").mkdir()
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(tmp_path / "models"))
+    at = _app()
+    at.run()
+    _clean(at)
+    assert any("No MVTec-layout category" in e.value for e in at.error)
+    at.switch_page("pages/2_som_explorer.py").run()
+    _clean(at)
+    assert any("load or fit a model" in i.value for i in at.info)
+
+
+def test_damaged_model_shows_error(monkeypatch, demo_root, tmp_path):
+    bad = tmp_path / "models" / "tiles" / "broken"
+    bad.mkdir(parents=True)
+    (bad / "config.json").write_text(json.dumps({"format": "somad-model", "format_version": 1}))
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(tmp_path / "models"))
+    at = _app()
+    at.run()
+    _clean(at)
+    assert any("could not be loaded" in e.value for e in at.error)
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        _clean(at)
+        assert any("load or fit a model" in i.value for i in at.info)
+
+
+# ------------------------------------------------------------ pure helpers
+def test_som_map_click_trace_has_one_point_per_neuron():
+    vals = np.arange(12, dtype=float).reshape(3, 4)
+    fig = figures.som_map(vals, "rectangular", selected=(1, 2))
+    click = fig.data[figures.CLICK_TRACE]
+    assert len(click.x) == 12
+    assert (click.x[6], click.y[6]) == (2, 1)  # point 6 = neuron (1, 2)
+    assert fig.data[0].type == "heatmap"
+    assert fig.data[-1].x[0] == 2 and fig.data[-1].y[0] == 1  # selection outline
+    hexfig = figures.som_map(vals, "hexagonal")
+    hclick = hexfig.data[figures.CLICK_TRACE]
+    assert hclick.marker.symbol == "hexagon" and list(hclick.marker.color) == list(range(12))
+    assert hclick.x[4] == pytest.approx(0.5) and hclick.y[4] == pytest.approx(np.sqrt(3) / 2)  # odd row shifted
+
+
+def test_image_figure_cells():
+    img = np.zeros((64, 64, 3), np.uint8)
+    fig = figures.image_figure(img, (16, 16), cell_values=np.ones((16, 16)))
+    click = fig.data[figures.CLICK_TRACE]
+    assert len(click.x) == 256
+    assert (click.x[17], click.y[17]) == (6.0, 6.0)  # cell (1, 1) centre in pixels
+
+
+def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format="PNG") if mode else Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_decode_upload_conversions_and_errors():
+    rgb, notes = images.decode_upload("a.png", _png(np.full((8, 8, 3), 7, np.uint8)))
+    assert rgb.shape == (8, 8, 3) and notes == []
+    gray, notes = images.decode_upload("g.png", _png(np.full((8, 8), 100, np.uint8)))
+    assert gray.shape == (8, 8, 3) and (gray == 100).all() and "1-channel" in notes[0]
+    deep = np.full((8, 8), 65535, np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(deep).save(buf, format="PNG")
+    out, notes = images.decode_upload("d.png", buf.getvalue())
+    assert out.dtype == np.uint8 and out.shape == (8, 8, 3) and (out == 255).all() and "16" in notes[0]
+    with pytest.raises(DataError, match="not an image"):
+        images.decode_upload("x.png", b"this is text, not a picture")
+    with pytest.raises(DataError, match="megapixel"):
+        images.decode_upload("big.png", _png(np.zeros((20, 20, 3), np.uint8)), max_pixels=100)
+
+
+def test_highlight_cells_and_contours():
+    img = np.zeros((64, 64, 3), np.uint8)
+    cells = np.zeros((16, 16), bool)
+    cells[2, 3] = True
+    out = images.highlight_cells(img, cells)
+    assert out[9, 13].any() and not out[30, 30].any()  # inside cell (2, 3) = pixels y 8-11, x 12-15
+    mask = np.zeros((64, 64), bool)
+    mask[20:30, 20:30] = True
+    amap = np.zeros((64, 64))
+    amap[40:50, 40:50] = 5
+    both = images.contours(img, mask, amap, 1.0)
+    assert tuple(both[20, 25]) == images.GT_COLOR and tuple(both[40, 45]) == images.PRED_COLOR
