@@ -95,6 +95,8 @@ class Evaluation:
         maps: float32 ``(N, S, S)`` anomaly maps. masks: bool ``(N, S, S)``. images: uint8 ``(N, S, S, 3)``.
         metrics: overall metrics (see :func:`somad.metrics.evaluate_scores`) plus ``per_defect``,
             ``threshold`` and ``timings``.
+        patches: the :class:`~somad.scoring.PatchScores` of every test patch (flat over N, h, w)
+            when asked for with ``return_patches``, else None.
     """
 
     samples: list
@@ -104,16 +106,22 @@ class Evaluation:
     masks: np.ndarray
     images: np.ndarray
     metrics: dict = field(default_factory=dict)
+    patches: object = None
 
 
 def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: Progress | None = None,
-                   ) -> Evaluation:
-    """Score every test image of a category and compute all metrics, overall and per defect type."""
+                   return_patches: bool = False) -> Evaluation:
+    """Score every test image of a category and compute all metrics, overall and per defect type.
+
+    Raises:
+        DataError: the category has no usable test split.
+    """
     samples = data.test_samples(data_dir, category)
     t0 = time.perf_counter()
     images, masks = _load(samples, model.image_size, progress, "load test")
     t1 = time.perf_counter()
-    scores, maps = model.anomaly_maps(images, progress=progress)
+    scored = model.anomaly_maps(images, progress=progress, return_patches=return_patches)
+    scores, maps = scored[:2]
     t2 = time.perf_counter()
     labels = np.array([s.label for s in samples])
     overall = evaluate_scores(labels, scores, masks, maps)
@@ -130,7 +138,8 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
         "timings": {"load": t1 - t0, "score": t2 - t1, "metrics": t3 - t2, "total": t3 - t0,
                     "score_ms_per_image": 1000 * (t2 - t1) / max(1, len(samples))},
     })
-    return Evaluation(samples, labels, scores, maps, masks, images, overall)
+    return Evaluation(samples, labels, scores, maps, masks, images, overall,
+                      scored[2] if return_patches else None)
 
 
 def outcome(label: int, predicted: bool) -> str:
