@@ -17,6 +17,8 @@ CLICK_TRACE = 1
 """Index of the clickable scatter trace in SOM maps and image figures."""
 
 SELECT_COLOR = "#ff2d55"
+NO_MODEBAR = {"displayModeBar": False}
+"""``st.plotly_chart(config=...)``: no plotly toolbar over the titles (clicks and hover stay)."""
 
 
 def _grid_xy(rows: int, cols: int, topology: str) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 training images. Keys include the model directory's mtime, so a refitted model is reloaded."""
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,7 +25,23 @@ def model_mtime(model_dir: str | Path) -> float:
 def _model(model_dir: str, mtime: float, device: str):
     model = load_model(model_dir, device=device)
     explain.bmu_index(model)  # build the neuron -> training patches index once, with the model
+    _warm_training_images(model)
     return model
+
+
+def _warm_training_images(model, limit: int = 256) -> None:
+    """Decode the training images into the LRU cache in a background thread, so that the first
+    neuron clicks do not pay for decoding large files (e.g. 900x900 PNGs of MVTec bottle)."""
+    paths = list(getattr(model, "train_paths_", []) or [])[:limit]
+
+    def work() -> None:
+        for p in paths:
+            try:
+                load_training_image(p, model.image_size)
+            except Exception:  # unreadable files are reported when a crop needs them
+                pass
+
+    threading.Thread(target=work, name="somad-warm-train-images", daemon=True).start()
 
 
 def get_model(model_dir: str | Path, device: str = "cpu"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from dashboard.figures import NO_MODEBAR
 from dashboard import figures, images, loaders, state
 from somad import explain
 
@@ -64,11 +65,11 @@ def _typed_neuron() -> None:
 hover_u = {"hits": hits, "mean dist to patches": mean_dist}
 left, right = st.columns(2)
 with left:
-    st.plotly_chart(figures.som_map(u, m.topology, "U-matrix (mean distance to neighbours)", "Viridis",
+    st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.som_map(u, m.topology, "U-matrix (mean distance to neighbours)", "Viridis",
                                     hover_u, neuron, colorbar_title="U"),
                     key="som_umatrix", on_select="rerun", selection_mode="points", width="content")
 with right:
-    st.plotly_chart(figures.som_map(hits, m.topology, "Hit map (training patches per neuron)", "Blues",
+    st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.som_map(hits, m.topology, "Hit map (training patches per neuron)", "Blues",
                                     {"U": u, "mean dist to patches": mean_dist}, neuron, colorbar_title="hits"),
                     key="som_hitmap", on_select="rerun", selection_mode="points", width="content")
 st.caption("Click a neuron on any map (or type its row and column) to select it. Bright U-matrix cells are "
@@ -86,7 +87,7 @@ c3.markdown(f"**Selected neuron ({neuron[0]}, {neuron[1]})** · {int(hits[neuron
 with st.expander("Component plane (weight of one feature dimension across the map)"):
     dim = st.slider("Feature dimension", 0, len(m.channel_idx_) - 1, 0, key="w_cplane_dim")
     st.caption(f"dimension {dim} = backbone channel {int(m.channel_idx_[dim])}")
-    st.plotly_chart(figures.som_map(m.component_plane(dim), m.topology, f"Component plane {dim}", "RdBu_r",
+    st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.som_map(m.component_plane(dim), m.topology, f"Component plane {dim}", "RdBu_r",
                                     hover_u, neuron, colorbar_title="weight"),
                     key="som_cplane", on_select="rerun", selection_mode="points", width="content")
 
@@ -97,7 +98,7 @@ if not patches:
     st.info("This neuron is the BMU of no training patch (a dead or interpolating neuron between clusters). "
             "Pick a neuron with hits.")
 else:
-    crops = explain.patch_crops(m, patches, loaders.load_training_image, context=1, out_size=112)
+    crops = explain.patch_crops(m, patches, loaders.load_training_image, context=2, out_size=112)
     shown = [cr if cr is not None else np.full((112, 112, 3), 60, np.uint8) for cr in crops]
     caps = [f"#{i + 1} d={p.distance:.2f} · img {p.image} ({p.row},{p.col})" for i, p in enumerate(patches)]
     st.image(shown, caption=caps, width=112)
@@ -105,7 +106,7 @@ else:
     if missing:
         st.warning(f"{missing} training image(s) could not be read (moved or deleted since fitting); "
                    "shown as grey squares.")
-    st.caption("Each crop is a 3x3-cell neighbourhood around the patch; the box marks the feature cell "
+    st.caption("Each crop is a 5x5-cell neighbourhood around the patch; the box marks the feature cell "
                "(its receptive field centre). Sorted by Euclidean distance to the neuron's weights.")
 
 # --------------------------------------------------------------- test images

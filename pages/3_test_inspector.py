@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard.figures import NO_MODEBAR
 from dashboard import figures, images, loaders, state
 from somad import explain
 
@@ -102,7 +103,7 @@ with a:
     st.image(ev.images[i], caption="input", width=260)
     st.image(images.contours(ev.images[i], ev.masks[i]), caption="ground truth (green)", width=260)
 with b:
-    st.plotly_chart(figures.image_figure(heat, (h, w), "heatmap: click a pixel", cell_scores, cell, size=400),
+    st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.image_figure(heat, (h, w), "heatmap: click a pixel", cell_scores, cell, size=400),
                     key=f"heat_{i}", on_select="rerun", selection_mode="points", width="content")
     st.caption(f"One colour scale for the category: {m.pixel_range_[0]:.2f} (blue) to {m.pixel_range_[1]:.2f} "
                "(red), Mahalanobis units.")
@@ -124,7 +125,8 @@ st.caption(f"Pixels x {x0}–{x1 - 1}, y {y0}–{y1 - 1} of the {m.image_size}px
 left, right = st.columns([1, 1.4])
 with left:
     nb = pd.DataFrame([{"neuron": f"({nr}, {nc})", "Mahalanobis": round(d, 4),
-                        "role": ("BMU" if (nr, nc) == ex.bmu else "") + (" · gives the score" if (nr, nc) == ex.best else ""),
+                        "role": " · ".join(t for t, on in (("BMU", (nr, nc) == ex.bmu),
+                                                            ("gives the score", (nr, nc) == ex.best)) if on),
                         "training patches": int(m.counts_[explain.neuron_index(nr, nc, m.grid_)])}
                        for nr, nc, d in ex.neighbours])
     st.markdown("**BMU and k nearest neurons**")
@@ -136,7 +138,7 @@ with right:
     feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
     contrib = explain.explain_contributions(m, feats, r, c_, ex.best)
     top = explain.top_contributions(contrib, m.channel_idx_, n=10)
-    st.plotly_chart(figures.contributions_figure(
+    st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.contributions_figure(
         top, f"Why {ex.score:.2f}: top features of the distance to neuron ({ex.best[0]}, {ex.best[1]})"),
         width="stretch", key="w_contrib")
     share = sum(t[3] for t in top)

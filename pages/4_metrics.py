@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard.figures import NO_MODEBAR
 from dashboard import figures, loaders, state
 from somad import metrics
 
@@ -31,17 +32,17 @@ a, b = st.columns(2)
 with a:
     if ev.labels.min() != ev.labels.max():
         fpr, tpr, _ = metrics.roc(ev.labels, ev.scores)
-        st.plotly_chart(figures.roc_figure(fpr, tpr, mt["image_auroc"]), width="stretch", key="m_roc")
+        st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.roc_figure(fpr, tpr, mt["image_auroc"]), width="stretch", key="m_roc")
     else:
         st.info("The test split has a single class: no ROC curve.")
 with b:
     if ev.masks.any():
         fpr, pro = loaders.get_pro_curve(cur.model_dir, cur.data_dir, cur.category, cur.device)
-        st.plotly_chart(figures.pro_figure(fpr, pro, mt["aupro"]), width="stretch", key="m_pro")
+        st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.pro_figure(fpr, pro, mt["aupro"]), width="stretch", key="m_pro")
     else:
         st.info("No defective pixels in the ground truth: no PRO curve.")
 
-st.plotly_chart(figures.score_histogram(ev.scores, ev.labels, state.threshold(cur), mt.get("image_f1_threshold")),
+st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.score_histogram(ev.scores, ev.labels, state.threshold(cur), mt.get("image_f1_threshold")),
                 width="stretch", key="m_hist")
 
 st.subheader("Per defect type (each against all good test images)")
