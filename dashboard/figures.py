@@ -98,6 +98,10 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
                      constrain="domain")
     fig.update_yaxes(range=[height_cells - 0.4, -0.6], showgrid=False, zeroline=False, title=None,
                      scaleanchor="x", scaleratio=1)
+    if hex_grid:  # label rows by their index, not their y coordinate
+        step = max(1, rows // 6)
+        ticks = list(range(0, rows, step))
+        fig.update_yaxes(tickvals=[r * math.sqrt(3) / 2 for r in ticks], ticktext=[str(r) for r in ticks])
     return fig
 
 

@@ -197,3 +197,23 @@ def test_highlight_cells_and_contours():
     amap[40:50, 40:50] = 5
     both = images.contours(img, mask, amap, 1.0)
     assert tuple(both[20, 25]) == images.GT_COLOR and tuple(both[40, 45]) == images.PRED_COLOR
+
+
+def test_hexagonal_model_renders_som_explorer(monkeypatch, demo_root, tmp_path):
+    from somad import pipeline
+
+    models = tmp_path / "models"
+    pipeline.fit_category(demo_root, "tiles", pipeline.model_path(models, "tiles", "hex"),
+                          dict(image_size=64, d=16, epochs=2, cv_folds=2, topology="hexagonal", grid=(8, 10)))
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(models))
+    at = _app()
+    at.run()
+    at.switch_page("pages/2_som_explorer.py").run()
+    _clean(at)
+    assert not at.error
+    assert "SOM 8x10 (hexagonal)" in at.caption[0].value
+    at.number_input(key="w_neuron_row").set_value(7).run()
+    at.number_input(key="w_neuron_col").set_value(9).run()
+    assert at.session_state["neuron"] == (7, 9)
+    _clean(at)
