@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from somad import data, explain, metrics
+from somad import data, explain, metrics, pipeline
 from somad.persistence import CONFIG, load_model
 
 
@@ -52,11 +52,11 @@ def get_model(model_dir: str | Path, device: str = "cpu"):
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _evaluation(model_dir: str, mtime: float, device: str, data_dir: str, category: str):
     model = _model(model_dir, mtime, device)
-    return explain.evaluate_with_patches(model, data_dir, category)
+    return pipeline.evaluate_model(model, data_dir, category, return_patches=True)
 
 
 def get_evaluation(model_dir: str | Path, data_dir: str | Path, category: str, device: str = "cpu"):
-    """:class:`somad.explain.ExplainedEvaluation` of the model on the category's test split (cached)."""
+    """:class:`somad.pipeline.Evaluation` (with patch scores) of the model on the category's test split (cached)."""
     return _evaluation(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
 
 

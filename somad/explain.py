@@ -14,16 +14,13 @@ Feature cell ``(r, c)`` of an ``S x S`` image covers pixels
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from . import data
-from .metrics import evaluate_scores
 from .scoring import PatchScores
 
 Progress = Callable[[str, int, int], None]
@@ -423,60 +420,3 @@ def failing_order(labels: np.ndarray, scores: np.ndarray, threshold: float) -> n
     fp = np.flatnonzero(o == "FP")
     fn = np.flatnonzero(o == "FN")
     return np.r_[fp[np.argsort(-scores[fp], kind="stable")], fn[np.argsort(scores[fn], kind="stable")]].astype(int)
-
-
-# ------------------------------------------------------------------ evaluation
-@dataclass
-class ExplainedEvaluation:
-    """A category's test split scored by a model, with the patch scores kept.
-
-    Attributes:
-        samples: test samples. labels: int ``(N,)``. scores: float32 ``(N,)``.
-        maps: float32 ``(N, S, S)``. masks: bool ``(N, S, S)``. images: uint8 ``(N, S, S, 3)``.
-        patches: :class:`PatchScores` flat over (N, h, w). metrics: as :func:`somad.pipeline.evaluate_model`.
-    """
-
-    samples: list
-    labels: np.ndarray
-    scores: np.ndarray
-    maps: np.ndarray
-    masks: np.ndarray
-    images: np.ndarray
-    patches: PatchScores
-    metrics: dict = field(default_factory=dict)
-
-
-def evaluate_with_patches(model, data_dir: str | Path, category: str, progress: Progress | None = None
-                          ) -> ExplainedEvaluation:
-    """Score every test image of a category, keep patch scores and compute the metrics
-    (overall and per defect type, like :func:`somad.pipeline.evaluate_model`).
-
-    Raises:
-        DataError: the category has no usable test split.
-    """
-    samples = data.test_samples(data_dir, category)
-    t0 = time.perf_counter()
-    images, masks = [], []
-    done = 0
-    for img, mask in data.iter_batches(samples, model.image_size):
-        images.append(img)
-        masks.append(mask)
-        done += len(img)
-        if progress:
-            progress("load test", done, len(samples))
-    images, masks = np.concatenate(images), np.concatenate(masks)
-    t1 = time.perf_counter()
-    scores, maps, patches = model.anomaly_maps(images, progress=progress, return_patches=True)
-    t2 = time.perf_counter()
-    labels = np.array([s.label for s in samples])
-    metrics = evaluate_scores(labels, scores, masks, maps)
-    per_defect = {}
-    good = labels == 0
-    for defect in sorted({s.defect for s in samples} - {data.GOOD}):
-        sel = good | np.array([s.defect == defect for s in samples])
-        per_defect[defect] = evaluate_scores(labels[sel], scores[sel], masks[sel], maps[sel])
-        per_defect[defect]["n_images"] = int((~good[sel]).sum())
-    metrics.update({"category": category, "n_test": len(samples), "n_anomalous": int(labels.sum()),
-                    "threshold": model.threshold_, "per_defect": per_defect,
-                    "timings": {"load": t1 - t0, "score": t2 - t1, "total": time.perf_counter() - t0}})
-    return ExplainedEvaluation(samples, labels, scores, maps, masks, images, patches, metrics)

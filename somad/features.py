@@ -278,7 +278,7 @@ class FeatureExtractor(torch.nn.Module):
         self.to(device)
         out = []
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
+            batch = torch.from_numpy(np.require(images[start:start + batch_size], requirements=["C", "W"]))
             out.append(self(batch))
             if progress:
                 progress(len(batch))

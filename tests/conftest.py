@@ -70,10 +70,10 @@ def dash_model_env(tmp_path_factory, demo_root):
 
 @pytest.fixture(scope="session")
 def dash_eval(dash_model_env, demo_root):
-    """:class:`somad.explain.ExplainedEvaluation` of the dashboard model on the demo 'tiles' test split."""
-    from somad import explain
+    """:class:`somad.pipeline.Evaluation` (with patch scores) of the dashboard model on the demo 'tiles' test split."""
+    from somad import pipeline
 
-    return explain.evaluate_with_patches(dash_model_env[2], demo_root, "tiles")
+    return pipeline.evaluate_model(dash_model_env[2], demo_root, "tiles", return_patches=True)
 
 
 @pytest.fixture()
