@@ -91,6 +91,22 @@ def load_images(samples, size: int) -> np.ndarray:
     return np.stack([data.load_image(s.path, size) for s in samples])
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, MB.
+
+    ``VmHWM`` from /proc is the high-water mark of this process's own address space.
+    ``ru_maxrss`` is not used on Linux: a child started by fork/vfork + exec inherits the
+    parent's high-water mark at exec time, so it would report the (large) benchmark parent.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def child_evaluate(model_dir: str, data_dir: str, category: str, device: str) -> None:
     """Run in a child process: load the model, evaluate the category, print JSON with peak RSS."""
     from somad.persistence import load_model
@@ -101,7 +117,7 @@ def child_evaluate(model_dir: str, data_dir: str, category: str, device: str) ->
     t0 = time.perf_counter()
     ev = evaluate_model(model, data_dir, category)
     sec = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    rss_mb = peak_rss_mb()
     out = {"evaluate_s": sec, "eval_peak_rss_mb": rss_mb,
            "image_auroc": ev.metrics.get("image_auroc"), "pixel_auroc": ev.metrics.get("pixel_auroc"),
            "aupro": ev.metrics.get("aupro"), "timings": ev.metrics.get("timings")}
@@ -288,7 +304,7 @@ def table(r: dict) -> str:
          f"{_f(r['reference_scoring_ms_per_image'], '.0f')} ms/image",
          f"speed-up {_f(r['scoring_speedup'], '.0f')}x, max rel diff {_f(r['scoring_max_rel_diff'], '.1e')} "
          f"(reference on {r['reference_images']} images)"),
-        ("evaluate peak RSS", f"{_f(r['eval_peak_rss_mb'], '.0f')} MB", "child process, ru_maxrss"),
+        ("evaluate peak RSS", f"{_f(r['eval_peak_rss_mb'], '.0f')} MB", "child process, VmHWM"),
         ("fit (end to end)", f"{_f(r['fit_s'], '.1f')} s", json.dumps({k: round(v, 1) for k, v in r['fit_timings'].items()})),
         ("evaluate (end to end)", f"{_f(r['evaluate_s'], '.1f')} s", f"{r['n_test']} test images"),
         ("image AUROC / pixel AUROC / AUPRO",

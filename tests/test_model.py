@@ -152,3 +152,16 @@ def test_bad_model_dirs_are_named(tiny_model, tmp_path):
     (path / TENSORS).unlink()
     with pytest.raises(ModelFileError, match="incomplete"):
         load_model(path)
+
+
+def test_threshold_from_a_capped_cross_fitted_subset(demo_root, tmp_path):
+    samples = data.train_samples(demo_root, "tiles")
+    images, _ = data.load_split(samples, 64)
+    m = SOMAD(**{**TINY, "cv_max_images": 5, "threshold_percentile": 100.0}).fit(images)
+    assert m.threshold_indices_.tolist() == [0, 3, 6, 8, 11]
+    assert m.train_scores_.shape == (5,) and m.threshold_ == pytest.approx(float(m.train_scores_.max()))
+    # cross-fitted scores are higher than in-sample ones: the held-out image is not in its Gaussians
+    in_sample = m.score(images[m.threshold_indices_])
+    assert (m.train_scores_ > in_sample).mean() >= 0.8
+    loaded = load_model(save_model(m, tmp_path / "m"))
+    assert loaded.threshold_indices_.tolist() == [0, 3, 6, 8, 11]
