@@ -216,7 +216,7 @@ def main(argv=None) -> dict:
         return means, covs, whitening_factors(covs)
 
     res["gaussian_fit_s"], (means, covs, factors) = timed(fit_gaussians, rep, dev)
-    del feats, x
+    feats = x = None  # free memory (the closures above are done)
 
     # ---- scoring: somad vs reference, same model and features
     tf = ext.extract(test_images, 32, dev)
@@ -244,7 +244,7 @@ def main(argv=None) -> dict:
     ours_sel = ours.cpu().numpy().astype(np.float64)[rows]
     res["scoring_max_rel_diff"] = float(np.max(np.abs(ours_sel - ref) / np.abs(ref)))
     res["scoring_speedup"] = res["reference_scoring_ms_per_image"] / res["scoring_ms_per_image"]
-    del tf, tx
+    tf = tx = None
 
     # ---- end to end: fit in this process, evaluate in a child (peak RSS)
     fits, evals = [], []
