@@ -180,6 +180,8 @@ left, right = st.columns(2)
 with left:
     st.markdown("**Hyperparameters**")
     hp = m.get_params()
+    if hp["grid"] is None:
+        hp["grid"] = f"{m.grid_[0]}x{m.grid_[1]} (feature-map size)"
     st.dataframe(pd.DataFrame({"value": [str(v) for v in hp.values()]}, index=list(hp.keys())),
                  width="stretch", height=300)
 with right:

@@ -4,12 +4,21 @@ Core library: data (:mod:`somad.data`), features (:mod:`somad.features`), SOM (:
 Gaussians (:mod:`somad.gaussian`), scoring (:mod:`somad.scoring`), the estimator (:mod:`somad.model`),
 metrics (:mod:`somad.metrics`), persistence (:mod:`somad.persistence`), explanations
 (:mod:`somad.explain`), workflows (:mod:`somad.pipeline`) and the CLI (:mod:`somad.cli`).
-It never imports Streamlit.
+It never imports Streamlit. ``SOMAD``, ``load_model`` and ``save_model`` are imported lazily,
+so ``import somad`` (and ``python -m somad --help``) does not load torch.
 """
 from .errors import BackboneError, DataError, ModelFileError, NotFittedError, SomadError
-from .model import SOMAD
-from .persistence import load_model, save_model
 
 __all__ = ["SOMAD", "load_model", "save_model", "SomadError", "DataError", "BackboneError",
            "ModelFileError", "NotFittedError"]
 __version__ = "0.1.0"
+
+_LAZY = {"SOMAD": "model", "load_model": "persistence", "save_model": "persistence"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'somad' has no attribute '{name}'")

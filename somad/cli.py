@@ -30,9 +30,9 @@ class TqdmProgress:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, desc=f"{self.prefix}{stage}", unit="", leave=True, file=sys.stderr)
-        self.bar.n = done
-        self.bar.refresh()
+            unit = {"som": "epoch", "threshold": "fold", "gaussians": "step"}.get(stage, "img")
+            self.bar = tqdm(total=total, desc=f"{self.prefix}{stage}", unit=unit, leave=True, file=sys.stderr)
+        self.bar.update(done - self.bar.n)
         if done >= total:
             self.close()
 

@@ -119,6 +119,13 @@ class SOMAD:
             raise ValueError(f"threshold_percentile must be in (0, 100], got {self.threshold_percentile}.")
         if self.blur_sigma < 0 or self.cov_eps <= 0 or self.shrinkage < 0:
             raise ValueError("blur_sigma and shrinkage must be >= 0 and cov_eps > 0.")
+        if self.d is not None and self.d < 1:
+            raise ValueError(f"d (channels kept) must be >= 1, got {self.d}.")
+        if self.grid is not None and (len(self.grid) != 2 or min(self.grid) < 1):
+            raise ValueError(f"grid must be two positive ints (rows, cols), got {self.grid}.")
+        # the SOM checks its own hyperparameters (topology, backend, epochs, sigma, learning rates)
+        SOM(self.grid or (1, 1), self.topology, self.sigma, self.sigma_final, self.learning_rate,
+            self.learning_rate_final, self.epochs, self.som_backend, "cpu", self.search_radius, self.seed)
 
     def get_params(self) -> dict:
         """Hyperparameters as a JSON-ready dict (``weights`` and ``device`` excluded)."""

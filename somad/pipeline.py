@@ -200,10 +200,11 @@ def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | N
     scores, maps = model.anomaly_maps(images)
     rows = []
     lo, hi = model.pixel_range_
-    for p, img, sc, amap in zip(paths, images, scores, maps):
+    names = overlay_names(paths)
+    for p, name, img, sc, amap in zip(paths, names, images, scores, maps):
         row = {"path": str(p), "score": float(sc), "anomalous": bool(sc > model.threshold_), "overlay": None}
         if out_dir is not None:
-            dest = Path(out_dir) / f"{Path(p).stem}_overlay.png"
+            dest = Path(out_dir) / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.tmp.png")
             Image.fromarray(overlay(img, amap, lo, hi)).save(tmp)
@@ -211,6 +212,22 @@ def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | N
             row["overlay"] = str(dest)
         rows.append(row)
     return rows
+
+
+def overlay_names(paths: list[str | Path]) -> list[str]:
+    """Distinct overlay file names: ``<stem>_overlay.png``, prefixed by the parent folder (and a
+    counter if needed) where stems repeat, e.g. ``crack_000_overlay.png``."""
+    stems = [Path(p).stem for p in paths]
+    names, used = [], set()
+    for p, stem in zip(paths, stems):
+        name = stem if stems.count(stem) == 1 else f"{Path(p).parent.name}_{stem}"
+        base, i = name, 1
+        while name in used:
+            i += 1
+            name = f"{base}_{i}"
+        used.add(name)
+        names.append(f"{name}_overlay.png")
+    return names
 
 
 def load_for(models_dir: str | Path, category: str, name: str = DEFAULT_MODEL_NAME, device: str = "cpu") -> SOMAD:

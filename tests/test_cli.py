@@ -47,8 +47,15 @@ def test_predict_prints_verdicts_and_writes_overlays(fitted, demo_root, tmp_path
                  *map(str, imgs)]) == 0
     out = capsys.readouterr().out
     assert "hole/000.png" in out and ("ANOMALOUS" in out or "normal" in out)
-    with Image.open(tmp_path / "000_overlay.png") as im:
+    with Image.open(tmp_path / "good_000_overlay.png") as im:
         assert im.size == (64, 64)
+
+
+def test_overlays_of_images_with_the_same_name_do_not_collide(fitted, demo_root, tmp_path, capsys):
+    imgs = [demo_root / "tiles" / "test" / d / "000.png" for d in ("hole", "crack")]
+    assert main(["predict", "--model-dir", str(fitted / "tiles" / "default"), "--out", str(tmp_path),
+                 *map(str, imgs)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crack_000_overlay.png", "hole_000_overlay.png"]
 
 
 def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
@@ -65,6 +72,8 @@ def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
     (["fit", "--category", "tiles", "--backbone", "no_such_net"], "unknown backbone"),
     (["fit", "--category", "tiles", "--backbone", "resnet18"], "--weights FILE"),
     (["evaluate", "--category", "tiles"], "no model for category 'tiles'"),
+    (["fit", "--category", "tiles", "--epochs", "0"], "epochs must be >= 1"),
+    (["fit", "--category", "tiles", "--topology", "hexagonal", "--learning-rate", "2"], "learning rates"),
     (["predict", "--model-dir", "/nonexistent/model", "README.md"], "README.md"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(demo_root, tmp_path, capsys, monkeypatch, args, message):
