@@ -142,13 +142,9 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
                       scored[2] if return_patches else None)
 
 
-def outcome(label: int, predicted: bool) -> str:
-    """TP, FP, FN or TN for a ground-truth label and a verdict."""
-    return ("T" if bool(predicted) == bool(label) else "F") + ("P" if predicted else "N")
-
-
 def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figures: int = 6) -> Path:
     """Write ``metrics.json``, ``per_image.csv`` and a few comparison PNGs under ``results_dir``."""
+    from .explain import outcomes
     from .viz import comparison_figure
 
     out = Path(results_dir)
@@ -157,9 +153,8 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["path", "defect", "label", "score", "predicted", "outcome"])
-    for s, lab, sc in zip(ev.samples, ev.labels, ev.scores):
-        pred = bool(sc > model.threshold_)
-        writer.writerow([str(s.path), s.defect, int(lab), f"{sc:.6g}", int(pred), outcome(lab, pred)])
+    for s, lab, sc, out_ in zip(ev.samples, ev.labels, ev.scores, outcomes(ev.labels, ev.scores, model.threshold_)):
+        writer.writerow([str(s.path), s.defect, int(lab), f"{sc:.6g}", int(sc > model.threshold_), out_])
     _write_text(out / "per_image.csv", buf.getvalue())
     lo, hi = model.pixel_range_
     pix_thr = ev.metrics.get("pixel_f1_threshold", hi)
