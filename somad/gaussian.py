@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .segments import padded_blocks
+
 
 @dataclass
 class NeuronStats:
@@ -41,31 +43,18 @@ class NeuronStats:
         return NeuronStats(self.counts - other.counts, self.sums - other.sums, self.outer - other.outer, self.shift)
 
 
-def segment_gram(xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """``X_j^T X_j`` for consecutive row segments of ``xs`` ``(N, d)`` with lengths ``counts`` ``(M,)``.
+def segment_gram(xs: torch.Tensor, counts: torch.Tensor, max_len: int = 256) -> torch.Tensor:
+    """``X_j^T X_j`` for consecutive row runs of ``xs`` ``(N, d)`` with lengths ``counts`` ``(M,)``.
 
-    Segments are padded to the next power of two and multiplied in one ``bmm`` per
-    size class, so there is no Python loop over segments. Returns ``(M, d, d)``.
+    Runs are cut into padded segments (:func:`somad.segments.padded_blocks`), each block of
+    segments is one ``bmm``, and the partial Gram matrices are summed per run. Returns ``(M, d, d)``.
     """
     m, d = len(counts), xs.shape[1]
     out = torch.zeros((m, d, d), dtype=xs.dtype, device=xs.device)
-    counts = counts.long()
-    starts = torch.cumsum(counts, 0) - counts
-    nz = counts > 0
-    size_class = torch.zeros_like(counts)
-    size_class[nz] = torch.ceil(torch.log2(counts[nz].double())).long()
-    for c in torch.unique(size_class[nz]).tolist():
-        ids = torch.nonzero(nz & (size_class == c))[:, 0]
-        width = 1 << c
-        # bound the padded block to ~64 MB
-        step = max(1, (16 << 20) // (width * d))
-        for s in range(0, len(ids), step):
-            sub = ids[s:s + step]
-            offs = torch.arange(width, device=xs.device)
-            rows = starts[sub, None] + offs
-            valid = offs < counts[sub, None]
-            blk = xs[rows.clamp_max(len(xs) - 1)] * valid[..., None]
-            out[sub] = blk.transpose(1, 2) @ blk
+    # a padded row costs d floats (twice: gather and mask); a segment its d x d partial Gram
+    for key, pos, valid in padded_blocks(counts, max_len, 8 * d, 4 * d * d):
+        blk = xs[pos] * valid[..., None]
+        out.index_add_(0, key, blk.transpose(1, 2) @ blk)
     return out
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .segments import padded_blocks
 from .som import exact_bmu
 
 
@@ -42,23 +43,6 @@ class PatchScores:
     def best(self) -> torch.Tensor:
         """int64 ``(P,)`` the neuron that gives the score (argmin of ``mahalanobis``)."""
         return self.neighbours.gather(1, self.mahalanobis.argmin(1, keepdim=True))[:, 0]
-
-
-def _segments(counts: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Split each neuron's run of sorted pairs into segments of at most ``max_len`` pairs.
-
-    Returns:
-        ``(neuron, start, length)`` int64 per segment; ``start`` indexes the sorted pairs.
-    """
-    ends = torch.cumsum(counts, 0)
-    starts = ends - counts
-    nseg = (counts + max_len - 1) // max_len
-    neuron = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), nseg)
-    first = torch.repeat_interleave(torch.cumsum(nseg, 0) - nseg, nseg)
-    i = torch.arange(len(neuron), device=counts.device) - first
-    start = starts[neuron] + i * max_len
-    length = torch.minimum(ends[neuron] - start, torch.full_like(start, max_len))
-    return neuron, start, length
 
 
 def mahalanobis_pairs(x: torch.Tensor, neurons: torch.Tensor, means: torch.Tensor,
@@ -87,23 +71,13 @@ def mahalanobis_pairs(x: torch.Tensor, neurons: torch.Tensor, means: torch.Tenso
     order = torch.argsort(flat)
     rows = order // k
     counts = torch.bincount(flat, minlength=len(means))
-    seg_neuron, seg_start, seg_len = _segments(counts, max_segment)
-    # padded length: next power of two of the segment length
-    padded = torch.pow(2, torch.ceil(torch.log2(seg_len.double())).long())
     d2_sorted = torch.empty(flat.numel(), dtype=x.dtype, device=x.device)
-    for b in torch.unique(padded).tolist():
-        sel = torch.nonzero(padded == b).squeeze(1)
-        per = max(1, block_bytes // (4 * d * (d + 2 * b)))
-        ar = torch.arange(b, device=x.device)
-        for s in range(0, len(sel), per):
-            seg = sel[s:s + per]
-            start, length, nrn = seg_start[seg], seg_len[seg], seg_neuron[seg]
-            pos = start[:, None] + torch.minimum(ar[None, :], length[:, None] - 1)  # pad by repeating
-            diff = x[rows[pos]] - means[nrn][:, None, :]                           # (S, b, d)
-            y = torch.bmm(diff, factors[nrn].transpose(1, 2))                       # (S, b, d)
-            val = (y * y).sum(2)
-            valid = ar[None, :] < length[:, None]
-            d2_sorted[pos[valid]] = val[valid]
+    # a padded row costs its diff, product and square (3 d floats); a segment its d x d factor
+    for nrn, pos, valid in padded_blocks(counts, max_segment, 12 * d, 4 * d * d, block_bytes):
+        diff = x[rows[pos]] - means[nrn][:, None, :]                           # (S, b, d)
+        y = torch.bmm(diff, factors[nrn].transpose(1, 2))                       # (S, b, d)
+        val = (y * y).sum(2)
+        d2_sorted[pos[valid]] = val[valid]
     out = torch.empty_like(d2_sorted)
     out[order] = d2_sorted
     return out.sqrt_().reshape(p, k)
