@@ -1,7 +1,7 @@
 """The SOMAD detector as one scikit-learn style estimator.
 
 ``SOMAD(**hyperparameters).fit(train_images)`` runs the whole method of
-Li et al., "Self-Organizing Map for Anomaly Detection" (ICIP 2021,
+Li et al., "Anomaly Detection via Self-organizing Map" (ICIP 2021,
 arXiv 2107.09903): features (:mod:`somad.features`), SOM (:mod:`somad.som`),
 per-neuron Gaussians (:mod:`somad.gaussian`) and scoring (:mod:`somad.scoring`).
 
