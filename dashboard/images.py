@@ -8,12 +8,10 @@ from PIL import Image, UnidentifiedImageError
 
 from somad import data
 from somad.errors import DataError
-from somad.viz import draw_contours, overlay
+from somad.viz import GT_COLOR, PRED_COLOR, draw_contours, overlay, region_contours  # noqa: F401
 
 from .config import MAX_UPLOAD_PIXELS
 
-GT_COLOR = (0, 255, 0)
-PRED_COLOR = (255, 0, 0)
 CELL_COLOR = (255, 45, 85)
 
 
@@ -22,15 +20,7 @@ def heat_overlay(image: np.ndarray, amap: np.ndarray, pixel_range: tuple[float, 
     return overlay(image, amap, pixel_range[0], pixel_range[1])
 
 
-def contours(image: np.ndarray, mask: np.ndarray | None = None, amap: np.ndarray | None = None,
-             threshold: float | None = None) -> np.ndarray:
-    """Image with the ground-truth contour (green) and the predicted region ``amap > threshold`` (red)."""
-    out = image
-    if amap is not None and threshold is not None:
-        out = draw_contours(out, amap > threshold, PRED_COLOR)
-    if mask is not None:
-        out = draw_contours(out, mask.astype(bool), GT_COLOR)
-    return out
+contours = region_contours  # ground truth green, predicted region red (shared with the CLI's figures)
 
 
 def highlight_cells(image: np.ndarray, cells: np.ndarray, color=CELL_COLOR, alpha: float = 0.55) -> np.ndarray:
@@ -81,7 +71,7 @@ def decode_upload(name: str, payload: bytes, max_pixels: int = MAX_UPLOAD_PIXELS
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{name} cannot be decoded ({exc}): the file is damaged or truncated.") from None
     notes = []
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if img.mode in data.HIGH_BIT_MODES:
         notes.append(f"{name}: {img.mode} (16/32-bit) image scaled to 8 bits and copied to 3 channels.")
     elif img.mode in ("L", "1", "LA"):
         notes.append(f"{name}: 1-channel (grayscale) image copied to 3 channels.")

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # PIL modes of 16/32-bit images
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     16-bit and 32-bit images are scaled by their own bit depth (not per image
     min-max): ``I;16`` values divide by 257.
     """
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if img.mode in HIGH_BIT_MODES:
         arr = np.asarray(img, dtype=np.float64)
         scale = 257.0 if img.mode.startswith("I;16") or arr.max() > 255 else 1.0
         arr = np.clip(arr / scale, 0, 255).astype(np.uint8)

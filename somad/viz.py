@@ -15,6 +15,8 @@ import numpy as np  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
 CMAP = "jet"
+GT_COLOR = (0, 255, 0)  # ground-truth contours
+PRED_COLOR = (255, 0, 0)  # predicted-region contours
 
 
 def colorize(amap: np.ndarray, vmin: float, vmax: float, cmap: str = CMAP) -> np.ndarray:
@@ -37,6 +39,17 @@ def draw_contours(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0)) -> np.
     return out
 
 
+def region_contours(image: np.ndarray, mask: np.ndarray | None = None, amap: np.ndarray | None = None,
+                    threshold: float | None = None) -> np.ndarray:
+    """Image with the predicted region ``amap > threshold`` outlined red and the truth ``mask`` green."""
+    out = image
+    if amap is not None and threshold is not None:
+        out = draw_contours(out, amap > threshold, PRED_COLOR)
+    if mask is not None:
+        out = draw_contours(out, np.asarray(mask, dtype=bool), GT_COLOR)
+    return out
+
+
 def comparison_figure(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmin: float, vmax: float,
                       threshold: float, title: str, path: str | Path) -> Path:
     """Save input | ground truth | heatmap | contours (predicted red, truth green) as a PNG.
@@ -46,8 +59,8 @@ def comparison_figure(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmi
         vmin, vmax: the model's fixed colour range; threshold: pixel threshold for the predicted region.
     """
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
-    panels = [image, draw_contours(image, mask, (0, 255, 0)), overlay(image, amap, vmin, vmax),
-              draw_contours(draw_contours(image, amap > threshold, (255, 0, 0)), mask, (0, 255, 0))]
+    panels = [image, region_contours(image, mask), overlay(image, amap, vmin, vmax),
+              region_contours(image, mask, amap, threshold)]
     for ax, pic, name in zip(axes, panels, ["input", "ground truth", "heatmap", "predicted (red) / truth (green)"]):
         ax.imshow(pic)
         ax.set_title(name, fontsize=9)
