@@ -129,7 +129,7 @@ def _categories(args) -> list[str]:
 
 
 def cmd_fit(args) -> int:
-    from .pipeline import fit_category, model_path
+    from .pipeline import check_writable, fit_category, model_path
 
     params = {k: getattr(args, k) for k in (
         "backbone", "image_size", "d", "grid", "topology", "epochs", "sigma", "sigma_final", "learning_rate",
@@ -138,10 +138,8 @@ def cmd_fit(args) -> int:
     params["search_radius"] = None if args.search_radius < 0 else args.search_radius
     params["weights"] = str(args.weights) if args.weights else None
     cats = _categories(args)
-    for cat in cats:
-        out = model_path(args.models_dir, cat, args.name)
-        if out.exists() and not args.force:
-            raise SomadError(f"{out} already exists: pass --force to overwrite it, or choose another --name.")
+    for cat in cats:  # check every target before fitting any
+        check_writable(model_path(args.models_dir, cat, args.name), args.force)
     for cat in cats:
         out = model_path(args.models_dir, cat, args.name)
         model = fit_category(args.data_dir, cat, out, params, args.max_train_images, args.force,

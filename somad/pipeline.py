@@ -42,6 +42,18 @@ def list_models(models_dir: str | Path, category: str) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+def check_writable(out_dir: str | Path, force: bool = False) -> None:
+    """Refuse to overwrite an existing model unless ``force``.
+
+    Raises:
+        ModelFileError: ``out_dir`` exists and ``force`` is False.
+    """
+    from .errors import ModelFileError
+
+    if Path(out_dir).exists() and not force:
+        raise ModelFileError(f"{out_dir} already exists: pass --force to overwrite it, or choose another --name.")
+
+
 def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, params: dict | None = None,
                  max_train_images: int | None = None, force: bool = False,
                  progress: Progress | None = None) -> SOMAD:
@@ -52,11 +64,8 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
     Raises:
         DataError, BackboneError, ModelFileError: see :mod:`somad.errors`.
     """
-    from .errors import ModelFileError
-
     out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise ModelFileError(f"{out_dir} already exists: pass --force to overwrite it, or choose another --name.")
+    check_writable(out_dir, force)
     params = dict(params or {})
     model = SOMAD(**params)
     model.extractor  # resolve backbone and weights before loading images: fail fast
