@@ -35,6 +35,14 @@ import torch
 
 TOPOLOGIES = ("rectangular", "hexagonal")
 
+RECT_NEIGHBOUR_LIMIT = 1.42
+"""Rectangular 8-neighbours lie 1 or sqrt(2) = 1.414 cells apart, the next ring 2 cells: the limit separates them."""
+HEX_NEIGHBOUR_LIMIT = 1.01
+"""Hexagonal neighbours lie 1 cell apart, the next ring sqrt(3) = 1.73 cells: 0.01 absorbs float rounding."""
+SEARCH_TILE = 8
+"""Tile side (neurons) of the local BMU search: with the default radius 4 a tile looks at 16x16 = 256 of the
+56x56 neurons, while 49 tiles keep the per-tile overhead (one matrix product each) small."""
+
 
 def grid_coordinates(shape: tuple[int, int], topology: str = "rectangular") -> np.ndarray:
     """Cartesian coordinates of every neuron, float64 ``(H*W, 2)`` as (x, y), in cell units.
@@ -61,7 +69,7 @@ def neighbour_pairs(shape: tuple[int, int], topology: str = "rectangular") -> np
     does for the topographic error), hexagonal grids the 6-neighbourhood.
     """
     xy = grid_coordinates(shape, topology)
-    limit = 1.01 if topology == "hexagonal" else 1.42
+    limit = _neighbour_limit(topology)
     pairs = []
     h, w = shape
     for j in range(h * w):
@@ -70,6 +78,11 @@ def neighbour_pairs(shape: tuple[int, int], topology: str = "rectangular") -> np
         dist = np.linalg.norm(xy[cand] - xy[j], axis=1)
         pairs.extend((j, int(c)) for c in cand[dist < limit])
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def _neighbour_limit(topology: str) -> float:
+    """Largest distance (cells) between two grid neighbours, with a margin below the next ring."""
+    return HEX_NEIGHBOUR_LIMIT if topology == "hexagonal" else RECT_NEIGHBOUR_LIMIT
 
 
 def exact_bmu(x: torch.Tensor, weights: torch.Tensor, k: int = 1,
@@ -254,7 +267,7 @@ def _train_torch(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress
     local = None
     prev = None
     if som.search_radius is not None and som.search_radius < max(som.shape):
-        local = _TileSearch(som.shape, tile=8, radius=som.search_radius, device=dev)
+        local = _TileSearch(som.shape, tile=SEARCH_TILE, radius=som.search_radius, device=dev)
         if prior_bmu is not None:
             prev = torch.as_tensor(prior_bmu, dtype=torch.long, device=dev)
     for epoch, (sigma, lr) in enumerate(som.schedule()):
@@ -321,8 +334,7 @@ def topographic_error(top2: torch.Tensor, shape: tuple[int, int], topology: str 
     """
     xy = torch.as_tensor(grid_coordinates(shape, topology), dtype=torch.float32, device=top2.device)
     gap = (xy[top2[:, 0]] - xy[top2[:, 1]]).norm(dim=1)
-    limit = 1.01 if topology == "hexagonal" else 1.42
-    return float((gap > limit).float().mean())
+    return float((gap > _neighbour_limit(topology)).float().mean())
 
 
 def u_matrix(weights: np.ndarray | torch.Tensor, shape: tuple[int, int], topology: str = "rectangular") -> np.ndarray:
