@@ -183,7 +183,7 @@ def cmd_predict(args) -> int:
     from .pipeline import predict_files
 
     for p in args.images:
-        data.open_image(p)  # every file checked before any work
+        data.read_raw(p)  # every file checked before any work
     model = load_model(args.model_dir, device=args.device)
     for row in predict_files(model, args.images, args.out):
         verdict = "ANOMALOUS" if row["anomalous"] else "normal"

@@ -7,20 +7,35 @@ Layout of one category (``<root>/<category>/``)::
     test/<defect>/<stem>.<ext>          defective test images
     ground_truth/<defect>/<stem>_mask.<ext>   pixel masks (value > 0 = anomalous)
 
-Images of any size, aspect ratio and mode (grayscale, RGBA, palette, 16-bit)
-become 8-bit RGB. An image and its mask always go through the same geometric
-transform: a plain resize of the whole frame to ``image_size x image_size``
-(no crop), the image with antialiased bilinear interpolation, the mask with
-nearest neighbour.
+Rules every image and mask follows (training, test, ``predict`` and dashboard
+uploads alike; :func:`read_raw` is the one function that reads a file):
+
+* **Orientation.** Images are read as displayed: the EXIF/TIFF ``Orientation``
+  tag (cameras, phones) is applied, to masks too (a mask is drawn on the image as
+  displayed; a mask file without the tag is used as stored).
+* **Pixel types.** 8-bit types (grayscale, RGB, RGBA and LA composited on black,
+  palette, CMYK, ...) become 8-bit RGB. Samples with more than 8 bits (16-bit,
+  32-bit integer, 32-bit float; any channel count via tifffile for TIFF) are scaled
+  by one :class:`IntensityRule` per category, fixed from the training images and
+  saved with the model, never per image.
+* **File names.** One matching rule (:func:`is_image_file`, :func:`find_mask`):
+  extensions in :data:`IMAGE_EXTENSIONS` in any letter case; stems may hold
+  spaces, unicode (compared in NFC form) and several dots.
+* **Geometry.** An image and its mask go through the same transform: a plain
+  resize of the whole frame to ``image_size x image_size`` (no crop), the image
+  with antialiased bilinear interpolation, the mask with nearest neighbour.
+  Anomaly maps go back to the input's geometry with :func:`resize_to`.
 """
 from __future__ import annotations
 
+import io
 import logging
+import unicodedata
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -32,6 +47,10 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # PIL modes of 16/32-bit images
+BIT_DEPTHS = (8, 10, 12, 14, 16, 24, 32)  # integer bit depths an intensity rule can take
+MAX_DISPLAY_SIDE = 1024  # longest side of overlays written at the input's geometry, pixels
+ORIENTATION_TAG = 0x0112  # EXIF / TIFF Orientation
+Source = Union[str, Path, bytes]  # a file path, or the bytes of an uploaded file
 
 
 @dataclass(frozen=True)
@@ -54,8 +73,17 @@ class Sample:
         return int(self.defect != GOOD)
 
 
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a file whose extension (any letter case) is in :data:`IMAGE_EXTENSIONS`."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def is_category(folder: Path) -> bool:
@@ -109,13 +137,22 @@ def train_samples(root: str | Path, category: str) -> list[Sample]:
 
 
 def find_mask(cat_dir: Path, defect: str, stem: str) -> Path | None:
-    """The mask file ``ground_truth/<defect>/<stem>_mask.<ext>`` (any image extension), or None."""
+    """The mask ``ground_truth/<defect>/<stem>_mask.<ext>`` of the image with stem ``stem``, or None.
+
+    The same rule as for images (:func:`is_image_file`): any image extension in any letter
+    case; stems compared in unicode NFC form (spaces and several dots are kept as they are).
+
+    Raises:
+        DataError: two mask files match (e.g. ``000_mask.png`` and ``000_mask.bmp``).
+    """
     gt = cat_dir / "ground_truth" / defect
-    for ext in IMAGE_EXTENSIONS:
-        for cand in (gt / f"{stem}_mask{ext}", gt / f"{stem}_mask{ext.upper()}"):
-            if cand.is_file():
-                return cand
-    return None
+    if not gt.is_dir():
+        return None
+    want = _nfc(f"{stem}_mask")
+    found = sorted(p for p in gt.iterdir() if _nfc(p.stem) == want and is_image_file(p))
+    if len(found) > 1:
+        raise DataError(f"several masks match {gt / want}.*: {', '.join(p.name for p in found)}; keep one.")
+    return found[0] if found else None
 
 
 def test_samples(root: str | Path, category: str) -> list[Sample]:
@@ -145,74 +182,304 @@ def test_samples(root: str | Path, category: str) -> list[Sample]:
     return samples
 
 
-def to_rgb(img: Image.Image) -> np.ndarray:
-    """Convert any PIL image (L, LA, P, RGBA, I;16, I, F, CMYK, ...) to uint8 RGB ``(H, W, 3)``.
+# ------------------------------------------------------------------ reading one file
+def _orient(arr: np.ndarray, code: int) -> np.ndarray:
+    """Apply EXIF/TIFF orientation ``code`` (1-8; others: as stored) to ``(H, W[, C])``, as viewers do."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a[:, ::-1], -1),
+           8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[code](arr)) if code in ops else arr
 
-    16-bit and 32-bit images are scaled by their own bit depth (not per image
-    min-max): ``I;16`` values divide by 257.
-    """
-    if img.mode in HIGH_BIT_MODES:
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 257.0 if img.mode.startswith("I;16") or arr.max() > 255 else 1.0
-        arr = np.clip(arr / scale, 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2)
+
+def _label(source: Source, name: str | None) -> str:
+    return name or (str(source) if not isinstance(source, bytes) else "uploaded image")
+
+
+def _is_tiff(head: bytes) -> bool:
+    return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _is_8bit(img: Image.Image) -> bool:
+    """True when a (lazily opened) PIL image has at most 8 bits per sample (TIFF BitsPerSample read)."""
+    bits = getattr(img, "tag_v2", {}).get(258, (8,))
+    return img.mode not in HIGH_BIT_MODES and max(bits if isinstance(bits, tuple) else (bits,)) <= 8
+
+
+def _pillow_8bit(img: Image.Image) -> np.ndarray:
+    """uint8 RGB ``(H, W, 3)`` of an 8-bit PIL image (L, P, RGBA, LA, CMYK, ...): alpha composited on black."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, img)
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), img)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file.
+def _read_tiff(fh, label: str) -> np.ndarray:
+    """Samples of the first page of a TIFF with tifffile (any dtype and channel count), oriented."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(fh) as tif:
+            page = tif.pages[0]
+            arr = page.asarray()
+            if page.axes.startswith("S") and arr.ndim == 3:  # planar (separate) channels first
+                arr = np.moveaxis(arr, 0, -1)
+            tag = page.tags.get("Orientation")
+            code = int(tag.value) if tag is not None else 1
+    except Exception as exc:  # tifffile raises many types on damaged or exotic files
+        raise DataError(f"cannot read image {label}: {exc}. Replace or remove the file.") from None
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] > 4):
+        raise DataError(f"image {label} has sample shape {arr.shape}: expected (H, W) or (H, W, 1-4 channels).")
+    return _orient(arr, code)
+
+
+def read_raw(source: Source, name: str | None = None) -> np.ndarray:
+    """The one function that reads an image or mask file: its samples in displayed orientation.
+
+    Args:
+        source: a path, or the bytes of an uploaded file. name: the name used in messages.
+
+    Returns:
+        uint8 RGB ``(H, W, 3)`` for 8-bit types (see :func:`_pillow_8bit`); for types with more
+        than 8 bits per sample the file's own values, ``(H, W)`` or ``(H, W, C)`` with C in 1-4,
+        dtype uint16/int32/float32/... (TIFF files Pillow cannot keep at full depth are read
+        with tifffile).
 
     Raises:
-        DataError: the file is missing, not an image, or truncated.
+        DataError: missing, unreadable or truncated file (named in the message).
     """
-    path = Path(path)
+    label = _label(source, name)
     try:
-        img = Image.open(path)
-        img.load()
+        payload = source if isinstance(source, bytes) else Path(source).read_bytes()
     except FileNotFoundError:
-        raise DataError(f"image {path} does not exist.") from None
+        raise DataError(f"image {label} does not exist.") from None
+    except OSError as exc:
+        raise DataError(f"cannot read image {label}: {exc}.") from None
+    try:
+        img = Image.open(io.BytesIO(payload))
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {label} is too large ({exc}): downscale it first.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}. Replace or remove the file.") from None
-    return img
+        if _is_tiff(payload):
+            return _read_tiff(io.BytesIO(payload), label)
+        raise DataError(f"cannot read image {label}: {exc}. Replace or remove the file.") from None
+    if img.mode not in HIGH_BIT_MODES and not _is_8bit(img) and _is_tiff(payload):
+        return _read_tiff(io.BytesIO(payload), label)  # Pillow would keep only the top 8 bits
+    code = img.getexif().get(ORIENTATION_TAG, 1)
+    arr = np.asarray(img) if img.mode in HIGH_BIT_MODES else _pillow_8bit(img)
+    return _orient(arr, code)
 
 
-def load_image(path: str | Path, image_size: int | None = None) -> np.ndarray:
-    """Read an image as uint8 RGB ``(H, W, 3)``, resized to ``(image_size, image_size)`` if given.
+def _kind(arr: np.ndarray) -> str:
+    """``"8-bit"``, ``"integer"`` (more than 8 bits) or ``"float"``."""
+    if arr.dtype == np.uint8 or arr.dtype == bool:
+        return "8-bit"
+    if arr.dtype.kind in "ui":
+        return "integer"
+    if arr.dtype.kind == "f":
+        return "float"
+    raise DataError(f"sample type {arr.dtype} is not supported.")
+
+
+def _white_level(kind: str, top: float) -> float:
+    """White level of a category whose largest training sample is ``top``: 1.0 for floats within
+    [0, 1], else the smallest ``2**bits - 1`` (bits in :data:`BIT_DEPTHS`) that holds ``top``."""
+    if kind == "float" and top <= 1.0:
+        return 1.0
+    for bits in BIT_DEPTHS:
+        if top <= 2 ** bits - 1:
+            return float(2 ** bits - 1)
+    raise DataError(f"sample values up to {top:g} exceed {BIT_DEPTHS[-1]}-bit integers: rescale the images.")
+
+
+@dataclass(frozen=True)
+class IntensityRule:
+    """How the samples of images with more than 8 bits map to 8 bits, one rule for a whole category.
+
+    ``uint8 = round(value * 255 / white)``. The rule is fixed by :func:`intensity_rule` from
+    the training images, saved with the model (``config.json`` ``intensity``) and used
+    unchanged for test images and uploads: never set per image. 8-bit images are always
+    used as they are.
+
+    Attributes:
+        kind: ``"8-bit"`` (every training image was 8-bit; images with more bits are refused,
+            since nothing says which of their values is white), ``"integer"`` or ``"float"``.
+        white: the sample value shown as white: ``2**bits - 1`` for integers (e.g. 4095 for
+            12-bit camera data in 16-bit files), 1.0 for floats within [0, 1].
+    """
+
+    kind: str = "8-bit"
+    white: float = 255.0
+
+    def describe(self) -> str:
+        """Human-readable rule, e.g. ``"12-bit integer samples: 0..4095 -> 0..255"``."""
+        if self.kind == "8-bit":
+            return "8-bit samples used as they are (images with more bits are refused)"
+        depth = f"{int(self.white).bit_length()}-bit integer" if self.kind == "integer" else "float"
+        return f"{depth} samples: 0..{self.white:g} -> 0..255"
+
+    def to_dict(self) -> dict:
+        """JSON-ready ``{"kind", "white", "rule"}``."""
+        return {"kind": self.kind, "white": self.white, "rule": self.describe()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IntensityRule":
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            DataError: unknown kind or a non-positive white level.
+        """
+        rule = cls(str(d["kind"]), float(d["white"]))
+        if rule.kind not in ("8-bit", "integer", "float") or not rule.white > 0:
+            raise DataError(f"intensity rule {d} is not valid.")
+        return rule
+
+    def check(self, arr: np.ndarray, label: str) -> None:
+        """Raise DataError when the samples of image ``label`` cannot be read by this rule."""
+        kind = _kind(arr)
+        if kind == "8-bit":
+            return
+        if self.kind == "8-bit":
+            raise DataError(f"image {label} has {kind} samples ({arr.dtype}) but the intensity rule in use is "
+                            "8-bit (the model's training images were all 8-bit, or no rule was passed: see "
+                            "somad.data.intensity_rule), so nothing says which value is white: convert it to "
+                            "8 bits the way the training images were, or fit on images of this type.")
+        if kind != self.kind:
+            raise DataError(f"image {label} has {kind} samples ({arr.dtype}) but the category's rule is "
+                            f"{self.describe()}: use the training images' pixel type.")
+        if kind == "float" and not np.isfinite(arr).all():
+            raise DataError(f"image {label} holds NaN or infinite values: it cannot be shown as an image.")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > self.white * (1 + 1e-6):
+            raise DataError(f"image {label} has values in [{lo:g}, {hi:g}], outside the category's range "
+                            f"[0, {self.white:g}] ({self.describe()}, from the training images): "
+                            "use the training images' scaling.")
+
+    def to_rgb(self, arr: np.ndarray, label: str = "image") -> np.ndarray:
+        """uint8 RGB ``(H, W, 3)`` of samples from :func:`read_raw` (gray, gray+alpha, RGB or RGBA).
+
+        Raises:
+            DataError: see :meth:`check`.
+        """
+        self.check(arr, label)
+        white = 255.0 if _kind(arr) == "8-bit" else self.white
+        x = arr.astype(np.float32) / white
+        if x.ndim == 2:
+            x = x[..., None]
+        if x.shape[2] in (2, 4):  # alpha composited on black
+            x = x[..., :-1] * x[..., -1:]
+        if x.shape[2] == 1:
+            x = np.repeat(x, 3, axis=2)
+        return np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+EIGHT_BIT = IntensityRule()
+
+
+def _header_is_8bit(path: Path) -> bool:
+    """True when the file's header says 8-bit samples (no pixel data decoded)."""
+    try:
+        with Image.open(path) as img:
+            return _is_8bit(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
+
+
+def intensity_rule(paths: Sequence[str | Path]) -> IntensityRule:
+    """The intensity rule of a category, from its training images (read once more only where
+    their header says more than 8 bits).
+
+    Integer samples: the smallest bit depth in :data:`BIT_DEPTHS` holding the largest value
+    (a 12-bit camera's data in 16-bit files: white 4095; 16-bit data: 65535). Float samples:
+    white 1.0 when every value is within [0, 1], else the integer rule on the largest value.
+
+    Raises:
+        DataError: integer and float images mixed, or an image with NaN, infinite or negative values.
+    """
+    kinds, top = set(), 0.0
+    for path in paths:
+        if _header_is_8bit(Path(path)):
+            continue
+        arr = read_raw(path)
+        kind = _kind(arr)
+        if kind == "8-bit":
+            continue
+        IntensityRule(kind, np.inf).check(arr, str(path))  # finite and non-negative
+        kinds.add(kind)
+        top = max(top, float(arr.max()))
+    if not kinds:
+        return EIGHT_BIT
+    if len(kinds) > 1:
+        raise DataError("the training images mix integer and float samples (more than 8 bits): "
+                        "use one pixel type per category.")
+    kind = kinds.pop()
+    return IntensityRule(kind, _white_level(kind, top))
+
+
+def read_image(source: Source, rule: IntensityRule | None = None, name: str | None = None) -> np.ndarray:
+    """An image file (or uploaded bytes) as uint8 RGB ``(H, W, 3)``, as displayed.
+
+    Args:
+        rule: the category's :class:`IntensityRule` (``model.intensity_``); None = :data:`EIGHT_BIT`.
+
+    Raises:
+        DataError: unreadable file, or samples the rule cannot read (both named).
+    """
+    return (rule or EIGHT_BIT).to_rgb(read_raw(source, name), _label(source, name))
+
+
+def load_image(path: str | Path, image_size: int | None = None, rule: IntensityRule | None = None) -> np.ndarray:
+    """:func:`read_image`, resized to ``(image_size, image_size)`` if given.
 
     Raises:
         DataError: unreadable or truncated file (named in the message).
     """
-    rgb = to_rgb(open_image(path))
+    rgb = read_image(path, rule)
     if image_size is not None:
         rgb = resize_image(rgb, image_size)
     return rgb
 
 
+# -------------------------------------------------------------------------- geometry
+def resize_to(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The one resize of images and maps: uint8 ``(H, W, 3)`` or float ``(H, W)`` to ``shape`` = (H', W').
+
+    Antialiased bilinear for both (Pillow); returns the input when the shape already matches.
+    """
+    h, w = shape
+    if arr.shape[:2] == (h, w):
+        return arr
+    if arr.dtype == np.uint8:
+        return np.asarray(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
+    return np.asarray(Image.fromarray(np.asarray(arr, np.float32)).resize((w, h), Image.BILINEAR))
+
+
 def resize_image(rgb: np.ndarray, image_size: int) -> np.ndarray:
-    """Resize uint8 ``(H, W, 3)`` to ``(image_size, image_size, 3)`` with antialiased bilinear."""
-    if rgb.shape[:2] == (image_size, image_size):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((image_size, image_size), Image.BILINEAR))
+    """Resize uint8 ``(H, W, 3)`` to ``(image_size, image_size, 3)`` (see :func:`resize_to`)."""
+    return resize_to(rgb, (image_size, image_size))
+
+
+def display_shape(shape: tuple[int, int], max_side: int = MAX_DISPLAY_SIDE) -> tuple[int, int]:
+    """Shape (H, W) at which results for an ``shape`` input are shown: the input's own, scaled
+    down (aspect ratio kept) so that the longest side is at most ``max_side`` pixels."""
+    h, w = shape
+    scale = min(1.0, max_side / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def load_mask(path: str | Path, image_shape: tuple[int, int], image_size: int | None = None) -> np.ndarray:
     """Read a ground-truth mask as bool ``(H, W)``; any value > 0 is anomalous.
 
-    A mask whose size differs from its image (``image_shape`` = (H, W) of the
-    original image) is first resized to it with nearest neighbour, with a
-    warning naming the file. Then it follows the image's transform: nearest
-    neighbour resize to ``(image_size, image_size)``.
+    The mask is read as displayed (orientation applied, like its image). A mask whose size
+    differs from its image (``image_shape`` = (H, W) of the image as displayed) is first
+    resized to it with nearest neighbour, with a warning naming the file. Then it follows the
+    image's transform: nearest neighbour resize to ``(image_size, image_size)``.
     """
-    img = open_image(path)
-    arr = np.asarray(img.convert("L") if img.mode not in ("L", "1", "I;16", "I") else img)
-    m = Image.fromarray((arr > 0).astype(np.uint8) * 255)
+    raw = read_raw(path)
+    m = Image.fromarray(((raw.max(axis=2) if raw.ndim == 3 else raw) > 0).astype(np.uint8) * 255)
     h, w = image_shape
     if (m.height, m.width) != (h, w):
-        warnings.warn(f"mask {path} is {m.width}x{m.height} but its image is {w}x{h}: "
+        warnings.warn(f"mask {path} is {m.width}x{m.height} but its image is {w}x{h} (as displayed): "
                       "resized with nearest neighbour.", stacklevel=2)
         m = m.resize((w, h), Image.NEAREST)
     if image_size is not None:
@@ -220,26 +487,33 @@ def load_mask(path: str | Path, image_shape: tuple[int, int], image_size: int | 
     return np.asarray(m) > 0
 
 
-def load_sample(sample: Sample, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+def load_sample(sample: Sample, image_size: int, rule: IntensityRule | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Image uint8 ``(S, S, 3)`` and mask bool ``(S, S)`` of one sample (all-False for good images)."""
-    img = open_image(sample.path)
-    rgb = resize_image(to_rgb(img), image_size)
+    rgb = read_image(sample.path, rule)
+    small = resize_image(rgb, image_size)
     if sample.mask_path is None:
-        return rgb, np.zeros((image_size, image_size), dtype=bool)
-    return rgb, load_mask(sample.mask_path, (img.height, img.width), image_size)
+        return small, np.zeros((image_size, image_size), dtype=bool)
+    return small, load_mask(sample.mask_path, rgb.shape[:2], image_size)
 
 
-def iter_batches(samples: Sequence[Sample], image_size: int, batch_size: int = 32,
-                 workers: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_batches(samples: Sequence[Sample], image_size: int, batch_size: int = 32, workers: int = 4,
+                 rule: IntensityRule | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(images uint8 (B, S, S, 3), masks bool (B, S, S))`` batches, decoding in threads."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(samples), batch_size):
             chunk = samples[start:start + batch_size]
-            pairs = list(pool.map(lambda s: load_sample(s, image_size), chunk))
+            pairs = list(pool.map(lambda s: load_sample(s, image_size, rule), chunk))
             yield np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def load_split(samples: Sequence[Sample], image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """All images ``(N, S, S, 3)`` uint8 and masks ``(N, S, S)`` bool of ``samples``."""
-    images, masks = zip(*iter_batches(samples, image_size, batch_size=64)) if samples else ((), ())
+def load_split(samples: Sequence[Sample], image_size: int, rule: IntensityRule | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """All images ``(N, S, S, 3)`` uint8 and masks ``(N, S, S)`` bool of ``samples``.
+
+    Args:
+        rule: the category's :class:`IntensityRule`: ``intensity_rule(train paths)`` when
+            fitting, ``model.intensity_`` afterwards; None = :data:`EIGHT_BIT`.
+    """
+    images, masks = zip(*iter_batches(samples, image_size, batch_size=64, rule=rule)) if samples else ((), ())
     return np.concatenate(images), np.concatenate(masks)
