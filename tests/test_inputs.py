@@ -202,3 +202,20 @@ def test_maps_resize_back_to_the_input_geometry():
     back = data.resize_to(amap, (120, 200))
     assert back.shape == (120, 200) and back.dtype == np.float32
     assert back[:, 160:].min() > 0.99 and back[:, :140].max() < 0.01
+
+
+# ------------------------------------------------------------------ 6. undefined metrics
+def test_undefined_metrics_say_why():
+    from somad import metrics
+
+    masks = np.zeros((3, 8, 8), bool)
+    maps = np.random.default_rng(0).random((3, 8, 8))
+    only_good = metrics.evaluate_scores(np.zeros(3, int), maps.max((1, 2)), masks, maps)
+    assert np.isnan(only_good["image_auroc"]) and np.isnan(only_good["aupro"])
+    assert only_good["undefined"] == {k: "no defective test images" for k in (
+        "image_auroc", "pixel_auroc", "aupro", "image_f1_max", "image_f1_threshold", "pixel_f1_max",
+        "pixel_f1_threshold")}
+    masks[:, :2] = True
+    only_bad = metrics.evaluate_scores(np.ones(3, int), maps.max((1, 2)), masks, maps)
+    assert only_bad["undefined"] == {"image_auroc": "no good test images"}
+    assert 0 <= only_bad["pixel_auroc"] <= 1
