@@ -327,11 +327,11 @@ class IntensityRule:
         """Inverse of :meth:`to_dict`.
 
         Raises:
-            DataError: unknown kind or a non-positive white level.
+            ValueError, KeyError, TypeError: not a rule (unknown kind, a non-positive white level).
         """
         rule = cls(str(d["kind"]), float(d["white"]))
         if rule.kind not in ("8-bit", "integer", "float") or not rule.white > 0:
-            raise DataError(f"intensity rule {d} is not valid.")
+            raise ValueError(f"intensity rule {d} is not valid")
         return rule
 
     def check(self, arr: np.ndarray, label: str) -> None:

@@ -24,12 +24,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .devices import check_device
 from .errors import ModelFileError
 from .gaussian import whitening_factors
 from .model import FITTED_TENSORS, FITTED_VALUES, RUNTIME_PARAMS, SOMAD, param_specs
 
 FORMAT = "somad-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CONFIG = "config.json"
 TENSORS = "tensors.safetensors"
 METRICS = "metrics.json"
@@ -101,18 +102,30 @@ def _config(model: SOMAD, extra: dict | None) -> dict:
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "hyperparameters": params}
     config.update({_key(name): getattr(model, name) for name in FITTED_VALUES})
-    config["threshold_rule"] = (f"percentile {model.threshold_percentile:g} of {model.cv_folds}-fold cross-fitted "
-                                f"scores of {len(model.train_scores_)} training images")
+    config["threshold_rule"] = model.threshold_rule
     config["extra"] = extra or getattr(model, "extra_", {})
     return config
 
 
 def _write_json(path: Path, obj) -> None:
-    """Write JSON atomically (temp file in the same directory, then rename)."""
+    """Write strict JSON atomically (temp file in the same directory, then rename): undefined
+    numbers (NaN, infinity) become ``null``, never the bare ``NaN`` strict parsers reject."""
+    text = json.dumps(_strict(obj), indent=2, default=_json_default, allow_nan=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=_json_default)
+        fh.write(text)
     os.replace(tmp, path)
+
+
+def _strict(obj):
+    """``obj`` with every non-finite float (also numpy scalars and arrays) replaced by None."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_strict(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
 def write_json(path: str | Path, obj) -> Path:
@@ -130,6 +143,8 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if hasattr(o, "to_dict"):  # e.g. somad.data.IntensityRule
+        return o.to_dict()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
@@ -167,7 +182,9 @@ def load_model(path: str | Path, device: str = "cpu", weights: str | None = None
     Raises:
         ModelFileError: missing/incomplete directory, other format version, or tensors whose
             shapes disagree with the config (tampered or damaged files); the message names the part.
+        ParameterError: ``device`` is unknown or not on this machine (see :func:`somad.devices.check_device`).
     """
+    check_device(device)
     path = Path(path)
     cfg = read_config(path)
     tensors = _read_tensors(path / TENSORS)
