@@ -219,3 +219,219 @@ def test_undefined_metrics_say_why():
     only_bad = metrics.evaluate_scores(np.ones(3, int), maps.max((1, 2)), masks, maps)
     assert only_bad["undefined"] == {"image_auroc": "no good test images"}
     assert 0 <= only_bad["pixel_auroc"] <= 1
+
+
+# ------------------------------------------------------------------ end to end (small fits)
+TINY_FIT = dict(image_size=64, d=32, epochs=2, cv_folds=2, batch_size=16)
+
+
+def _strict_json(path):
+    import json
+
+    def reject(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
+def _copy_category(demo_root, dest, keep_defects=True, n_train=None, convert=None):
+    """Copy of the demo 'tiles' category; ``convert(rgb uint8) -> (array, suffix)`` rewrites every image."""
+    import shutil
+
+    cat = dest / "tiles"
+    shutil.copytree(demo_root / "tiles", cat)
+    if not keep_defects:
+        for sub in list((cat / "test").iterdir()) + list((cat / "ground_truth").iterdir()):
+            if sub.name != "good":
+                shutil.rmtree(sub)
+    if n_train is not None:
+        for p in sorted((cat / "train" / "good").iterdir())[n_train:]:
+            p.unlink()
+    if convert is not None:
+        for split in ("train", "test"):
+            for p in sorted((cat / split).rglob("*.png")):
+                arr, suffix = convert(np.asarray(Image.open(p).convert("RGB")))
+                tifffile.imwrite(p.with_suffix(suffix), arr)
+                p.unlink()
+    return dest
+
+
+def test_deep_tiffs_give_the_same_model_and_scores_as_their_8_bit_copy(demo_root, tmp_path):
+    """Issue 8 case 2: 12-bit colour TIFFs (tifffile) vs the same pictures in 8 bit."""
+    from somad import pipeline
+    from somad.persistence import load_model
+
+    to12 = lambda rgb: (np.rint(rgb.astype(np.float64) * 4095 / 255).astype(np.uint16), ".tif")  # noqa: E731
+    deep = _copy_category(demo_root, tmp_path / "deep", n_train=4, convert=to12)
+    plain = _copy_category(demo_root, tmp_path / "plain", n_train=4)
+    a = pipeline.fit_category(deep, "tiles", tmp_path / "m_deep", TINY_FIT)
+    b = pipeline.fit_category(plain, "tiles", tmp_path / "m_plain", TINY_FIT)
+    assert a.intensity_ == data.IntensityRule("integer", 4095.0) and b.intensity_ == data.EIGHT_BIT
+    assert a.threshold_ == pytest.approx(b.threshold_, rel=1e-5)
+    loaded = load_model(tmp_path / "m_deep")
+    assert loaded.intensity_ == a.intensity_
+    assert _strict_json(tmp_path / "m_deep" / "config.json")["intensity"]["rule"] == \
+        "12-bit integer samples: 0..4095 -> 0..255"
+    ev_a = pipeline.evaluate_model(loaded, deep, "tiles")
+    ev_b = pipeline.evaluate_model(b, plain, "tiles")
+    assert np.allclose(ev_a.scores, ev_b.scores, rtol=1e-5)
+    assert ev_a.metrics["image_auroc"] == ev_b.metrics["image_auroc"]
+
+
+@pytest.fixture(scope="module")
+def demo_images(demo_root):
+    samples = data.train_samples(demo_root, "tiles")
+    return data.load_split(samples, TINY_FIT["image_size"])[0]
+
+
+def test_few_training_images_get_a_leave_one_out_threshold(demo_images, tmp_path):
+    """Issue 8 case 4: 3 images, cv_folds 5 -> 3 folds (held out), never silently in-sample."""
+    import json
+
+    from somad.model import SOMAD
+    from somad.persistence import save_model
+
+    held = SOMAD(**{**TINY_FIT, "cv_folds": 5}).fit(demo_images[:3])
+    inside = SOMAD(**{**TINY_FIT, "cv_folds": 1}).fit(demo_images[:3])
+    assert held.cv_folds_used_ == 3 and inside.cv_folds_used_ == 1
+    assert (held.train_scores_ > inside.train_scores_).all()  # held-out scores exceed in-sample ones
+    assert held.threshold_ > inside.threshold_
+    save_model(held, tmp_path / "m")
+    rule = json.loads((tmp_path / "m" / "config.json").read_text())["threshold_rule"]
+    assert rule == "percentile 99 of 3-fold (leave-one-out) cross-fitted scores of 3 training images"
+    assert inside.threshold_rule == "percentile 99 of in-sample scores of 3 training images"
+    five = SOMAD(**{**TINY_FIT, "cv_folds": 5}).fit(demo_images[:6])
+    assert five.cv_folds_used_ == 5 and five.threshold_rule.startswith("percentile 99 of 5-fold cross-fitted")
+
+
+def test_one_training_image_warns_how_the_threshold_was_set(demo_images):
+    from somad.model import SOMAD
+
+    with pytest.warns(UserWarning, match="only 1 training image .* no held-out score is possible"):
+        m = SOMAD(**{**TINY_FIT, "cv_folds": 5}).fit(demo_images[:1])
+    assert m.cv_folds_used_ == 1 and "in-sample scores of 1 training images" in m.threshold_rule
+
+
+# ------------------------------------------------------------------ 5. devices
+def test_unknown_or_missing_devices_are_parameter_errors(tmp_path):
+    import torch
+
+    from somad.devices import check_device
+    from somad.errors import ParameterError, SomadError
+    from somad.model import SOMAD
+    from somad.persistence import load_model
+
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(ParameterError, match=r"device 'gpu' is not a torch device name: use one of cpu") as info:
+        check_device("gpu")
+    assert isinstance(info.value, SomadError)
+    with pytest.raises(ParameterError, match=r"device 'cuda:99' is not available on this machine"):
+        SOMAD(device="cuda:99")._validate_params()
+    with pytest.raises(ParameterError, match=r"device 'gpu'"):
+        load_model(tmp_path / "no_model", device="gpu")  # the device is checked first
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_names_what_is_available():
+    from somad.devices import check_device
+    from somad.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"device 'cuda' is not available on this machine: use one of "
+                                             r"cpu \(no CUDA GPU found\)"):
+        check_device("cuda")
+
+
+@pytest.mark.parametrize("command", ["fit", "evaluate", "predict"])
+def test_cli_device_errors_are_one_line_exit_2_nothing_written(demo_root, tmp_path, capsys, command):
+    from somad.cli import main
+
+    out = tmp_path / "out"
+    argv = {"fit": ["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(out)],
+            "evaluate": ["evaluate", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir",
+                         str(out), "--results-dir", str(out)],
+            "predict": ["predict", "--model-dir", str(out), "--out", str(out),
+                        str(demo_root / "tiles" / "test" / "good" / "000.png")]}[command]
+    assert main(argv + ["--device", "gpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: device 'gpu' is not a torch device name: use one of cpu")
+    assert not out.exists()
+
+
+def test_dashboard_shows_a_bad_somad_device(app_env, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.config import REPO
+
+    monkeypatch.setenv("SOMAD_DEVICE", "gpu")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("device 'gpu' is not a torch device name" in e.value for e in at.error)
+
+
+# ------------------------------------------------------------------ 6. strict metrics.json
+def test_metrics_json_is_strict_and_the_table_says_why(tiny_model, demo_root, tmp_path, capsys):
+    from somad.cli import main
+    from somad.persistence import save_model
+
+    root = _copy_category(demo_root, tmp_path / "data", keep_defects=False)
+    save_model(tiny_model, tmp_path / "models" / "tiles" / "default")
+    assert main(["evaluate", "--data-dir", str(root), "--category", "tiles", "--models-dir",
+                 str(tmp_path / "models"), "--results-dir", str(tmp_path / "res"), "--figures", "0"]) == 0
+    m = _strict_json(tmp_path / "res" / "tiles" / "metrics.json")
+    assert m["image_auroc"] is None and m["aupro"] is None and m["per_defect"] == {}
+    assert m["undefined"]["image_auroc"] == "no defective test images"
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiles |")][0]
+    assert row.count("n/a (no defective test images)") == 5
+
+
+# ------------------------------------------------------------------ 7. settings that cannot work
+@pytest.mark.parametrize("params, match", [
+    (dict(k=8, grid=(2, 2)), r"k=8 nearest neurons but the SOM grid 2x2 has only 4 neurons"),
+    (dict(k=100, image_size=32), r"k=100 nearest neurons but the SOM grid 8x8 has only 64"),  # grid None
+    (dict(cv_folds=-1), r"cv_folds must be >= 0"),
+    (dict(search_radius=-2), r"search_radius must be >= 0 or None"),
+])
+def test_impossible_settings_are_rejected_before_any_work(params, match):
+    from somad.errors import ParameterError
+    from somad.model import SOMAD
+
+    with pytest.raises(ParameterError, match=match):
+        SOMAD(**params).fit(np.zeros((1, 7, 7, 3), np.uint8))  # rejected before the images are looked at
+
+
+def test_more_channels_than_the_backbone_has_is_rejected_before_loading(demo_root, tmp_path):
+    from somad import pipeline
+    from somad.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"d=500 channels but backbone 'efficientnet_lite0' gives only 176"):
+        pipeline.fit_category(demo_root, "tiles", tmp_path / "m", {"d": 500})
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_rejects_k_above_the_neuron_count(demo_root, tmp_path, capsys):
+    from somad.cli import main
+
+    assert main(["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(tmp_path / "m"),
+                 "--k", "8", "--grid", "2x2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: k=8 nearest neurons but the SOM grid 2x2 has only 4 neurons: lower k or enlarge "
+                   "the grid."]
+    assert not (tmp_path / "m").exists()
+
+
+# ------------------------------------------------------------------ 8. overlays at the input's geometry
+def test_predict_overlays_keep_the_input_geometry(tiny_model, tmp_path):
+    from somad import pipeline
+
+    wide = np.zeros((120, 200, 3), np.uint8)
+    wide[:, :100] = 230  # bright left half
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    Image.fromarray(np.full((2000, 3000, 3), 90, np.uint8)).save(tmp_path / "huge.png")
+    rows = pipeline.predict_files(tiny_model, [tmp_path / "wide.png", tmp_path / "huge.png"], tmp_path / "out")
+    with Image.open(rows[0]["overlay"]) as im:
+        assert im.size == (200, 120)
+        pic = np.asarray(im).astype(int)
+    assert pic[:, :90].mean() > pic[:, 110:].mean() + 40  # the bright half stays on the left, not squashed
+    with Image.open(rows[1]["overlay"]) as im:
+        assert im.size == (1024, 683)  # longest side capped at data.MAX_DISPLAY_SIDE
