@@ -270,15 +270,15 @@ def read_raw(source: Source, name: str | None = None) -> np.ndarray:
     return _orient(arr, code)
 
 
-def _kind(arr: np.ndarray) -> str:
-    """``"8-bit"``, ``"integer"`` (more than 8 bits) or ``"float"``."""
+def _kind(arr: np.ndarray, label: str) -> str:
+    """``"8-bit"``, ``"integer"`` (more than 8 bits) or ``"float"`` samples of image ``label``."""
     if arr.dtype == np.uint8 or arr.dtype == bool:
         return "8-bit"
     if arr.dtype.kind in "ui":
         return "integer"
     if arr.dtype.kind == "f":
         return "float"
-    raise DataError(f"sample type {arr.dtype} is not supported.")
+    raise DataError(f"image {label} has {arr.dtype} samples, which are not supported: save it as integers or floats.")
 
 
 def _white_level(kind: str, top: float) -> float:
@@ -336,7 +336,7 @@ class IntensityRule:
 
     def check(self, arr: np.ndarray, label: str) -> None:
         """Raise DataError when the samples of image ``label`` cannot be read by this rule."""
-        kind = _kind(arr)
+        kind = _kind(arr, label)
         if kind == "8-bit":
             return
         if self.kind == "8-bit":
@@ -362,7 +362,7 @@ class IntensityRule:
             DataError: see :meth:`check`.
         """
         self.check(arr, label)
-        white = 255.0 if _kind(arr) == "8-bit" else self.white
+        white = 255.0 if _kind(arr, label) == "8-bit" else self.white
         x = arr.astype(np.float32) / white
         if x.ndim == 2:
             x = x[..., None]
@@ -401,7 +401,7 @@ def intensity_rule(paths: Sequence[str | Path]) -> IntensityRule:
         if _header_is_8bit(Path(path)):
             continue
         arr = read_raw(path)
-        kind = _kind(arr)
+        kind = _kind(arr, str(path))
         if kind == "8-bit":
             continue
         IntensityRule(kind, np.inf).check(arr, str(path))  # finite and non-negative
