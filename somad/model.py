@@ -517,7 +517,12 @@ class SOMAD:
 
     def to(self, device: str) -> "SOMAD":
         """Move the fitted tensors (those of :data:`FITTED_TENSORS` kept on the device, and the
-        whitening factors) and the extractor to ``device``; returns self."""
+        whitening factors) and the extractor to ``device``; returns self.
+
+        Raises:
+            ParameterError: ``device`` is unknown or not on this machine.
+        """
+        check_device(device)
         self.device = str(device)
         dev = self.torch_device
         names = [n for n, spec in FITTED_TENSORS.items() if spec.on_device] + ["factors_"]

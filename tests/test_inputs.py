@@ -329,6 +329,8 @@ def test_unknown_or_missing_devices_are_parameter_errors(tmp_path):
         SOMAD(device="cuda:99")._validate_params()
     with pytest.raises(ParameterError, match=r"device 'gpu'"):
         load_model(tmp_path / "no_model", device="gpu")  # the device is checked first
+    with pytest.raises(ParameterError, match=r"device 'cuda:99'"):
+        SOMAD().to("cuda:99")
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
