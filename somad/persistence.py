@@ -13,17 +13,14 @@ is then renamed into place; an existing model is replaced only with
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_dir, write_json
 from .devices import check_device
 from .errors import ModelFileError
 from .gaussian import whitening_factors
@@ -69,21 +66,9 @@ def save_model(model: SOMAD, path: str | Path, force: bool = False, extra: dict 
                                  "or choose another --name.")
         if not is_model_dir(path):
             raise ModelFileError(f"{path} exists and is not a somad model: refusing to overwrite it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         save_file(_tensors_to_save(model), str(tmp / TENSORS))
-        _write_json(tmp / CONFIG, _config(model, extra))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        write_json(tmp / CONFIG, _config(model, extra))
     return path
 
 
@@ -105,47 +90,6 @@ def _config(model: SOMAD, extra: dict | None) -> dict:
     config["threshold_rule"] = model.threshold_rule
     config["extra"] = extra or getattr(model, "extra_", {})
     return config
-
-
-def _write_json(path: Path, obj) -> None:
-    """Write strict JSON atomically (temp file in the same directory, then rename): undefined
-    numbers (NaN, infinity) become ``null``, never the bare ``NaN`` strict parsers reject."""
-    text = json.dumps(_strict(obj), indent=2, default=_json_default, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def _strict(obj):
-    """``obj`` with every non-finite float (also numpy scalars and arrays) replaced by None."""
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_strict(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
-
-
-def write_json(path: str | Path, obj) -> Path:
-    """Public atomic JSON writer (results, metrics); creates parent directories."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(path, obj)
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "to_dict"):  # e.g. somad.data.IntensityRule
-        return o.to_dict()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def read_config(path: str | Path) -> dict:

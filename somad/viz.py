@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
+from .atomic import atomic_path  # noqa: E402
 from .data import resize_to  # noqa: E402
 
 CMAP = "jet"
@@ -76,10 +77,7 @@ def comparison_figure(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmi
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)
