@@ -402,13 +402,33 @@ def test_impossible_settings_are_rejected_before_any_work(params, match):
         SOMAD(**params).fit(np.zeros((1, 7, 7, 3), np.uint8))  # rejected before the images are looked at
 
 
-def test_more_channels_than_the_backbone_has_is_rejected_before_loading(demo_root, tmp_path):
+@pytest.mark.parametrize("params, match", [
+    ({"d": 500}, r"d=500 channels but backbone 'efficientnet_lite0' gives only 176"),
+    ({"k": 8, "grid": (2, 2)}, r"k=8 nearest neurons but the SOM grid 2x2"),  # the dashboard fit form's path
+])
+def test_fit_category_rejects_impossible_settings_before_loading(demo_root, tmp_path, params, match):
     from somad import pipeline
     from somad.errors import ParameterError
 
-    with pytest.raises(ParameterError, match=r"d=500 channels but backbone 'efficientnet_lite0' gives only 176"):
-        pipeline.fit_category(demo_root, "tiles", tmp_path / "m", {"d": 500})
+    with pytest.raises(ParameterError, match=match):
+        pipeline.fit_category(demo_root, "tiles", tmp_path / "m", params)
     assert not (tmp_path / "m").exists()
+
+
+def test_a_garbled_intensity_rule_is_a_model_file_error(tiny_model, tmp_path):
+    import json
+
+    from somad.errors import ModelFileError
+    from somad.persistence import load_model, save_model
+
+    save_model(tiny_model, tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["intensity"] == {"kind": "8-bit", "white": 255.0,
+                                "rule": "8-bit samples used as they are (images with more bits are refused)"}
+    cfg["intensity"]["kind"] = "bogus"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match="intensity rule"):
+        load_model(tmp_path / "m")
 
 
 def test_cli_rejects_k_above_the_neuron_count(demo_root, tmp_path, capsys):
