@@ -62,6 +62,8 @@ def decode_upload(name: str, payload: bytes, max_pixels: int = MAX_UPLOAD_PIXELS
     except Image.DecompressionBombError:
         raise DataError(f"{name} is far above the {max_pixels / 1e6:.0f} megapixel limit: downscale it first.") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
+        if data.is_tiff(payload):  # e.g. a float colour TIFF: somad.data reads it with tifffile
+            return data.read_image(payload, rule, name), [f"{name}: TIFF read with tifffile."]
         raise DataError(f"{name} is not an image this app can read ({type(exc).__name__}): "
                         "upload a PNG, JPG, BMP or TIFF file.") from None
     w, h = img.size

@@ -195,7 +195,8 @@ def _label(source: Source, name: str | None) -> str:
     return name or (str(source) if not isinstance(source, bytes) else "uploaded image")
 
 
-def _is_tiff(head: bytes) -> bool:
+def is_tiff(head: bytes) -> bool:
+    """True when ``head`` (the first bytes of a file) starts like a TIFF (classic or BigTIFF)."""
     return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
@@ -260,10 +261,10 @@ def read_raw(source: Source, name: str | None = None) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {label} is too large ({exc}): downscale it first.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if _is_tiff(payload):
+        if is_tiff(payload):
             return _read_tiff(io.BytesIO(payload), label)
         raise DataError(f"cannot read image {label}: {exc}. Replace or remove the file.") from None
-    if img.mode not in HIGH_BIT_MODES and not _is_8bit(img) and _is_tiff(payload):
+    if img.mode not in HIGH_BIT_MODES and not _is_8bit(img) and is_tiff(payload):
         return _read_tiff(io.BytesIO(payload), label)  # Pillow would keep only the top 8 bits
     code = img.getexif().get(ORIENTATION_TAG, 1)
     arr = np.asarray(img) if img.mode in HIGH_BIT_MODES else _pillow_8bit(img)

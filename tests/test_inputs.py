@@ -69,6 +69,18 @@ def test_uploads_are_read_as_displayed(tmp_path):
     assert np.array_equal(rgb, data.read_image(payload, name="phone.jpg"))
 
 
+def test_float_colour_tiff_uploads_use_the_model_rule():
+    from dashboard.images import decode_upload
+
+    rgb8 = np.stack([_ramp8(), _ramp8()[:, ::-1], np.full((16, 64), 77, np.uint8)], axis=2)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, rgb8.astype(np.float32) / 255)  # Pillow cannot open float colour TIFFs
+    got, notes = decode_upload("f.tif", buf.getvalue(), rule=data.IntensityRule("float", 1.0))
+    assert np.abs(got.astype(int) - rgb8).max() <= 1 and "tifffile" in notes[0]
+    with pytest.raises(DataError, match=r"f\.tif has float samples .* rule in use is 8-bit"):
+        decode_upload("f.tif", buf.getvalue())
+
+
 # ------------------------------------------------------------------ 2. pixel types
 def _ramp8(h: int = 16, w: int = 64) -> np.ndarray:
     return np.tile(np.linspace(0, 255, w).round().astype(np.uint8), (h, 1))
