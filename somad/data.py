@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import unicodedata
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -226,7 +227,8 @@ def _read_tiff(fh, label: str) -> np.ndarray:
                 arr = np.moveaxis(arr, 0, -1)
             tag = page.tags.get("Orientation")
             code = int(tag.value) if tag is not None else 1
-    except Exception as exc:  # tifffile raises many types on damaged or exotic files
+    except (ValueError, OSError, KeyError, IndexError, NotImplementedError, struct.error) as exc:
+        # damaged or exotic files (tifffile.TiffFileError is a ValueError; so is a missing codec)
         raise DataError(f"cannot read image {label}: {exc}. Replace or remove the file.") from None
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] > 4):
         raise DataError(f"image {label} has sample shape {arr.shape}: expected (H, W) or (H, W, 1-4 channels).")
