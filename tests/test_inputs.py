@@ -192,6 +192,23 @@ def test_masks_follow_the_image_name_rule(tmp_path, image_name, mask_name):
     assert s.path.name == image_name and s.mask_path.name == mask_name
 
 
+def test_hidden_files_are_skipped_for_images_and_masks(tmp_path):
+    cat = tmp_path / "widget"
+    for sub in ("train/good", "test/dent", "ground_truth/dent"):
+        (cat / sub).mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(cat / "train" / "good" / "000.png")
+    Image.new("RGB", (8, 8)).save(cat / "test" / "dent" / "000.png")
+    Image.new("L", (8, 8), 255).save(cat / "ground_truth" / "dent" / "000_mask.png")
+    for folder in ("train/good", "test/dent"):
+        (cat / folder / "._000.png").write_bytes(b"\x00\x05\x16\x07 macOS AppleDouble")
+    (cat / "ground_truth" / "dent" / "._000_mask.png").write_bytes(b"\x00\x05\x16\x07")
+    (cat / "test" / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (8, 8)).save(cat / "test" / ".ipynb_checkpoints" / "000.png")  # would be a defect type
+    assert [s.path.name for s in data.train_samples(tmp_path, "widget")] == ["000.png"]
+    (s,) = data.test_samples(tmp_path, "widget")
+    assert s.mask_path.name == "000_mask.png"
+
+
 def test_two_masks_for_one_image_are_an_error(tmp_path):
     gt = tmp_path / "ground_truth" / "dent"
     gt.mkdir(parents=True)
