@@ -46,20 +46,24 @@ def to_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_upload(name: str, payload: bytes, max_pixels: int = MAX_UPLOAD_PIXELS) -> tuple[np.ndarray, list[str]]:
-    """Decode an uploaded image file to uint8 RGB ``(H, W, 3)``.
+def decode_upload(name: str, payload: bytes, max_pixels: int = MAX_UPLOAD_PIXELS,
+                  rule: data.IntensityRule | None = None) -> tuple[np.ndarray, list[str]]:
+    """Decode an uploaded image file to uint8 RGB ``(H, W, 3)`` as displayed, with the model's
+    intensity rule ``rule`` (``model.intensity_``), through :func:`somad.data.read_image`.
 
     Returns:
         ``(rgb, notes)``: notes say what was converted (grayscale, 16-bit, alpha).
 
     Raises:
-        DataError: not an image, truncated, or larger than ``max_pixels``.
+        DataError: not an image, truncated, larger than ``max_pixels``, or samples ``rule`` cannot read.
     """
     try:
         img = Image.open(io.BytesIO(payload))
     except Image.DecompressionBombError:
         raise DataError(f"{name} is far above the {max_pixels / 1e6:.0f} megapixel limit: downscale it first.") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
+        if data.is_tiff(payload):  # e.g. a float colour TIFF: somad.data reads it with tifffile
+            return data.read_image(payload, rule, name), [f"{name}: TIFF read with tifffile."]
         raise DataError(f"{name} is not an image this app can read ({type(exc).__name__}): "
                         "upload a PNG, JPG, BMP or TIFF file.") from None
     w, h = img.size
@@ -79,4 +83,4 @@ def decode_upload(name: str, payload: bytes, max_pixels: int = MAX_UPLOAD_PIXELS
         notes.append(f"{name}: transparency composited on black.")
     if img.mode == "CMYK":
         notes.append(f"{name}: CMYK image converted to RGB.")
-    return data.to_rgb(img), notes
+    return data.read_image(payload, rule, name), notes

@@ -24,7 +24,7 @@ if not files:
 decoded = []
 for f in files:
     try:
-        rgb, notes = images.decode_upload(f.name, f.getvalue())
+        rgb, notes = images.decode_upload(f.name, f.getvalue(), rule=m.intensity_)
     except SomadError as exc:
         st.error(str(exc))
         continue

@@ -65,8 +65,21 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, obj) -> Path:
-    """Write ``obj`` as indented JSON atomically (numpy scalars/arrays and paths converted)."""
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default))
+    """Write ``obj`` as indented, strict JSON atomically (numpy scalars/arrays, paths and objects
+    with ``to_dict`` converted). Undefined numbers (NaN, infinity) become ``null``, never the
+    bare ``NaN`` that strict parsers reject."""
+    return write_text(path, json.dumps(_strict(obj), indent=2, default=_json_default, allow_nan=False))
+
+
+def _strict(obj):
+    """``obj`` with every non-finite float (also numpy scalars and arrays) replaced by None."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_strict(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
 def _json_default(o):
@@ -76,4 +89,6 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if hasattr(o, "to_dict"):  # e.g. somad.data.IntensityRule
+        return o.to_dict()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")

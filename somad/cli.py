@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import data, demo
 from .decision import DECISION_RULE
+from .devices import check_device
 from .errors import SomadError
 from .progress import Stage
 
@@ -166,6 +167,7 @@ def cmd_evaluate(args) -> int:
     from .persistence import load_model
     from .pipeline import evaluate_model, model_path, write_results
 
+    check_device(args.device)
     cats = _categories(args)
     dirs = {c: model_path(args.models_dir, c, args.name) for c in cats}
     for c, d in dirs.items():
@@ -178,22 +180,32 @@ def cmd_evaluate(args) -> int:
         ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "))
         out = write_results(ev, model, args.results_dir / cat, args.figures)
         m = ev.metrics
-        rows.append((cat, m["image_auroc"], m["pixel_auroc"], m["aupro"], m["image_f1_max"], m["pixel_f1_max"],
-                     m["timings"]["total"]))
+        rows.append([cat] + [_metric_cell(m, k) for k in TABLE_METRICS] + [f"{m['timings']['total']:.1f}"])
         print(f"{cat}: wrote {out}/metrics.json, per_image.csv, figures/")
     print("\n| category | image AUROC | pixel AUROC | AUPRO | image F1-max | pixel F1-max | eval s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | " + " | ".join(f"{v:.3f}" for v in r[1:6]) + f" | {r[6]:.1f} |")
+        print("| " + " | ".join(r) + " |")
     return 0
+
+
+TABLE_METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
+"""Metrics in the table ``evaluate`` prints."""
+
+
+def _metric_cell(metrics: dict, key: str) -> str:
+    """``0.969``, or ``n/a (why)`` for an undefined metric (see :func:`somad.metrics.undefined_reasons`)."""
+    why = metrics.get("undefined", {}).get(key)
+    return f"n/a ({why})" if why else f"{metrics[key]:.3f}"
 
 
 def cmd_predict(args) -> int:
     from .persistence import load_model
     from .pipeline import predict_files
 
+    check_device(args.device)
     for p in args.images:
-        data.open_image(p)  # every file checked before any work
+        data.read_raw(p)  # every file checked before any work
     model = load_model(args.model_dir, device=args.device)
     for row in predict_files(model, args.images, args.out):
         verdict = "ANOMALOUS" if row["anomalous"] else "normal"

@@ -234,9 +234,9 @@ def patch_crops(model, patches: Sequence[PatchRef], load: Callable[[str, int], n
 
     Args:
         load: ``load(path, image_size)`` -> uint8 ``(S, S, 3)``; default :func:`somad.data.load_image`
-            (pass a cached loader for speed).
+            with the model's intensity rule (pass a cached loader for speed).
     """
-    load = load or data.load_image
+    load = load or (lambda path, size: data.load_image(path, size, getattr(model, "intensity_", None)))
     out = []
     for p in patches:
         try:

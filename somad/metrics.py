@@ -109,7 +109,7 @@ def evaluate_scores(labels: np.ndarray, image_scores: np.ndarray, masks: np.ndar
     """
     img_f1, img_thr = f1_max(labels, image_scores)
     pix_f1, pix_thr = f1_max(masks, maps)
-    return {
+    out = {
         "image_auroc": auroc(labels, image_scores),
         "pixel_auroc": auroc(masks, maps),
         "aupro": aupro(masks, maps),
@@ -118,3 +118,25 @@ def evaluate_scores(labels: np.ndarray, image_scores: np.ndarray, masks: np.ndar
         "pixel_f1_max": pix_f1,
         "pixel_f1_threshold": pix_thr,
     }
+    reasons = undefined_reasons(labels, masks)
+    out["undefined"] = {k: reasons[k.split("_")[0]] for k, v in out.items() if np.isnan(v)}
+    return out
+
+
+def undefined_reasons(labels: np.ndarray, masks: np.ndarray) -> dict[str, str]:
+    """Why image-level (``"image"``) and pixel-level (``"pixel"``, also AUPRO) metrics can be undefined.
+
+    Args:
+        labels: int ``(N,)`` 1 = defective. masks: bool ``(N, H, W)``.
+
+    Returns:
+        ``{"image": reason, "pixel": reason, "aupro": reason}``; a reason is ``""`` where the level is defined.
+    """
+    labels = np.asarray(labels).astype(bool)
+    masks = np.asarray(masks).astype(bool)
+    image = ("no defective test images" if not labels.any() else
+             "no good test images" if labels.all() else "")
+    pixel = ("no defective test images" if not labels.any() else
+             "no anomalous pixels in the masks" if not masks.any() else
+             "no normal pixels in the masks" if masks.all() else "")
+    return {"image": image, "pixel": pixel, "aupro": pixel}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -28,7 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import EIGHT_BIT, IntensityRule
 from .decision import is_anomalous
+from .devices import check_device
 from .errors import NotFittedError, ParameterError
 from .features import DEFAULT_BACKBONE, FeatureExtractor
 from .gaussian import NeuronStats, accumulate, gaussians, whitening_factors
@@ -57,7 +60,7 @@ PARAM_HELP = {
     "threshold_percentile": "percentile of cross-fitted training image scores used as the deployable threshold",
     "cv_folds": "cross-fitting folds for the deployable threshold (0 or 1: in-sample)",
     "cv_max_images": "at most this many training images (evenly spaced) are scored for the threshold",
-    "device": "torch device: cpu or cuda",
+    "device": "torch device: cpu, cuda or cuda:<i> (checked to exist on this machine)",
     "seed": "seed of the channel subset and of any random initialisation",
     "batch_size": "images per feature-extraction and scoring batch",
 }
@@ -127,8 +130,12 @@ FITTED_TENSORS = {
 
 FITTED_VALUES = {"grid_": tuple, "feature_shape_": tuple, "n_train_": int, "train_paths_": list,
                  "threshold_": float, "pixel_range_": tuple, "quantization_error_": float,
-                 "topographic_error_": float, "timings_": dict}
+                 "topographic_error_": float, "timings_": dict, "cv_folds_used_": int,
+                 "intensity_": IntensityRule.from_dict}
 """The fitted scalars and lists (saved in ``config.json`` under their names without the underscore)."""
+
+FEATURE_STRIDE = 4
+"""Pixels per feature cell: the default grid (``grid=None``) is ``image_size / 4`` square."""
 
 PIXEL_RANGE_PERCENTILES = (1.0, 99.99)
 """Display range of pixel scores: these percentiles of the cross-fitted training maps (robust to outliers)."""
@@ -172,6 +179,9 @@ class SOMAD:
         threshold_: float image threshold. pixel_range_: (lo, hi) display range of pixel scores.
         quantization_error_, topographic_error_: SOM quality on the training vectors.
         n_train_: training images. timings_: seconds per fit stage.
+        cv_folds_used_: folds of the threshold's cross-fitting actually used (1 = in-sample).
+        intensity_: the :class:`~somad.data.IntensityRule` of the training images (how samples
+            with more than 8 bits map to 8 bits); test images and uploads are read with it.
     """
 
     def __init__(self, *, backbone: str = DEFAULT_BACKBONE, weights: str | None = None, image_size: int = 224,
@@ -223,6 +233,15 @@ class SOMAD:
             raise ParameterError(f"grid must be two positive ints (rows, cols), got {self.grid}.")
         if self.batch_size < 1 or self.cv_max_images < 1:
             raise ParameterError("batch_size and cv_max_images must be >= 1.")
+        if self.cv_folds < 0:
+            raise ParameterError(f"cv_folds must be >= 0 (0 or 1: in-sample threshold), got {self.cv_folds}.")
+        if self.search_radius is not None and self.search_radius < 0:
+            raise ParameterError(f"search_radius must be >= 0 or None (exact search), got {self.search_radius}.")
+        rows, cols = self.grid or (self.image_size // FEATURE_STRIDE,) * 2
+        if self.k > rows * cols:
+            raise ParameterError(f"k={self.k} nearest neurons but the SOM grid {rows}x{cols} has only "
+                                 f"{rows * cols} neurons: lower k or enlarge the grid.")
+        check_device(self.device)
         try:  # the SOM checks its own hyperparameters (topology, backend, epochs, sigma, learning rates)
             self._som()
         except ValueError as exc:
@@ -257,8 +276,12 @@ class SOMAD:
         """The feature extractor (built lazily, cached)."""
         if getattr(self, "_extractor", None) is None:
             idx = getattr(self, "channel_idx_", None)
-            self._extractor = FeatureExtractor(self.backbone, self.d, self.seed, self.weights, channel_idx=idx)
-            self._extractor.to(self.torch_device)
+            extractor = FeatureExtractor(self.backbone, self.d, self.seed, self.weights, channel_idx=idx)
+            if idx is None and self.d is not None and self.d > extractor.total_channels:
+                raise ParameterError(f"d={self.d} channels but backbone '{self.backbone}' gives only "
+                                     f"{extractor.total_channels}: use d <= {extractor.total_channels} "
+                                     "(or None to keep all).")
+            self._extractor = extractor.to(self.torch_device)
         return self._extractor
 
     def features(self, images: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
@@ -276,7 +299,8 @@ class SOMAD:
         return images
 
     # ---------------------------------------------------------------------- fit
-    def fit(self, images: np.ndarray, paths: list[str] | None = None, progress: Progress | None = None) -> "SOMAD":
+    def fit(self, images: np.ndarray, paths: list[str] | None = None, progress: Progress | None = None, *,
+            intensity: IntensityRule | None = None) -> "SOMAD":
         """Fit on defect-free images: features, SOM, per-neuron Gaussians, deployable threshold.
 
         Args:
@@ -284,6 +308,8 @@ class SOMAD:
             paths: source file of each image (kept for the dashboard's patch gallery).
             progress: ``progress(stage, done, total)`` callback with :class:`~somad.progress.Stage`
                 ``FEATURES``, ``SOM``, ``GAUSSIANS``, ``THRESHOLD``.
+            intensity: the rule the images were read with (``somad.data.intensity_rule(paths)``);
+                None = :data:`~somad.data.EIGHT_BIT`. Kept as ``intensity_`` for later images.
 
         Returns:
             self
@@ -302,6 +328,7 @@ class SOMAD:
         self.feature_shape_ = (h, w)
         self.grid_ = tuple(self.grid) if self.grid is not None else (h, w)
         self.train_paths_ = [str(p) for p in paths] if paths is not None else []
+        self.intensity_ = intensity or EIGHT_BIT
         x = feats.permute(0, 2, 3, 1).reshape(-1, d)
         with timer(Stage.SOM):
             self._fit_som(feats, x, progress)
@@ -357,7 +384,7 @@ class SOMAD:
         without its fold (the other training images all stay in)."""
         n, _, h, w = feats.shape
         t = len(indices)
-        folds = self.cv_folds if self.cv_folds and self.cv_folds > 1 and t >= self.cv_folds else 1
+        folds = self.cv_folds_used_ = self._threshold_folds(t)
         fold_of = np.arange(t) % folds
         scores = np.zeros(t, dtype=np.float32)
         maps = []
@@ -378,6 +405,26 @@ class SOMAD:
             if progress:
                 progress(Stage.THRESHOLD, f + 1, folds)
         return scores, np.concatenate(maps)
+
+    def _threshold_folds(self, t: int) -> int:
+        """Folds of the threshold's cross-fitting for ``t`` scored training images: ``cv_folds``,
+        leave-one-out (``t``) when 2 <= t < cv_folds, 1 (in-sample, with a warning) for one image."""
+        if self.cv_folds <= 1:
+            return 1
+        if t == 1:
+            warnings.warn("only 1 training image is scored for the threshold: no held-out score is possible, so "
+                          f"the threshold is the percentile {self.threshold_percentile:g} of its in-sample score "
+                          "(low: expect false alarms). Fit on 2 or more images.", UserWarning, stacklevel=4)
+        return min(self.cv_folds, t)
+
+    @property
+    def threshold_rule(self) -> str:
+        """How ``threshold_`` was set, in words (saved as ``threshold_rule`` in ``config.json``)."""
+        self._check_fitted()
+        t, folds = len(self.train_scores_), self.cv_folds_used_
+        how = ("in-sample" if folds == 1 else
+               f"{folds}-fold (leave-one-out) cross-fitted" if folds == t else f"{folds}-fold cross-fitted")
+        return f"percentile {self.threshold_percentile:g} of {how} scores of {t} training images"
 
     # -------------------------------------------------------------------- score
     def _maps_from_features(self, feats: torch.Tensor, means=None, factors=None,
@@ -470,7 +517,12 @@ class SOMAD:
 
     def to(self, device: str) -> "SOMAD":
         """Move the fitted tensors (those of :data:`FITTED_TENSORS` kept on the device, and the
-        whitening factors) and the extractor to ``device``; returns self."""
+        whitening factors) and the extractor to ``device``; returns self.
+
+        Raises:
+            ParameterError: ``device`` is unknown or not on this machine.
+        """
+        check_device(device)
         self.device = str(device)
         dev = self.torch_device
         names = [n for n, spec in FITTED_TENSORS.items() if spec.on_device] + ["factors_"]

@@ -26,13 +26,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_dir, write_json
+from .devices import check_device
 from .errors import BackboneError, ModelFileError
 from .features import FeatureExtractor, backbone_spec
 from .gaussian import whitening_factors
 from .model import FITTED_TENSORS, FITTED_VALUES, RUNTIME_PARAMS, SOMAD, param_specs
 
 FORMAT = "somad-model"
-FORMAT_VERSION = 3  # 3: the backbone's weights and timm architecture are saved with the model
+FORMAT_VERSION = 3  # 3: backbone weights + timm architecture saved with the model; intensity rule; folds used
 CONFIG = "config.json"
 TENSORS = "tensors.safetensors"
 BACKBONE = "backbone.safetensors"
@@ -94,8 +95,7 @@ def _config(model: SOMAD, extra: dict | None) -> dict:
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "hyperparameters": params}
     config.update({_key(name): getattr(model, name) for name in FITTED_VALUES})
-    config["threshold_rule"] = (f"percentile {model.threshold_percentile:g} of {model.cv_folds}-fold cross-fitted "
-                                f"scores of {len(model.train_scores_)} training images")
+    config["threshold_rule"] = model.threshold_rule
     config["backbone_architecture"] = model.extractor.architecture
     config["backbone_weights"] = getattr(model, "backbone_weights_", None) or (
         f"file {Path(model.weights).name}" if model.weights else backbone_spec(model.backbone).weights_source)
@@ -138,7 +138,9 @@ def load_model(path: str | Path, device: str = "cpu") -> SOMAD:
         ModelFileError: missing/incomplete directory, other format version, tensors whose
             shapes disagree with the config (tampered or damaged files), or backbone weights that
             are missing, unreadable or do not fit the saved architecture; the message names the file.
+        ParameterError: ``device`` is unknown or not on this machine (see :func:`somad.devices.check_device`).
     """
+    check_device(device)
     path = Path(path)
     cfg = read_config(path)
     tensors = _read_tensors(path / TENSORS)

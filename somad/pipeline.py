@@ -72,9 +72,10 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
     if max_train_images:
         samples = samples[:max_train_images]
     t0 = time.perf_counter()
-    images, _ = _load(samples, model.image_size, progress, Stage.LOAD_TRAIN)
+    rule = data.intensity_rule([s.path for s in samples])
+    images, _ = _load(samples, model.image_size, progress, Stage.LOAD_TRAIN, rule)
     load_s = time.perf_counter() - t0
-    model.fit(images, [str(s.path) for s in samples], progress=progress)
+    model.fit(images, [str(s.path) for s in samples], progress=progress, intensity=rule)
     model.timings_ = {"load": load_s, **model.timings_}
     model.extra_ = {"data_dir": str(Path(data_dir).resolve()), "category": category}
     save_model(model, out_dir, force=force, extra=model.extra_)
@@ -82,11 +83,13 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
     return model
 
 
-def _load(samples, image_size: int, progress: Progress | None, stage: Stage) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 ``(N, S, S, 3)`` and masks bool ``(N, S, S)`` of ``samples``, reporting ``stage``."""
+def _load(samples, image_size: int, progress: Progress | None, stage: Stage,
+          rule: data.IntensityRule) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 ``(N, S, S, 3)`` and masks bool ``(N, S, S)`` of ``samples`` read with the
+    category's intensity ``rule``, reporting ``stage``."""
     images, masks = [], []
     done = 0
-    for img, mask in data.iter_batches(samples, image_size):
+    for img, mask in data.iter_batches(samples, image_size, rule=rule):
         images.append(img)
         masks.append(mask)
         done += len(img)
@@ -127,7 +130,7 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
     """
     samples = data.test_samples(data_dir, category)
     t0 = time.perf_counter()
-    images, masks = _load(samples, model.image_size, progress, Stage.LOAD_TEST)
+    images, masks = _load(samples, model.image_size, progress, Stage.LOAD_TEST, model.intensity_)
     t1 = time.perf_counter()
     scored = model.anomaly_maps(images, progress=progress, return_patches=return_patches)
     scores, maps = scored.scores, scored.maps
@@ -182,6 +185,9 @@ def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | N
                   ) -> list[dict]:
     """Score image files; optionally write heatmap overlays ``<out_dir>/<stem>_overlay.png``.
 
+    Files are read with the model's intensity rule. Overlays keep the input's geometry: its own
+    size, scaled down to at most :data:`somad.data.MAX_DISPLAY_SIDE` on the longest side.
+
     Returns:
         one dict per file: ``path``, ``score``, ``anomalous`` (at ``model.threshold_``), ``overlay``.
 
@@ -192,12 +198,16 @@ def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | N
 
     from .viz import overlay
 
-    images = np.stack([data.load_image(p, model.image_size) for p in paths])
-    res = model.anomaly_maps(images)
+    images, shown = [], []
+    for p in paths:
+        rgb = data.read_image(p, model.intensity_)
+        images.append(data.resize_image(rgb, model.image_size))
+        shown.append(data.resize_to(rgb, data.display_shape(rgb.shape[:2])))
+    res = model.anomaly_maps(np.stack(images))
     rows = []
     lo, hi = model.pixel_range_
     names = overlay_names(paths)
-    for p, name, img, sc, amap in zip(paths, names, images, res.scores, res.maps):
+    for p, name, img, sc, amap in zip(paths, names, shown, res.scores, res.maps):
         row = {"path": str(p), "score": float(sc), "anomalous": bool(is_anomalous(sc, model.threshold_)),
                "overlay": None}
         if out_dir is not None:

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
+from .data import resize_to  # noqa: E402
 
 CMAP = "jet"
 GT_COLOR = (0, 255, 0)  # ground-truth contours
@@ -28,7 +29,14 @@ def colorize(amap: np.ndarray, vmin: float, vmax: float, cmap: str = CMAP) -> np
 
 
 def overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha: float = 0.5) -> np.ndarray:
-    """Blend uint8 RGB ``(H, W, 3)`` with the colourised map; returns uint8 ``(H, W, 3)``."""
+    """Blend uint8 RGB ``(H, W, 3)`` with the colourised map; returns uint8 ``(H, W, 3)``.
+
+    A map of another shape (e.g. the model's square ``(S, S)`` map on an image at its own
+    geometry, see :func:`somad.data.display_shape`) is first resized to the image with
+    :func:`somad.data.resize_to`.
+    """
+    if amap.shape != image.shape[:2]:
+        amap = resize_to(amap, image.shape[:2])
     heat = colorize(amap, vmin, vmax).astype(np.float32)
     return (image.astype(np.float32) * (1 - alpha) + heat * alpha).astype(np.uint8)
 

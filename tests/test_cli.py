@@ -47,8 +47,8 @@ def test_predict_prints_verdicts_and_writes_overlays(fitted, demo_root, tmp_path
                  *map(str, imgs)]) == 0
     out = capsys.readouterr().out
     assert "hole/000.png" in out and ("ANOMALOUS" in out or "normal" in out)
-    with Image.open(tmp_path / "good_000_overlay.png") as im:
-        assert im.size == (64, 64)
+    with Image.open(tmp_path / "good_000_overlay.png") as im, Image.open(imgs[0]) as src:
+        assert im.size == src.size  # at the input's geometry, not the model's 64 px
 
 
 def test_overlays_of_images_with_the_same_name_do_not_collide(fitted, demo_root, tmp_path, capsys):

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from dashboard import figures, images
+from somad import data
 from somad.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -177,7 +178,7 @@ def test_decode_upload_conversions_and_errors():
     deep = np.full((8, 8), 65535, np.uint16)
     buf = io.BytesIO()
     Image.fromarray(deep).save(buf, format="PNG")
-    out, notes = images.decode_upload("d.png", buf.getvalue())
+    out, notes = images.decode_upload("d.png", buf.getvalue(), rule=data.IntensityRule("integer", 65535.0))
     assert out.dtype == np.uint8 and out.shape == (8, 8, 3) and (out == 255).all() and "16" in notes[0]
     with pytest.raises(DataError, match="not an image"):
         images.decode_upload("x.png", b"this is text, not a picture")

@@ -87,7 +87,7 @@ def test_every_mode_becomes_rgb(tmp_path, mode):
         Image.fromarray(arr).save(path)
     else:
         Image.new(mode, (50, 30)).save(path)
-    rgb = data.load_image(path, image_size=32)
+    rgb = data.load_image(path, image_size=32, rule=data.intensity_rule([path]))
     assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
     if mode == "I;16":  # scaled by bit depth, not per-image min-max
         assert rgb[:, 0, 0].tolist() == [100] * 32
