@@ -432,7 +432,7 @@ def test_impossible_settings_are_rejected_before_any_work(params, match):
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"d": 500}, r"d=500 channels but backbone 'efficientnet_lite0' gives only 176"),
+    ({"d": 500}, r"d=500 channels but backbone 'tf_efficientnet_lite0' gives only 176"),
     ({"k": 8, "grid": (2, 2)}, r"k=8 nearest neurons but the SOM grid 2x2"),  # the dashboard fit form's path
 ])
 def test_fit_category_rejects_impossible_settings_before_loading(demo_root, tmp_path, params, match):
