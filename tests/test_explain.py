@@ -24,7 +24,7 @@ def test_neuron_index_roundtrip_and_bounds():
     assert explain.neuron_position(10, grid) == (1, 3)
     with pytest.raises(ValueError, match="outside"):
         explain.neuron_index(5, 0, grid)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="outside the 5x7 SOM grid"):
         explain.neuron_index(0, -1, grid)
 
 
@@ -165,7 +165,7 @@ def test_explain_cell_matches_recomputed_scores(dash_model_env, dash_eval):
         contrib = explain.explain_contributions(model, feats, r, c, ex.best)
         assert contrib.shape == (feats.shape[0],)
         assert contrib.sum() == pytest.approx(ex.score ** 2, rel=1e-3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is outside the .* feature map"):
         explain.explain_cell(ev.patches, i, h, 0, (h, w), model.grid_)
 
 

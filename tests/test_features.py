@@ -140,5 +140,5 @@ def test_select_channels():
     idx = features.select_channels(176, 100, 0)
     assert len(idx) == 100 == len(set(idx.tolist())) and idx.max() < 176 and np.all(np.diff(idx) > 0)
     assert np.array_equal(features.select_channels(10, 20, 0), np.arange(10))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="channels kept. must be >= 1"):
         features.select_channels(10, 0, 0)

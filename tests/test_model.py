@@ -187,7 +187,7 @@ def test_save_never_overwrites_without_force(tiny_model, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(p, "save_file", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         save_model(tiny_model, path, force=True)
     assert (path / TENSORS).read_bytes() == before  # old model intact
     assert [q.name for q in tmp_path.iterdir()] == ["m"]  # no temp leftovers

@@ -63,7 +63,7 @@ def test_hexagonal_six_neighbours_at_distance_one():
         dist = np.linalg.norm(xy - xy[j], axis=1)
         assert np.sum(np.isclose(dist, 1.0)) == 6
         assert np.sort(dist)[7] > 1.01
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="topology must be one of"):
         grid_coordinates((2, 2), "triangular")
 
 
@@ -78,7 +78,7 @@ def test_minisom_backend_runs_and_bad_params_raise():
     x = _blobs(n=200)
     som = SOM((4, 4), epochs=2, backend="minisom").fit(x, init=x[:16].clone())
     assert np.isfinite(som.quantization_error_)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
         SOM((4, 4), epochs=0)
 
 
