@@ -21,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -97,6 +98,7 @@ def _config(model: SOMAD, extra: dict | None) -> dict:
     config.update({_key(name): getattr(model, name) for name in FITTED_VALUES})
     config["threshold_rule"] = model.threshold_rule
     config["backbone_architecture"] = model.extractor.architecture
+    config["input_normalisation"] = {"mean": list(model.extractor.mean), "std": list(model.extractor.std)}
     config["backbone_weights"] = getattr(model, "backbone_weights_", None) or (
         f"file {Path(model.weights).name}" if model.weights else backbone_spec(model.backbone).weights_source)
     config["extra"] = extra or getattr(model, "extra_", {})
@@ -159,7 +161,20 @@ def load_model(path: str | Path, device: str = "cpu") -> SOMAD:
     model.model_dir_ = str(path)
     model.backbone_weights_ = cfg.get("backbone_weights")
     model._extractor = _load_backbone(path, cfg.get("backbone_architecture"), model)
+    _check_normalisation(cfg.get("input_normalisation"), model._extractor, path)
     return model
+
+
+def _check_normalisation(saved: dict | None, extractor: FeatureExtractor, path: Path) -> None:
+    """The input normalisation the model was fitted with must be the one this somad applies.
+
+    Raises:
+        ModelFileError: it is missing or differs (the scores would be silently wrong).
+    """
+    now = {"mean": list(extractor.mean), "std": list(extractor.std)}
+    if saved is None or not all(np.allclose(saved.get(k, []), now[k]) for k in now):
+        raise ModelFileError(f"{path / CONFIG} was fitted with input normalisation {saved} but this somad "
+                             f"normalises backbone '{extractor.architecture}' with {now}: fit the model again.")
 
 
 def _load_backbone(path: Path, architecture: str | None, model: SOMAD) -> FeatureExtractor:

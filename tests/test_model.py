@@ -174,6 +174,11 @@ def test_model_of_another_architecture_or_older_format_is_refused(tiny_model, tm
     (path / CONFIG).write_text(json.dumps(dict(cfg, format_version=2)))
     with pytest.raises(ModelFileError, match="format version 2 .* fit the model again"):
         load_model(path)
+    assert cfg["input_normalisation"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    (path / CONFIG).write_text(json.dumps(dict(cfg, input_normalisation=imagenet)))
+    with pytest.raises(ModelFileError, match="fitted with input normalisation .*0.485.* fit the model again"):
+        load_model(path)
 
 
 def test_save_never_overwrites_without_force(tiny_model, tmp_path, monkeypatch):
