@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from somad import data, demo, features  # noqa: E402
 from somad.metrics import aupro, auroc  # noqa: E402
 from somad.model import SOMAD  # noqa: E402
-from somad.scoring import anomaly_maps  # noqa: E402
+from somad.scoring import anomaly_maps, image_scores  # noqa: E402
 
 CATEGORIES = {"bottle": "mvtec_ad", "magnetic_tile": "magnetic_tile_defects", "tiles": None, "washers": None}
 BACKBONE = "tf_efficientnet_lite0"
@@ -44,11 +44,6 @@ def register_corrected_backbone() -> None:
         features.register_backbone(BACKBONE, features.BackboneSpec(BACKBONE, lite0.offline_weights, bn_eps=1e-3))
 
 
-def _patches(scored) -> tuple[np.ndarray, np.ndarray]:
-    ps = scored.patches if hasattr(scored, "patches") else scored[2]
-    return ps.scores.numpy(), ps.best.numpy()
-
-
 def cache_category(category: str, root: Path, out: Path) -> None:
     register_corrected_backbone()
     model = SOMAD(backbone=BACKBONE)
@@ -59,10 +54,9 @@ def cache_category(category: str, root: Path, out: Path) -> None:
     captured = []
     original = model._maps_from_features
 
-    def capture(feats, means=None, factors=None, keep=None):
-        keep = {} if keep is None else keep
-        res = original(feats, means, factors, keep=keep)
-        captured.append(keep["patch_scores"])
+    def capture(feats, means=None, factors=None, return_patches=False):
+        res = original(feats, means, factors, return_patches=True)
+        captured.append(res.patches)
         return res
 
     model._maps_from_features = capture
@@ -80,7 +74,7 @@ def cache_category(category: str, root: Path, out: Path) -> None:
     t1 = time.perf_counter()
     x_test, masks = data.load_split(test, model.image_size)
     scored = model.anomaly_maps(x_test, return_patches=True)
-    te_s, te_b = _patches(scored)
+    te_s, te_b = scored.patches.scores.numpy(), scored.patches.best.numpy()
     t2 = time.perf_counter()
     np.savez_compressed(
         out / f"{category}.npz", test_scores=te_s.reshape(-1, h, w), test_best=te_b.reshape(-1, h, w).astype(np.int32),
@@ -131,9 +125,10 @@ def candidate_scores(c: dict) -> tuple[dict, dict]:
         rules[f"max blur{blur}" + (" (today)" if blur == 4 else "")] = mb.reshape(len(mb), -1).max(1)
         if blur in (2, 8):
             maps[f"blur{blur}"] = mb
-    for frac in (0.001, 0.01, 0.05):
+    for frac in (0.001, 0.01, 0.02, 0.05, 0.1):
         rules[f"top{frac:g} pixel mean, blur4"] = _top_mean(m4, frac)
         rules[f"top{frac:g} patch mean"] = _top_mean(te, frac)
+    rules["somad top_mean (chosen)"] = image_scores("top_mean", torch.from_numpy(te), torch.from_numpy(m4)).numpy()
     # per-position (PaDiM-like): standardise by the cross-fitted training scores at the same cell
     mu_p, sd_p = tr.mean(0), tr.std(0) + 1e-6
     zp = (te - mu_p) / sd_p
@@ -170,7 +165,14 @@ def _z_train(tr, mu_p, sd_p, size):
     return out
 
 
-def table(cache: Path, categories: list[str], pixel: bool) -> dict:
+def _margin(labels: np.ndarray, scores: np.ndarray) -> float:
+    """(lowest defective score - highest good score) / std of good scores: > 0 separates all images,
+    and tells rules apart where image AUROC is 1.000 for all of them."""
+    good = scores[labels == 0]
+    return float((scores[labels == 1].min() - good.max()) / good.std())
+
+
+def table(cache: Path, categories: list[str], pixel_maps: list[str]) -> dict:
     result = {}
     for cat in categories:
         c = dict(np.load(cache / f"{cat}.npz"))
@@ -182,14 +184,14 @@ def table(cache: Path, categories: list[str], pixel: bool) -> dict:
         good = labels == 0
         rows = {}
         for name, sc in rules.items():
-            row = {"image_auroc": auroc(labels, sc)}
+            row = {"image_auroc": auroc(labels, sc), "margin": _margin(labels, sc)}
             for d in sorted(set(defects) - {"good"}):
                 sel = good | (defects == d)
                 row[f"image_auroc/{d}"] = auroc(labels[sel], sc[sel])
             rows[name] = row
         pix = {}
-        if pixel:
-            for name, mp in maps.items():
+        for name, mp in maps.items():
+            if name in pixel_maps:
                 pix[name] = {"pixel_auroc": auroc(masks, mp), "aupro": aupro(masks, mp)}
                 print(f"  {cat} {name}: pixel AUROC {pix[name]['pixel_auroc']:.3f} AUPRO {pix[name]['aupro']:.3f}",
                       flush=True)
@@ -201,13 +203,15 @@ def table(cache: Path, categories: list[str], pixel: bool) -> dict:
 def print_table(result: dict) -> None:
     cats = list(result)
     names = list(next(iter(result.values()))["image"])
-    print("| rule | " + " | ".join(cats) + " | min Δ vs today |")
+    print("image AUROC (margin: (min defective - max good) / std good)")
+    print("| rule | " + " | ".join(cats) + " | min Δ AUROC vs today, any category or defect type |")
     print("| --- |" + " --- |" * (len(cats) + 1))
     for name in names:
-        vals = [result[c]["image"][name]["image_auroc"] for c in cats]
+        r = [result[c]["image"][name] for c in cats]
         deltas = [result[c]["image"][name][k] - result[c]["image"]["max blur4 (today)"][k]
-                  for c in cats for k in result[c]["image"][name]]
-        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {min(deltas):+.3f} |")
+                  for c in cats for k in result[c]["image"][name] if k.startswith("image_auroc")]
+        print(f"| {name} | " + " | ".join(f"{x['image_auroc']:.3f} ({x['margin']:+.2f})" for x in r)
+              + f" | {min(deltas):+.3f} |")
     for c in cats:
         print(f"\n{c} per defect type (image AUROC):")
         keys = [k for k in result[c]["image"]["max blur4 (today)"] if "/" in k]
@@ -223,7 +227,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/somad_image_score"))
     ap.add_argument("--data-root", type=Path, default=Path("/work/shared/data"))
     ap.add_argument("--categories", nargs="+", default=list(CATEGORIES))
-    ap.add_argument("--no-pixel", action="store_true", help="skip pixel AUROC / AUPRO")
+    ap.add_argument("--pixel-maps", nargs="*", default=["blur4 (today)", "blur2", "blur8", "position z, blur4",
+                                                          "neuron z, blur4"],
+                    help="maps whose pixel AUROC / AUPRO are computed (none: skip)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -234,7 +240,7 @@ def main(argv=None) -> int:
             root = args.data_root / CATEGORIES[cat] if CATEGORIES[cat] else demo_root
             cache_category(cat, root, args.cache)
         return 0
-    result = table(args.cache, args.categories, not args.no_pixel)
+    result = table(args.cache, args.categories, args.pixel_maps)
     print_table(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
