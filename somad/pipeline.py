@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from . import data
+from .atomic import atomic_path, write_json, write_text
 from .decision import is_anomalous
 from .metrics import evaluate_scores
 from .model import SOMAD
-from .persistence import load_model, save_model, write_json
+from .persistence import load_model, save_model
 from .progress import Progress, Stage
 
 DEFAULT_MODEL_NAME = "default"
@@ -163,7 +163,7 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
     writer.writerow(["path", "defect", "label", "score", "predicted", "outcome"])
     for s, lab, sc, out_ in zip(ev.samples, ev.labels, ev.scores, outcomes(ev.labels, ev.scores, model.threshold_)):
         writer.writerow([str(s.path), s.defect, int(lab), f"{sc:.6g}", int(is_anomalous(sc, model.threshold_)), out_])
-    _write_text(out / "per_image.csv", buf.getvalue())
+    write_text(out / "per_image.csv", buf.getvalue())
     lo, hi = model.pixel_range_
     pix_thr = ev.metrics.get("pixel_f1_threshold", hi)
     # the hardest cases: lowest-scored anomalies and highest-scored normals
@@ -176,13 +176,6 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
                           f"{s.defect}/{s.path.name}  score {ev.scores[i]:.2f}  threshold {model.threshold_:.2f}",
                           out / "figures" / f"{s.defect}_{s.path.stem}.png")
     return out
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | None = None
@@ -209,10 +202,8 @@ def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | N
                "overlay": None}
         if out_dir is not None:
             dest = Path(out_dir) / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.tmp.png")
-            Image.fromarray(overlay(img, amap, lo, hi)).save(tmp)
-            tmp.replace(dest)
+            with atomic_path(dest) as tmp:
+                Image.fromarray(overlay(img, amap, lo, hi)).save(tmp)
             row["overlay"] = str(dest)
         rows.append(row)
     return rows

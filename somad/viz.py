@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
+from .atomic import atomic_path  # noqa: E402
+
 CMAP = "jet"
 GT_COLOR = (0, 255, 0)  # ground-truth contours
 PRED_COLOR = (255, 0, 0)  # predicted-region contours
@@ -67,10 +69,7 @@ def comparison_figure(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmi
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)
