@@ -52,8 +52,8 @@ PARAM_HELP = {
     "search_radius": "local BMU search window in grid cells during training; None = exact search every epoch",
     "k": "nearest neurons (Euclidean) whose Mahalanobis distances give a patch score (paper: 4)",
     "blur_sigma": "Gaussian blur of the anomaly map, in pixels (paper: 4)",
-    "image_score": "image score rule (somad.scoring.IMAGE_SCORES): top_mean = mean of the hottest 5% of the map, "
-                   "max = maximum of the blurred map (paper)",
+    "image_score": "image score rule (somad.scoring.IMAGE_SCORES): top_mean = mean of the hottest 5 percent "
+                   "of the map, max = maximum of the blurred map (paper)",
     "cov_eps": "ridge added to every neuron covariance (paper: 0.01)",
     "shrinkage": "pseudo-samples of pooled covariance mixed into each neuron's covariance",
     "threshold_percentile": "percentile of cross-fitted training image scores used as the deployable threshold",
