@@ -3,8 +3,9 @@
     python benchmarks/image_score_study.py cache  [--cache DIR] [--categories ...]
     python benchmarks/image_score_study.py table  [--cache DIR] [--pixel-maps [NAME ...]] [--out FILE.json]
 
-``cache`` fits one model per category with every default on the corrected architecture
-(``tf_efficientnet_lite0`` with the lite0 package weights, BatchNorm eps 1e-3) and saves to
+``cache`` fits one model per category with every default (``tf_efficientnet_lite0`` with the
+Lite0 package weights; the committed results were made before that default landed, by the same
+architecture with ImageNet input normalisation instead of timm's 0.5 / 0.5) and saves to
 ``DIR/<category>.npz``: the patch score maps float32 ``(N, h, w)`` and best neurons int32 of the
 test images, and the same for the cross-fitted training images (each scored by Gaussians
 fitted without its fold, exactly as the model's threshold machinery does), plus labels,
@@ -33,25 +34,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from somad import data, demo, features  # noqa: E402
+from somad import data, demo  # noqa: E402
 from somad.metrics import aupro, auroc  # noqa: E402
 from somad.model import SOMAD  # noqa: E402
 from somad.scoring import anomaly_maps, image_scores  # noqa: E402
 
 CATEGORIES = {"bottle": "mvtec_ad", "magnetic_tile": "magnetic_tile_defects", "tiles": None, "washers": None}
-BACKBONE = "tf_efficientnet_lite0"
-
-
-def register_corrected_backbone() -> None:
-    """The lite0 package weights on the TF-'SAME'-padding architecture they were trained with."""
-    if BACKBONE not in features.BACKBONES:
-        lite0 = features.BACKBONES["efficientnet_lite0"]
-        features.register_backbone(BACKBONE, features.BackboneSpec(BACKBONE, lite0.offline_weights, bn_eps=1e-3))
 
 
 def cache_category(category: str, root: Path, out: Path) -> None:
-    register_corrected_backbone()
-    model = SOMAD(backbone=BACKBONE)
+    model = SOMAD()
     train = data.train_samples(root, category)
     test = data.test_samples(root, category)
     t0 = time.perf_counter()
