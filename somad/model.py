@@ -36,7 +36,7 @@ from .errors import NotFittedError, ParameterError
 from .features import DEFAULT_BACKBONE, FeatureExtractor
 from .gaussian import NeuronStats, accumulate, gaussians, whitening_factors
 from .progress import Progress, Stage, counter, for_stage
-from .scoring import PatchScores, anomaly_maps, score_patches
+from .scoring import IMAGE_SCORES, PatchScores, anomaly_maps, image_scores, score_patches
 from .som import SOM, SOM_BACKENDS, TOPOLOGIES, hit_map, u_matrix
 
 PARAM_HELP = {
@@ -55,6 +55,8 @@ PARAM_HELP = {
     "search_radius": "local BMU search window in grid cells during training; None = exact search every epoch",
     "k": "nearest neurons (Euclidean) whose Mahalanobis distances give a patch score (paper: 4)",
     "blur_sigma": "Gaussian blur of the anomaly map, in pixels (paper: 4)",
+    "image_score": "image score rule (somad.scoring.IMAGE_SCORES): top_mean = mean of the hottest 5 percent "
+                   "of the map, max = maximum of the blurred map (paper)",
     "cov_eps": "ridge added to every neuron covariance (paper: 0.01)",
     "shrinkage": "pseudo-samples of pooled covariance mixed into each neuron's covariance",
     "threshold_percentile": "percentile of cross-fitted training image scores used as the deployable threshold",
@@ -69,7 +71,8 @@ PARAM_HELP = {
 PARAM_TYPES = {"weights": str, "d": int, "grid": tuple, "sigma": float, "search_radius": int}
 """Value type of the hyperparameters whose default is None (the others take their default's type)."""
 
-PARAM_CHOICES = {"topology": TOPOLOGIES, "som_backend": tuple(SOM_BACKENDS), "device": ("cpu", "cuda")}
+PARAM_CHOICES = {"image_score": tuple(IMAGE_SCORES), "topology": TOPOLOGIES, "som_backend": tuple(SOM_BACKENDS),
+                 "device": ("cpu", "cuda")}
 """Allowed values of the categorical hyperparameters."""
 
 RUNTIME_PARAMS = ("weights", "device", "batch_size")
@@ -188,7 +191,8 @@ class SOMAD:
                  d: int | None = 100, grid: tuple[int, int] | None = None, topology: str = "rectangular",
                  epochs: int = 10, sigma: float | None = None, sigma_final: float = 0.5,
                  learning_rate: float = 1.0, learning_rate_final: float = 1.0, som_backend: str = "torch",
-                 search_radius: int | None = 4, k: int = 4, blur_sigma: float = 4.0, cov_eps: float = 0.01,
+                 search_radius: int | None = 4, k: int = 4, blur_sigma: float = 4.0,
+                 image_score: str = "top_mean", cov_eps: float = 0.01,
                  shrinkage: float = 10.0, threshold_percentile: float = 99.0, cv_folds: int = 5,
                  cv_max_images: int = 100, device: str = "cpu", seed: int = 0, batch_size: int = 32):
         for name, value in locals().items():
@@ -231,6 +235,8 @@ class SOMAD:
             raise ParameterError(f"d (channels kept) must be >= 1, got {self.d}.")
         if self.grid is not None and (len(self.grid) != 2 or min(self.grid) < 1):
             raise ParameterError(f"grid must be two positive ints (rows, cols), got {self.grid}.")
+        if self.image_score not in IMAGE_SCORES:
+            raise ParameterError(f"image_score must be one of {', '.join(IMAGE_SCORES)}, got {self.image_score!r}.")
         if self.batch_size < 1 or self.cv_max_images < 1:
             raise ParameterError("batch_size and cv_max_images must be >= 1.")
         if self.cv_folds < 0:
@@ -434,9 +440,10 @@ class SOMAD:
         n, d, h, w = feats.shape
         x = feats.permute(0, 2, 3, 1).reshape(-1, d)
         ps = score_patches(x, self.som_weights_, means, factors, self.k)
-        maps = anomaly_maps(ps.scores.reshape(n, h, w), self.image_size, self.blur_sigma)
-        return AnomalyMaps(maps.reshape(n, -1).max(1).values.cpu().numpy(), maps.cpu().numpy(),
-                           ps if return_patches else None)
+        patch_maps = ps.scores.reshape(n, h, w)
+        maps = anomaly_maps(patch_maps, self.image_size, self.blur_sigma)
+        scores = image_scores(self.image_score, patch_maps, maps)
+        return AnomalyMaps(scores.cpu().numpy(), maps.cpu().numpy(), ps if return_patches else None)
 
     def patch_scores(self, features: torch.Tensor) -> PatchScores:
         """Score patch features float32 ``(N, d, h, w)``; results are flat over (N, h, w) in C order."""
@@ -480,7 +487,7 @@ class SOMAD:
                            patches)
 
     def score_samples(self, images: np.ndarray) -> np.ndarray:
-        """Image anomaly scores float32 ``(N,)``: the maximum of each anomaly map (higher = more anomalous).
+        """Image anomaly scores float32 ``(N,)`` by the ``image_score`` rule (higher = more anomalous).
 
         Note: scikit-learn's ``IsolationForest.score_samples`` is higher for *normal* samples; somad's
         scores are Mahalanobis distances, higher for anomalies, as in the SOMAD paper.

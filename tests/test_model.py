@@ -44,7 +44,11 @@ def test_scores_detect_demo_defects(tiny_model, tiles_test):
     assert res.patches is None
     labels = np.array([s.label for s in samples])
     assert maps.shape == (len(samples), 64, 64)
-    assert np.allclose(scores, maps.reshape(len(maps), -1).max(1))
+    # default image score: mean of the hottest 5 % of the map (205 of 64 x 64 pixels)
+    np.testing.assert_allclose(scores, np.sort(maps.reshape(len(maps), -1), 1)[:, -205:].mean(1), rtol=1e-5)
+    paper = SOMAD(**{**tiny_model.get_params(), "image_score": "max"})
+    vars(paper).update({k: v for k, v in vars(tiny_model).items() if k.endswith("_")})
+    np.testing.assert_allclose(paper.score_samples(images[:4]), maps[:4].reshape(4, -1).max(1), rtol=1e-6)
     assert len(np.unique(np.round(scores, 4))) == len(scores)  # no per-image normalisation
     assert metrics.auroc(labels, scores) >= 0.9
     assert metrics.auroc(masks, maps) >= 0.8
@@ -80,6 +84,8 @@ def test_unfitted_and_bad_input(tiny_model):
         SOMAD(image_size=100).fit(np.zeros((2, 100, 100, 3), np.uint8))
     with pytest.raises(ParameterError, match="topology"):
         SOMAD(topology="triangular", **TINY).fit(np.zeros((2, 64, 64, 3), np.uint8))
+    with pytest.raises(ParameterError, match="image_score must be one of max, top_mean, got 'mean'"):
+        SOMAD(image_score="mean", **TINY).fit(np.zeros((2, 64, 64, 3), np.uint8))
 
 
 def test_not_fitted_error_is_caught_like_scikit_learn():

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from somad.scoring import PatchScores, anomaly_maps, gaussian_blur, mahalanobis_pairs, score_patches
+from somad.scoring import (IMAGE_SCORES, PatchScores, anomaly_maps, gaussian_blur, image_scores, mahalanobis_pairs,
+                           score_patches)
 from somad.som import exact_bmu
 
 
@@ -84,3 +85,18 @@ def test_anomaly_maps_shape_and_constant_map():
     maps = anomaly_maps(torch.full((3, 8, 8), 2.5), 32, blur_sigma=4.0)
     assert maps.shape == (3, 32, 32)
     torch.testing.assert_close(maps, torch.full((3, 32, 32), 2.5))
+
+
+def test_image_score_rules_on_known_maps():
+    # 20 x 20 = 400 pixels: top_mean averages the 20 hottest (5 %), max takes one
+    maps = torch.ones(2, 20, 20)
+    maps[0, :2, :10] = 3.0
+    maps[0, 5, 5] = 23.0        # 23 + 19 * 3 over 20 pixels = 4.0
+    maps[1, 7, 7] = 41.0        # a lone hot pixel: (41 + 19) / 20 = 3.0
+    patch = torch.zeros(2, 5, 5)
+    torch.testing.assert_close(image_scores("top_mean", patch, maps), torch.tensor([4.0, 3.0]))
+    torch.testing.assert_close(image_scores("max", patch, maps), torch.tensor([23.0, 41.0]))
+    # fewer than 20 pixels: top_mean is the maximum
+    small = torch.tensor([[[1.0, 7.0], [3.0, 2.0]]])
+    assert image_scores("top_mean", small, small).item() == 7.0
+    assert set(IMAGE_SCORES) == {"max", "top_mean"}
