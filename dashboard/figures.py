@@ -4,7 +4,7 @@ Clickable maps: Streamlit cannot select cells of a heatmap trace, so every map
 that can be clicked carries one scatter point per cell, in flat C order (point
 ``j`` = row ``j // W``, column ``j % W``), nearly transparent on rectangular
 grids and coloured hexagons on hexagonal ones. That click trace is always
-trace :data:`CLICK_TRACE`; read a click with :func:`somad.explain.point_to_neuron`.
+trace :data:`CLICK_TRACE`; read a click with :func:`dashboard.events.point_to_neuron`.
 """
 from __future__ import annotations
 

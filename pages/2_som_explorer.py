@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard.figures import NO_MODEBAR
-from dashboard import figures, images, loaders, state
+from dashboard import events, figures, images, loaders, state
 from somad import explain
 
 state.ensure_navigation()
@@ -45,7 +45,7 @@ if "row" in qp and "col" in qp:
 # clicks on the maps (a new selection on any chart wins)
 last = ss.setdefault("_last_click", {})
 for key in CHARTS:
-    picked = explain.point_to_neuron(ss.get(key), (rows, cols), curve=figures.CLICK_TRACE)
+    picked = events.point_to_neuron(ss.get(key), (rows, cols), curve=figures.CLICK_TRACE)
     if picked is not None and picked != last.get(key):
         _set_neuron(picked)
     last[key] = picked

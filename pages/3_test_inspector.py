@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.figures import NO_MODEBAR
-from dashboard import figures, images, loaders, state
+from dashboard import events, figures, images, loaders, state
 from somad import explain
 
 state.ensure_navigation()
@@ -90,7 +90,7 @@ st.subheader(f"{s.defect}/{s.path.name}: score {ev.scores[i]:.3f} → {out[i]}")
 h, w = m.feature_shape_
 cell_scores = ev.patches.scores[i * h * w:(i + 1) * h * w].numpy().reshape(h, w)
 heat = images.heat_overlay(ev.images[i], ev.maps[i], m.pixel_range_)
-picked = explain.point_to_cell(ss.get(f"heat_{i}"), (h, w), curve=figures.CLICK_TRACE)
+picked = events.point_to_cell(ss.get(f"heat_{i}"), (h, w), curve=figures.CLICK_TRACE)
 last_cell = ss.setdefault("_last_cell", {})
 if picked is not None and picked != last_cell.get(i):
     ss["cell"] = (i, *picked)

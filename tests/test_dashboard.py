@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from dashboard import figures, images
+from dashboard import events, figures, images
 from somad.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,6 +142,29 @@ def test_damaged_model_shows_error(monkeypatch, demo_root, tmp_path):
 
 
 # ------------------------------------------------------------ pure helpers
+def test_point_to_neuron_uses_point_index_of_click_trace():
+    grid = (16, 12)
+    # what Streamlit 1.67 sends for a click on neuron (3, 7): customdata as a str-keyed dict
+    event = {"selection": {"points": [{"curve_number": 1, "point_index": 3 * 12 + 7, "point_number": 3 * 12 + 7,
+                                       "x": 7, "y": 3, "customdata": {"0": 3, "1": 7}}],
+                           "point_indices": [43], "box": [], "lasso": []}}
+    assert events.point_to_neuron(event, grid, curve=1) == (3, 7)
+    assert events.point_to_neuron(event, grid, curve=0) is None  # a point of another trace
+    assert events.point_to_neuron(event, grid) == (3, 7)
+    assert events.point_to_neuron({"selection": {"points": []}}, grid) is None
+    assert events.point_to_neuron(None, grid) is None
+    out_of_range = {"selection": {"points": [{"curve_number": 1, "point_index": 16 * 12}]}}
+    assert events.point_to_neuron(out_of_range, grid) is None
+    # attribute-style state object (PlotlyState) works too
+    state = SimpleNamespace(selection=SimpleNamespace(points=[{"curve_number": 1, "point_index": 5}]))
+    assert events.point_to_neuron(state, grid, curve=1) == (0, 5)
+
+
+def test_point_to_cell():
+    event = {"selection": {"points": [{"curve_number": 1, "point_index": 2 * 16 + 9}]}}
+    assert events.point_to_cell(event, (16, 16), curve=1) == (2, 9)
+
+
 def test_som_map_click_trace_has_one_point_per_neuron():
     vals = np.arange(12, dtype=float).reshape(3, 4)
     fig = figures.som_map(vals, "rectangular", selected=(1, 2))

@@ -28,27 +28,7 @@ def test_neuron_index_roundtrip_and_bounds():
         explain.neuron_index(0, -1, grid)
 
 
-def test_point_to_neuron_uses_point_index_of_click_trace():
-    grid = (16, 12)
-    # what Streamlit 1.67 sends for a click on neuron (3, 7): customdata as a str-keyed dict
-    event = {"selection": {"points": [{"curve_number": 1, "point_index": 3 * 12 + 7, "point_number": 3 * 12 + 7,
-                                       "x": 7, "y": 3, "customdata": {"0": 3, "1": 7}}],
-                           "point_indices": [43], "box": [], "lasso": []}}
-    assert explain.point_to_neuron(event, grid, curve=1) == (3, 7)
-    assert explain.point_to_neuron(event, grid, curve=0) is None  # a point of another trace
-    assert explain.point_to_neuron(event, grid) == (3, 7)
-    assert explain.point_to_neuron({"selection": {"points": []}}, grid) is None
-    assert explain.point_to_neuron(None, grid) is None
-    out_of_range = {"selection": {"points": [{"curve_number": 1, "point_index": 16 * 12}]}}
-    assert explain.point_to_neuron(out_of_range, grid) is None
-    # attribute-style state object (PlotlyState) works too
-    state = SimpleNamespace(selection=SimpleNamespace(points=[{"curve_number": 1, "point_index": 5}]))
-    assert explain.point_to_neuron(state, grid, curve=1) == (0, 5)
-
-
-def test_point_to_cell_and_pixel_to_cell():
-    event = {"selection": {"points": [{"curve_number": 1, "point_index": 2 * 16 + 9}]}}
-    assert explain.point_to_cell(event, (16, 16), curve=1) == (2, 9)
+def test_pixel_to_cell_and_cell_box():
     assert explain.pixel_to_cell(0, 0, 64, (16, 16)) == (0, 0)
     assert explain.pixel_to_cell(63.9, 3.99, 64, (16, 16)) == (0, 15)
     assert explain.pixel_to_cell(4.0, 8.0, 64, (16, 16)) == (2, 1)
