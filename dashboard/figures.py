@@ -13,6 +13,8 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from somad.som import grid_coordinates
+
 CLICK_TRACE = 1
 """Index of the clickable scatter trace in SOM maps and image figures."""
 
@@ -21,87 +23,151 @@ NO_MODEBAR = {"displayModeBar": False}
 """``st.plotly_chart(config=...)``: no plotly toolbar over the titles (clicks and hover stay)."""
 
 
-def _grid_xy(rows: int, cols: int, topology: str) -> tuple[np.ndarray, np.ndarray]:
+MIN_PLOT_PX = 150
+"""Smallest plot height of a SOM map in pixels (a 1xN grid keeps a readable colour bar)."""
+MAX_ASPECT = 1.6
+"""Tallest SOM map plot, as a multiple of its width (an Nx1 grid stays on screen)."""
+MAX_TICKS = 8
+"""At most this many integer row / column ticks per SOM map axis."""
+HEX_RADIUS = 1 / math.sqrt(3)
+"""Circumradius of a hexagonal cell in grid units (neighbouring centres are 1 apart)."""
+
+
+def _hover(values: np.ndarray, hover: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+    """``customdata`` ``(rows*cols, 3 + len(hover))`` (row, col, value, extras) and its hover template."""
+    rows, cols = values.shape
     r, c = np.divmod(np.arange(rows * cols), cols)
-    x = c.astype(float)
-    y = r.astype(float)
+    extra = [np.asarray(v, dtype=float).ravel() for v in hover.values()]
+    custom = np.stack([r, c, values.ravel(), *extra], axis=1)
+    tmpl = "neuron (row %{customdata[0]}, col %{customdata[1]})<br>value %{customdata[2]:.4g}"
+    for i, label in enumerate(hover, start=3):
+        tmpl += f"<br>{label} %{{customdata[{i}]:.4g}}"
+    return custom, tmpl + "<extra></extra>"
+
+
+def _extent(shape: tuple[int, int], topology: str) -> tuple[float, float]:
+    """Width and height of the drawn grid in cell units (centres plus half a cell on each side)."""
+    rows, cols = shape
     if topology == "hexagonal":
-        x = x + 0.5 * (r % 2)
-        y = y * math.sqrt(3) / 2
-    return x, y
+        return cols + (0.5 if rows > 1 else 0), (rows - 1) * math.sqrt(3) / 2 + 1
+    return float(cols), float(rows)
+
+
+def _plot_px(shape: tuple[int, int], topology: str, size: int) -> tuple[float, float]:
+    """Plot area ``(width, height)`` in pixels for a figure ``size`` wide (margins: left 40, right 80)."""
+    wc, hc = _extent(shape, topology)
+    plot_w = size - 40 - 80
+    return plot_w, float(np.clip(plot_w * hc / wc, MIN_PLOT_PX, MAX_ASPECT * plot_w))
+
+
+def _range(values: np.ndarray) -> tuple[float, float]:
+    """Colour range of the finite values ((0, 1) when none is finite)."""
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+
+
+def _colorbar(title: str) -> dict:
+    return dict(title=title, thickness=12, len=1.0, nticks=5)
+
+
+def _value_trace(values: np.ndarray, xy: np.ndarray, topology: str, colorscale: str, colorbar_title: str,
+                 cell_px: float) -> go.BaseTraceType:
+    """Trace 0: the coloured map (a heatmap; or, for hexagonal grids, an invisible placeholder,
+    since the hexagon markers of the click trace carry the colours)."""
+    if topology == "hexagonal":
+        return go.Scatter(x=xy[:1, 0], y=xy[:1, 1], mode="markers", marker=dict(opacity=0), hoverinfo="skip",
+                          showlegend=False)
+    vmin, vmax = _range(values)
+    return go.Heatmap(z=values, x0=0, dx=1, y0=0, dy=1, colorscale=colorscale, hoverinfo="skip", zmin=vmin,
+                      zmax=vmax, colorbar=_colorbar(colorbar_title))
+
+
+def _click_trace(values: np.ndarray, xy: np.ndarray, topology: str, colorscale: str, colorbar_title: str,
+                 cell_px: float, hover: dict[str, np.ndarray]) -> go.Scatter:
+    """Trace :data:`CLICK_TRACE`: one marker per neuron in flat order (coloured hexagons, or nearly
+    transparent squares over the heatmap)."""
+    custom, tmpl = _hover(values, hover)
+    if topology == "hexagonal":
+        vmin, vmax = _range(values)
+        marker = dict(symbol="hexagon", size=cell_px * 1.12, color=values.ravel(), colorscale=colorscale,
+                      cmin=vmin, cmax=vmax, line=dict(width=0), colorbar=_colorbar(colorbar_title))
+    else:
+        marker = dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)",
+                      line=dict(width=0))
+    return go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, hovertemplate=tmpl,
+                      showlegend=False, marker=marker)
+
+
+def cell_outline(x: float, y: float, topology: str) -> tuple[list[float], list[float]]:
+    """Closed outline of the cell centred at ``(x, y)`` in data units: a unit square, or the pointy-top
+    hexagon of the offset-row lattice of :func:`somad.som.grid_coordinates`."""
+    if topology == "hexagonal":
+        angles = np.deg2rad(np.arange(30, 391, 60))
+        return (x + HEX_RADIUS * np.cos(angles)).tolist(), (y + HEX_RADIUS * np.sin(angles)).tolist()
+    return [x - .5, x + .5, x + .5, x - .5, x - .5], [y - .5, y - .5, y + .5, y + .5, y - .5]
+
+
+def _selection_trace(xy: np.ndarray, j: int, topology: str) -> go.Scatter:
+    """The selected neuron's outline, drawn in data units so it scales with the map."""
+    ox, oy = cell_outline(xy[j, 0], xy[j, 1], topology)
+    return go.Scatter(x=ox, y=oy, mode="lines", hoverinfo="skip", showlegend=False,
+                      line=dict(color=SELECT_COLOR, width=3))
+
+
+def _grid_ticks(n: int) -> list[int]:
+    """At most :data:`MAX_TICKS` integer positions in ``[0, n)``."""
+    return list(range(0, n, max(1, math.ceil(n / MAX_TICKS))))
+
+
+def _style_axes(fig: go.Figure, shape: tuple[int, int], topology: str) -> None:
+    """Equal-aspect axes over the grid, integer row / column ticks (rows labelled by index on hex grids)."""
+    rows, cols = shape
+    wc, hc = _extent(shape, topology)
+    row_step = math.sqrt(3) / 2 if topology == "hexagonal" else 1.0
+    xt, yt = _grid_ticks(cols), _grid_ticks(rows)
+    fig.update_xaxes(range=[-0.6, wc - 0.4], showgrid=False, zeroline=False, title=None, constrain="domain",
+                     tickmode="array", tickvals=xt, ticktext=[str(t) for t in xt])
+    fig.update_yaxes(range=[hc - 0.4, -0.6], showgrid=False, zeroline=False, title=None, scaleanchor="x",
+                     scaleratio=1, tickmode="array", tickvals=[t * row_step for t in yt],
+                     ticktext=[str(t) for t in yt])
 
 
 def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", colorscale: str = "Viridis",
             hover: dict[str, np.ndarray] | None = None, selected: tuple[int, int] | None = None,
             size: int = 420, colorbar_title: str = "") -> go.Figure:
-    """A SOM map (U-matrix, hit map, component plane) as a clickable figure.
+    """A SOM map (U-matrix, hit map, component plane) as a clickable figure, for grids from 1x1 to
+    100x100, rectangular or hexagonal (positions from :func:`somad.som.grid_coordinates`).
 
     Args:
-        values: float ``(rows, cols)`` one value per neuron.
+        values: float ``(rows, cols)`` one value per neuron (NaN allowed).
         topology: ``"rectangular"`` (heatmap + transparent square markers) or ``"hexagonal"``
             (hexagon markers coloured by value).
         hover: extra per-neuron arrays ``(rows, cols)`` shown on hover, by label.
         selected: neuron (row, col) outlined in the selection colour.
-        size: figure width in pixels (height follows the grid's aspect).
+        size: figure width in pixels (height follows the grid's aspect, within
+            [:data:`MIN_PLOT_PX`, :data:`MAX_ASPECT` x width]).
 
     Returns:
         figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j``.
+
+    Raises:
+        ValueError: unknown topology.
     """
     values = np.asarray(values, dtype=float)
-    rows, cols = values.shape
-    x, y = _grid_xy(rows, cols, topology)
-    hover = hover or {}
-    custom = np.stack([np.divmod(np.arange(rows * cols), cols)[0], np.arange(rows * cols) % cols,
-                       values.ravel()] + [np.asarray(v, dtype=float).ravel() for v in hover.values()], axis=1)
-    tmpl = "neuron (row %{customdata[0]}, col %{customdata[1]})<br>value %{customdata[2]:.4g}"
-    for i, label in enumerate(hover, start=3):
-        tmpl += f"<br>{label} %{{customdata[{i}]:.4g}}"
-    tmpl += "<extra></extra>"
-    hex_grid = topology == "hexagonal"
-    width_cells = cols + (0.5 if hex_grid else 0)
-    height_cells = (rows - 1) * (math.sqrt(3) / 2 if hex_grid else 1) + 1
-    plot_w = size - 40 - 80  # left margin 40, right margin 80 holds the colour bar
-    plot_h = plot_w * height_cells / width_cells
-    fig = go.Figure()
-    vmin, vmax = np.nanmin(values) if np.isfinite(values).any() else 0, np.nanmax(values) if np.isfinite(values).any() else 1
-    if hex_grid:
-        # trace 0: a background placeholder so the click trace keeps index 1 on both topologies
-        fig.add_trace(go.Scatter(x=[x.min()], y=[y.min()], mode="markers", marker=dict(opacity=0), hoverinfo="skip",
-                                 showlegend=False))
-        cell_px = plot_w / width_cells
-        fig.add_trace(go.Scatter(
-            x=x, y=y, mode="markers", customdata=custom, hovertemplate=tmpl, showlegend=False,
-            marker=dict(symbol="hexagon", size=cell_px * 1.12, color=values.ravel(), colorscale=colorscale,
-                        cmin=vmin, cmax=vmax, line=dict(width=0),
-                        colorbar=dict(title=colorbar_title, thickness=12)),
-        ))
-    else:
-        fig.add_trace(go.Heatmap(z=values, x0=0, dx=1, y0=0, dy=1, colorscale=colorscale, hoverinfo="skip",
-                                 zmin=vmin, zmax=vmax, colorbar=dict(title=colorbar_title, thickness=12)))
-        cell_px = plot_w / width_cells
-        fig.add_trace(go.Scatter(
-            x=x, y=y, mode="markers", customdata=custom, hovertemplate=tmpl, showlegend=False,
-            marker=dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)",
-                        line=dict(width=0)),
-        ))
+    shape = values.shape
+    xy = grid_coordinates(shape, topology)
+    plot_w, plot_h = _plot_px(shape, topology, size)
+    cell_px = min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
+    fig = go.Figure([_value_trace(values, xy, topology, colorscale, colorbar_title, cell_px),
+                     _click_trace(values, xy, topology, colorscale, colorbar_title, cell_px, hover or {})])
     if selected is not None:
-        j = selected[0] * cols + selected[1]
-        fig.add_trace(go.Scatter(x=[x[j]], y=[y[j]], mode="markers", hoverinfo="skip", showlegend=False,
-                                 marker=dict(symbol="hexagon-open" if hex_grid else "square-open",
-                                             size=max(cell_px * 1.3, 9), color=SELECT_COLOR, line=dict(width=3))))
+        fig.add_trace(_selection_trace(xy, selected[0] * shape[1] + selected[1], topology))
     fig.update_layout(
-        title=dict(text=title, x=0.02, font=dict(size=14)), width=size, height=int(plot_h + 80),
+        title=dict(text=title, x=0.02, font=dict(size=14)), width=size, height=int(plot_h + 70),
         margin=dict(l=40, r=80, t=40, b=30, autoexpand=False), clickmode="event+select", dragmode=False,
         plot_bgcolor="white", hovermode="closest",
     )
-    fig.update_xaxes(range=[-0.6, width_cells - 0.4], showgrid=False, zeroline=False, title=None,
-                     constrain="domain")
-    fig.update_yaxes(range=[height_cells - 0.4, -0.6], showgrid=False, zeroline=False, title=None,
-                     scaleanchor="x", scaleratio=1)
-    if hex_grid:  # label rows by their index, not their y coordinate
-        step = max(1, rows // 6)
-        ticks = list(range(0, rows, step))
-        fig.update_yaxes(tickvals=[r * math.sqrt(3) / 2 for r in ticks], ticktext=[str(r) for r in ticks])
+    _style_axes(fig, shape, topology)
     return fig
 
 

@@ -21,6 +21,7 @@ import torch
 
 from . import data
 from .scoring import PatchScores
+from .som import hit_map
 
 Progress = Callable[[str, int, int], None]
 
@@ -340,9 +341,8 @@ def neuron_cells(patches: PatchScores, neuron: tuple[int, int], grid: tuple[int,
 
 
 def test_hit_map(patches: PatchScores, grid: tuple[int, int]) -> np.ndarray:
-    """Test cells won by each neuron: int64 ``(rows, cols)``."""
-    bmu = torch.as_tensor(patches.neighbours[:, 0]).cpu().long()
-    return torch.bincount(bmu, minlength=grid[0] * grid[1]).reshape(grid).numpy()
+    """Test cells won by each neuron: int64 ``(rows, cols)`` (:func:`somad.som.hit_map` of the test BMUs)."""
+    return hit_map(patches.neighbours[:, 0], grid)
 
 
 # ------------------------------------------------------------------ thresholds

@@ -172,11 +172,39 @@ def test_som_map_click_trace_has_one_point_per_neuron():
     assert len(click.x) == 12
     assert (click.x[6], click.y[6]) == (2, 1)  # point 6 = neuron (1, 2)
     assert fig.data[0].type == "heatmap"
-    assert fig.data[-1].x[0] == 2 and fig.data[-1].y[0] == 1  # selection outline
+    outline = fig.data[-1]  # the selected neuron's square, one cell around (x 2, y 1)
+    assert (min(outline.x), max(outline.x), min(outline.y), max(outline.y)) == (1.5, 2.5, 0.5, 1.5)
     hexfig = figures.som_map(vals, "hexagonal")
     hclick = hexfig.data[figures.CLICK_TRACE]
     assert hclick.marker.symbol == "hexagon" and list(hclick.marker.color) == list(range(12))
     assert hclick.x[4] == pytest.approx(0.5) and hclick.y[4] == pytest.approx(np.sqrt(3) / 2)  # odd row shifted
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (5, 1), (2, 2), (4, 5), (100, 100)])
+@pytest.mark.parametrize("topology", ["rectangular", "hexagonal"])
+def test_som_map_draws_tiny_and_odd_grids(shape, topology):
+    rows, cols = shape
+    sel = (rows - 1, cols - 1)
+    fig = figures.som_map(np.random.default_rng(0).random(shape), topology, selected=sel, colorbar_title="U")
+    assert len(fig.data[figures.CLICK_TRACE].x) == rows * cols
+    xa, ya = fig.layout.xaxis, fig.layout.yaxis
+    # integer row/column ticks inside the grid (a 2x2 map had ticks at -0.5, 0.5, 1.5)
+    assert list(xa.ticktext) == [str(v) for v in xa.tickvals] and all(0 <= v < cols for v in xa.tickvals)
+    assert [int(t) for t in ya.ticktext] == sorted(int(t) for t in ya.ticktext)
+    assert all(0 <= int(t) < rows for t in ya.ticktext) and 1 <= len(xa.tickvals) <= figures.MAX_TICKS
+    # the selection outline is one cell around the selected neuron and stays inside the axes
+    outline = fig.data[-1]
+    cx, cy = fig.data[figures.CLICK_TRACE].x[rows * cols - 1], fig.data[figures.CLICK_TRACE].y[rows * cols - 1]
+    assert max(outline.x) - min(outline.x) == pytest.approx(1.0)
+    assert np.mean(outline.x[:-1]) == pytest.approx(cx) and np.mean(outline.y[:-1]) == pytest.approx(cy)
+    assert xa.range[0] <= min(outline.x) and max(outline.x) <= xa.range[1]
+    assert ya.range[1] <= min(outline.y) and max(outline.y) <= ya.range[0]
+    # a 1xN map keeps a readable plot height for its colour bar; an Nx1 map stays on screen
+    plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    plot_w = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
+    assert figures.MIN_PLOT_PX <= plot_h <= figures.MAX_ASPECT * plot_w + 1
+    bar = fig.data[0].colorbar if topology == "rectangular" else fig.data[figures.CLICK_TRACE].marker.colorbar
+    assert bar.len == 1.0 and bar.title.text == "U"
 
 
 def test_image_figure_cells():
