@@ -19,8 +19,6 @@ CLICK_TRACE = 1
 """Index of the clickable scatter trace in SOM maps and image figures."""
 
 SELECT_COLOR = "#ff2d55"
-NO_MODEBAR = {"displayModeBar": False}
-"""``st.plotly_chart(config=...)``: no plotly toolbar over the titles (clicks and hover stay)."""
 
 
 MIN_PLOT_PX = 150
@@ -254,13 +252,16 @@ def score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float,
     return fig
 
 
-def contributions_figure(top: list[tuple[int, int, float, float]], title: str = "") -> go.Figure:
+def contributions_figure(top: list[tuple[int, int, float, float]], title: str = "",
+                         labels: list[str] | None = None) -> go.Figure:
     """Horizontal bars of the features contributing most to a squared Mahalanobis distance.
 
     Args:
         top: ``(dim, backbone_channel, term, share)`` as :func:`somad.explain.top_contributions` returns.
+        labels: one bar label per entry of ``top`` (default ``"dim D (ch C)"``), e.g. with the backbone
+            stage from :func:`somad.explain.channel_label`.
     """
-    labels = [f"dim {d} (ch {c})" for d, c, _, _ in top][::-1]
+    labels = (labels or [f"dim {d} (ch {c})" for d, c, _, _ in top])[::-1]
     terms = [t for _, _, t, _ in top][::-1]
     shares = [s for _, _, _, s in top][::-1]
     fig = go.Figure(go.Bar(x=terms, y=labels, orientation="h", customdata=np.array(shares) * 100,

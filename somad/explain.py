@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import data
+from .features import STRIDES
 from .scoring import PatchScores
 from .som import hit_map
 
@@ -275,6 +276,21 @@ def top_contributions(contrib: np.ndarray, channel_idx: Sequence[int] | None = N
     ch = list(channel_idx) if channel_idx is not None else list(range(len(contrib)))
     return [(int(i), int(ch[i]), float(contrib[i]), float(contrib[i] / total) if total else float("nan"))
             for i in order]
+
+
+def channel_label(model, dim: int) -> str:
+    """Where feature dimension ``dim`` comes from, e.g. ``"backbone channel 111 (stride-16 stage, channel 31)"``.
+
+    The kept dimensions index the channels of the backbone's stride-4, -8 and -16 stages
+    concatenated in that order (:mod:`somad.features`).
+    """
+    ch = int(model.channel_idx_[dim])
+    start = 0
+    for stride, n in zip(STRIDES, model.extractor.body.feature_info.channels()):
+        if ch < start + n:
+            return f"backbone channel {ch} (stride-{stride} stage, channel {ch - start})"
+        start += n
+    return f"backbone channel {ch}"
 
 
 def explain_contributions(model, feature_map: torch.Tensor | np.ndarray, row: int, col: int,

@@ -31,6 +31,19 @@ def overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha
     return (image.astype(np.float32) * (1 - alpha) + heat * alpha).astype(np.uint8)
 
 
+def pixel_threshold(metrics: dict | None, pixel_range: tuple[float, float]) -> float:
+    """The **pixel threshold**: the anomaly-map value whose contour is the predicted region.
+
+    It is the pixel F1-optimal threshold of an evaluation (``metrics["pixel_f1_threshold"]``, chosen
+    with the test masks) when there is one, else the top of the model's pixel colour range
+    (``pixel_range[1]``, from training data). The CLI's comparison figures and the dashboard both
+    use this function. The image threshold (``model.threshold_``) is a different quantity: it cuts
+    the image score (the map's maximum), not the map.
+    """
+    value = (metrics or {}).get("pixel_f1_threshold")
+    return float(value) if value is not None and np.isfinite(value) else float(pixel_range[1])
+
+
 def draw_contours(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0)) -> np.ndarray:
     """Copy of uint8 RGB ``image`` with the boundary of bool ``mask`` ``(H, W)`` drawn in ``color``."""
     out = image.copy()
