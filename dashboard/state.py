@@ -92,7 +92,7 @@ def ensure_navigation() -> None:
     is written; ``tests/test_browser.py`` opens a page URL on a fresh server to check this.
     """
     if not getattr(_entry, "active", False) and not st.session_state.get(Keys.NAV_RERUN):
-        st.session_state[Keys.NAV_RERUN] = True  # once per session: a page run alone (AppTest) goes on
+        st.session_state[Keys.NAV_RERUN] = True  # once per session, so a page run alone (AppTest) goes on
         navigation(position="hidden")
         st.rerun()
     init()

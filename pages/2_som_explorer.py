@@ -16,7 +16,6 @@ CROP = 112
 
 def render_header(cur, views) -> None:
     m = cur.model
-    st.title("SOM explorer")
     st.caption(f"{cur.category}: SOM {m.grid_[0]}x{m.grid_[1]} ({m.topology}), {m.n_train_} training images, "
                f"{int((views['hits'] == 0).sum())} neurons without training patches.")
     with st.expander("How to read these maps"):
@@ -128,6 +127,7 @@ def render_test_images(cur, neuron) -> None:
 
 
 state.ensure_navigation()
+st.title("SOM explorer")
 current = state.require_model()
 som_views = loaders.get_som_views(current.model_dir, current.device)
 render_header(current, som_views)

@@ -195,9 +195,9 @@ def render_cell(cur, ev, i: int, cell: tuple[int, int]) -> None:
 
 
 state.ensure_navigation()
+st.title("Test inspector")
 current = state.require_model()
 evaluation = state.require_evaluation(current)
-st.title("Test inspector")
 threshold = render_threshold(current, evaluation)
 render_counts(evaluation, threshold)
 render_table(evaluation, threshold)

@@ -15,7 +15,6 @@ def _fmt(v) -> str:
 
 def render_summary(cur, ev) -> None:
     mt = ev.metrics
-    st.title("Metrics")
     st.caption(f"{cur.category}: {mt['n_test']} test images, {mt['n_anomalous']} defective.")
     k = st.columns(4)
     k[0].metric("Image AUROC", _fmt(mt["image_auroc"]),
@@ -64,6 +63,7 @@ def render_per_defect(ev) -> None:
 
 
 state.ensure_navigation()
+st.title("Metrics")
 current = state.require_model()
 evaluation = state.require_evaluation(current)
 render_summary(current, evaluation)

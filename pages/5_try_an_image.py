@@ -63,10 +63,10 @@ def render_one(n: int, name: str, img, sc: float, verdict: str, amap, pix_thr: f
 
 
 state.ensure_navigation()
+st.title("Try an image")
 current = state.require_model()
 model = current.model
 thr = state.threshold(current)
-st.title("Try an image")
 st.caption(f"Model for **{current.category}** ({model.image_size}px). Verdict: score ≥ threshold {thr:.3f} "
            "(change it on the Test inspector page).")
 files = st.file_uploader("Images (PNG, JPG, BMP, TIFF)", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],

@@ -83,16 +83,13 @@ def test_threshold_slider_changes_outcome_counts(app_env, dash_eval):
 
 
 def test_fit_form_fits_and_saves(monkeypatch, demo_root, tmp_path):
-    """The Model page script run on its own: AppTest resets Streamlit's "pages/ folder" flag on every
-    run, so through app.py each run starts with the one-off navigation rerun, which drops a button's
-    trigger value (a real server does that rerun once per process). Widget values are unaffected."""
     from streamlit.testing.v1 import AppTest
 
     models = tmp_path / "models"
     monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
     monkeypatch.setenv("SOMAD_MODELS_DIR", str(models))
     at = AppTest.from_file(str(REPO / "pages" / "1_model.py"), default_timeout=180)
-    at.run()
+    at.run()  # a page run alone reruns once per session (dashboard.state.ensure_navigation); the click then counts
     _clean(at)
     assert any("No saved model" in i.value for i in at.info)
     at.select_slider(key="fit_image_size").set_value(64)
@@ -269,3 +266,79 @@ def test_hexagonal_model_renders_som_explorer(monkeypatch, demo_root, tmp_path):
     at.number_input(key="w_neuron_col").set_value(9).run()
     assert at.session_state["neuron"] == (7, 9)
     _clean(at)
+
+
+# ------------------------------------------------------------------ view state in the URL
+def test_url_restores_view_and_follows_it(app_env, dash_eval):
+    """A pasted link opens the same model, neuron, image, cell and threshold; the URL follows the view."""
+    name = f"{dash_eval.samples[3].defect}/{dash_eval.samples[3].path.name}"
+    thr = f"{float(np.median(dash_eval.scores)):.4g}"
+    at = _app()
+    at.query_params.update({"model": "small", "neuron": "3,5", "image": name, "cell": "2,4", "thr": thr})
+    at.run()
+    _clean(at)
+    assert at.session_state["neuron"] == (3, 5) and at.session_state["image"] == name
+    assert at.session_state["cell"] == (2, 4) and at.session_state["threshold"] == float(thr)
+    at.switch_page("pages/2_som_explorer.py").run()
+    _clean(at)
+    assert "Nearest training patches of neuron (3, 5)" in [s.value for s in at.subheader]
+    at.switch_page("pages/3_test_inspector.py").run()
+    _clean(at)
+    assert any(s.value.startswith(f"{name}: score") for s in at.subheader)
+    assert any(s.value.startswith("Cell (2, 4): BMU") for s in at.subheader)
+    assert at.slider(key="w_threshold").value == pytest.approx(float(thr))
+    qp = {k: v[0] if isinstance(v, list) else v for k, v in at.query_params.items()}
+    assert (qp["neuron"], qp["image"], qp["cell"], qp["model"], qp["thr"]) == ("3,5", name, "2,4", "small", thr)
+
+
+def test_unreadable_link_falls_back_to_defaults(app_env):
+    at = _app()
+    at.query_params.update({"model": "gone", "neuron": "x,y"})
+    at.run()
+    _clean(at)
+    assert at.session_state["model_dir"].endswith("small")  # the category's default model
+    assert "neuron" not in at.session_state  # "x,y" is not a neuron: the page picks its default
+
+
+@pytest.mark.parametrize("root, message", [("", "No dataset root given"), ("FILE", "is a file, not a folder")])
+def test_blank_or_file_root_says_so(monkeypatch, tmp_path, root, message):
+    if root == "FILE":
+        root = str(tmp_path / "a_file.txt")
+        Path(root).write_text("not a folder")
+    monkeypatch.setenv("SOMAD_DATA_DIR", root or " ")
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(tmp_path / "models"))
+    at = _app()
+    at.run()
+    _clean(at)
+    assert at.title[0].value == "Model"
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_pages_without_model_have_titles(monkeypatch, demo_root, tmp_path):
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(tmp_path / "models"))
+    at = _app()
+    at.run()
+    titles = {"pages/2_som_explorer.py": "SOM explorer", "pages/3_test_inspector.py": "Test inspector",
+              "pages/4_metrics.py": "Metrics", "pages/5_try_an_image.py": "Try an image"}
+    for page, title in titles.items():
+        at.switch_page(page).run()
+        _clean(at)
+        assert at.title[0].value == title
+        assert any("load or fit a model" in i.value for i in at.info)
+
+
+# --------------------------------------------------------------------- uploads
+def test_unlike_training_flags_score_colour_and_shape():
+    rng = np.random.default_rng(0)
+    ref = images.Reference(max_score=10.0, channel_means=100 + rng.normal(0, 2, (20, 3)), aspect=1.0)
+    like = np.full((64, 64, 3), 100, np.uint8)
+    assert images.unlike_training(9.0, like, ref) == []
+    assert images.unlike_training(14.9, like, ref) == []  # beyond the max, but not far beyond
+    far = images.unlike_training(15.1, like, ref)
+    assert len(far) == 1 and "far beyond every training and test score" in far[0]
+    red = like.copy()
+    red[..., 0] = 250
+    assert any("colours differ" in r for r in images.unlike_training(9.0, red, ref))
+    wide = np.full((64, 128, 3), 100, np.uint8)
+    assert [r for r in images.unlike_training(9.0, wide, ref) if "shape (128x64)" in r]
