@@ -7,8 +7,9 @@ import streamlit as st
 
 from dashboard import help, images, loaders, state
 from dashboard.keys import Keys
-from somad import explain, viz
+from somad import viz
 from somad.data import resize_image
+from somad.decision import DECISION_RULE, is_anomalous
 from somad.errors import SomadError
 
 
@@ -30,7 +31,8 @@ def read_uploads(files) -> list[tuple[str, np.ndarray]]:
 def score(cur, batch: np.ndarray):
     try:
         with st.spinner(f"Scoring {len(batch)} image(s)..."):
-            return cur.model.anomaly_maps(batch)[:2]
+            res = cur.model.anomaly_maps(batch)
+            return res.scores, res.maps
     except Exception as exc:  # never a traceback
         st.error(f"Scoring failed ({type(exc).__name__}: {exc}).")
         st.stop()
@@ -67,7 +69,7 @@ st.title("Try an image")
 current = state.require_model()
 model = current.model
 thr = state.threshold(current)
-st.caption(f"Model for **{current.category}** ({model.image_size}px). Verdict: score ≥ threshold {thr:.3f} "
+st.caption(f"Model for **{current.category}** ({model.image_size}px). Verdict: {DECISION_RULE}, threshold {thr:.3f} "
            "(change it on the Test inspector page).")
 files = st.file_uploader("Images (PNG, JPG, BMP, TIFF)", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
                          accept_multiple_files=True, key=Keys.W_UPLOADS)
@@ -81,8 +83,7 @@ batch = np.stack([resize_image(rgb, model.image_size) for _, rgb in uploads])
 upload_scores, upload_maps = score(current, batch)
 evaluation = state.require_evaluation(current)
 reference = loaders.get_reference(current.model_dir, current.data_dir, current.category, current.device)
-upload_verdicts = np.where(np.isin(explain.outcomes(np.zeros(len(batch)), upload_scores, thr), "FP"),
-                           "ANOMALOUS", "normal")
+upload_verdicts = np.where(is_anomalous(upload_scores, thr), "ANOMALOUS", "normal")
 upload_reasons = [images.unlike_training(float(s), rgb, reference) for s, (_, rgb) in zip(upload_scores, uploads)]
 render_summary(uploads, upload_scores, upload_verdicts, upload_reasons)
 pixel_thr = viz.pixel_threshold(evaluation.metrics, model.pixel_range_)

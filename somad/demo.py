@@ -11,12 +11,12 @@ masks in ``ground_truth/<defect>/<stem>_mask.png``.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from .atomic import atomic_dir
 
 DEFECTS = ("scratch", "hole", "stain", "crack")
 CATEGORIES = ("tiles", "washers")
@@ -109,9 +109,7 @@ def generate(root: str | Path = DEFAULT_DIR, seed: int = 0, n_train: int = 40, n
     root = Path(root)
     if root.exists() and any(root.iterdir()) and not force:
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo.", dir=root.parent))
-    try:
+    with atomic_dir(root) as tmp:
         for ci, category in enumerate(CATEGORIES):
             rng = np.random.default_rng([seed, ci])
             cat = tmp / category
@@ -128,12 +126,6 @@ def generate(root: str | Path = DEFAULT_DIR, seed: int = 0, n_train: int = 40, n
                     gt = cat / "ground_truth" / folder
                     gt.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(mask.astype(np.uint8) * 255).save(gt / f"{idx:03d}_mask.png")
-        if root.exists():
-            shutil.rmtree(root)
-        tmp.replace(root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

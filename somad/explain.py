@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import data
+from .decision import is_anomalous
 from .features import STRIDES
 from .scoring import PatchScores
 from .som import hit_map
@@ -99,13 +100,15 @@ def build_bmu_index(bmu: np.ndarray | torch.Tensor, dist: np.ndarray | torch.Ten
 
 
 def bmu_index(model) -> BmuIndex:
-    """The model's :class:`BmuIndex`, built on first use and cached on the model object."""
+    """The model's :class:`BmuIndex`, built on first use and kept on the model object together with
+    the ``train_bmu_`` tensor it was built from: a refit (or :func:`~somad.persistence.load_model`)
+    sets a new ``train_bmu_``, which makes the next call rebuild the index."""
     cached = model.__dict__.get("_explain_bmu_index")
-    if cached is None:
+    if cached is None or cached[0] is not model.train_bmu_:
         m = model.grid_[0] * model.grid_[1]
-        cached = build_bmu_index(model.train_bmu_, model.train_bmu_dist_, m)
+        cached = (model.train_bmu_, build_bmu_index(model.train_bmu_, model.train_bmu_dist_, m))
         model.__dict__["_explain_bmu_index"] = cached
-    return cached
+    return cached[1]
 
 
 @dataclass(frozen=True)
@@ -363,9 +366,10 @@ def test_hit_map(patches: PatchScores, grid: tuple[int, int]) -> np.ndarray:
 
 # ------------------------------------------------------------------ thresholds
 def outcomes(labels: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Outcome strings ``(N,)`` ('TP', 'FP', 'FN', 'TN') with prediction ``score > threshold``."""
+    """Outcome strings ``(N,)`` ('TP', 'FP', 'FN', 'TN') with the prediction of
+    :func:`somad.decision.is_anomalous`."""
     labels = np.asarray(labels).astype(bool)
-    pred = np.asarray(scores) > threshold
+    pred = is_anomalous(scores, threshold)
     out = np.empty(len(labels), dtype="<U2")
     out[pred & labels] = "TP"
     out[pred & ~labels] = "FP"

@@ -14,6 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
+from .decision import is_anomalous  # noqa: E402
+
+from .atomic import atomic_path  # noqa: E402
+
 CMAP = "jet"
 GT_COLOR = (0, 255, 0)  # ground-truth contours
 PRED_COLOR = (255, 0, 0)  # predicted-region contours
@@ -54,10 +58,11 @@ def draw_contours(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0)) -> np.
 
 def region_contours(image: np.ndarray, mask: np.ndarray | None = None, amap: np.ndarray | None = None,
                     threshold: float | None = None) -> np.ndarray:
-    """Image with the predicted region ``amap > threshold`` outlined red and the truth ``mask`` green."""
+    """Image with the predicted region (:func:`somad.decision.is_anomalous` of ``amap`` at the pixel
+    ``threshold``, see :func:`pixel_threshold`) outlined red and the truth ``mask`` green."""
     out = image
     if amap is not None and threshold is not None:
-        out = draw_contours(out, amap > threshold, PRED_COLOR)
+        out = draw_contours(out, is_anomalous(amap, threshold), PRED_COLOR)
     if mask is not None:
         out = draw_contours(out, np.asarray(mask, dtype=bool), GT_COLOR)
     return out
@@ -80,10 +85,7 @@ def comparison_figure(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmi
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)

@@ -342,3 +342,28 @@ def test_unlike_training_flags_score_colour_and_shape():
     assert any("colours differ" in r for r in images.unlike_training(9.0, red, ref))
     wide = np.full((64, 128, 3), 100, np.uint8)
     assert [r for r in images.unlike_training(9.0, wide, ref) if "shape (128x64)" in r]
+
+
+# ------------------------------------------------------------------ one decision rule
+def test_f1_optimal_button_reproduces_f1_max(app_env, dash_eval):
+    at = _app()
+    at.run()
+    at.switch_page("pages/3_test_inspector.py").run()
+    f1_thr = dash_eval.metrics["image_f1_threshold"]
+    next(b for b in at.button if b.label.startswith("F1-optimal")).click().run()
+    _clean(at)
+    assert at.session_state["threshold"] == pytest.approx(f1_thr)
+    tp, fp, fn = (int(_metric(at, k)) for k in ("TP", "FP", "FN"))
+    assert 2 * tp / (2 * tp + fp + fn) == pytest.approx(dash_eval.metrics["image_f1_max"], abs=1e-12)
+
+
+def test_pixel_threshold_is_the_pixel_f1_threshold_else_the_range_top():
+    from somad import viz
+
+    assert viz.pixel_threshold({"pixel_f1_threshold": 3.5}, (0.0, 9.0)) == 3.5
+    assert viz.pixel_threshold({"pixel_f1_threshold": float("nan")}, (0.0, 9.0)) == 9.0
+    assert viz.pixel_threshold(None, (1.0, 7.0)) == 7.0
+    amap = np.zeros((8, 8))
+    amap[2:4, 2:4] = 3.5  # exactly at the threshold: inside the predicted region (score >= threshold)
+    out = images.contours(np.zeros((8, 8, 3), np.uint8), None, amap, 3.5)
+    assert tuple(out[2, 2]) == images.PRED_COLOR

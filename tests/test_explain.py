@@ -75,6 +75,24 @@ def test_nearest_training_patches_match_brute_force(dash_model_env):
         assert explain.nearest_training_patches(model, *explain.neuron_position(int(dead[0]), model.grid_)) == []
 
 
+def test_bmu_index_follows_a_refit(demo_root):
+    """Regression: the index cached on the model outlived a refit of the same object to a smaller grid,
+    so the gallery read the old grid's patches."""
+    from somad.model import SOMAD
+
+    samples = data.train_samples(demo_root, "tiles")[:4]
+    images, _ = data.load_split(samples, 64)
+    model = SOMAD(image_size=64, d=8, epochs=1, cv_folds=2).fit(images, [str(s.path) for s in samples])
+    assert len(explain.bmu_index(model).starts) == 16 * 16 + 1
+    model.set_params(grid=(4, 4)).fit(images, [str(s.path) for s in samples])
+    idx = explain.bmu_index(model)
+    assert len(idx.starts) == 4 * 4 + 1
+    assert np.array_equal(np.diff(idx.starts), np.bincount(model.train_bmu_.numpy(), minlength=16))
+    j = int(np.argmax(np.diff(idx.starts)))
+    got = explain.nearest_training_patches(model, *explain.neuron_position(j, (4, 4)), n=5)
+    assert got and all(int(model.train_bmu_[p.patch]) == j for p in got)
+
+
 def test_crop_patch_draws_box_around_the_cell():
     img = np.zeros((64, 64, 3), np.uint8)
     img[8:12, 4:8] = 200  # cell (2, 1) of a 16x16 map
