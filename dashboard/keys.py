@@ -29,3 +29,7 @@ class Keys:
     W_THRESHOLD = "w_threshold"
     W_CPLANE_DIM = "w_cplane_dim"
     W_UPLOADS = "w_uploads"
+    W_SAVED_MODEL = "w_saved_model"
+    W_RENAME = "w_rename"
+    CONFIRM_DELETE = "_confirm_delete"  # name of the model whose deletion awaits confirmation
+    MODEL_MESSAGE = "_model_message"  # error of the last rename, shown once

@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import config, form, loaders, state
-from somad import pipeline
+from dashboard.keys import Keys
+from somad import pipeline, store
 from somad.errors import SomadError
 from somad.persistence import read_config
 
@@ -22,21 +23,21 @@ roots = [str(r) for r in config.known_roots()]
 
 
 def _pick_root() -> None:
-    ss["data_dir"] = ss["w_root_pick"]
-    ss["w_data_dir"] = ss["w_root_pick"]
+    ss[Keys.DATA_DIR] = ss[Keys.W_ROOT_PICK]
+    ss[Keys.W_DATA_DIR] = ss[Keys.W_ROOT_PICK]
 
 
 def _typed_root() -> None:
-    ss["data_dir"] = ss["w_data_dir"].strip()
+    ss[Keys.DATA_DIR] = ss[Keys.W_DATA_DIR].strip()
 
 
-ss.setdefault("w_data_dir", ss.get("data_dir", str(config.data_dir())))
+ss.setdefault(Keys.W_DATA_DIR, ss.get(Keys.DATA_DIR, str(config.data_dir())))
 c1, c2 = st.columns([3, 2])
 c1.text_input("Dataset root (MVTec layout: <root>/<category>/train/good, test/<defect>, ground_truth/<defect>)",
-              key="w_data_dir", on_change=_typed_root)
-c2.selectbox("or pick a known root", roots, index=None, placeholder="known roots...", key="w_root_pick",
+              key=Keys.W_DATA_DIR, on_change=_typed_root)
+c2.selectbox("or pick a known root", roots, index=None, placeholder="known roots...", key=Keys.W_ROOT_PICK,
              on_change=_pick_root)
-root = ss.get("data_dir", str(config.data_dir()))
+root = ss.get(Keys.DATA_DIR, str(config.data_dir()))
 cats, err = state.categories(root)
 if err:
     st.error(err)
@@ -51,18 +52,18 @@ def _label(c: str) -> str:
     return f"{c}  ({n['train']} train, {n['test']} test, {n['defect types']} defect types)"
 
 
-if ss.get("category") not in cats:
-    ss["category"] = cats[0]
-if ss.get("w_category") not in cats:
-    ss["w_category"] = ss["category"]
+if ss.get(Keys.CATEGORY) not in cats:
+    ss[Keys.CATEGORY] = cats[0]
+if ss.get(Keys.W_CATEGORY) not in cats:
+    ss[Keys.W_CATEGORY] = ss[Keys.CATEGORY]
 
 
 def _pick_category() -> None:
-    ss["category"] = ss["w_category"]
+    ss[Keys.CATEGORY] = ss[Keys.W_CATEGORY]
 
 
-category = st.selectbox("Category", cats, key="w_category", format_func=_label, on_change=_pick_category)
-ss["category"] = category
+category = st.selectbox("Category", cats, key=Keys.W_CATEGORY, format_func=_label, on_change=_pick_category)
+ss[Keys.CATEGORY] = category
 if counts[category]["train"] == 0:
     st.warning(f"'{category}' has no readable training image in {Path(root) / category / 'train' / 'good'}.")
 
@@ -70,16 +71,6 @@ if counts[category]["train"] == 0:
 models_dir = config.models_dir()
 saved = pipeline.list_models(models_dir, category)
 cur = state.current(show_errors=True)
-
-
-def _model_label(p: Path) -> str:
-    try:
-        cfg = read_config(p)
-        hp = cfg["hyperparameters"]
-        return (f"{p.name}  ·  {hp['backbone']}, {hp['image_size']}px, SOM {cfg['grid'][0]}x{cfg['grid'][1]} "
-                f"{hp['topology']}, saved {cfg.get('saved_at', '?')}")
-    except (SomadError, KeyError, TypeError):
-        return f"{p.name}  ·  (unreadable config)"
 
 
 def fit_now(params: dict, name: str, force: bool, max_train: int | None) -> None:
@@ -110,21 +101,82 @@ def fit_now(params: dict, name: str, force: bool, max_train: int | None) -> None
     st.rerun()
 
 
-st.subheader("Saved models")
-if saved:
+def _load(path: str) -> None:
+    state.select_model(path, str(Path(root).resolve()), category)
+
+
+def _make_default(name: str) -> None:
+    store.set_default(models_dir, category, name)
+
+
+def _rename(name: str) -> None:
+    try:
+        new = store.rename_model(models_dir, category, name, ss.get(Keys.W_RENAME, ""))
+    except SomadError as exc:
+        ss[Keys.MODEL_MESSAGE] = str(exc)
+        return
+    if ss.get(Keys.MODEL_DIR) == str(pipeline.model_path(models_dir, category, name)):
+        ss[Keys.MODEL_DIR] = str(new)
+    ss[Keys.W_SAVED_MODEL] = str(new)
+
+
+def _delete(name: str) -> None:
+    was_current = ss.get(Keys.MODEL_DIR) == str(pipeline.model_path(models_dir, category, name))
+    store.delete_model(models_dir, category, name)
+    ss.pop(Keys.CONFIRM_DELETE, None)
+    ss.pop(Keys.W_SAVED_MODEL, None)
+    if was_current:
+        nxt = store.default_model(models_dir, category)
+        state.select_model(str(nxt) if nxt else None, str(Path(root).resolve()), category)
+
+
+def render_saved_models() -> None:
+    """The category's models: load one, mark the default (opened by new sessions), rename, delete."""
+    st.subheader("Saved models")
+    if not saved:
+        st.info(f"No saved model for **{category}** in `{models_dir}` yet. Fit one: the demo settings take "
+                "well under a minute on a laptop CPU.")
+        if st.button("Fit a demo model", type="primary", help=f"settings: {config.DEMO_PARAMS}"):
+            fit_now(dict(config.DEMO_PARAMS), "demo", force=True, max_train=None)
+        return
+    default = store.default_model(models_dir, category)
+    st.dataframe(pd.DataFrame([_model_row(p, p == default) for p in saved]), hide_index=True, width="stretch")
     names = [str(p) for p in saved]
-    default = names.index(ss["model_dir"]) if ss.get("model_dir") in names else 0
-    pick = st.selectbox("Saved models of this category (newest first)", names, index=default,
-                        format_func=lambda s: _model_label(Path(s)), key="w_saved_model")
-    loaded = ss.get("model_dir") == pick
-    if st.button("Loaded" if loaded else "Load this model", disabled=loaded, type="primary"):
-        state.select_model(pick, str(Path(root).resolve()), category)
-        st.rerun()
-else:
-    st.info(f"No saved model for **{category}** in `{models_dir}` yet. Fit one: the demo settings take "
-            "well under a minute on a laptop CPU.")
-    if st.button("Fit a demo model", type="primary", help=f"settings: {config.DEMO_PARAMS}"):
-        fit_now(dict(config.DEMO_PARAMS), "demo", force=True, max_train=None)
+    if ss.get(Keys.W_SAVED_MODEL) not in names:
+        ss[Keys.W_SAVED_MODEL] = ss[Keys.MODEL_DIR] if ss.get(Keys.MODEL_DIR) in names else str(default)
+    pick = st.selectbox("Model", names, format_func=lambda s: Path(s).name, key=Keys.W_SAVED_MODEL)
+    name = Path(pick).name
+    loaded = ss.get(Keys.MODEL_DIR) == pick
+    a, b, c, d = st.columns([1, 1, 2, 1])
+    a.button("Loaded" if loaded else "Load", disabled=loaded, type="primary", on_click=_load, args=(pick,))
+    b.button("Default" if Path(pick) == default else "Make default", disabled=Path(pick) == default,
+             on_click=_make_default, args=(name,), help="the model a new session (or a link without a model) opens")
+    c.text_input("New name", key=Keys.W_RENAME, placeholder="new name", label_visibility="collapsed")
+    c.button("Rename", on_click=_rename, args=(name,), disabled=not ss.get(Keys.W_RENAME, "").strip())
+    d.button("Delete...", on_click=lambda: ss.__setitem__(Keys.CONFIRM_DELETE, name))
+    if ss.get(Keys.MODEL_MESSAGE):
+        st.error(ss.pop(Keys.MODEL_MESSAGE))
+    if ss.get(Keys.CONFIRM_DELETE) == name:
+        st.warning(f"Delete the model **{name}** of **{category}** from `{models_dir}`? This cannot be undone.")
+        y, n = st.columns([1, 5])
+        y.button("Yes, delete", type="primary", on_click=_delete, args=(name,))
+        n.button("Cancel", on_click=lambda: ss.pop(Keys.CONFIRM_DELETE, None))
+
+
+def _model_row(p: Path, is_default: bool) -> dict:
+    row = {"name": p.name, "default": "✓" if is_default else "", "loaded": "✓" if str(p) == ss.get(Keys.MODEL_DIR)
+           else ""}
+    try:
+        cfg = read_config(p)
+        hp = cfg["hyperparameters"]
+        row.update({"backbone": hp["backbone"], "image size": hp["image_size"],
+                    "SOM": f"{cfg['grid'][0]}x{cfg['grid'][1]} {hp['topology']}", "saved": cfg.get("saved_at", "?")})
+    except (SomadError, KeyError, TypeError):
+        row["backbone"] = "(unreadable config)"
+    return row
+
+
+render_saved_models()
 
 # -------------------------------------------------------------------- fit form
 with st.expander("Fit a new model", expanded=False):
@@ -136,10 +188,10 @@ with st.expander("Fit a new model", expanded=False):
         force = c.checkbox("Overwrite an existing model of that name", value=False, key="fit_force")
         submitted = st.form_submit_button("Fit", type="primary")
     if submitted:
-        if not name.strip() or "/" in name or name.startswith("."):
-            st.error("The model name must be a plain folder name (no '/', not starting with '.').")
-        else:
-            fit_now(params, name.strip(), force, int(max_train) or None)
+        try:
+            fit_now(params, store.check_name(name), force, int(max_train) or None)
+        except SomadError as exc:
+            st.error(str(exc))
 
 # ------------------------------------------------------------------ model card
 st.subheader("Model card")

@@ -367,3 +367,52 @@ def test_pixel_threshold_is_the_pixel_f1_threshold_else_the_range_top():
     amap[2:4, 2:4] = 3.5  # exactly at the threshold: inside the predicted region (score >= threshold)
     out = images.contours(np.zeros((8, 8, 3), np.uint8), None, amap, 3.5)
     assert tuple(out[2, 2]) == images.PRED_COLOR
+
+
+# ------------------------------------------------------------------ model management
+def test_model_list_default_rename_delete(monkeypatch, demo_root, tmp_path, dash_model_env):
+    import shutil
+
+    from somad import store
+
+    models = tmp_path / "models"
+    for name in ("alpha", "beta"):
+        shutil.copytree(dash_model_env[1], models / "tiles" / name)
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(models))
+    at = _app()
+    at.run()
+    _clean(at)
+    listed = at.dataframe[0].value
+    assert sorted(listed["name"]) == ["alpha", "beta"]
+    opened = at.session_state["model_dir"]
+    assert opened == str(store.default_model(models, "tiles"))
+    other = next(str(models / "tiles" / n) for n in ("alpha", "beta") if str(models / "tiles" / n) != opened)
+    at.selectbox(key="w_saved_model").set_value(other).run()
+    next(b for b in at.button if b.label == "Make default").click().run()
+    _clean(at)
+    assert store.default_model(models, "tiles") == Path(other)
+    # a new session opens the default model
+    fresh = _app()
+    fresh.run()
+    assert fresh.session_state["model_dir"] == other
+    # rename: the default mark follows the model
+    at.text_input(key="w_rename").input("gamma").run()
+    next(b for b in at.button if b.label == "Rename").click().run()
+    _clean(at)
+    assert (models / "tiles" / "gamma").is_dir() and not Path(other).exists()
+    assert store.default_model(models, "tiles") == models / "tiles" / "gamma"
+    at.text_input(key="w_rename").input("../evil").run()
+    next(b for b in at.button if b.label == "Rename").click().run()
+    assert any("not a plain folder name" in e.value for e in at.error)
+    # delete asks to confirm; cancel keeps the model, confirm removes it
+    next(b for b in at.button if b.label == "Delete...").click().run()
+    assert any("cannot be undone" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    assert (models / "tiles" / "gamma").is_dir()
+    next(b for b in at.button if b.label == "Delete...").click().run()
+    next(b for b in at.button if b.label == "Yes, delete").click().run()
+    _clean(at)
+    assert not (models / "tiles" / "gamma").exists()
+    assert [p.name for p in (models / "tiles").iterdir() if p.name.startswith(".")] == []
+    assert list(at.dataframe[0].value["name"]) == [Path(opened).name]
