@@ -1,6 +1,6 @@
 """Plotly selection events (what ``st.plotly_chart(..., on_select="rerun")`` returns) -> neuron / feature cell.
 
-The clickable figures of :mod:`dashboard.figures` carry one scatter point per neuron or feature cell
+The clickable figures of :mod:`somad.figures` carry one scatter point per neuron or feature cell
 in flat C order (point ``j`` = row ``j // W``, column ``j % W``); these functions read a click back.
 """
 from __future__ import annotations

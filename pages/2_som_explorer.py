@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from dashboard import events, figures, help, images, loaders, state, widgets
+from dashboard import events, help, images, loaders, state, widgets
 from dashboard.keys import Keys
-from somad import explain
+from somad import explain, figures
 
 CHARTS = ("som_umatrix", "som_hitmap", "som_cplane")
 CROP = 112

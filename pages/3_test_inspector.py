@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import events, figures, help, images, loaders, state, widgets
+from dashboard import events, help, images, loaders, state, widgets
 from dashboard.keys import Keys
-from somad import explain, viz
+from somad import explain, figures, viz
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
 

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import figures, help, loaders, state, widgets
-from somad import metrics
+from dashboard import help, loaders, state, widgets
+from somad import figures, metrics
 
 
 def _fmt(v) -> str:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dashboard import events, figures, images
+from dashboard import events, images
+from somad import figures
 from somad.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent

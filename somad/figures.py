@@ -1,4 +1,4 @@
-"""Plotly figures of the dashboard (pure: arrays in, ``go.Figure`` out).
+"""Plotly figures of the dashboard and the HTML report (pure: arrays in, ``go.Figure`` out).
 
 Clickable maps: Streamlit cannot select cells of a heatmap trace, so every map
 that can be clicked carries one scatter point per cell, in flat C order (point
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from somad.som import grid_coordinates
+from .som import grid_coordinates
 
 CLICK_TRACE = 1
 """Index of the clickable scatter trace in SOM maps and image figures."""
