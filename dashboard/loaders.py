@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from somad import data, explain, metrics, pipeline
+from somad import data, explain, figures, metrics, pipeline
 from somad.persistence import CONFIG, load_model
 
 from . import images
@@ -114,15 +114,11 @@ def get_heat_overlay(model_dir, data_dir, category, index: int, device: str = "c
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _pro(model_dir: str, mtime: float, device: str, data_dir: str, category: str):
     ev = _evaluation(model_dir, mtime, device, data_dir, category)
-    fpr, pro = metrics.pro_curve(ev.masks, ev.maps)
-    if len(fpr) > 4000:  # thin the curve for plotting, keep the ends
-        keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, 4000).astype(int), len(fpr) - 1])
-        fpr, pro = fpr[keep], pro[keep]
-    return fpr, pro
+    return figures.thin_curve(*metrics.pro_curve(ev.masks, ev.maps))
 
 
 def get_pro_curve(model_dir, data_dir, category, device: str = "cpu"):
-    """``(fpr, pro)`` of the evaluation, thinned to at most ~4000 points for plotting (cached)."""
+    """``(fpr, pro)`` of the evaluation, thinned for plotting (:func:`somad.figures.thin_curve`, cached)."""
     return _pro(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
 
 

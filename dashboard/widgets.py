@@ -1,8 +1,13 @@
 """Streamlit widgets shared by the pages: the one plotly chart call and the "new click" filter."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
+from somad import report
+
+from . import loaders
 from .keys import Keys
 
 PLOTLY_CONFIG = {"displayModeBar": False}
@@ -28,3 +33,19 @@ def new_click(source: str, value):
     fresh = value is not None and value != last.get(source)
     last[source] = value
     return value if fresh else None
+
+
+def report_button(cur) -> None:
+    """One click: build the model's self-contained HTML report (:mod:`somad.report`) and download it.
+
+    The report is built only when clicked (Streamlit's deferred download data), from the cached evaluation.
+    """
+    def build() -> str:
+        ev = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
+        return report.build_report(cur.model, ev, cur.model_dir)
+
+    st.download_button("Download HTML report", data=build, mime="text/html", on_click="ignore",
+                       file_name=f"somad_report_{cur.category}_{Path(cur.model_dir).name}.html",
+                       icon=":material/description:", key="w_report",
+                       help="one self-contained file (plotly embedded, no internet needed): model card, metrics, "
+                            "curves, U-matrix and hit map, failing images, per-defect table")

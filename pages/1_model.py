@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import config, form, loaders, state
+from dashboard import config, form, loaders, state, widgets
 from dashboard.keys import Keys
 from somad import pipeline, store
 from somad.errors import SomadError
@@ -234,5 +234,6 @@ with right:
         e[2].metric("AUPRO", f"{mt['aupro']:.3f}")
         e[3].metric("F1-max", f"{mt['image_f1_max']:.3f}")
         st.caption(f"{mt['n_test']} test images ({mt['n_anomalous']} defective); details on the Metrics page.")
+        widgets.report_button(cur)
     else:
         st.caption("Not evaluated yet in this session (the other pages evaluate on first use).")

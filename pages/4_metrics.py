@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import help, loaders, state, widgets
-from somad import figures, metrics
+from somad import figures, metrics, report
 
 
 def _fmt(v) -> str:
@@ -16,6 +16,7 @@ def _fmt(v) -> str:
 def render_summary(cur, ev) -> None:
     mt = ev.metrics
     st.caption(f"{cur.category}: {mt['n_test']} test images, {mt['n_anomalous']} defective.")
+    widgets.report_button(cur)
     k = st.columns(4)
     k[0].metric("Image AUROC", _fmt(mt["image_auroc"]),
                 help="chance that a defective image scores above a good one (1 = perfect ranking, 0.5 = chance)")
@@ -46,16 +47,9 @@ def render_curves(cur, ev) -> None:
         st.markdown(help.THRESHOLDS)
 
 
-def per_defect_table(mt: dict) -> pd.DataFrame:
-    """One row per defect type (each against all good test images)."""
-    return pd.DataFrame([{"defect type": d, "images": v.get("n_images", 0), "image AUROC": v["image_auroc"],
-                          "pixel AUROC": v["pixel_auroc"], "AUPRO": v["aupro"], "F1-max": v["image_f1_max"]}
-                         for d, v in mt.get("per_defect", {}).items()]).round(4)
-
-
 def render_per_defect(ev) -> None:
     st.subheader("Per defect type (each against all good test images)")
-    table = per_defect_table(ev.metrics)
+    table = pd.DataFrame(report.per_defect_rows(ev.metrics))
     if table.empty:
         st.info("No defect types in the test split.")
     else:

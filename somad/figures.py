@@ -209,6 +209,18 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
     return fig
 
 
+PLOT_POINTS = 4000
+"""Curves are thinned to about this many points for plotting (a PRO curve has one per pixel threshold)."""
+
+
+def thin_curve(x: np.ndarray, y: np.ndarray, n: int = PLOT_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``n`` evenly spaced points of a curve, both ends kept."""
+    if len(x) <= n:
+        return x, y
+    keep = np.unique(np.r_[np.linspace(0, len(x) - 1, n).astype(int), len(x) - 1])
+    return x[keep], y[keep]
+
+
 def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, title: str = "Image ROC") -> go.Figure:
     """ROC curve with the chance diagonal."""
     fig = go.Figure()
