@@ -164,16 +164,17 @@ def render_cell(cur, ev, i: int, cell: tuple[int, int]) -> None:
     st.caption(f"Pixels x {x0}–{x1 - 1}, y {y0}–{y1 - 1} of the {m.image_size}px image. The patch score is the "
                f"smallest Mahalanobis distance to the k = {len(ex.neighbours)} nearest neurons (Euclidean), before "
                "upsampling and blur.")
-    left, right = st.columns([1, 1.4])
+    left, right = st.columns([1.1, 1.3])
     with left:
         st.markdown("**BMU and k nearest neurons**")
         st.dataframe(pd.DataFrame([{
-            "neuron": f"({nr}, {nc})", "Mahalanobis": round(d, 4),
-            "role": " · ".join(t for t, on in (("BMU", (nr, nc) == ex.bmu), ("gives the score", (nr, nc) == ex.best))
-                               if on),
-            "training patches": int(m.counts_[explain.neuron_index(nr, nc, m.grid_)])}
-            for nr, nc, d in ex.neighbours]), hide_index=True, width="stretch",
-            column_config={"training patches": st.column_config.NumberColumn("training patches", width="medium")})
+            "neuron": f"({nr}, {nc})", "Mahalanobis": round(d, 3),
+            "role": " · ".join(t for t, on in (("BMU", (nr, nc) == ex.bmu), ("score", (nr, nc) == ex.best)) if on),
+            "patches": int(m.counts_[explain.neuron_index(nr, nc, m.grid_)])}
+            for nr, nc, d in ex.neighbours]), hide_index=True, width="stretch", column_config={
+                "role": st.column_config.TextColumn(help="BMU: nearest neuron (Euclidean); score: the neuron whose "
+                                                          "Mahalanobis distance is the cell's score"),
+                "patches": st.column_config.NumberColumn(help="training patches whose BMU is this neuron")})
         for nr, nc, _ in ex.neighbours:
             if st.button(f"Open neuron ({nr}, {nc}) in the SOM explorer", key=f"open_{nr}_{nc}",
                          on_click=_open_neuron, args=((nr, nc),), icon=":material/grid_on:"):
