@@ -19,9 +19,6 @@ st.title("Model")
 st.caption("Pick a dataset and a category, then load a saved SOM or fit a new one.")
 
 # ------------------------------------------------------------------ dataset root
-roots = [str(r) for r in config.known_roots()]
-
-
 def _pick_root() -> None:
     ss[Keys.DATA_DIR] = ss[Keys.W_ROOT_PICK]
     ss[Keys.W_DATA_DIR] = ss[Keys.W_ROOT_PICK]
@@ -31,48 +28,46 @@ def _typed_root() -> None:
     ss[Keys.DATA_DIR] = ss[Keys.W_DATA_DIR].strip()
 
 
-ss.setdefault(Keys.W_DATA_DIR, ss.get(Keys.DATA_DIR, str(config.data_dir())))
-c1, c2 = st.columns([3, 2])
-c1.text_input("Dataset root (MVTec layout: <root>/<category>/train/good, test/<defect>, ground_truth/<defect>)",
-              key=Keys.W_DATA_DIR, on_change=_typed_root)
-c2.selectbox("or pick a known root", roots, index=None, placeholder="known roots...", key=Keys.W_ROOT_PICK,
-             on_change=_pick_root)
-root = ss.get(Keys.DATA_DIR, str(config.data_dir()))
-cats, err = state.categories(root)
-if err:
-    st.error(err)
-    st.stop()
+def render_root() -> tuple[str, list[str]]:
+    """Dataset root picker; returns the root and its categories (stops the page with a message if none)."""
+    ss.setdefault(Keys.W_DATA_DIR, ss.get(Keys.DATA_DIR, str(config.data_dir())))
+    c1, c2 = st.columns([3, 2])
+    c1.text_input("Dataset root (MVTec layout: <root>/<category>/train/good, test/<defect>, ground_truth/<defect>)",
+                  key=Keys.W_DATA_DIR, on_change=_typed_root)
+    c2.selectbox("or pick a known root", [str(r) for r in config.known_roots()], index=None,
+                 placeholder="known roots...", key=Keys.W_ROOT_PICK, on_change=_pick_root)
+    picked = ss.get(Keys.DATA_DIR, str(config.data_dir()))
+    found, err = state.categories(picked)
+    if err:
+        st.error(err)
+        st.stop()
+    return picked, found
 
 # -------------------------------------------------------------------- category
-counts = {c: loaders.category_counts(root, c) for c in cats}
+def render_category(root: str, cats: list[str]) -> str:
+    """Category picker with image counts; returns the category."""
+    counts = {c: loaders.category_counts(root, c) for c in cats}
 
+    def label(c: str) -> str:
+        n = counts[c]
+        return f"{c}  ({n['train']} train, {n['test']} test, {n['defect types']} defect types)"
 
-def _label(c: str) -> str:
-    n = counts[c]
-    return f"{c}  ({n['train']} train, {n['test']} test, {n['defect types']} defect types)"
-
-
-if ss.get(Keys.CATEGORY) not in cats:
-    ss[Keys.CATEGORY] = cats[0]
-if ss.get(Keys.W_CATEGORY) not in cats:
-    ss[Keys.W_CATEGORY] = ss[Keys.CATEGORY]
+    if ss.get(Keys.CATEGORY) not in cats:
+        ss[Keys.CATEGORY] = cats[0]
+    if ss.get(Keys.W_CATEGORY) not in cats:
+        ss[Keys.W_CATEGORY] = ss[Keys.CATEGORY]
+    picked = st.selectbox("Category", cats, key=Keys.W_CATEGORY, format_func=label, on_change=_pick_category)
+    ss[Keys.CATEGORY] = picked
+    if counts[picked]["train"] == 0:
+        st.warning(f"'{picked}' has no readable training image in {Path(root) / picked / 'train' / 'good'}.")
+    return picked
 
 
 def _pick_category() -> None:
     ss[Keys.CATEGORY] = ss[Keys.W_CATEGORY]
 
 
-category = st.selectbox("Category", cats, key=Keys.W_CATEGORY, format_func=_label, on_change=_pick_category)
-ss[Keys.CATEGORY] = category
-if counts[category]["train"] == 0:
-    st.warning(f"'{category}' has no readable training image in {Path(root) / category / 'train' / 'good'}.")
-
 # ---------------------------------------------------------------- saved models
-models_dir = config.models_dir()
-saved = pipeline.list_models(models_dir, category)
-cur = state.current(show_errors=True)
-
-
 def fit_now(params: dict, name: str, force: bool, max_train: int | None) -> None:
     """Fit with one live progress bar per stage, save, and make it the current model."""
     out = pipeline.model_path(models_dir, category, name)
@@ -176,64 +171,76 @@ def _model_row(p: Path, is_default: bool) -> dict:
     return row
 
 
-render_saved_models()
-
 # -------------------------------------------------------------------- fit form
-with st.expander("Fit a new model", expanded=False):
-    with st.form("fit_form"):
-        params = form.fit_form_params()
-        a, b, c = st.columns(3)
-        name = a.text_input("Model name", "default", key="fit_name")
-        max_train = b.number_input("Max training images (0 = all)", 0, 100000, 0, key="fit_max_train")
-        force = c.checkbox("Overwrite an existing model of that name", value=False, key="fit_force")
-        submitted = st.form_submit_button("Fit", type="primary")
-    if submitted:
-        try:
-            fit_now(params, store.check_name(name), force, int(max_train) or None)
-        except SomadError as exc:
-            st.error(str(exc))
+def render_fit_form() -> None:
+    with st.expander("Fit a new model", expanded=False):
+        with st.form("fit_form"):
+            params = form.fit_form_params()
+            a, b, c = st.columns(3)
+            name = a.text_input("Model name", "default", key="fit_name")
+            max_train = b.number_input("Max training images (0 = all)", 0, 100000, 0, key="fit_max_train")
+            force = c.checkbox("Overwrite an existing model of that name", value=False, key="fit_force")
+            submitted = st.form_submit_button("Fit", type="primary")
+        if submitted:
+            try:
+                fit_now(params, store.check_name(name), force, int(max_train) or None)
+            except SomadError as exc:
+                st.error(str(exc))
+
 
 # ------------------------------------------------------------------ model card
-st.subheader("Model card")
-if cur is None:
-    st.info("No model loaded yet: load a saved model or fit one above.")
-    st.stop()
-m = cur.model
-if cur.category != category:
-    st.caption(f"The loaded model is for **{cur.category}**; the category picker shows **{category}**.")
-cols = st.columns(5)
-cols[0].metric("Training images", m.n_train_)
-cols[1].metric("SOM grid", f"{m.grid_[0]}x{m.grid_[1]}")
-cols[2].metric("Quantization error", f"{m.quantization_error_:.3f}")
-cols[3].metric("Topographic error", f"{m.topographic_error_:.3f}")
-cols[4].metric("Fit time", f"{sum(m.timings_.values()):.1f} s")
-left, right = st.columns(2)
-with left:
-    st.markdown("**Hyperparameters**")
-    hp = m.get_params()
-    if hp["grid"] is None:
-        hp["grid"] = f"{m.grid_[0]}x{m.grid_[1]} (feature-map size)"
-    st.dataframe(pd.DataFrame({"value": [str(v) for v in hp.values()]}, index=list(hp.keys())),
-                 width="stretch", height=300)
-with right:
-    st.markdown("**Fit**")
-    st.write(f"Model dir `{cur.model_dir}`  \nData `{cur.data_dir}` / **{cur.category}**  \n"
-             f"Feature map {m.feature_shape_[0]}x{m.feature_shape_[1]} cells, d = {len(m.channel_idx_)}  \n"
-             f"Deployable threshold **{m.threshold_:.3f}** ({m.threshold_percentile:g}th percentile of "
-             f"{m.cv_folds}-fold cross-fitted training scores)  \n"
-             f"Pixel colour range {m.pixel_range_[0]:.2f} – {m.pixel_range_[1]:.2f} (one scale for the category)")
-    st.caption("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in m.timings_.items()))
-    st.markdown("**Evaluation**")
-    if loaders.has_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device) or st.button(
-            "Evaluate on the test split"):
-        ev = state.require_evaluation(cur)
-        mt = ev.metrics
-        e = st.columns(4)
-        e[0].metric("Image AUROC", f"{mt['image_auroc']:.3f}")
-        e[1].metric("Pixel AUROC", f"{mt['pixel_auroc']:.3f}")
-        e[2].metric("AUPRO", f"{mt['aupro']:.3f}")
-        e[3].metric("F1-max", f"{mt['image_f1_max']:.3f}")
-        st.caption(f"{mt['n_test']} test images ({mt['n_anomalous']} defective); details on the Metrics page.")
-        widgets.report_button(cur)
-    else:
-        st.caption("Not evaluated yet in this session (the other pages evaluate on first use).")
+def render_model_card(cur) -> None:
+    """Hyperparameters, fit statistics, evaluation and the HTML report of the loaded model."""
+    st.subheader("Model card")
+    if cur is None:
+        st.info("No model loaded yet: load a saved model or fit one above.")
+        return
+    m = cur.model
+    if cur.category != category:
+        st.caption(f"The loaded model is for **{cur.category}**; the category picker shows **{category}**.")
+    cols = st.columns(5)
+    cols[0].metric("Training images", m.n_train_)
+    cols[1].metric("SOM grid", f"{m.grid_[0]}x{m.grid_[1]}")
+    cols[2].metric("Quantization error", f"{m.quantization_error_:.3f}")
+    cols[3].metric("Topographic error", f"{m.topographic_error_:.3f}")
+    cols[4].metric("Fit time", f"{sum(m.timings_.values()):.1f} s")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Hyperparameters**")
+        hp = m.get_params()
+        if hp["grid"] is None:
+            hp["grid"] = f"{m.grid_[0]}x{m.grid_[1]} (feature-map size)"
+        st.dataframe(pd.DataFrame({"value": [str(v) for v in hp.values()]}, index=list(hp.keys())),
+                     width="stretch", height=300)
+    with right:
+        st.markdown("**Fit**")
+        st.write(f"Model dir `{cur.model_dir}`  \nData `{cur.data_dir}` / **{cur.category}**  \n"
+                 f"Feature map {m.feature_shape_[0]}x{m.feature_shape_[1]} cells, d = {len(m.channel_idx_)}  \n"
+                 f"Deployable threshold **{m.threshold_:.3f}** ({m.threshold_percentile:g}th percentile of "
+                 f"{m.cv_folds}-fold cross-fitted training scores)  \n"
+                 f"Pixel colour range {m.pixel_range_[0]:.2f} – {m.pixel_range_[1]:.2f} (one scale for the category)")
+        st.caption("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in m.timings_.items()))
+        st.markdown("**Evaluation**")
+        if loaders.has_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device) or st.button(
+                "Evaluate on the test split"):
+            ev = state.require_evaluation(cur)
+            mt = ev.metrics
+            e = st.columns(4)
+            e[0].metric("Image AUROC", f"{mt['image_auroc']:.3f}")
+            e[1].metric("Pixel AUROC", f"{mt['pixel_auroc']:.3f}")
+            e[2].metric("AUPRO", f"{mt['aupro']:.3f}")
+            e[3].metric("F1-max", f"{mt['image_f1_max']:.3f}")
+            st.caption(f"{mt['n_test']} test images ({mt['n_anomalous']} defective); details on the Metrics page.")
+            widgets.report_button(cur)
+        else:
+            st.caption("Not evaluated yet in this session (the other pages evaluate on first use).")
+
+
+root, cats = render_root()
+category = render_category(root, cats)
+models_dir = config.models_dir()
+saved = pipeline.list_models(models_dir, category)
+current = state.current(show_errors=True)
+render_saved_models()
+render_fit_form()
+render_model_card(current)
