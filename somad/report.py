@@ -55,10 +55,15 @@ def _png(image: np.ndarray, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
+PLOT_WIDTH = 560
+"""Width in pixels of the curves (SOM maps keep their own): two fit side by side on a laptop screen."""
+
+
 def _plot(fig, first: bool) -> str:
-    """A plotly figure as a ``<div>``; the first one carries plotly.js (embedded, no CDN)."""
-    return fig.to_html(full_html=False, include_plotlyjs=True if first else False,
-                       config={"displayModeBar": False, "responsive": True})
+    """A plotly figure as a ``<div>`` of fixed width; the first one carries plotly.js (embedded, no CDN)."""
+    if fig.layout.width is None:
+        fig.update_layout(width=PLOT_WIDTH)
+    return fig.to_html(full_html=False, include_plotlyjs=True if first else False, config={"displayModeBar": False})
 
 
 def _model_card(model, model_dir: str | None) -> list[dict]:
@@ -119,7 +124,7 @@ def build_report(model, ev, model_dir: str | None = None, title: str | None = No
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}figure{{margin:1em 0}}img{{width:224px;margin-right:6px}}
-.plots{{display:flex;flex-wrap:wrap;gap:1em}}.plots>div{{min-width:420px;flex:1}}</style></head><body>
+.plots{{display:flex;flex-wrap:wrap;gap:1em}}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Written {time.strftime("%Y-%m-%d %H:%M")} by somad. {mt.get("n_test", len(ev.labels))} test images,
 {mt.get("n_anomalous", int(ev.labels.sum()))} defective. An image is anomalous when {DECISION_RULE}; the predicted
