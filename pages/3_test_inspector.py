@@ -77,7 +77,7 @@ def render_table(ev, thr: float) -> None:
     defects = f1.multiselect("Defect type", sorted(table["defect type"].unique()), key="w_filter_defect")
     outcomes = f2.multiselect("Outcome", OUTCOMES, key="w_filter_outcome")
     search = f3.text_input("Search file name", key="w_filter_search").strip().lower()
-    n_rows = f4.selectbox("Rows", (10, 25, 100, "all"), index=1, key="w_filter_rows")
+    n_rows = f4.selectbox("Rows", (10, 25, 100, "all"), index=0, key="w_filter_rows")
     failing = st.toggle("Failing images only (FP and FN first, worst first)", key="w_failing")
     if failing:
         table = table.iloc[explain.failing_order(ev.labels, ev.scores, thr)]
