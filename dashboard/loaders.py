@@ -28,6 +28,7 @@ def model_mtime(model_dir: str | Path) -> float:
 def _model(model_dir: str, mtime: float, device: str):
     model = load_model(model_dir, device=device)
     explain.bmu_index(model)  # build the neuron -> training patches index once, with the model
+    _ = model.extractor  # and the backbone, which the first heatmap-cell click would otherwise build
     _warm_training_images(model)
     return model
 
