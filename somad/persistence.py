@@ -1,10 +1,15 @@
-"""Saving and loading fitted models: a directory with ``config.json`` and ``tensors.safetensors``.
+"""Saving and loading fitted models: a directory with ``config.json``, ``tensors.safetensors``
+and ``backbone.safetensors``.
 
 No pickle anywhere. ``config.json`` holds the format version, every
-hyperparameter, the backbone name, image size, threshold, display range,
-SOM quality figures, fit timings and the training image paths;
-``tensors.safetensors`` holds the arrays (SOM weights, Gaussians, training
-BMU index, channel indices, cross-fitted training scores).
+hyperparameter, the backbone name, its timm architecture and where its weights
+came from, image size, threshold, display range, SOM quality figures, fit
+timings and the training image paths; ``tensors.safetensors`` holds the arrays
+(SOM weights, Gaussians, training BMU index, channel indices, cross-fitted
+training scores); ``backbone.safetensors`` holds the pretrained weights of the
+backbone stages the features use (the timm ``features_only`` body, no
+classifier head). A model directory is therefore self-contained: loading it
+needs no ``--weights`` file, no weights package and no model hub.
 
 Saving is atomic: everything is written to a temporary sibling directory that
 is then renamed into place; an existing model is replaced only with
@@ -21,14 +26,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_dir, write_json
-from .errors import ModelFileError
+from .errors import BackboneError, ModelFileError
+from .features import FeatureExtractor, backbone_spec
 from .gaussian import whitening_factors
 from .model import FITTED_TENSORS, FITTED_VALUES, RUNTIME_PARAMS, SOMAD, param_specs
 
 FORMAT = "somad-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the backbone's weights and timm architecture are saved with the model
 CONFIG = "config.json"
 TENSORS = "tensors.safetensors"
+BACKBONE = "backbone.safetensors"
 METRICS = "metrics.json"
 
 
@@ -67,6 +74,7 @@ def save_model(model: SOMAD, path: str | Path, force: bool = False, extra: dict 
             raise ModelFileError(f"{path} exists and is not a somad model: refusing to overwrite it.")
     with atomic_dir(path) as tmp:
         save_file(_tensors_to_save(model), str(tmp / TENSORS))
+        save_file(model.extractor.body_state(), str(tmp / BACKBONE))
         write_json(tmp / CONFIG, _config(model, extra))
     return path
 
@@ -88,6 +96,9 @@ def _config(model: SOMAD, extra: dict | None) -> dict:
     config.update({_key(name): getattr(model, name) for name in FITTED_VALUES})
     config["threshold_rule"] = (f"percentile {model.threshold_percentile:g} of {model.cv_folds}-fold cross-fitted "
                                 f"scores of {len(model.train_scores_)} training images")
+    config["backbone_architecture"] = model.extractor.architecture
+    config["backbone_weights"] = getattr(model, "backbone_weights_", None) or (
+        f"file {Path(model.weights).name}" if model.weights else backbone_spec(model.backbone).weights_source)
     config["extra"] = extra or getattr(model, "extra_", {})
     return config
 
@@ -112,25 +123,26 @@ def read_config(path: str | Path) -> dict:
         raise ModelFileError(f"{cfg_path} is not a somad model config.")
     if cfg.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(f"{path} has format version {cfg.get('format_version')} but this somad reads "
-                             f"version {FORMAT_VERSION}: fit the model again with this version.")
+                             f"version {FORMAT_VERSION} (models that hold their backbone): fit the model again "
+                             "with this version.")
     return cfg
 
 
-def load_model(path: str | Path, device: str = "cpu", weights: str | None = None) -> SOMAD:
-    """Load a model saved by :func:`save_model`.
+def load_model(path: str | Path, device: str = "cpu") -> SOMAD:
+    """Load a model saved by :func:`save_model`, backbone included (no weights file, package or hub).
 
     Args:
         device: where the tensors and the backbone go.
-        weights: local backbone checkpoint, for backbones without offline weights.
 
     Raises:
-        ModelFileError: missing/incomplete directory, other format version, or tensors whose
-            shapes disagree with the config (tampered or damaged files); the message names the part.
+        ModelFileError: missing/incomplete directory, other format version, tensors whose
+            shapes disagree with the config (tampered or damaged files), or backbone weights that
+            are missing, unreadable or do not fit the saved architecture; the message names the file.
     """
     path = Path(path)
     cfg = read_config(path)
     tensors = _read_tensors(path / TENSORS)
-    model = _model_from_config(cfg, path, weights, device)
+    model = _model_from_config(cfg, path, device)
     _check_shapes(tensors, model, path / TENSORS)
     dev = torch.device(device)
     for name, spec in FITTED_TENSORS.items():
@@ -143,7 +155,37 @@ def load_model(path: str | Path, device: str = "cpu", weights: str | None = None
                              ) from None
     model.extra_ = dict(cfg.get("extra", {}))
     model.model_dir_ = str(path)
+    model.backbone_weights_ = cfg.get("backbone_weights")
+    model._extractor = _load_backbone(path, cfg.get("backbone_architecture"), model)
     return model
+
+
+def _load_backbone(path: Path, architecture: str | None, model: SOMAD) -> FeatureExtractor:
+    """The feature extractor rebuilt from ``backbone.safetensors`` (on the model's device).
+
+    Raises:
+        ModelFileError: the file is missing or unreadable, the saved architecture is not the one
+            ``model.backbone`` names, or the tensors do not fit it (named in the message).
+    """
+    bpath = path / BACKBONE
+    if not bpath.is_file():
+        raise ModelFileError(f"{path} is incomplete: {BACKBONE} (the backbone's weights) is missing. "
+                             "Fit the model again.")
+    try:
+        state = load_file(str(bpath))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{bpath} cannot be read ({exc}): the model is damaged, fit it again.") from None
+    try:
+        expected = backbone_spec(model.backbone).architecture
+        if architecture != expected:
+            raise BackboneError(f"it was saved for architecture '{architecture}' but backbone "
+                                f"'{model.backbone}' is '{expected}'.")
+        fe = FeatureExtractor(model.backbone, channel_idx=model.channel_idx_, body_state=state,
+                              body_source=f"in {bpath}")
+    except BackboneError as exc:
+        raise ModelFileError(f"{bpath}: {exc} The model is damaged or from another somad: fit it again."
+                             ) from None
+    return fe.to(model.torch_device)
 
 
 def _read_tensors(tpath: Path) -> dict[str, torch.Tensor]:
@@ -160,7 +202,7 @@ def _read_tensors(tpath: Path) -> dict[str, torch.Tensor]:
     return t
 
 
-def _model_from_config(cfg: dict, path: Path, weights: str | None, device: str) -> SOMAD:
+def _model_from_config(cfg: dict, path: Path, device: str) -> SOMAD:
     """An unfitted-looking SOMAD with the saved hyperparameters and the :data:`FITTED_VALUES` set."""
     saved = [p.name for p in param_specs() if p.name not in RUNTIME_PARAMS]
     try:
@@ -171,7 +213,7 @@ def _model_from_config(cfg: dict, path: Path, weights: str | None, device: str) 
                              ) from None
     if hp.get("grid") is not None:
         hp["grid"] = tuple(hp["grid"])
-    model = SOMAD(**hp, weights=weights, device=device)
+    model = SOMAD(**hp, device=device)
     for name, value in values.items():
         setattr(model, name, value)
     return model

@@ -11,7 +11,8 @@ won by the neurons around it::
 ``sigma_t`` decays exponentially from ``sigma`` to ``sigma_final`` and
 ``lr_t`` linearly from ``learning_rate`` to ``learning_rate_final`` over the
 epochs. Two backends share this interface: ``torch`` (vectorised, CPU or CUDA)
-and ``minisom`` (MiniSom's ``train_batch_offline``, the reference).
+and ``minisom`` (the reference: MiniSom's own ``train_batch_offline``, run one epoch
+at a time with that epoch's ``sigma_t`` and ``lr_t``, on the same lattice as somad).
 
 The torch backend's algorithmic win is a *local BMU search*: the map changes
 little from one epoch to the next, so each sample looks for its BMU only in a
@@ -34,6 +35,14 @@ import numpy as np
 import torch
 
 TOPOLOGIES = ("rectangular", "hexagonal")
+
+RECT_NEIGHBOUR_LIMIT = 1.42
+"""Rectangular 8-neighbours lie 1 or sqrt(2) = 1.414 cells apart, the next ring 2 cells: the limit separates them."""
+HEX_NEIGHBOUR_LIMIT = 1.01
+"""Hexagonal neighbours lie 1 cell apart, the next ring sqrt(3) = 1.73 cells: 0.01 absorbs float rounding."""
+SEARCH_TILE = 8
+"""Tile side (neurons) of the local BMU search: with the default radius 4 a tile looks at 16x16 = 256 of the
+56x56 neurons, while 49 tiles keep the per-tile overhead (one matrix product each) small."""
 
 
 def grid_coordinates(shape: tuple[int, int], topology: str = "rectangular") -> np.ndarray:
@@ -61,7 +70,7 @@ def neighbour_pairs(shape: tuple[int, int], topology: str = "rectangular") -> np
     does for the topographic error), hexagonal grids the 6-neighbourhood.
     """
     xy = grid_coordinates(shape, topology)
-    limit = 1.01 if topology == "hexagonal" else 1.42
+    limit = _neighbour_limit(topology)
     pairs = []
     h, w = shape
     for j in range(h * w):
@@ -70,6 +79,11 @@ def neighbour_pairs(shape: tuple[int, int], topology: str = "rectangular") -> np
         dist = np.linalg.norm(xy[cand] - xy[j], axis=1)
         pairs.extend((j, int(c)) for c in cand[dist < limit])
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def _neighbour_limit(topology: str) -> float:
+    """Largest distance (cells) between two grid neighbours, with a margin below the next ring."""
+    return HEX_NEIGHBOUR_LIMIT if topology == "hexagonal" else RECT_NEIGHBOUR_LIMIT
 
 
 def exact_bmu(x: torch.Tensor, weights: torch.Tensor, k: int = 1,
@@ -254,7 +268,7 @@ def _train_torch(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress
     local = None
     prev = None
     if som.search_radius is not None and som.search_radius < max(som.shape):
-        local = _TileSearch(som.shape, tile=8, radius=som.search_radius, device=dev)
+        local = _TileSearch(som.shape, tile=SEARCH_TILE, radius=som.search_radius, device=dev)
         if prior_bmu is not None:
             prev = torch.as_tensor(prior_bmu, dtype=torch.long, device=dev)
     for epoch, (sigma, lr) in enumerate(som.schedule()):
@@ -297,17 +311,73 @@ def _neighbourhood_sums(som: SOM, sums: torch.Tensor, counts: torch.Tensor, sigm
 
 
 def _train_minisom(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress) -> torch.Tensor:
+    """MiniSom's batch update (``train_batch_offline``), one call per epoch of ``som.schedule()``.
+
+    MiniSom decays sigma and the learning rate by its own function of ``t / num_iteration``
+    and accepts no callable for sigma, so each epoch gets a fresh ``MiniSom`` built with that
+    epoch's ``(sigma_t, lr_t)`` and trains for one iteration: at ``t = 0`` every MiniSom decay
+    function returns its input, so ``sigma_final`` and ``learning_rate_final`` are honoured and
+    nothing decays on top. The codebook travels between epochs through ``get_weights()``
+    (see ``_set_codebook``) in MiniSom's neuron order (``_minisom_lattice``). ``prior_bmu`` is
+    unused: MiniSom searches every neuron.
+    """
+    order = _minisom_lattice(som.shape, som.topology)
+    data = x.cpu().numpy().astype(np.float64)
+    codebook = w.cpu().numpy().astype(np.float64)[order]
+    for epoch, (sigma, lr) in enumerate(som.schedule()):
+        ms = _new_minisom(som.shape, som.topology, data.shape[1], sigma, lr)
+        _set_codebook(ms, codebook)
+        ms.train_batch_offline(data, 1)
+        codebook = ms.get_weights()
+        if progress:
+            progress(epoch + 1, som.epochs)
+    out = np.empty((som.n_neurons, data.shape[1]), dtype=np.float64)
+    out[order.ravel()] = codebook.reshape(som.n_neurons, -1)
+    return torch.as_tensor(out, dtype=torch.float32, device=x.device)
+
+
+def _minisom_lattice(shape: tuple[int, int], topology: str) -> np.ndarray:
+    """somad index of each neuron of ``MiniSom(W, H)``: int64 ``(W, H)``; both are then one lattice.
+
+    MiniSom 2.3.6 (``get_euclidean_coordinates``) places neuron ``(i, j)`` of ``MiniSom(x, y)``
+    at ``(i - 0.5 [j = y-1 mod 2], j sqrt(3)/2)`` on a hexagonal grid: its *first* index runs
+    along a row, and the rows of ``y - 1``'s parity are shifted left. somad places ``(r, c)`` at
+    ``(c + 0.5 [r odd], r sqrt(3)/2)``. So ``MiniSom(W, H)`` with ``i = c, j = r`` is somad's
+    lattice moved by half a cell when ``H`` is odd, and mirrored (``i = W - 1 - c``) when ``H``
+    is even: every neuron distance, hence the neighbourhood, is the same. Rectangular grids only
+    need the transposition.
+    """
+    h, w = shape
+    cols = np.arange(w)
+    if topology == "hexagonal" and h % 2 == 0:
+        cols = cols[::-1]
+    return np.arange(h)[None, :] * w + cols[:, None]
+
+
+def _new_minisom(shape: tuple[int, int], topology: str, n_features: int, sigma: float, learning_rate: float):
+    """``MiniSom(W, H)`` with a Gaussian neighbourhood, in the orientation of ``_minisom_lattice``."""
     from minisom import MiniSom
 
-    sched = som.schedule()
-    h, wd = som.shape
-    ms = MiniSom(h, wd, x.shape[1], sigma=sched[0][0], learning_rate=som.learning_rate,
-                 topology=som.topology, random_seed=som.seed)
-    ms._weights = w.cpu().numpy().astype(np.float64).reshape(h, wd, -1)
-    ms.train_batch_offline(x.cpu().numpy().astype(np.float64), som.epochs)
-    if progress:
-        progress(som.epochs, som.epochs)
-    return torch.as_tensor(ms.get_weights().reshape(h * wd, -1), dtype=torch.float32, device=x.device)
+    h, w = shape
+    return MiniSom(w, h, n_features, sigma=sigma, learning_rate=learning_rate,
+                   neighborhood_function="gaussian", topology=topology)
+
+
+def _set_codebook(ms, codebook: np.ndarray) -> None:
+    """Write ``codebook`` float64 ``(W, H, d)`` into MiniSom ``ms`` through its public ``get_weights()``.
+
+    MiniSom has no weight setter; ``get_weights()`` returns its live codebook, and its maintainer's
+    advice is to overwrite that content (JustGlowing/minisom issue #126). This writes in place rather
+    than assigning the private ``_weights``.
+
+    Raises:
+        RuntimeError: the installed MiniSom returns a copy, so the initial weights would be ignored.
+    """
+    live = ms.get_weights()
+    live[...] = codebook
+    if not np.shares_memory(ms.get_weights(), live):
+        raise RuntimeError("this MiniSom version's get_weights() returns a copy, so the minisom backend cannot "
+                           "set its initial weights; install MiniSom 2.3.6 or use backend 'torch'.")
 
 
 SOM_BACKENDS: dict[str, Callable] = {"torch": _train_torch, "minisom": _train_minisom}
@@ -321,8 +391,7 @@ def topographic_error(top2: torch.Tensor, shape: tuple[int, int], topology: str 
     """
     xy = torch.as_tensor(grid_coordinates(shape, topology), dtype=torch.float32, device=top2.device)
     gap = (xy[top2[:, 0]] - xy[top2[:, 1]]).norm(dim=1)
-    limit = 1.01 if topology == "hexagonal" else 1.42
-    return float((gap > limit).float().mean())
+    return float((gap > _neighbour_limit(topology)).float().mean())
 
 
 def u_matrix(weights: np.ndarray | torch.Tensor, shape: tuple[int, int], topology: str = "rectangular") -> np.ndarray:

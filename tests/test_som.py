@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from somad.som import (SOM, _neighbourhood_sums, exact_bmu, grid_coordinates, hit_map, topographic_error,
-                       u_matrix)
+from minisom import MiniSom
+
+from somad.som import (HEX_NEIGHBOUR_LIMIT, SOM, _minisom_lattice, _neighbourhood_sums, _new_minisom, _set_codebook,
+                       exact_bmu, grid_coordinates, hit_map, neighbour_pairs, topographic_error, u_matrix)
 
 
 def _blobs(n=1500, d=5, seed=0):
@@ -78,3 +80,77 @@ def test_minisom_backend_runs_and_bad_params_raise():
     assert np.isfinite(som.quantization_error_)
     with pytest.raises(ValueError):
         SOM((4, 4), epochs=0)
+
+
+def _coordinate_neighbours(xy, j):
+    """Indices within one hexagonal neighbour distance of ``xy[j]``."""
+    dist = np.linalg.norm(xy - xy[j], axis=1)
+    return {int(i) for i in np.flatnonzero((dist > 0) & (dist < HEX_NEIGHBOUR_LIMIT))}
+
+
+def _minisom_xy(ms):
+    xx, yy = ms.get_euclidean_coordinates()
+    return np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def test_hexagonal_neighbours_of_2_2_on_4x5_somad_minisom_and_backend():
+    somad_set = {(1, 1), (1, 2), (2, 1), (2, 3), (3, 1), (3, 2)}
+    pairs = neighbour_pairs((4, 5), "hexagonal")
+    centre = 2 * 5 + 2
+    somad = {int(b) for a, b in pairs if a == centre} | {int(a) for a, b in pairs if b == centre}
+    assert {divmod(j, 5) for j in somad} == somad_set
+    # MiniSom's own hexagonal lattice on the same 4x5 grid is the transposed graph ...
+    raw = _coordinate_neighbours(_minisom_xy(MiniSom(4, 5, 2, topology="hexagonal")), centre)
+    assert {divmod(j, 5) for j in raw} == {(1, 1), (1, 2), (1, 3), (2, 1), (2, 3), (3, 2)}
+    # ... so the backend builds MiniSom(5, 4) and maps its neurons to somad's: the same neighbours.
+    order = _minisom_lattice((4, 5), "hexagonal").ravel()
+    ms = _new_minisom((4, 5), "hexagonal", 2, sigma=1.0, learning_rate=1.0)
+    backend = _coordinate_neighbours(_minisom_xy(ms), int(np.flatnonzero(order == centre)[0]))
+    assert {divmod(int(order[j]), 5) for j in backend} == somad_set
+
+
+@pytest.mark.parametrize("topology", ["rectangular", "hexagonal"])
+@pytest.mark.parametrize("shape", [(4, 5), (5, 4), (3, 3), (6, 6)])
+def test_minisom_lattice_has_somad_neuron_distances(shape, topology):
+    order = _minisom_lattice(shape, topology).ravel()
+    assert sorted(order.tolist()) == list(range(shape[0] * shape[1]))
+    xy = np.empty((len(order), 2))
+    xy[order] = _minisom_xy(_new_minisom(shape, topology, 2, sigma=1.0, learning_rate=1.0))
+    ref = grid_coordinates(shape, topology)
+    np.testing.assert_allclose(np.linalg.norm(xy[:, None] - xy[None], axis=2),
+                               np.linalg.norm(ref[:, None] - ref[None], axis=2), atol=1e-12)
+
+
+@pytest.mark.parametrize("topology", ["rectangular", "hexagonal"])
+@pytest.mark.parametrize("shape", [(6, 6), (5, 6)])  # even and odd row counts: mirrored and shifted lattice
+def test_minisom_backend_matches_torch_backend(shape, topology):
+    """Same data, init and schedule (sigma 2 -> 0.5, lr 0.9 -> 0.3): >= 99% same BMUs, weights within 1e-5.
+
+    Before the backend ran one MiniSom epoch per schedule step on somad's lattice, these agreed on
+    22-92% of the BMUs and their weights differed by up to 0.57.
+    """
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(400, 3, generator=g)
+    init = x[torch.randperm(400, generator=g)[:shape[0] * shape[1]]].clone()
+    kw = dict(topology=topology, sigma=2.0, sigma_final=0.5, learning_rate=0.9, learning_rate_final=0.3,
+              epochs=6, search_radius=None)
+    calls = []
+    ref = SOM(shape, backend="torch", **kw).fit(x, init=init)
+    ms = SOM(shape, backend="minisom", **kw).fit(x, init=init, progress=lambda *a: calls.append(a))
+    assert float((ms.bmu_ == ref.bmu_).float().mean()) >= 0.99
+    torch.testing.assert_close(ms.weights_, ref.weights_, rtol=0, atol=1e-5)
+    assert calls == [(e, 6) for e in range(1, 7)]
+
+
+def test_set_codebook_refuses_a_minisom_whose_weights_are_a_copy():
+    ms = _new_minisom((2, 3), "rectangular", 4, sigma=1.0, learning_rate=1.0)
+    codebook = np.arange(24, dtype=np.float64).reshape(3, 2, 4)
+    _set_codebook(ms, codebook)
+    np.testing.assert_array_equal(ms.get_weights(), codebook)
+
+    class CopyingMiniSom:
+        def get_weights(self):
+            return np.zeros((3, 2, 4))
+
+    with pytest.raises(RuntimeError, match="get_weights\\(\\) returns a copy"):
+        _set_codebook(CopyingMiniSom(), codebook)
