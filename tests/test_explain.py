@@ -213,3 +213,14 @@ def test_outcomes_counts_and_failing_order():
     # FP by descending score, then FN by ascending score
     assert explain.failing_order(labels, scores, 0.5).tolist() == [1, 4, 3, 5]
     assert explain.failing_order(labels, scores, 0.0).tolist() == [1, 4, 0]
+
+
+def test_channel_label_names_the_backbone_stage(dash_model_env):
+    model = dash_model_env[2]
+    per_stage = model.extractor.body.feature_info.channels()
+    starts = np.cumsum([0, *per_stage])
+    for dim in range(len(model.channel_idx_)):
+        ch = int(model.channel_idx_[dim])
+        stage = int(np.searchsorted(starts, ch, side="right")) - 1
+        expected = f"backbone channel {ch} (stride-{(4, 8, 16)[stage]} stage, channel {ch - starts[stage]})"
+        assert explain.channel_label(model, dim) == expected
