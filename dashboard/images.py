@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -84,3 +85,50 @@ def decode_upload(name: str, payload: bytes, max_pixels: int = MAX_UPLOAD_PIXELS
     if img.mode == "CMYK":
         notes.append(f"{name}: CMYK image converted to RGB.")
     return data.read_image(payload, rule, name), notes
+
+
+SCORE_FACTOR = 1.5
+"""An upload is "far beyond" the known scores above this multiple of the highest training / test score."""
+COLOUR_Z = 4.0
+"""An upload's mean colour differs when a channel mean is this many standard deviations (plus
+:data:`COLOUR_SLACK` grey levels) from the category's images."""
+COLOUR_SLACK = 5.0
+ASPECT_TOLERANCE = 0.15
+"""Relative difference of width/height ratios above which an upload's shape differs."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the category's images look like, for :func:`unlike_training`.
+
+    Attributes:
+        max_score: highest known image score (training threshold and every test score).
+        channel_means: float ``(N, 3)`` mean R, G, B (0-255) of the category's good images.
+        aspect: typical width / height of the category's image files.
+    """
+
+    max_score: float
+    channel_means: np.ndarray
+    aspect: float
+
+
+def unlike_training(score: float, rgb: np.ndarray, ref: Reference) -> list[str]:
+    """Reasons why an uploaded image looks unlike the category's images (empty when none).
+
+    Args:
+        score: its image score. rgb: uint8 ``(H, W, 3)`` the decoded upload at its own size.
+    """
+    reasons = []
+    if score > SCORE_FACTOR * ref.max_score:
+        reasons.append(f"its score {score:.1f} is far beyond every training and test score (max {ref.max_score:.1f})")
+    mean = rgb.reshape(-1, 3).mean(0)
+    mu, sd = ref.channel_means.mean(0), ref.channel_means.std(0)
+    z = np.abs(mean - mu) / (sd + COLOUR_SLACK)
+    if (z > COLOUR_Z).any():
+        reasons.append("its colours differ from the category's images (mean RGB "
+                       f"{', '.join(f'{v:.0f}' for v in mean)} vs {', '.join(f'{v:.0f}' for v in mu)})")
+    aspect = rgb.shape[1] / rgb.shape[0]
+    if abs(aspect - ref.aspect) > ASPECT_TOLERANCE * ref.aspect:
+        reasons.append(f"its shape ({rgb.shape[1]}x{rgb.shape[0]}) differs from the category's images "
+                       f"(width/height {ref.aspect:.2f})")
+    return reasons

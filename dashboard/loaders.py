@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from somad import data, explain, metrics, pipeline
+from somad import data, explain, figures, metrics, pipeline
 from somad.persistence import CONFIG, load_model
+
+from . import images
+from .keys import Keys
 
 
 def model_mtime(model_dir: str | Path) -> float:
@@ -25,6 +28,7 @@ def model_mtime(model_dir: str | Path) -> float:
 def _model(model_dir: str, mtime: float, device: str):
     model = load_model(model_dir, device=device)
     explain.bmu_index(model)  # build the neuron -> training patches index once, with the model
+    _ = model.extractor  # and the backbone, which the first heatmap-cell click would otherwise build
     _warm_training_images(model)
     return model
 
@@ -42,6 +46,19 @@ def _warm_training_images(model, limit: int = 256) -> None:
                 pass
 
     threading.Thread(target=work, name="somad-warm-train-images", daemon=True).start()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _som_views(model_dir: str, mtime: float, device: str) -> dict[str, np.ndarray]:
+    model = _model(model_dir, mtime, device)
+    return {"u": model.u_matrix(), "hits": model.hit_map(),
+            "mean_dist": explain.bmu_index(model).mean_dist.reshape(model.grid_)}
+
+
+def get_som_views(model_dir: str | Path, device: str = "cpu") -> dict[str, np.ndarray]:
+    """Per-neuron maps of the model, computed once (cached): ``u`` (U-matrix), ``hits`` (hit map) and
+    ``mean_dist`` (mean distance of each neuron to its training patches; NaN where none), each ``(rows, cols)``."""
+    return _som_views(str(model_dir), model_mtime(model_dir), device)
 
 
 def get_model(model_dir: str | Path, device: str = "cpu"):
@@ -63,11 +80,11 @@ def get_evaluation(model_dir: str | Path, data_dir: str | Path, category: str, d
 def has_evaluation(model_dir: str | Path, data_dir: str | Path, category: str, device: str = "cpu") -> bool:
     """True when the evaluation is already computed (cheap check used by the model card)."""
     key = (str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
-    return key in st.session_state.get("_evaluated", set())
+    return key in st.session_state.get(Keys.EVALUATED, set())
 
 
 def mark_evaluated(model_dir, data_dir, category, device="cpu") -> None:
-    st.session_state.setdefault("_evaluated", set()).add(
+    st.session_state.setdefault(Keys.EVALUATED, set()).add(
         (str(model_dir), model_mtime(model_dir), device, str(data_dir), category))
 
 
@@ -83,18 +100,26 @@ def get_image_features(model_dir, data_dir, category, index: int, device: str = 
     return _image_features(str(model_dir), model_mtime(model_dir), device, str(data_dir), category, int(index))
 
 
+@st.cache_resource(show_spinner=False, max_entries=512)
+def _heat_overlay(model_dir: str, mtime: float, device: str, data_dir: str, category: str, index: int):
+    model = _model(model_dir, mtime, device)
+    ev = _evaluation(model_dir, mtime, device, data_dir, category)
+    return images.heat_overlay(ev.images[index], ev.maps[index], model.pixel_range_)
+
+
+def get_heat_overlay(model_dir, data_dir, category, index: int, device: str = "cpu") -> np.ndarray:
+    """uint8 ``(S, S, 3)`` heatmap overlay of test image ``index`` on the model's fixed colour range (cached)."""
+    return _heat_overlay(str(model_dir), model_mtime(model_dir), device, str(data_dir), category, int(index))
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _pro(model_dir: str, mtime: float, device: str, data_dir: str, category: str):
     ev = _evaluation(model_dir, mtime, device, data_dir, category)
-    fpr, pro = metrics.pro_curve(ev.masks, ev.maps)
-    if len(fpr) > 4000:  # thin the curve for plotting, keep the ends
-        keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, 4000).astype(int), len(fpr) - 1])
-        fpr, pro = fpr[keep], pro[keep]
-    return fpr, pro
+    return figures.thin_curve(*metrics.pro_curve(ev.masks, ev.maps))
 
 
 def get_pro_curve(model_dir, data_dir, category, device: str = "cpu"):
-    """``(fpr, pro)`` of the evaluation, thinned to at most ~4000 points for plotting (cached)."""
+    """``(fpr, pro)`` of the evaluation, thinned for plotting (:func:`somad.figures.thin_curve`, cached)."""
     return _pro(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
 
 
@@ -119,3 +144,20 @@ def category_counts(root: str, category: str) -> dict[str, int]:
     except data.DataError:
         pass
     return out
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _reference(model_dir: str, mtime: float, device: str, data_dir: str, category: str) -> images.Reference:
+    model = _model(model_dir, mtime, device)
+    ev = _evaluation(model_dir, mtime, device, data_dir, category)
+    good = ev.labels == 0
+    sample = ev.images[good] if good.any() else ev.images
+    with data.open_image(ev.samples[0].path) as img:
+        aspect = img.size[0] / img.size[1]
+    return images.Reference(max(float(ev.scores.max()), float(model.threshold_)),
+                            sample.reshape(len(sample), -1, 3).mean(1), aspect)
+
+
+def get_reference(model_dir, data_dir, category, device: str = "cpu") -> images.Reference:
+    """:class:`dashboard.images.Reference` of the category, from the cached evaluation (cached)."""
+    return _reference(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)

@@ -2,23 +2,47 @@
 neuron / test image / cell, threshold. Pages read the current model through :func:`require_model`."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
-from somad import data, demo, pipeline
+from somad import data, demo, pipeline, store
 from somad.errors import SomadError
 
 from . import config, loaders
+from .keys import Keys
 
-PAGES = {
-    "model": "pages/1_model.py",
-    "som": "pages/2_som_explorer.py",
-    "inspector": "pages/3_test_inspector.py",
-    "metrics": "pages/4_metrics.py",
-    "try": "pages/5_try_an_image.py",
+
+SELECTIONS = (Keys.NEURON, Keys.IMAGE, Keys.CELL, Keys.THRESHOLD, Keys.W_THRESHOLD, Keys.W_NEURON_ROW,
+              Keys.W_NEURON_COL, Keys.LAST_CLICK)
+"""What a change of model resets."""
+
+URL_KEYS = {"root": Keys.DATA_DIR, "category": Keys.CATEGORY, "model": Keys.MODEL_DIR, "image": Keys.IMAGE,
+            "neuron": Keys.NEURON, "cell": Keys.CELL, "thr": Keys.THRESHOLD}
+"""Query parameter -> session key of the view state kept in the URL."""
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    """One page of the app: its file, title, icon and URL path ('' for the default page)."""
+
+    path: str
+    title: str
+    icon: str
+    url_path: str = ""
+
+
+PAGE_SPECS = {
+    "model": PageSpec("pages/1_model.py", "Model", ":material/model_training:"),
+    "som": PageSpec("pages/2_som_explorer.py", "SOM explorer", ":material/grid_on:", "som_explorer"),
+    "inspector": PageSpec("pages/3_test_inspector.py", "Test inspector", ":material/image_search:",
+                          "test_inspector"),
+    "metrics": PageSpec("pages/4_metrics.py", "Metrics", ":material/monitoring:", "metrics"),
+    "try": PageSpec("pages/5_try_an_image.py", "Try an image", ":material/upload:", "try_an_image"),
 }
+PAGES = {name: spec.path for name, spec in PAGE_SPECS.items()}
 
 
 @dataclass
@@ -32,28 +56,52 @@ class Current:
     device: str
 
 
+_entry = threading.local()  # .active: app.py's navigation is running this page in this thread
+
+
+def navigation(position: str = "sidebar"):
+    """``st.navigation`` over :data:`PAGE_SPECS` (the default page first)."""
+    pages = [st.Page(config.REPO / spec.path, title=spec.title, icon=spec.icon, default=not spec.url_path,
+                     **({"url_path": spec.url_path} if spec.url_path else {}))
+             for spec in PAGE_SPECS.values()]
+    return st.navigation(pages, position=position)
+
+
+def run_app() -> None:
+    """The entry script's body: navigation, sidebar, the chosen page, then the view state into the URL."""
+    init()
+    nav = navigation()
+    sidebar(current(show_errors=False))
+    _entry.active = True
+    try:
+        nav.run()
+    finally:
+        _entry.active = False
+        write_url()
+
+
 def ensure_navigation() -> None:
     """Call first in every page file.
 
-    Streamlit 1.67 treats a ``pages/`` folder next to the entry script as a legacy (v1) multipage
-    app until the entry script has called ``st.navigation`` once in the server process, so the
-    first request for a page URL such as ``/som_explorer`` would run the page file alone, without
-    ``app.py``. Here such a run switches the server to ``st.navigation`` mode and reruns, which
-    runs ``app.py`` and then this page through its ``st.Page``.
+    Streamlit treats a ``pages/`` folder next to the entry script as a legacy (v1) multipage app
+    until ``st.navigation`` has been called once in the server process, so the first request for a
+    page URL such as ``/som_explorer`` runs that page file alone, without ``app.py``. Such a run is
+    detected here (``app.py`` marks the runs it starts) and answered with the public API: calling
+    ``st.navigation`` switches Streamlit to navigation mode (documented: "disregard v1 behavior"),
+    and ``st.rerun`` then runs ``app.py`` and this page through its ``st.Page``. No private attribute
+    is written; ``tests/test_browser.py`` opens a page URL on a fresh server to check this.
     """
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a future Streamlit without that class: nothing to fix
-        init()
-        return
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
+    if not getattr(_entry, "active", False) and not st.session_state.get(Keys.NAV_RERUN):
+        st.session_state[Keys.NAV_RERUN] = True  # once per session, so a page run alone (AppTest) goes on
+        navigation(position="hidden")
         st.rerun()
     init()
 
 
 def categories(root: str | Path) -> tuple[list[str], str | None]:
     """Categories under ``root`` and an error message (None when fine)."""
+    if not str(root).strip():
+        return [], "No dataset root given: type the folder that holds the categories, or pick a known root."
     try:
         found = data.list_categories(root)
     except SomadError as exc:
@@ -65,49 +113,115 @@ def categories(root: str | Path) -> tuple[list[str], str | None]:
 
 
 def init() -> None:
-    """Fill defaults once per session: data root (demo data generated if needed), the first
-    category that has a saved model, and its newest model."""
+    """Fill defaults once per session: the view state from the URL where it has one, else the data
+    root (demo data generated if needed), the first category that has a saved model, and its
+    default model (:func:`somad.store.default_model`)."""
     ss = st.session_state
-    if ss.get("_init"):
+    if ss.get(Keys.INIT):
         return
-    ss["_init"] = True
-    root = config.data_dir()
+    ss[Keys.INIT] = True
+    _ensure_demo(config.data_dir())
+    url = {key: st.query_params.get(param) for param, key in URL_KEYS.items() if st.query_params.get(param)}
+    ss.setdefault(Keys.DATA_DIR, url.get(Keys.DATA_DIR, str(config.data_dir())))
+    ss.setdefault(Keys.DEVICE, config.device())
+    cats, _ = categories(ss[Keys.DATA_DIR])
+    with_model = [c for c in cats if store.default_model(config.models_dir(), c)]
+    category = url.get(Keys.CATEGORY) if url.get(Keys.CATEGORY) in cats else None
+    ss.setdefault(Keys.CATEGORY, category or (with_model or cats or [None])[0])
+    _restore_model(url.get(Keys.MODEL_DIR))
+    _restore_selection(url)
+
+
+def _ensure_demo(root: Path) -> None:
     if root.resolve() == config.DEMO_DIR.resolve() and not (root.is_dir() and any(root.iterdir())):
         try:
             with st.spinner("Generating the demo data set (first start only)..."):
                 demo.ensure_demo(root)
         except OSError as exc:
             st.error(f"Cannot write the demo data to {root}: {exc}. Set SOMAD_DATA_DIR to a writable folder.")
-    ss.setdefault("data_dir", str(root))
-    ss.setdefault("device", config.device())
-    cats, _ = categories(ss["data_dir"])
-    chosen = None
-    for cat in cats:
-        if pipeline.list_models(config.models_dir(), cat):
-            chosen = cat
-            break
-    ss.setdefault("category", chosen or (cats[0] if cats else None))
-    if chosen and "model_dir" not in ss:
-        select_model(str(pipeline.list_models(config.models_dir(), chosen)[0]), ss["data_dir"], chosen)
+
+
+def _restore_model(name: str | None) -> None:
+    """Select the URL's model of the session's category, else that category's default model."""
+    ss = st.session_state
+    category = ss.get(Keys.CATEGORY)
+    if not category:
+        return
+    chosen = pipeline.model_path(config.models_dir(), category, name) if name else None
+    if chosen is None or chosen not in pipeline.list_models(config.models_dir(), category):
+        if name:
+            st.toast(f"The link's model '{name}' is not saved for '{category}': opened the default model.")
+        chosen = store.default_model(config.models_dir(), category)
+    if chosen is not None:
+        select_model(str(chosen), ss[Keys.DATA_DIR], category)
+
+
+def _restore_selection(url: dict[str, str]) -> None:
+    """Neuron, image, cell and threshold from the URL (unreadable values are ignored)."""
+    ss = st.session_state
+    try:
+        if Keys.NEURON in url:
+            ss[Keys.NEURON] = _pair(url[Keys.NEURON])
+        if Keys.CELL in url:
+            ss[Keys.CELL] = _pair(url[Keys.CELL])
+        if Keys.THRESHOLD in url:
+            ss[Keys.THRESHOLD] = float(url[Keys.THRESHOLD])
+    except ValueError:
+        st.toast("Part of the link could not be read (neuron, cell or threshold): default shown instead.")
+    if Keys.IMAGE in url:
+        ss[Keys.IMAGE] = url[Keys.IMAGE]
+
+
+def _pair(text: str) -> tuple[int, int]:
+    """``"r,c"`` -> ``(r, c)``; raises ValueError."""
+    r, c = text.split(",")
+    return int(r), int(c)
+
+
+def write_url() -> None:
+    """Mirror the view state (:data:`URL_KEYS`) in the page URL; unset values are left out."""
+    ss = st.session_state
+    want = {}
+    for param, key in URL_KEYS.items():
+        value = ss.get(key)
+        if value is None or value == "":
+            continue
+        if key == Keys.MODEL_DIR:
+            value = Path(value).name
+        elif isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, float):
+            value = f"{value:.6g}"
+        want[param] = str(value)
+    if dict(st.query_params) != want:
+        st.query_params.from_dict(want)
 
 
 def select_model(model_dir: str | None, data_dir: str | None = None, category: str | None = None) -> None:
     """Make ``model_dir`` the current model (evaluated on ``data_dir``/``category``); resets selections."""
     ss = st.session_state
-    ss["model_dir"] = model_dir
-    ss["model_data"] = (data_dir or ss.get("data_dir"), category or ss.get("category"))
-    for key in ("neuron", "image_idx", "cell", "threshold", "neuron_row", "neuron_col", "_last_click"):
+    ss[Keys.MODEL_DIR] = model_dir
+    ss[Keys.MODEL_DATA] = (data_dir or ss.get(Keys.DATA_DIR), category or ss.get(Keys.CATEGORY))
+    for key in SELECTIONS:
         ss.pop(key, None)
+
+
+def select_image(name: str) -> None:
+    """Make test image ``name`` ("<defect>/<file>") the selected one; clears the selected cell."""
+    ss = st.session_state
+    if ss.get(Keys.IMAGE) != name:
+        ss[Keys.IMAGE] = name
+        ss.pop(Keys.CELL, None)
 
 
 def current(show_errors: bool = True) -> Current | None:
     """The current model, or None (with an st.error when it fails to load)."""
     ss = st.session_state
-    model_dir = ss.get("model_dir")
+    model_dir = ss.get(Keys.MODEL_DIR)
     if not model_dir:
         return None
-    data_dir, category = ss.get("model_data", (ss.get("data_dir"), ss.get("category")))
-    device = ss.get("device", "cpu")
+    data_dir, category = ss.get(Keys.MODEL_DATA, (ss.get(Keys.DATA_DIR), ss.get(Keys.CATEGORY)))
+    device = ss.get(Keys.DEVICE, "cpu")
     try:
         model = loaders.get_model(model_dir, device)
     except SomadError as exc:
@@ -150,9 +264,9 @@ def require_evaluation(cur: Current):
 def threshold(cur: Current) -> float:
     """The session's image threshold (default: the model's deployable ``threshold_``)."""
     ss = st.session_state
-    if ss.get("threshold") is None:
-        ss["threshold"] = float(cur.model.threshold_)
-    return float(ss["threshold"])
+    if ss.get(Keys.THRESHOLD) is None:
+        ss[Keys.THRESHOLD] = float(cur.model.threshold_)
+    return float(ss[Keys.THRESHOLD])
 
 
 def sidebar(cur: Current | None) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import config, form, loaders, state
-from somad import pipeline
+from dashboard import config, form, loaders, state, widgets
+from dashboard.keys import Keys
+from somad import pipeline, store
 from somad.errors import SomadError
 from somad.persistence import read_config
 
@@ -18,70 +19,55 @@ st.title("Model")
 st.caption("Pick a dataset and a category, then load a saved SOM or fit a new one.")
 
 # ------------------------------------------------------------------ dataset root
-roots = [str(r) for r in config.known_roots()]
-
-
 def _pick_root() -> None:
-    ss["data_dir"] = ss["w_root_pick"]
-    ss["w_data_dir"] = ss["w_root_pick"]
+    ss[Keys.DATA_DIR] = ss[Keys.W_ROOT_PICK]
+    ss[Keys.W_DATA_DIR] = ss[Keys.W_ROOT_PICK]
 
 
 def _typed_root() -> None:
-    ss["data_dir"] = ss["w_data_dir"].strip()
+    ss[Keys.DATA_DIR] = ss[Keys.W_DATA_DIR].strip()
 
 
-ss.setdefault("w_data_dir", ss.get("data_dir", str(config.data_dir())))
-c1, c2 = st.columns([3, 2])
-c1.text_input("Dataset root (MVTec layout: <root>/<category>/train/good, test/<defect>, ground_truth/<defect>)",
-              key="w_data_dir", on_change=_typed_root)
-c2.selectbox("or pick a known root", roots, index=None, placeholder="known roots...", key="w_root_pick",
-             on_change=_pick_root)
-root = ss.get("data_dir", str(config.data_dir()))
-cats, err = state.categories(root)
-if err:
-    st.error(err)
-    st.stop()
+def render_root() -> tuple[str, list[str]]:
+    """Dataset root picker; returns the root and its categories (stops the page with a message if none)."""
+    ss.setdefault(Keys.W_DATA_DIR, ss.get(Keys.DATA_DIR, str(config.data_dir())))
+    c1, c2 = st.columns([3, 2])
+    c1.text_input("Dataset root (MVTec layout: <root>/<category>/train/good, test/<defect>, ground_truth/<defect>)",
+                  key=Keys.W_DATA_DIR, on_change=_typed_root)
+    c2.selectbox("or pick a known root", [str(r) for r in config.known_roots()], index=None,
+                 placeholder="known roots...", key=Keys.W_ROOT_PICK, on_change=_pick_root)
+    picked = ss.get(Keys.DATA_DIR, str(config.data_dir()))
+    found, err = state.categories(picked)
+    if err:
+        st.error(err)
+        st.stop()
+    return picked, found
 
 # -------------------------------------------------------------------- category
-counts = {c: loaders.category_counts(root, c) for c in cats}
+def render_category(root: str, cats: list[str]) -> str:
+    """Category picker with image counts; returns the category."""
+    counts = {c: loaders.category_counts(root, c) for c in cats}
 
+    def label(c: str) -> str:
+        n = counts[c]
+        return f"{c}  ({n['train']} train, {n['test']} test, {n['defect types']} defect types)"
 
-def _label(c: str) -> str:
-    n = counts[c]
-    return f"{c}  ({n['train']} train, {n['test']} test, {n['defect types']} defect types)"
-
-
-if ss.get("category") not in cats:
-    ss["category"] = cats[0]
-if ss.get("w_category") not in cats:
-    ss["w_category"] = ss["category"]
+    if ss.get(Keys.CATEGORY) not in cats:
+        ss[Keys.CATEGORY] = cats[0]
+    if ss.get(Keys.W_CATEGORY) not in cats:
+        ss[Keys.W_CATEGORY] = ss[Keys.CATEGORY]
+    picked = st.selectbox("Category", cats, key=Keys.W_CATEGORY, format_func=label, on_change=_pick_category)
+    ss[Keys.CATEGORY] = picked
+    if counts[picked]["train"] == 0:
+        st.warning(f"'{picked}' has no readable training image in {Path(root) / picked / 'train' / 'good'}.")
+    return picked
 
 
 def _pick_category() -> None:
-    ss["category"] = ss["w_category"]
+    ss[Keys.CATEGORY] = ss[Keys.W_CATEGORY]
 
-
-category = st.selectbox("Category", cats, key="w_category", format_func=_label, on_change=_pick_category)
-ss["category"] = category
-if counts[category]["train"] == 0:
-    st.warning(f"'{category}' has no readable training image in {Path(root) / category / 'train' / 'good'}.")
 
 # ---------------------------------------------------------------- saved models
-models_dir = config.models_dir()
-saved = pipeline.list_models(models_dir, category)
-cur = state.current(show_errors=True)
-
-
-def _model_label(p: Path) -> str:
-    try:
-        cfg = read_config(p)
-        hp = cfg["hyperparameters"]
-        return (f"{p.name}  ·  {hp['backbone']}, {hp['image_size']}px, SOM {cfg['grid'][0]}x{cfg['grid'][1]} "
-                f"{hp['topology']}, saved {cfg.get('saved_at', '?')}")
-    except (SomadError, KeyError, TypeError):
-        return f"{p.name}  ·  (unreadable config)"
-
-
 def fit_now(params: dict, name: str, force: bool, max_train: int | None) -> None:
     """Fit with one live progress bar per stage, save, and make it the current model."""
     out = pipeline.model_path(models_dir, category, name)
@@ -110,77 +96,151 @@ def fit_now(params: dict, name: str, force: bool, max_train: int | None) -> None
     st.rerun()
 
 
-st.subheader("Saved models")
-if saved:
+def _load(path: str) -> None:
+    state.select_model(path, str(Path(root).resolve()), category)
+
+
+def _make_default(name: str) -> None:
+    store.set_default(models_dir, category, name)
+
+
+def _rename(name: str) -> None:
+    try:
+        new = store.rename_model(models_dir, category, name, ss.get(Keys.W_RENAME, ""))
+    except SomadError as exc:
+        ss[Keys.MODEL_MESSAGE] = str(exc)
+        return
+    if ss.get(Keys.MODEL_DIR) == str(pipeline.model_path(models_dir, category, name)):
+        ss[Keys.MODEL_DIR] = str(new)
+    ss[Keys.W_SAVED_MODEL] = str(new)
+
+
+def _delete(name: str) -> None:
+    was_current = ss.get(Keys.MODEL_DIR) == str(pipeline.model_path(models_dir, category, name))
+    store.delete_model(models_dir, category, name)
+    ss.pop(Keys.CONFIRM_DELETE, None)
+    ss.pop(Keys.W_SAVED_MODEL, None)
+    if was_current:
+        nxt = store.default_model(models_dir, category)
+        state.select_model(str(nxt) if nxt else None, str(Path(root).resolve()), category)
+
+
+def render_saved_models() -> None:
+    """The category's models: load one, mark the default (opened by new sessions), rename, delete."""
+    st.subheader("Saved models")
+    if not saved:
+        st.info(f"No saved model for **{category}** in `{models_dir}` yet. Fit one: the demo settings take "
+                "well under a minute on a laptop CPU.")
+        if st.button("Fit a demo model", type="primary", help=f"settings: {config.DEMO_PARAMS}"):
+            fit_now(dict(config.DEMO_PARAMS), "demo", force=True, max_train=None)
+        return
+    default = store.default_model(models_dir, category)
+    st.dataframe(pd.DataFrame([_model_row(p, p == default) for p in saved]), hide_index=True, width="stretch")
     names = [str(p) for p in saved]
-    default = names.index(ss["model_dir"]) if ss.get("model_dir") in names else 0
-    pick = st.selectbox("Saved models of this category (newest first)", names, index=default,
-                        format_func=lambda s: _model_label(Path(s)), key="w_saved_model")
-    loaded = ss.get("model_dir") == pick
-    if st.button("Loaded" if loaded else "Load this model", disabled=loaded, type="primary"):
-        state.select_model(pick, str(Path(root).resolve()), category)
-        st.rerun()
-else:
-    st.info(f"No saved model for **{category}** in `{models_dir}` yet. Fit one: the demo settings take "
-            "well under a minute on a laptop CPU.")
-    if st.button("Fit a demo model", type="primary", help=f"settings: {config.DEMO_PARAMS}"):
-        fit_now(dict(config.DEMO_PARAMS), "demo", force=True, max_train=None)
+    if ss.get(Keys.W_SAVED_MODEL) not in names:
+        ss[Keys.W_SAVED_MODEL] = ss[Keys.MODEL_DIR] if ss.get(Keys.MODEL_DIR) in names else str(default)
+    pick = st.selectbox("Model", names, format_func=lambda s: Path(s).name, key=Keys.W_SAVED_MODEL)
+    name = Path(pick).name
+    loaded = ss.get(Keys.MODEL_DIR) == pick
+    a, b, c, d = st.columns([1, 1, 2, 1])
+    a.button("Loaded" if loaded else "Load", disabled=loaded, type="primary", on_click=_load, args=(pick,))
+    b.button("Default" if Path(pick) == default else "Make default", disabled=Path(pick) == default,
+             on_click=_make_default, args=(name,), help="the model a new session (or a link without a model) opens")
+    c.text_input("New name", key=Keys.W_RENAME, placeholder="new name", label_visibility="collapsed")
+    c.button("Rename", on_click=_rename, args=(name,), disabled=not ss.get(Keys.W_RENAME, "").strip())
+    d.button("Delete...", on_click=lambda: ss.__setitem__(Keys.CONFIRM_DELETE, name))
+    if ss.get(Keys.MODEL_MESSAGE):
+        st.error(ss.pop(Keys.MODEL_MESSAGE))
+    if ss.get(Keys.CONFIRM_DELETE) == name:
+        st.warning(f"Delete the model **{name}** of **{category}** from `{models_dir}`? This cannot be undone.")
+        y, n = st.columns([1, 5])
+        y.button("Yes, delete", type="primary", on_click=_delete, args=(name,))
+        n.button("Cancel", on_click=lambda: ss.pop(Keys.CONFIRM_DELETE, None))
+
+
+def _model_row(p: Path, is_default: bool) -> dict:
+    row = {"name": p.name, "default": "✓" if is_default else "", "loaded": "✓" if str(p) == ss.get(Keys.MODEL_DIR)
+           else ""}
+    try:
+        cfg = read_config(p)
+        hp = cfg["hyperparameters"]
+        row.update({"backbone": hp["backbone"], "image size": hp["image_size"],
+                    "SOM": f"{cfg['grid'][0]}x{cfg['grid'][1]} {hp['topology']}", "saved": cfg.get("saved_at", "?")})
+    except (SomadError, KeyError, TypeError):
+        row["backbone"] = "(unreadable config)"
+    return row
+
 
 # -------------------------------------------------------------------- fit form
-with st.expander("Fit a new model", expanded=False):
-    with st.form("fit_form"):
-        params = form.fit_form_params()
-        a, b, c = st.columns(3)
-        name = a.text_input("Model name", "default", key="fit_name")
-        max_train = b.number_input("Max training images (0 = all)", 0, 100000, 0, key="fit_max_train")
-        force = c.checkbox("Overwrite an existing model of that name", value=False, key="fit_force")
-        submitted = st.form_submit_button("Fit", type="primary")
-    if submitted:
-        if not name.strip() or "/" in name or name.startswith("."):
-            st.error("The model name must be a plain folder name (no '/', not starting with '.').")
-        else:
-            fit_now(params, name.strip(), force, int(max_train) or None)
+def render_fit_form() -> None:
+    with st.expander("Fit a new model", expanded=False):
+        with st.form("fit_form"):
+            params = form.fit_form_params()
+            a, b, c = st.columns(3)
+            name = a.text_input("Model name", "default", key="fit_name")
+            max_train = b.number_input("Max training images (0 = all)", 0, 100000, 0, key="fit_max_train")
+            force = c.checkbox("Overwrite an existing model of that name", value=False, key="fit_force")
+            submitted = st.form_submit_button("Fit", type="primary")
+        if submitted:
+            try:
+                fit_now(params, store.check_name(name), force, int(max_train) or None)
+            except SomadError as exc:
+                st.error(str(exc))
+
 
 # ------------------------------------------------------------------ model card
-st.subheader("Model card")
-if cur is None:
-    st.info("No model loaded yet: load a saved model or fit one above.")
-    st.stop()
-m = cur.model
-if cur.category != category:
-    st.caption(f"The loaded model is for **{cur.category}**; the category picker shows **{category}**.")
-cols = st.columns(5)
-cols[0].metric("Training images", m.n_train_)
-cols[1].metric("SOM grid", f"{m.grid_[0]}x{m.grid_[1]}")
-cols[2].metric("Quantization error", f"{m.quantization_error_:.3f}")
-cols[3].metric("Topographic error", f"{m.topographic_error_:.3f}")
-cols[4].metric("Fit time", f"{sum(m.timings_.values()):.1f} s")
-left, right = st.columns(2)
-with left:
-    st.markdown("**Hyperparameters**")
-    hp = m.get_params()
-    if hp["grid"] is None:
-        hp["grid"] = f"{m.grid_[0]}x{m.grid_[1]} (feature-map size)"
-    st.dataframe(pd.DataFrame({"value": [str(v) for v in hp.values()]}, index=list(hp.keys())),
-                 width="stretch", height=300)
-with right:
-    st.markdown("**Fit**")
-    st.write(f"Model dir `{cur.model_dir}`  \nData `{cur.data_dir}` / **{cur.category}**  \n"
-             f"Feature map {m.feature_shape_[0]}x{m.feature_shape_[1]} cells, d = {len(m.channel_idx_)}  \n"
-             f"Deployable threshold **{m.threshold_:.3f}** ({m.threshold_percentile:g}th percentile of "
-             f"{m.cv_folds}-fold cross-fitted training scores)  \n"
-             f"Pixel colour range {m.pixel_range_[0]:.2f} – {m.pixel_range_[1]:.2f} (one scale for the category)")
-    st.caption("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in m.timings_.items()))
-    st.markdown("**Evaluation**")
-    if loaders.has_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device) or st.button(
-            "Evaluate on the test split"):
-        ev = state.require_evaluation(cur)
-        mt = ev.metrics
-        e = st.columns(4)
-        e[0].metric("Image AUROC", f"{mt['image_auroc']:.3f}")
-        e[1].metric("Pixel AUROC", f"{mt['pixel_auroc']:.3f}")
-        e[2].metric("AUPRO", f"{mt['aupro']:.3f}")
-        e[3].metric("F1-max", f"{mt['image_f1_max']:.3f}")
-        st.caption(f"{mt['n_test']} test images ({mt['n_anomalous']} defective); details on the Metrics page.")
-    else:
-        st.caption("Not evaluated yet in this session (the other pages evaluate on first use).")
+def render_model_card(cur) -> None:
+    """Hyperparameters, fit statistics, evaluation and the HTML report of the loaded model."""
+    st.subheader("Model card")
+    if cur is None:
+        st.info("No model loaded yet: load a saved model or fit one above.")
+        return
+    m = cur.model
+    if cur.category != category:
+        st.caption(f"The loaded model is for **{cur.category}**; the category picker shows **{category}**.")
+    cols = st.columns(5)
+    cols[0].metric("Training images", m.n_train_)
+    cols[1].metric("SOM grid", f"{m.grid_[0]}x{m.grid_[1]}")
+    cols[2].metric("Quantization error", f"{m.quantization_error_:.3f}")
+    cols[3].metric("Topographic error", f"{m.topographic_error_:.3f}")
+    cols[4].metric("Fit time", f"{sum(m.timings_.values()):.1f} s")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Hyperparameters**")
+        hp = m.get_params()
+        if hp["grid"] is None:
+            hp["grid"] = f"{m.grid_[0]}x{m.grid_[1]} (feature-map size)"
+        st.dataframe(pd.DataFrame({"value": [str(v) for v in hp.values()]}, index=list(hp.keys())),
+                     width="stretch", height=300)
+    with right:
+        st.markdown("**Fit**")
+        st.write(f"Model dir `{cur.model_dir}`  \nData `{cur.data_dir}` / **{cur.category}**  \n"
+                 f"Feature map {m.feature_shape_[0]}x{m.feature_shape_[1]} cells, d = {len(m.channel_idx_)}  \n"
+                 f"Deployable threshold **{m.threshold_:.3f}** ({m.threshold_percentile:g}th percentile of "
+                 f"{m.cv_folds}-fold cross-fitted training scores)  \n"
+                 f"Pixel colour range {m.pixel_range_[0]:.2f} – {m.pixel_range_[1]:.2f} (one scale for the category)")
+        st.caption("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in m.timings_.items()))
+        st.markdown("**Evaluation**")
+        if loaders.has_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device) or st.button(
+                "Evaluate on the test split"):
+            ev = state.require_evaluation(cur)
+            mt = ev.metrics
+            e = st.columns(4)
+            e[0].metric("Image AUROC", f"{mt['image_auroc']:.3f}")
+            e[1].metric("Pixel AUROC", f"{mt['pixel_auroc']:.3f}")
+            e[2].metric("AUPRO", f"{mt['aupro']:.3f}")
+            e[3].metric("F1-max", f"{mt['image_f1_max']:.3f}")
+            st.caption(f"{mt['n_test']} test images ({mt['n_anomalous']} defective); details on the Metrics page.")
+            widgets.report_button(cur)
+        else:
+            st.caption("Not evaluated yet in this session (the other pages evaluate on first use).")
+
+
+root, cats = render_root()
+category = render_category(root, cats)
+models_dir = config.models_dir()
+saved = pipeline.list_models(models_dir, category)
+current = state.current(show_errors=True)
+render_saved_models()
+render_fit_form()
+render_model_card(current)

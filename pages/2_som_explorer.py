@@ -1,132 +1,138 @@
 """SOM explorer: U-matrix, hit map and component planes; click a neuron to see what it stands for."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
-from dashboard.figures import NO_MODEBAR
-from dashboard import figures, images, loaders, state
-from somad import explain
+from dashboard import events, help, images, loaders, state, widgets
+from dashboard.keys import Keys
+from somad import explain, figures
 
-state.ensure_navigation()
-ss = st.session_state
-cur = state.require_model()
-m = cur.model
-rows, cols = m.grid_
-idx = explain.bmu_index(m)
-u = m.u_matrix()
-hits = m.hit_map()
-mean_dist = idx.mean_dist.reshape(rows, cols)
-
-st.title("SOM explorer")
-st.caption(f"{cur.category}: SOM {rows}x{cols} ({m.topology}), {m.n_train_} training images, "
-           f"{int((hits == 0).sum())} neurons without training patches.")
-
-# ------------------------------------------------------------- neuron selection
 CHARTS = ("som_umatrix", "som_hitmap", "som_cplane")
+CROP = 112
 
 
-def _set_neuron(rc: tuple[int, int]) -> None:
-    ss["neuron"] = (int(rc[0]), int(rc[1]))
-    ss["w_neuron_row"], ss["w_neuron_col"] = ss["neuron"]
+def render_header(cur, views) -> None:
+    m = cur.model
+    st.caption(f"{cur.category}: SOM {m.grid_[0]}x{m.grid_[1]} ({m.topology}), {m.n_train_} training images, "
+               f"{int((views['hits'] == 0).sum())} neurons without training patches.")
+    with st.expander("How to read these maps"):
+        st.markdown(help.SOM_MAPS)
 
 
-# a link from the test inspector: ?row=R&col=C
-qp = st.query_params
-if "row" in qp and "col" in qp:
-    try:
-        r, c = int(qp["row"]), int(qp["col"])
-        if 0 <= r < rows and 0 <= c < cols:
-            _set_neuron((r, c))
-    except ValueError:
-        st.warning("The link's row/col are not numbers; pick a neuron on the map instead.")
-    qp.clear()
-
-# clicks on the maps (a new selection on any chart wins)
-last = ss.setdefault("_last_click", {})
-for key in CHARTS:
-    picked = explain.point_to_neuron(ss.get(key), (rows, cols), curve=figures.CLICK_TRACE)
-    if picked is not None and picked != last.get(key):
-        _set_neuron(picked)
-    last[key] = picked
-
-if ss.get("neuron") is None or not (0 <= ss["neuron"][0] < rows and 0 <= ss["neuron"][1] < cols):
-    ss["neuron"] = tuple(int(v) for v in np.unravel_index(int(np.argmax(hits)), hits.shape))
-ss.setdefault("w_neuron_row", ss["neuron"][0])
-ss.setdefault("w_neuron_col", ss["neuron"][1])
-neuron = ss["neuron"]
+def pick_neuron(cur, views) -> tuple[int, int]:
+    """The selected neuron: a new click on any map wins, else the session's (URL's), else the busiest."""
+    ss = st.session_state
+    grid = cur.model.grid_
+    for key in CHARTS:
+        clicked = widgets.new_click(key, events.point_to_neuron(ss.get(key), grid, curve=figures.CLICK_TRACE))
+        if clicked is not None:
+            ss[Keys.NEURON] = clicked
+    neuron = ss.get(Keys.NEURON)
+    if neuron is None or not (0 <= neuron[0] < grid[0] and 0 <= neuron[1] < grid[1]):
+        hits = views["hits"]
+        neuron = tuple(int(v) for v in np.unravel_index(int(np.argmax(hits)), hits.shape))
+    ss[Keys.NEURON] = neuron = (int(neuron[0]), int(neuron[1]))
+    if (ss.get(Keys.W_NEURON_ROW), ss.get(Keys.W_NEURON_COL)) != neuron:
+        ss[Keys.W_NEURON_ROW], ss[Keys.W_NEURON_COL] = neuron
+    return neuron
 
 
 def _typed_neuron() -> None:
-    ss["neuron"] = (int(ss["w_neuron_row"]), int(ss["w_neuron_col"]))
+    ss = st.session_state
+    ss[Keys.NEURON] = (int(ss[Keys.W_NEURON_ROW]), int(ss[Keys.W_NEURON_COL]))
 
 
-# ------------------------------------------------------------------------ maps
-hover_u = {"hits": hits, "mean dist to patches": mean_dist}
-left, right = st.columns(2)
-with left:
-    st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.som_map(u, m.topology, "U-matrix (mean distance to neighbours)", "Viridis",
-                                    hover_u, neuron, colorbar_title="U"),
-                    key="som_umatrix", on_select="rerun", selection_mode="points", width="content")
-with right:
-    st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.som_map(hits, m.topology, "Hit map (training patches per neuron)", "Blues",
-                                    {"U": u, "mean dist to patches": mean_dist}, neuron, colorbar_title="hits"),
-                    key="som_hitmap", on_select="rerun", selection_mode="points", width="content")
-st.caption("Click a neuron on any map (or type its row and column) to select it. Bright U-matrix cells are "
-           "borders between clusters of similar patches; the hit map shows how many training patches each "
-           "neuron won.")
+def render_maps(cur, views, neuron) -> None:
+    m = cur.model
+    u, hits, mean_dist = views["u"], views["hits"], views["mean_dist"]
+    left, right = st.columns(2)
+    with left:
+        widgets.chart(figures.som_map(u, m.topology, "U-matrix (mean distance to neighbours)", "Viridis",
+                                      {"hits": hits, "mean dist to patches": mean_dist}, neuron,
+                                      colorbar_title="U"), "som_umatrix", clickable=True, width="content")
+    with right:
+        widgets.chart(figures.som_map(hits, m.topology, "Hit map (training patches per neuron)", "Blues",
+                                      {"U": u, "mean dist to patches": mean_dist}, neuron, colorbar_title="hits"),
+                      "som_hitmap", clickable=True, width="content")
+    st.caption("Click a neuron on any map (or type its row and column) to select it.")
+    c1, c2, c3 = st.columns([1, 1, 4])
+    c1.number_input("Neuron row", 0, m.grid_[0] - 1, key=Keys.W_NEURON_ROW, on_change=_typed_neuron)
+    c2.number_input("Neuron col", 0, m.grid_[1] - 1, key=Keys.W_NEURON_COL, on_change=_typed_neuron)
+    dist = f"{mean_dist[neuron]:.3f}" if np.isfinite(mean_dist[neuron]) else "n/a"
+    c3.markdown(f"**Selected neuron ({neuron[0]}, {neuron[1]})** · {int(hits[neuron])} training patches · "
+                f"U {u[neuron]:.3f} · mean distance to its patches {dist}")
 
-c1, c2, c3 = st.columns([1, 1, 4])
-c1.number_input("Neuron row", 0, rows - 1, key="w_neuron_row", on_change=_typed_neuron)
-c2.number_input("Neuron col", 0, cols - 1, key="w_neuron_col", on_change=_typed_neuron)
-j = explain.neuron_index(*neuron, m.grid_)
-c3.markdown(f"**Selected neuron ({neuron[0]}, {neuron[1]})** · {int(hits[neuron])} training patches · "
-            f"U {u[neuron]:.3f} · mean distance to its patches "
-            + (f"{mean_dist[neuron]:.3f}" if np.isfinite(mean_dist[neuron]) else "n/a"))
 
-with st.expander("Component plane (weight of one feature dimension across the map)"):
-    dim = st.slider("Feature dimension", 0, len(m.channel_idx_) - 1, 0, key="w_cplane_dim")
-    st.caption(f"dimension {dim} = backbone channel {int(m.channel_idx_[dim])}")
-    st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.som_map(m.component_plane(dim), m.topology, f"Component plane {dim}", "RdBu_r",
-                                    hover_u, neuron, colorbar_title="weight"),
-                    key="som_cplane", on_select="rerun", selection_mode="points", width="content")
+def render_component_plane(cur, views, neuron) -> None:
+    m = cur.model
+    with st.expander("Component plane (weight of one feature dimension across the map)"):
+        st.markdown(help.COMPONENT_PLANE)
+        dim = st.slider("Feature dimension", 0, len(m.channel_idx_) - 1, 0, key=Keys.W_CPLANE_DIM)
+        st.caption(f"dimension {dim} = {explain.channel_label(m, dim)}")
+        widgets.chart(figures.som_map(m.component_plane(dim), m.topology, f"Component plane {dim}", "RdBu_r",
+                                      {"U": views["u"], "hits": views["hits"]}, neuron, colorbar_title="weight"),
+                      "som_cplane", clickable=True, width="content")
 
-# ----------------------------------------------------------- training patches
-st.subheader(f"Nearest training patches of neuron ({neuron[0]}, {neuron[1]})")
-patches = explain.nearest_training_patches(m, neuron[0], neuron[1], n=16)
-if not patches:
-    st.info("This neuron is the BMU of no training patch (a dead or interpolating neuron between clusters). "
-            "Pick a neuron with hits.")
-else:
-    crops = explain.patch_crops(m, patches, loaders.load_training_image, context=2, out_size=112)
-    shown = [cr if cr is not None else np.full((112, 112, 3), 60, np.uint8) for cr in crops]
-    caps = [f"#{i + 1} d={p.distance:.2f} · img {p.image} ({p.row},{p.col})" for i, p in enumerate(patches)]
-    st.image(shown, caption=caps, width=112)
+
+def render_training_patches(cur, neuron) -> None:
+    m = cur.model
+    st.subheader(f"Nearest training patches of neuron ({neuron[0]}, {neuron[1]})")
+    patches = explain.nearest_training_patches(m, neuron[0], neuron[1], n=16)
+    if not patches:
+        st.info("This neuron is the BMU of no training patch (a dead or interpolating neuron between clusters). "
+                "Pick a neuron with hits.")
+        return
+    crops = explain.patch_crops(m, patches, loaders.load_training_image, context=2, out_size=CROP)
+    shown = [cr if cr is not None else np.full((CROP, CROP, 3), 60, np.uint8) for cr in crops]
+    caps = [f"#{i + 1} d={p.distance:.2f} · {Path(p.path).name or f'image {p.image}'} ({p.row},{p.col})"
+            for i, p in enumerate(patches)]
+    st.image(shown, caption=caps, width=CROP)
     missing = sum(cr is None for cr in crops)
     if missing:
         st.warning(f"{missing} training image(s) could not be read (moved or deleted since fitting); "
                    "shown as grey squares.")
     st.caption("Each crop is a 5x5-cell neighbourhood around the patch; the box marks the feature cell "
-               "(its receptive field centre). Sorted by Euclidean distance to the neuron's weights.")
+               "(its receptive field centre). Sorted by distance to the neuron's weights; captions give the "
+               "training file and the cell (row, col).")
 
-# --------------------------------------------------------------- test images
-st.subheader("Test images where this neuron is the BMU")
-ev = state.require_evaluation(cur)
-nh = explain.neuron_test_hits(ev.patches, neuron, m.grid_, len(ev.labels))
-if len(nh.by_hits) == 0:
-    st.info("No test patch maps to this neuron.")
-else:
+
+def _inspect(name: str) -> None:
+    state.select_image(name)
+
+
+def render_test_images(cur, neuron) -> None:
+    m = cur.model
+    st.subheader("Test images where this neuron is the BMU")
+    ev = state.require_evaluation(cur)
+    nh = explain.neuron_test_hits(ev.patches, neuron, m.grid_, len(ev.labels))
+    if len(nh.by_hits) == 0:
+        st.info("No test patch maps to this neuron.")
+        return
     picks = list(dict.fromkeys([*nh.by_score[:3].tolist(), *nh.by_hits[:3].tolist()]))[:6]
     st.caption("Highest-scoring cells first, then most cells; the cells whose BMU is this neuron are outlined.")
     grid_cols = st.columns(3)
     for n, i in enumerate(picks):
         cells = explain.neuron_cells(ev.patches, neuron, m.grid_, i, m.feature_shape_)
-        pic = images.highlight_cells(images.heat_overlay(ev.images[i], ev.maps[i], m.pixel_range_), cells)
-        s = ev.samples[i]
+        heat = loaders.get_heat_overlay(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
+        name = f"{ev.samples[i].defect}/{ev.samples[i].path.name}"
         with grid_cols[n % 3]:
-            st.image(pic, caption=f"{s.defect}/{s.path.name} · score {ev.scores[i]:.2f} · "
-                                  f"{int(nh.hits[i])} cells, max cell score {nh.max_score[i]:.2f}", width=260)
-            if st.button("Inspect", key=f"inspect_{i}"):
-                ss["image_idx"] = int(i)
-                ss.pop("cell", None)
+            st.image(images.highlight_cells(heat, cells), width=260,
+                     caption=f"{name} · score {ev.scores[i]:.2f} · {int(nh.hits[i])} cells, "
+                             f"max cell score {nh.max_score[i]:.2f}")
+            if st.button("Inspect", key=f"inspect_{i}", on_click=_inspect, args=(name,)):
                 st.switch_page(state.PAGES["inspector"])
+
+
+state.ensure_navigation()
+st.title("SOM explorer")
+current = state.require_model()
+som_views = loaders.get_som_views(current.model_dir, current.device)
+render_header(current, som_views)
+selected = pick_neuron(current, som_views)
+render_maps(current, som_views, selected)
+render_component_plane(current, som_views, selected)
+render_training_patches(current, selected)
+render_test_images(current, selected)

@@ -5,143 +5,206 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard.figures import NO_MODEBAR
-from dashboard import figures, images, loaders, state
-from somad import explain
+from dashboard import events, help, images, loaders, state, widgets
+from dashboard.keys import Keys
+from somad import explain, figures, viz
 
-state.ensure_navigation()
-ss = st.session_state
-cur = state.require_model()
-m = cur.model
-ev = state.require_evaluation(cur)
-st.title("Test inspector")
-
-# ------------------------------------------------------------------- threshold
-deployable = float(m.threshold_)
-f1_thr = float(ev.metrics.get("image_f1_threshold", np.nan))
-thr = state.threshold(cur)
-marks = [v for v in (deployable, f1_thr) if np.isfinite(v)]
-lo = float(min(ev.scores.min(), *marks))  # a fixed range per model, so the slider keeps its identity
-hi = float(max(ev.scores.max(), *marks))
-pad = 0.05 * max(hi - lo, 1e-6)
-lo, hi = lo - pad, hi + pad
+OUTCOMES = ("TP", "FP", "FN", "TN")
 
 
 def _set_threshold(value: float) -> None:
-    ss["threshold"] = float(value)
-    ss["w_threshold"] = float(value)
+    st.session_state[Keys.THRESHOLD] = st.session_state[Keys.W_THRESHOLD] = float(value)
 
 
 def _slid() -> None:
-    ss["threshold"] = float(ss["w_threshold"])
+    st.session_state[Keys.THRESHOLD] = float(st.session_state[Keys.W_THRESHOLD])
 
 
-if ss.get("w_threshold") is None or not lo <= ss["w_threshold"] <= hi:
-    ss["w_threshold"] = float(np.clip(thr, lo, hi))
-c1, c2, c3 = st.columns([4, 1, 1])
-c1.slider("Image threshold (score > threshold = anomalous)", lo, hi, step=(hi - lo) / 500, key="w_threshold",
-          on_change=_slid, format="%.3f")
-c2.button(f"Deployable {deployable:.3f}", on_click=_set_threshold, args=(deployable,),
-          help="percentile of cross-fitted training scores: needs no defective images")
-if np.isfinite(f1_thr):
-    c3.button(f"F1-optimal {f1_thr:.3f}", on_click=_set_threshold, args=(f1_thr,),
-              help="best F1 on this test split (optimistic: chosen with the test labels)")
-thr = float(ss["w_threshold"])
-ss["threshold"] = thr
-counts = explain.outcome_counts(ev.labels, ev.scores, thr)
-k = st.columns(4)
-for col, name in zip(k, ("TP", "FP", "FN", "TN")):
-    col.metric(name, counts[name])
+def render_threshold(cur, ev) -> float:
+    """Image threshold slider with the deployable and F1-optimal presets; returns the threshold."""
+    ss = st.session_state
+    deployable = float(cur.model.threshold_)
+    f1_thr = float(ev.metrics.get("image_f1_threshold", np.nan))
+    marks = [v for v in (deployable, f1_thr) if np.isfinite(v)]
+    lo, hi = float(min(ev.scores.min(), *marks)), float(max(ev.scores.max(), *marks))
+    pad = 0.05 * max(hi - lo, 1e-6)  # a fixed range per model, so the slider keeps its identity
+    lo, hi = lo - pad, hi + pad
+    thr = float(np.clip(state.threshold(cur), lo, hi))
+    if ss.get(Keys.W_THRESHOLD) != thr:
+        ss[Keys.W_THRESHOLD] = thr
+    c1, c2, c3 = st.columns([4, 1, 1])
+    c1.slider("Image threshold (score ≥ threshold = anomalous)", lo, hi, step=(hi - lo) / 500,
+              key=Keys.W_THRESHOLD, on_change=_slid, format="%.3f", help=help.THRESHOLDS)
+    c2.button(f"Deployable {deployable:.3f}", on_click=_set_threshold, args=(deployable,),
+              help="percentile of cross-fitted training scores: needs no defective images")
+    if np.isfinite(f1_thr):
+        c3.button(f"F1-optimal {f1_thr:.3f}", on_click=_set_threshold, args=(f1_thr,),
+                  help="best F1 on this test split (optimistic: chosen with the test labels)")
+    ss[Keys.THRESHOLD] = thr = float(ss[Keys.W_THRESHOLD])
+    return thr
 
-# ----------------------------------------------------------------------- table
-out = explain.outcomes(ev.labels, ev.scores, thr)
-table = pd.DataFrame({
-    "#": np.arange(len(ev.labels)),
-    "image": [f"{s.defect}/{s.path.name}" for s in ev.samples],
-    "defect type": [s.defect for s in ev.samples],
-    "ground truth": np.where(ev.labels == 1, "anomalous", "normal"),
-    "score": np.round(ev.scores.astype(float), 4),
-    "predicted": np.where(ev.scores > thr, "anomalous", "normal"),
-    "outcome": out,
-})
-failing = st.toggle("Failing images only (FP and FN first, worst first)", key="w_failing")
-if failing:
-    order = explain.failing_order(ev.labels, ev.scores, thr)
-    table = table.iloc[order]
-    if len(order) == 0:
-        st.success("No failing image at this threshold.")
-sel = st.dataframe(table, key=f"w_table_{int(failing)}", on_select="rerun", selection_mode="single-row",
-                   hide_index=True, width="stretch", height=260)
-rows = sel.selection.rows if sel is not None else []
-last_rows = ss.setdefault("_last_table", {})
-tkey = f"t{int(failing)}"
-if rows and rows != last_rows.get(tkey):
-    ss["image_idx"] = int(table.iloc[rows[0]]["#"])
-    ss.pop("cell", None)
-last_rows[tkey] = rows
-if ss.get("image_idx") is None or not 0 <= ss["image_idx"] < len(ev.labels):
-    order = explain.failing_order(ev.labels, ev.scores, thr)
-    ss["image_idx"] = int(order[0]) if len(order) else int(np.argmax(ev.scores))
-i = int(ss["image_idx"])
 
-# ---------------------------------------------------------------- one image
-s = ev.samples[i]
-st.subheader(f"{s.defect}/{s.path.name}: score {ev.scores[i]:.3f} → {out[i]}")
-h, w = m.feature_shape_
-cell_scores = ev.patches.scores[i * h * w:(i + 1) * h * w].numpy().reshape(h, w)
-heat = images.heat_overlay(ev.images[i], ev.maps[i], m.pixel_range_)
-picked = explain.point_to_cell(ss.get(f"heat_{i}"), (h, w), curve=figures.CLICK_TRACE)
-last_cell = ss.setdefault("_last_cell", {})
-if picked is not None and picked != last_cell.get(i):
-    ss["cell"] = (i, *picked)
-last_cell[i] = picked
-cell = ss.get("cell")
-cell = (cell[1], cell[2]) if cell and cell[0] == i else None
+def render_counts(ev, thr: float) -> None:
+    counts = explain.outcome_counts(ev.labels, ev.scores, thr)
+    for col, name in zip(st.columns(4), OUTCOMES):
+        col.metric(name, counts[name])
+    with st.expander("What do TP, FP, FN, TN and the thresholds mean?"):
+        st.markdown(help.TEST_TABLE + "\n" + help.THRESHOLDS)
 
-a, b, c = st.columns([1, 1.35, 1])
-with a:
-    st.image(ev.images[i], caption="input", width=260)
-    st.image(images.contours(ev.images[i], ev.masks[i]), caption="ground truth (green)", width=260)
-with b:
-    st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.image_figure(heat, (h, w), "heatmap: click a pixel", cell_scores, cell, size=400),
-                    key=f"heat_{i}", on_select="rerun", selection_mode="points", width="content")
-    st.caption(f"One colour scale for the category: {m.pixel_range_[0]:.2f} (blue) to {m.pixel_range_[1]:.2f} "
-               "(red), Mahalanobis units.")
-with c:
-    st.image(images.contours(ev.images[i], ev.masks[i], ev.maps[i], thr), width=260,
-             caption=f"predicted region: map > {thr:.3f} (red), truth (green)")
 
-# ------------------------------------------------------------- pixel -> BMU
-if cell is None:
+def _table(ev, thr: float) -> pd.DataFrame:
+    out = explain.outcomes(ev.labels, ev.scores, thr)
+    return pd.DataFrame({
+        "#": np.arange(len(ev.labels)),
+        "image": image_names(ev),
+        "defect type": [s.defect for s in ev.samples],
+        "ground truth": np.where(ev.labels == 1, "anomalous", "normal"),
+        "score": np.round(ev.scores.astype(float), 4),
+        "predicted": np.where(np.isin(out, ("TP", "FP")), "anomalous", "normal"),
+        "outcome": out,
+    })
+
+
+def image_names(ev) -> list[str]:
+    """``"<defect>/<file name>"`` of every test image (the key of the selected image in the URL)."""
+    return [f"{s.defect}/{s.path.name}" for s in ev.samples]
+
+
+def render_table(ev, thr: float) -> None:
+    """Filterable test table; a clicked row selects its image."""
+    table = _table(ev, thr)
+    f1, f2, f3, f4 = st.columns([2, 2, 2, 1])
+    defects = f1.multiselect("Defect type", sorted(table["defect type"].unique()), key="w_filter_defect")
+    outcomes = f2.multiselect("Outcome", OUTCOMES, key="w_filter_outcome")
+    search = f3.text_input("Search file name", key="w_filter_search").strip().lower()
+    n_rows = f4.selectbox("Rows", (10, 25, 100, "all"), index=0, key="w_filter_rows")
+    failing = st.toggle("Failing images only (FP and FN first, worst first)", key="w_failing")
+    if failing:
+        table = table.iloc[explain.failing_order(ev.labels, ev.scores, thr)]
+    keep = np.ones(len(table), bool)
+    if defects:
+        keep &= table["defect type"].isin(defects).to_numpy()
+    if outcomes:
+        keep &= table["outcome"].isin(outcomes).to_numpy()
+    if search:
+        keep &= table["image"].str.lower().str.contains(search, regex=False).to_numpy()
+    table = table[keep]
+    if table.empty:
+        st.info("No test image matches these filters.")
+        return
+    height = 38 + 35 * min(len(table), 10 if n_rows == "all" else n_rows)
+    sel = st.dataframe(table, key="w_table", on_select="rerun", selection_mode="single-row", hide_index=True,
+                       width="stretch", height=height)
+    st.caption(f"{len(table)} of {len(ev.labels)} images; scroll the table for more.")
+    rows = tuple(sel.selection.rows) if sel is not None else ()
+    picked = widgets.new_click("w_table", (rows, tuple(table["#"])) if rows else None)
+    if picked is not None:
+        state.select_image(str(table.iloc[rows[0]]["image"]))
+
+
+def current_image(ev, thr: float) -> int:
+    """Index of the selected test image (default: the worst failing one, else the highest score)."""
+    names = image_names(ev)
+    name = st.session_state.get(Keys.IMAGE)
+    if name not in names:
+        order = explain.failing_order(ev.labels, ev.scores, thr)
+        state.select_image(names[int(order[0]) if len(order) else int(np.argmax(ev.scores))])
+    return names.index(st.session_state[Keys.IMAGE])
+
+
+def pick_cell(cur, i: int) -> tuple[int, int] | None:
+    ss = st.session_state
+    clicked = widgets.new_click(f"heat_{i}", events.point_to_cell(ss.get(f"heat_{i}"), cur.model.feature_shape_,
+                                                                  curve=figures.CLICK_TRACE))
+    if clicked is not None:
+        ss[Keys.CELL] = clicked
+    cell = ss.get(Keys.CELL)
+    h, w = cur.model.feature_shape_
+    return (int(cell[0]), int(cell[1])) if cell and 0 <= cell[0] < h and 0 <= cell[1] < w else None
+
+
+def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
+    """Input, truth, clickable heatmap and predicted region of image ``i``; returns the selected cell."""
+    m = cur.model
+    out = explain.outcomes(ev.labels[i:i + 1], ev.scores[i:i + 1], thr)[0]
+    st.subheader(f"{image_names(ev)[i]}: score {ev.scores[i]:.3f} → {out}")
+    h, w = m.feature_shape_
+    cell_scores = ev.patches.scores[i * h * w:(i + 1) * h * w].numpy().reshape(h, w)
+    heat = loaders.get_heat_overlay(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
+    cell = pick_cell(cur, i)
+    pix_thr = viz.pixel_threshold(ev.metrics, m.pixel_range_)
+    a, b, c = st.columns([1, 1.35, 1])
+    with a:
+        st.image(ev.images[i], caption="input", width=260)
+        st.image(images.contours(ev.images[i], ev.masks[i]), caption="ground truth (green)", width=260)
+    with b:
+        widgets.chart(figures.image_figure(heat, (h, w), "heatmap: click a pixel", cell_scores, cell, size=400),
+                      f"heat_{i}", clickable=True, width="content")
+        st.caption(f"One colour scale for the category: {m.pixel_range_[0]:.2f} (blue) to {m.pixel_range_[1]:.2f} "
+                   "(red), Mahalanobis units.")
+    with c:
+        st.image(images.contours(ev.images[i], ev.masks[i], ev.maps[i], pix_thr), width=260,
+                 caption=f"predicted region: map ≥ pixel threshold {pix_thr:.3f} (red), truth (green)")
+        st.caption("The pixel threshold is the pixel-level F1-optimal one of this evaluation; it is not the image "
+                   "threshold above.")
+    return cell
+
+
+def _open_neuron(neuron: tuple[int, int]) -> None:
+    st.session_state[Keys.NEURON] = neuron
+
+
+def render_cell(cur, ev, i: int, cell: tuple[int, int]) -> None:
+    """BMU, k nearest neurons and the feature contributions of one feature cell."""
+    m = cur.model
+    r, c = cell
+    ex = explain.explain_cell(ev.patches, i, r, c, m.feature_shape_, m.grid_)
+    st.subheader(f"Cell ({r}, {c}): BMU ({ex.bmu[0]}, {ex.bmu[1]}), score {ex.score:.3f}")
+    x0, y0, x1, y1 = explain.cell_box(r, c, m.feature_shape_, m.image_size)
+    st.caption(f"Pixels x {x0}–{x1 - 1}, y {y0}–{y1 - 1} of the {m.image_size}px image. The patch score is the "
+               f"smallest Mahalanobis distance to the k = {len(ex.neighbours)} nearest neurons (Euclidean), before "
+               "upsampling and blur.")
+    left, right = st.columns([1.1, 1.3])
+    with left:
+        st.markdown("**BMU and k nearest neurons**")
+        st.dataframe(pd.DataFrame([{
+            "neuron": f"({nr}, {nc})", "Mahalanobis": round(d, 3),
+            "role": " · ".join(t for t, on in (("BMU", (nr, nc) == ex.bmu), ("score", (nr, nc) == ex.best)) if on),
+            "patches": int(m.counts_[explain.neuron_index(nr, nc, m.grid_)])}
+            for nr, nc, d in ex.neighbours]), hide_index=True, width="stretch", column_config={
+                "role": st.column_config.TextColumn(help="BMU: nearest neuron (Euclidean); score: the neuron whose "
+                                                          "Mahalanobis distance is the cell's score"),
+                "patches": st.column_config.NumberColumn(help="training patches whose BMU is this neuron")})
+        for nr, nc, _ in ex.neighbours:
+            if st.button(f"Open neuron ({nr}, {nc}) in the SOM explorer", key=f"open_{nr}_{nc}",
+                         on_click=_open_neuron, args=((nr, nc),), icon=":material/grid_on:"):
+                st.switch_page(state.PAGES["som"])
+    with right:
+        feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
+        contrib = explain.explain_contributions(m, feats, r, c, ex.best)
+        top = explain.top_contributions(contrib, m.channel_idx_, n=10)
+        labels = [f"dim {d}: {explain.channel_label(m, d)}" for d, _, _, _ in top]
+        widgets.chart(figures.contributions_figure(
+            top, f"Why {ex.score:.2f}: top features of the distance to neuron ({ex.best[0]}, {ex.best[1]})", labels),
+            "w_contrib")
+        share = sum(t[3] for t in top)
+        st.caption(f"Mahalanobis² = {contrib.sum():.2f}, the sum of one term per dimension ({len(contrib)}). The 10 "
+                   f"largest terms add up to {100 * share:.0f}% of it: more than 100% is possible because the other "
+                   "terms include negative ones (correlated features cancelling out).")
+        with st.expander("How to read this"):
+            st.markdown(help.CONTRIBUTIONS)
+
+
+state.ensure_navigation()
+st.title("Test inspector")
+current = state.require_model()
+evaluation = state.require_evaluation(current)
+threshold = render_threshold(current, evaluation)
+render_counts(evaluation, threshold)
+render_table(evaluation, threshold)
+index = current_image(evaluation, threshold)
+selected_cell = render_image(current, evaluation, index, threshold)
+if selected_cell is None:
     st.info("Click a pixel of the heatmap to see its BMU, its k nearest neurons and why it scored what it did.")
-    st.stop()
-r, c_ = cell
-ex = explain.explain_cell(ev.patches, i, r, c_, (h, w), m.grid_)
-st.subheader(f"Cell ({r}, {c_}): BMU ({ex.bmu[0]}, {ex.bmu[1]}), score {ex.score:.3f}")
-x0, y0, x1, y1 = explain.cell_box(r, c_, (h, w), m.image_size)
-st.caption(f"Pixels x {x0}–{x1 - 1}, y {y0}–{y1 - 1} of the {m.image_size}px image. The patch score is the smallest "
-           f"Mahalanobis distance to the k = {len(ex.neighbours)} nearest neurons (Euclidean), before upsampling "
-           "and blur.")
-left, right = st.columns([1, 1.4])
-with left:
-    nb = pd.DataFrame([{"neuron": f"({nr}, {nc})", "Mahalanobis": round(d, 4),
-                        "role": " · ".join(t for t, on in (("BMU", (nr, nc) == ex.bmu),
-                                                            ("gives the score", (nr, nc) == ex.best)) if on),
-                        "training patches": int(m.counts_[explain.neuron_index(nr, nc, m.grid_)])}
-                       for nr, nc, d in ex.neighbours])
-    st.markdown("**BMU and k nearest neurons**")
-    st.dataframe(nb, hide_index=True, width="stretch")
-    for nr, nc, _ in ex.neighbours:
-        st.page_link(state.PAGES["som"], label=f"Open neuron ({nr}, {nc}) in the SOM explorer",
-                     query_params={"row": str(nr), "col": str(nc)}, icon=":material/grid_on:")
-with right:
-    feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
-    contrib = explain.explain_contributions(m, feats, r, c_, ex.best)
-    top = explain.top_contributions(contrib, m.channel_idx_, n=10)
-    st.plotly_chart(config=NO_MODEBAR, figure_or_data=figures.contributions_figure(
-        top, f"Why {ex.score:.2f}: top features of the distance to neuron ({ex.best[0]}, {ex.best[1]})"),
-        width="stretch", key="w_contrib")
-    share = sum(t[3] for t in top)
-    st.caption(f"Mahalanobis² = {contrib.sum():.2f} = sum over all {len(contrib)} dimensions; the 10 shown carry "
-               f"{100 * share:.0f}% of it. A term is diffᵢ·(C⁻¹diff)ᵢ, so correlated dimensions can give "
-               "negative terms.")
+else:
+    render_cell(current, evaluation, index, selected_cell)

@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--figures", type=int, default=6, help="comparison PNGs per category")
 
+    p = sub.add_parser("report", help="write a self-contained HTML report of a saved model on its test split")
+    _add_data(p)
+    p.add_argument("--out", type=Path, default=None,
+                   help="report file (default: <results-dir>/<category>/report.html)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+
     p = sub.add_parser("predict", help="score image files with a saved model")
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("predictions"), help="folder for heatmap overlays")
@@ -139,6 +145,22 @@ def _categories(args) -> list[str]:
     if not found:
         raise data.DataError(f"no MVTec-layout category (a folder with train/good/) under {args.data_dir}.")
     return found
+
+
+def _saved_models(args, cats: list[str]) -> dict[str, Path]:
+    """``{category: model dir}`` of ``--name`` under ``--models-dir``, every one checked before any work.
+
+    Raises:
+        SomadError: a category has no such model.
+    """
+    from .pipeline import model_path
+
+    dirs = {c: model_path(args.models_dir, c, args.name) for c in cats}
+    for c, d in dirs.items():
+        if not d.exists():
+            raise SomadError(f"no model for category '{c}' at {d}: run `python -m somad fit --data-dir "
+                             f"{args.data_dir} --category {c}` first.")
+    return dirs
 
 
 def cmd_fit(args) -> int:
@@ -165,15 +187,11 @@ def cmd_fit(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .persistence import load_model
-    from .pipeline import evaluate_model, model_path, write_results
+    from .pipeline import evaluate_model, write_results
 
     check_device(args.device)
     cats = _categories(args)
-    dirs = {c: model_path(args.models_dir, c, args.name) for c in cats}
-    for c, d in dirs.items():
-        if not d.exists():
-            raise SomadError(f"no model for category '{c}' at {d}: run `python -m somad fit --data-dir "
-                             f"{args.data_dir} --category {c}` first.")
+    dirs = _saved_models(args, cats)
     rows = []
     for cat in cats:
         model = load_model(dirs[cat], device=args.device)
@@ -199,6 +217,24 @@ def _metric_cell(metrics: dict, key: str) -> str:
     return f"n/a ({why})" if why else f"{metrics[key]:.3f}"
 
 
+def cmd_report(args) -> int:
+    from .persistence import load_model
+    from .pipeline import evaluate_model
+    from .report import write_report
+
+    check_device(args.device)
+    cats = _categories(args)
+    if args.out is not None and len(cats) > 1:
+        raise SomadError("--out names one file: give one --category, or leave --out out for one report per category.")
+    dirs = _saved_models(args, cats)
+    for cat, model_dir in dirs.items():
+        model = load_model(model_dir, device=args.device)
+        ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "))
+        out = write_report(model, ev, args.out or args.results_dir / cat / "report.html", str(model_dir))
+        print(f"{cat}: wrote {out}")
+    return 0
+
+
 def cmd_predict(args) -> int:
     from .persistence import load_model
     from .pipeline import predict_files
@@ -220,7 +256,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo-data": cmd_demo}
+COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report, "predict": cmd_predict,
+            "demo-data": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

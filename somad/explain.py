@@ -5,7 +5,6 @@
 * pixel -> feature cell -> BMU and the ``k`` nearest neurons with their Mahalanobis distances;
 * per-feature contributions to the Mahalanobis distance at a patch;
 * neuron -> the test images where it is the BMU of many cells or of high-scoring cells;
-* plotly selection events -> neuron / feature cell;
 * evaluation of a category's test split that also keeps the patch scores.
 
 Conventions: neuron ``j`` sits at grid row ``j // W``, column ``j % W`` (W = grid columns).
@@ -22,7 +21,9 @@ import torch
 
 from . import data
 from .decision import is_anomalous
+from .features import STRIDES
 from .scoring import PatchScores
+from .som import hit_map
 
 Progress = Callable[[str, int, int], None]
 
@@ -44,53 +45,6 @@ def neuron_position(index: int, grid: tuple[int, int]) -> tuple[int, int]:
     """Grid ``(row, col)`` of flat neuron ``index``."""
     r, c = divmod(int(index), grid[1])
     return int(r), int(c)
-
-
-def selected_point(event, curve: int | None = None) -> int | None:
-    """The ``point_index`` of the first selected point of a plotly selection event.
-
-    Args:
-        event: what ``st.plotly_chart(..., on_select="rerun")`` returns or keeps in session
-            state: a dict-like ``{"selection": {"points": [{"curve_number", "point_index", ...}]}}``.
-        curve: only accept points of this trace (``curve_number``); None = any trace.
-
-    Returns:
-        the point index, or None when nothing (of that trace) is selected.
-    """
-    if not event:
-        return None
-    try:
-        points = event["selection"]["points"]
-    except (KeyError, TypeError):
-        points = getattr(getattr(event, "selection", None), "points", None)
-    for p in points or []:
-        if curve is not None and p.get("curve_number", curve) != curve:
-            continue
-        idx = p.get("point_index", p.get("point_number"))
-        if idx is None:
-            continue
-        if isinstance(idx, (list, tuple)):  # heatmap-style [row, col] indices
-            continue
-        return int(idx)
-    return None
-
-
-def point_to_neuron(event, grid: tuple[int, int], curve: int | None = None) -> tuple[int, int] | None:
-    """Neuron ``(row, col)`` clicked on a SOM map whose click trace has one point per neuron
-    in flat order (point ``j`` = neuron ``j``); None when nothing is selected or out of range."""
-    idx = selected_point(event, curve)
-    if idx is None or not 0 <= idx < grid[0] * grid[1]:
-        return None
-    return neuron_position(idx, grid)
-
-
-def point_to_cell(event, feature_shape: tuple[int, int], curve: int | None = None) -> tuple[int, int] | None:
-    """Feature cell ``(row, col)`` clicked on an image overlaid with one point per cell (flat order)."""
-    idx = selected_point(event, curve)
-    h, w = feature_shape
-    if idx is None or not 0 <= idx < h * w:
-        return None
-    return int(idx // w), int(idx % w)
 
 
 def pixel_to_cell(x: float, y: float, image_size: int, feature_shape: tuple[int, int]) -> tuple[int, int]:
@@ -146,13 +100,15 @@ def build_bmu_index(bmu: np.ndarray | torch.Tensor, dist: np.ndarray | torch.Ten
 
 
 def bmu_index(model) -> BmuIndex:
-    """The model's :class:`BmuIndex`, built on first use and cached on the model object."""
+    """The model's :class:`BmuIndex`, built on first use and kept on the model object together with
+    the ``train_bmu_`` tensor it was built from: a refit (or :func:`~somad.persistence.load_model`)
+    sets a new ``train_bmu_``, which makes the next call rebuild the index."""
     cached = model.__dict__.get("_explain_bmu_index")
-    if cached is None:
+    if cached is None or cached[0] is not model.train_bmu_:
         m = model.grid_[0] * model.grid_[1]
-        cached = build_bmu_index(model.train_bmu_, model.train_bmu_dist_, m)
+        cached = (model.train_bmu_, build_bmu_index(model.train_bmu_, model.train_bmu_dist_, m))
         model.__dict__["_explain_bmu_index"] = cached
-    return cached
+    return cached[1]
 
 
 @dataclass(frozen=True)
@@ -325,6 +281,21 @@ def top_contributions(contrib: np.ndarray, channel_idx: Sequence[int] | None = N
             for i in order]
 
 
+def channel_label(model, dim: int) -> str:
+    """Where feature dimension ``dim`` comes from, e.g. ``"backbone channel 111 (stride-16 stage, channel 31)"``.
+
+    The kept dimensions index the channels of the backbone's stride-4, -8 and -16 stages
+    concatenated in that order (:mod:`somad.features`).
+    """
+    ch = int(model.channel_idx_[dim])
+    start = 0
+    for stride, n in zip(STRIDES, model.extractor.body.feature_info.channels()):
+        if ch < start + n:
+            return f"backbone channel {ch} (stride-{stride} stage, channel {ch - start})"
+        start += n
+    return f"backbone channel {ch}"
+
+
 def explain_contributions(model, feature_map: torch.Tensor | np.ndarray, row: int, col: int,
                           neuron: tuple[int, int]) -> np.ndarray:
     """Per-feature terms of the squared Mahalanobis distance of cell ``(row, col)`` to ``neuron``.
@@ -389,9 +360,8 @@ def neuron_cells(patches: PatchScores, neuron: tuple[int, int], grid: tuple[int,
 
 
 def test_hit_map(patches: PatchScores, grid: tuple[int, int]) -> np.ndarray:
-    """Test cells won by each neuron: int64 ``(rows, cols)``."""
-    bmu = torch.as_tensor(patches.neighbours[:, 0]).cpu().long()
-    return torch.bincount(bmu, minlength=grid[0] * grid[1]).reshape(grid).numpy()
+    """Test cells won by each neuron: int64 ``(rows, cols)`` (:func:`somad.som.hit_map` of the test BMUs)."""
+    return hit_map(patches.neighbours[:, 0], grid)
 
 
 # ------------------------------------------------------------------ thresholds

@@ -156,7 +156,7 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
 def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figures: int = 6) -> Path:
     """Write ``metrics.json``, ``per_image.csv`` and a few comparison PNGs under ``results_dir``."""
     from .explain import outcomes
-    from .viz import comparison_figure
+    from .viz import comparison_figure, pixel_threshold
 
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,7 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
         writer.writerow([str(s.path), s.defect, int(lab), f"{sc:.6g}", int(is_anomalous(sc, model.threshold_)), out_])
     write_text(out / "per_image.csv", buf.getvalue())
     lo, hi = model.pixel_range_
-    pix_thr = ev.metrics.get("pixel_f1_threshold", hi)
+    pix_thr = pixel_threshold(ev.metrics, model.pixel_range_)
     # the hardest cases: lowest-scored anomalies and highest-scored normals
     normals = [int(i) for i in np.flatnonzero(ev.labels == 0)[np.argsort(-ev.scores[ev.labels == 0])]]
     anomalies = [int(i) for i in np.flatnonzero(ev.labels == 1)[np.argsort(ev.scores[ev.labels == 1])]]

@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
+from .decision import is_anomalous  # noqa: E402
+
 from .atomic import atomic_path  # noqa: E402
 from .data import resize_to  # noqa: E402
 
@@ -41,6 +43,19 @@ def overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha
     return (image.astype(np.float32) * (1 - alpha) + heat * alpha).astype(np.uint8)
 
 
+def pixel_threshold(metrics: dict | None, pixel_range: tuple[float, float]) -> float:
+    """The **pixel threshold**: the anomaly-map value whose contour is the predicted region.
+
+    It is the pixel F1-optimal threshold of an evaluation (``metrics["pixel_f1_threshold"]``, chosen
+    with the test masks) when there is one, else the top of the model's pixel colour range
+    (``pixel_range[1]``, from training data). The CLI's comparison figures and the dashboard both
+    use this function. The image threshold (``model.threshold_``) is a different quantity: it cuts
+    the image score (the map's maximum), not the map.
+    """
+    value = (metrics or {}).get("pixel_f1_threshold")
+    return float(value) if value is not None and np.isfinite(value) else float(pixel_range[1])
+
+
 def draw_contours(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0)) -> np.ndarray:
     """Copy of uint8 RGB ``image`` with the boundary of bool ``mask`` ``(H, W)`` drawn in ``color``."""
     out = image.copy()
@@ -51,10 +66,11 @@ def draw_contours(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0)) -> np.
 
 def region_contours(image: np.ndarray, mask: np.ndarray | None = None, amap: np.ndarray | None = None,
                     threshold: float | None = None) -> np.ndarray:
-    """Image with the predicted region ``amap > threshold`` outlined red and the truth ``mask`` green."""
+    """Image with the predicted region (:func:`somad.decision.is_anomalous` of ``amap`` at the pixel
+    ``threshold``, see :func:`pixel_threshold`) outlined red and the truth ``mask`` green."""
     out = image
     if amap is not None and threshold is not None:
-        out = draw_contours(out, amap > threshold, PRED_COLOR)
+        out = draw_contours(out, is_anomalous(amap, threshold), PRED_COLOR)
     if mask is not None:
         out = draw_contours(out, np.asarray(mask, dtype=bool), GT_COLOR)
     return out

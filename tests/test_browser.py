@@ -1,12 +1,17 @@
 """Real-browser test: Streamlit app in Debian's chromium driven by Playwright.
 
 Clicks a neuron on the U-matrix and checks the nearest-patches gallery of *that* neuron appears;
-clicks a heatmap pixel in the test inspector and checks the BMU panel of *that* cell appears.
-Screenshots go to tests/screenshots/ (git-ignored). Skips when chromium or playwright is missing.
+clicks a heatmap pixel in the test inspector and checks the BMU panel of *that* cell appears; a
+reload and a pasted URL keep the view; the F1-optimal button gives the F1-max counts; two uploads
+with the same file name; the HTML report opens offline. Click-to-update latencies are printed
+(reported, not asserted). Screenshots go to tests/screenshots/ (git-ignored). Skips when chromium
+or playwright is missing.
 """
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,7 +27,6 @@ CHROMIUM = Path(os.environ.get("SOMAD_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = REPO / "tests" / "screenshots"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-
 
 
 def _free_port() -> int:
@@ -86,6 +90,11 @@ def _click_data_point(page, chart_index: int, x: float, y: float) -> None:
     page.mouse.click(px, py)
 
 
+def _report_latency(what: str, t0: float) -> None:
+    """Print a click-to-update time (reported with ``pytest -s``; never asserted: it depends on the machine)."""
+    print(f"\nlatency {what}: {time.perf_counter() - t0:.2f} s")
+
+
 def _no_exception(page) -> None:
     assert page.locator("[data-testid='stException']").count() == 0, page.locator(
         "[data-testid='stException']").first.inner_text()
@@ -103,10 +112,12 @@ def test_click_neuron_shows_gallery(page, server, dash_model_env):
     chart = page.locator("[data-testid='stPlotlyChart']").first
     chart.locator("rect.nsewdrag").first.wait_for()
     page.wait_for_timeout(1000)
+    t0 = time.perf_counter()
     _click_data_point(page, 0, c, r)  # rectangular grid: neuron (r, c) is drawn at x = c, y = r
     page.get_by_text(f"Nearest training patches of neuron ({r}, {c})").wait_for()
+    _report_latency("neuron click -> gallery heading", t0)
     n = min(16, int(hits[r, c]))
-    page.get_by_text(f"#{n} d=").wait_for()  # gallery captions: "#i d=<distance> · img <k> (row,col)"
+    page.get_by_text(f"#{n} d=").wait_for()  # gallery captions: "#i d=<distance> · <file> (row,col)"
     page.wait_for_timeout(1500)
     _no_exception(page)
     assert page.locator("[data-testid='stImageCaption']", has_text=" d=").count() == n
@@ -123,10 +134,102 @@ def test_click_pixel_shows_bmu(page, server, dash_model_env):
     chart.locator("rect.nsewdrag").first.wait_for()
     page.wait_for_timeout(1000)
     s = model.image_size
+    t0 = time.perf_counter()
     _click_data_point(page, 0, (c + 0.5) * s / w, (r + 0.5) * s / h)
     page.get_by_text(f"Cell ({r}, {c}): BMU").wait_for()
+    _report_latency("heatmap cell click -> BMU panel", t0)
     page.get_by_text("BMU and k nearest neurons").wait_for()
     page.wait_for_timeout(1500)
     _no_exception(page)
     assert page.get_by_text("Open neuron").count() == model.k
     page.screenshot(path=str(SHOTS / "test_inspector.png"), full_page=True)
+
+
+def test_reload_and_pasted_url_keep_the_view(page, server, dash_model_env, dash_eval):
+    """The neuron clicked above (or typed here) survives F5; a pasted link opens the same image and neuron."""
+    model = dash_model_env[2]
+    page.goto(f"{server}/som_explorer")
+    page.get_by_text("Nearest training patches of neuron").first.wait_for()
+    page.get_by_label("Neuron row").fill("2")
+    page.get_by_label("Neuron row").press("Enter")
+    page.get_by_label("Neuron col").fill("3")
+    page.get_by_label("Neuron col").press("Enter")
+    page.get_by_text("Nearest training patches of neuron (2, 3)").wait_for()
+    page.wait_for_function("() => window.location.search.includes('neuron=2%2C3')"
+                           " || window.location.search.includes('neuron=2,3')")
+    page.reload()
+    page.get_by_text("Nearest training patches of neuron (2, 3)").wait_for()
+    _no_exception(page)
+    # a pasted link in a fresh browser context (a new session): image, cell and neuron
+    sample = dash_eval.samples[-1]
+    name = f"{sample.defect}/{sample.path.name}"
+    url = f"{server}/test_inspector?model=small&image={name}&cell=4,5&neuron=1,1"
+    ctx = page.context.browser.new_context(viewport={"width": 1400, "height": 2000})
+    other = ctx.new_page()
+    other.set_default_timeout(90_000)
+    other.goto(url)
+    other.get_by_text(f"{name}: score").wait_for()
+    other.get_by_text("Cell (4, 5): BMU").wait_for()
+    other.goto(f"{server}/som_explorer?model=small&neuron=5,6")
+    other.get_by_text("Nearest training patches of neuron (5, 6)").wait_for()
+    _no_exception(other)
+    ctx.close()
+    assert model.grid_[0] > 6
+
+
+def test_f1_optimal_button_gives_f1_max_counts(page, server, dash_eval):
+    page.goto(f"{server}/test_inspector")
+    page.get_by_text("Click a pixel of the heatmap").wait_for()
+    page.get_by_role("button", name=re.compile("^F1-optimal")).click()
+    labels, scores = dash_eval.labels, dash_eval.scores
+    pred = scores >= dash_eval.metrics["image_f1_threshold"]
+    tp, fp, fn = int((pred & (labels == 1)).sum()), int((pred & (labels == 0)).sum()), int((~pred & (labels == 1)).sum())
+    assert 2 * tp / (2 * tp + fp + fn) == pytest.approx(dash_eval.metrics["image_f1_max"])
+    for name, value in (("TP", tp), ("FP", fp), ("FN", fn)):
+        metric = page.locator("[data-testid='stMetric']", has_text=name).first
+        expect_text(metric, str(value))
+    _no_exception(page)
+    page.screenshot(path=str(SHOTS / "f1_optimal.png"), full_page=True)
+
+
+def expect_text(locator, text: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(locator.locator("[data-testid='stMetricValue']")).to_have_text(text)
+
+
+def test_two_uploads_with_the_same_name(page, server, demo_root, tmp_path):
+    """MVTec reuses file names across folders: two '000.png' uploads gave a duplicate-key traceback."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    shutil.copy(demo_root / "tiles" / "test" / "good" / "000.png", a / "000.png")
+    shutil.copy(demo_root / "tiles" / "test" / "hole" / "000.png", b / "000.png")
+    page.goto(f"{server}/try_an_image")
+    page.get_by_text("Upload one or more images").wait_for()
+    page.locator("input[type='file']").set_input_files([str(a / "000.png"), str(b / "000.png")])
+    page.get_by_text("Summary").wait_for()
+    page.get_by_role("button", name="Download overlay PNG").nth(1).wait_for()
+    page.wait_for_timeout(1500)
+    _no_exception(page)
+    assert page.get_by_role("button", name="Download overlay PNG").count() == 2
+    page.screenshot(path=str(SHOTS / "try_an_image.png"), full_page=True)
+
+
+def test_html_report_opens_offline(page, server, tmp_path):
+    page.goto(f"{server}/metrics")
+    button = page.get_by_role("button", name="Download HTML report")
+    button.wait_for()
+    with page.expect_download(timeout=120_000) as info:
+        button.click()
+    path = tmp_path / "report.html"
+    info.value.save_as(path)
+    ctx = page.context.browser.new_context(offline=True, viewport={"width": 1300, "height": 1800})
+    ctx.route(re.compile(r"^https?://"), lambda route: route.abort())  # nothing remote may load
+    rep = ctx.new_page()
+    rep.goto(path.as_uri())
+    rep.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5")
+    assert rep.locator(".js-plotly-plot").count() == 5
+    assert rep.locator("img[alt='heatmap']").count() >= 1
+    rep.screenshot(path=str(SHOTS / "report.png"), full_page=True)
+    ctx.close()

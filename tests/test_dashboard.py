@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from dashboard import figures, images
-from somad import data
+from dashboard import events, images
+from somad import data, figures
 from somad.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,16 +84,13 @@ def test_threshold_slider_changes_outcome_counts(app_env, dash_eval):
 
 
 def test_fit_form_fits_and_saves(monkeypatch, demo_root, tmp_path):
-    """The Model page script run on its own: AppTest resets Streamlit's "pages/ folder" flag on every
-    run, so through app.py each run starts with the one-off navigation rerun, which drops a button's
-    trigger value (a real server does that rerun once per process). Widget values are unaffected."""
     from streamlit.testing.v1 import AppTest
 
     models = tmp_path / "models"
     monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
     monkeypatch.setenv("SOMAD_MODELS_DIR", str(models))
     at = AppTest.from_file(str(REPO / "pages" / "1_model.py"), default_timeout=180)
-    at.run()
+    at.run()  # a page run alone reruns once per session (dashboard.state.ensure_navigation); the click then counts
     _clean(at)
     assert any("No saved model" in i.value for i in at.info)
     at.select_slider(key="fit_image_size").set_value(64)
@@ -142,6 +140,29 @@ def test_damaged_model_shows_error(monkeypatch, demo_root, tmp_path):
 
 
 # ------------------------------------------------------------ pure helpers
+def test_point_to_neuron_uses_point_index_of_click_trace():
+    grid = (16, 12)
+    # what Streamlit 1.67 sends for a click on neuron (3, 7): customdata as a str-keyed dict
+    event = {"selection": {"points": [{"curve_number": 1, "point_index": 3 * 12 + 7, "point_number": 3 * 12 + 7,
+                                       "x": 7, "y": 3, "customdata": {"0": 3, "1": 7}}],
+                           "point_indices": [43], "box": [], "lasso": []}}
+    assert events.point_to_neuron(event, grid, curve=1) == (3, 7)
+    assert events.point_to_neuron(event, grid, curve=0) is None  # a point of another trace
+    assert events.point_to_neuron(event, grid) == (3, 7)
+    assert events.point_to_neuron({"selection": {"points": []}}, grid) is None
+    assert events.point_to_neuron(None, grid) is None
+    out_of_range = {"selection": {"points": [{"curve_number": 1, "point_index": 16 * 12}]}}
+    assert events.point_to_neuron(out_of_range, grid) is None
+    # attribute-style state object (PlotlyState) works too
+    state = SimpleNamespace(selection=SimpleNamespace(points=[{"curve_number": 1, "point_index": 5}]))
+    assert events.point_to_neuron(state, grid, curve=1) == (0, 5)
+
+
+def test_point_to_cell():
+    event = {"selection": {"points": [{"curve_number": 1, "point_index": 2 * 16 + 9}]}}
+    assert events.point_to_cell(event, (16, 16), curve=1) == (2, 9)
+
+
 def test_som_map_click_trace_has_one_point_per_neuron():
     vals = np.arange(12, dtype=float).reshape(3, 4)
     fig = figures.som_map(vals, "rectangular", selected=(1, 2))
@@ -149,11 +170,39 @@ def test_som_map_click_trace_has_one_point_per_neuron():
     assert len(click.x) == 12
     assert (click.x[6], click.y[6]) == (2, 1)  # point 6 = neuron (1, 2)
     assert fig.data[0].type == "heatmap"
-    assert fig.data[-1].x[0] == 2 and fig.data[-1].y[0] == 1  # selection outline
+    outline = fig.data[-1]  # the selected neuron's square, one cell around (x 2, y 1)
+    assert (min(outline.x), max(outline.x), min(outline.y), max(outline.y)) == (1.5, 2.5, 0.5, 1.5)
     hexfig = figures.som_map(vals, "hexagonal")
     hclick = hexfig.data[figures.CLICK_TRACE]
     assert hclick.marker.symbol == "hexagon" and list(hclick.marker.color) == list(range(12))
     assert hclick.x[4] == pytest.approx(0.5) and hclick.y[4] == pytest.approx(np.sqrt(3) / 2)  # odd row shifted
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (5, 1), (2, 2), (4, 5), (100, 100)])
+@pytest.mark.parametrize("topology", ["rectangular", "hexagonal"])
+def test_som_map_draws_tiny_and_odd_grids(shape, topology):
+    rows, cols = shape
+    sel = (rows - 1, cols - 1)
+    fig = figures.som_map(np.random.default_rng(0).random(shape), topology, selected=sel, colorbar_title="U")
+    assert len(fig.data[figures.CLICK_TRACE].x) == rows * cols
+    xa, ya = fig.layout.xaxis, fig.layout.yaxis
+    # integer row/column ticks inside the grid (a 2x2 map had ticks at -0.5, 0.5, 1.5)
+    assert list(xa.ticktext) == [str(v) for v in xa.tickvals] and all(0 <= v < cols for v in xa.tickvals)
+    assert [int(t) for t in ya.ticktext] == sorted(int(t) for t in ya.ticktext)
+    assert all(0 <= int(t) < rows for t in ya.ticktext) and 1 <= len(xa.tickvals) <= figures.MAX_TICKS
+    # the selection outline is one cell around the selected neuron and stays inside the axes
+    outline = fig.data[-1]
+    cx, cy = fig.data[figures.CLICK_TRACE].x[rows * cols - 1], fig.data[figures.CLICK_TRACE].y[rows * cols - 1]
+    assert max(outline.x) - min(outline.x) == pytest.approx(1.0)
+    assert np.mean(outline.x[:-1]) == pytest.approx(cx) and np.mean(outline.y[:-1]) == pytest.approx(cy)
+    assert xa.range[0] <= min(outline.x) and max(outline.x) <= xa.range[1]
+    assert ya.range[1] <= min(outline.y) and max(outline.y) <= ya.range[0]
+    # a 1xN map keeps a readable plot height for its colour bar; an Nx1 map stays on screen
+    plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    plot_w = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
+    assert figures.MIN_PLOT_PX <= plot_h <= figures.MAX_ASPECT * plot_w + 1
+    bar = fig.data[0].colorbar if topology == "rectangular" else fig.data[figures.CLICK_TRACE].marker.colorbar
+    assert bar.len == 1.0 and bar.title.text == "U"
 
 
 def test_image_figure_cells():
@@ -218,3 +267,153 @@ def test_hexagonal_model_renders_som_explorer(monkeypatch, demo_root, tmp_path):
     at.number_input(key="w_neuron_col").set_value(9).run()
     assert at.session_state["neuron"] == (7, 9)
     _clean(at)
+
+
+# ------------------------------------------------------------------ view state in the URL
+def test_url_restores_view_and_follows_it(app_env, dash_eval):
+    """A pasted link opens the same model, neuron, image, cell and threshold; the URL follows the view."""
+    name = f"{dash_eval.samples[3].defect}/{dash_eval.samples[3].path.name}"
+    thr = f"{float(np.median(dash_eval.scores)):.4g}"
+    at = _app()
+    at.query_params.update({"model": "small", "neuron": "3,5", "image": name, "cell": "2,4", "thr": thr})
+    at.run()
+    _clean(at)
+    assert at.session_state["neuron"] == (3, 5) and at.session_state["image"] == name
+    assert at.session_state["cell"] == (2, 4) and at.session_state["threshold"] == float(thr)
+    at.switch_page("pages/2_som_explorer.py").run()
+    _clean(at)
+    assert "Nearest training patches of neuron (3, 5)" in [s.value for s in at.subheader]
+    at.switch_page("pages/3_test_inspector.py").run()
+    _clean(at)
+    assert any(s.value.startswith(f"{name}: score") for s in at.subheader)
+    assert any(s.value.startswith("Cell (2, 4): BMU") for s in at.subheader)
+    assert at.slider(key="w_threshold").value == pytest.approx(float(thr))
+    qp = {k: v[0] if isinstance(v, list) else v for k, v in at.query_params.items()}
+    assert (qp["neuron"], qp["image"], qp["cell"], qp["model"], qp["thr"]) == ("3,5", name, "2,4", "small", thr)
+
+
+def test_unreadable_link_falls_back_to_defaults(app_env):
+    at = _app()
+    at.query_params.update({"model": "gone", "neuron": "x,y"})
+    at.run()
+    _clean(at)
+    assert at.session_state["model_dir"].endswith("small")  # the category's default model
+    assert "neuron" not in at.session_state  # "x,y" is not a neuron: the page picks its default
+
+
+@pytest.mark.parametrize("root, message", [("", "No dataset root given"), ("FILE", "is a file, not a folder")])
+def test_blank_or_file_root_says_so(monkeypatch, tmp_path, root, message):
+    if root == "FILE":
+        root = str(tmp_path / "a_file.txt")
+        Path(root).write_text("not a folder")
+    monkeypatch.setenv("SOMAD_DATA_DIR", root or " ")
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(tmp_path / "models"))
+    at = _app()
+    at.run()
+    _clean(at)
+    assert at.title[0].value == "Model"
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_pages_without_model_have_titles(monkeypatch, demo_root, tmp_path):
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(tmp_path / "models"))
+    at = _app()
+    at.run()
+    titles = {"pages/2_som_explorer.py": "SOM explorer", "pages/3_test_inspector.py": "Test inspector",
+              "pages/4_metrics.py": "Metrics", "pages/5_try_an_image.py": "Try an image"}
+    for page, title in titles.items():
+        at.switch_page(page).run()
+        _clean(at)
+        assert at.title[0].value == title
+        assert any("load or fit a model" in i.value for i in at.info)
+
+
+# --------------------------------------------------------------------- uploads
+def test_unlike_training_flags_score_colour_and_shape():
+    rng = np.random.default_rng(0)
+    ref = images.Reference(max_score=10.0, channel_means=100 + rng.normal(0, 2, (20, 3)), aspect=1.0)
+    like = np.full((64, 64, 3), 100, np.uint8)
+    assert images.unlike_training(9.0, like, ref) == []
+    assert images.unlike_training(14.9, like, ref) == []  # beyond the max, but not far beyond
+    far = images.unlike_training(15.1, like, ref)
+    assert len(far) == 1 and "far beyond every training and test score" in far[0]
+    red = like.copy()
+    red[..., 0] = 250
+    assert any("colours differ" in r for r in images.unlike_training(9.0, red, ref))
+    wide = np.full((64, 128, 3), 100, np.uint8)
+    assert [r for r in images.unlike_training(9.0, wide, ref) if "shape (128x64)" in r]
+
+
+# ------------------------------------------------------------------ one decision rule
+def test_f1_optimal_button_reproduces_f1_max(app_env, dash_eval):
+    at = _app()
+    at.run()
+    at.switch_page("pages/3_test_inspector.py").run()
+    f1_thr = dash_eval.metrics["image_f1_threshold"]
+    next(b for b in at.button if b.label.startswith("F1-optimal")).click().run()
+    _clean(at)
+    assert at.session_state["threshold"] == pytest.approx(f1_thr)
+    tp, fp, fn = (int(_metric(at, k)) for k in ("TP", "FP", "FN"))
+    assert 2 * tp / (2 * tp + fp + fn) == pytest.approx(dash_eval.metrics["image_f1_max"], abs=1e-12)
+
+
+def test_pixel_threshold_is_the_pixel_f1_threshold_else_the_range_top():
+    from somad import viz
+
+    assert viz.pixel_threshold({"pixel_f1_threshold": 3.5}, (0.0, 9.0)) == 3.5
+    assert viz.pixel_threshold({"pixel_f1_threshold": float("nan")}, (0.0, 9.0)) == 9.0
+    assert viz.pixel_threshold(None, (1.0, 7.0)) == 7.0
+    amap = np.zeros((8, 8))
+    amap[2:4, 2:4] = 3.5  # exactly at the threshold: inside the predicted region (score >= threshold)
+    out = images.contours(np.zeros((8, 8, 3), np.uint8), None, amap, 3.5)
+    assert tuple(out[2, 2]) == images.PRED_COLOR
+
+
+# ------------------------------------------------------------------ model management
+def test_model_list_default_rename_delete(monkeypatch, demo_root, tmp_path, dash_model_env):
+    import shutil
+
+    from somad import store
+
+    models = tmp_path / "models"
+    for name in ("alpha", "beta"):
+        shutil.copytree(dash_model_env[1], models / "tiles" / name)
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(models))
+    at = _app()
+    at.run()
+    _clean(at)
+    listed = at.dataframe[0].value
+    assert sorted(listed["name"]) == ["alpha", "beta"]
+    opened = at.session_state["model_dir"]
+    assert opened == str(store.default_model(models, "tiles"))
+    other = next(str(models / "tiles" / n) for n in ("alpha", "beta") if str(models / "tiles" / n) != opened)
+    at.selectbox(key="w_saved_model").set_value(other).run()
+    next(b for b in at.button if b.label == "Make default").click().run()
+    _clean(at)
+    assert store.default_model(models, "tiles") == Path(other)
+    # a new session opens the default model
+    fresh = _app()
+    fresh.run()
+    assert fresh.session_state["model_dir"] == other
+    # rename: the default mark follows the model
+    at.text_input(key="w_rename").input("gamma").run()
+    next(b for b in at.button if b.label == "Rename").click().run()
+    _clean(at)
+    assert (models / "tiles" / "gamma").is_dir() and not Path(other).exists()
+    assert store.default_model(models, "tiles") == models / "tiles" / "gamma"
+    at.text_input(key="w_rename").input("../evil").run()
+    next(b for b in at.button if b.label == "Rename").click().run()
+    assert any("not a plain folder name" in e.value for e in at.error)
+    # delete asks to confirm; cancel keeps the model, confirm removes it
+    next(b for b in at.button if b.label == "Delete...").click().run()
+    assert any("cannot be undone" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    assert (models / "tiles" / "gamma").is_dir()
+    next(b for b in at.button if b.label == "Delete...").click().run()
+    next(b for b in at.button if b.label == "Yes, delete").click().run()
+    _clean(at)
+    assert not (models / "tiles" / "gamma").exists()
+    assert [p.name for p in (models / "tiles").iterdir() if p.name.startswith(".")] == []
+    assert list(at.dataframe[0].value["name"]) == [Path(opened).name]

@@ -28,27 +28,7 @@ def test_neuron_index_roundtrip_and_bounds():
         explain.neuron_index(0, -1, grid)
 
 
-def test_point_to_neuron_uses_point_index_of_click_trace():
-    grid = (16, 12)
-    # what Streamlit 1.67 sends for a click on neuron (3, 7): customdata as a str-keyed dict
-    event = {"selection": {"points": [{"curve_number": 1, "point_index": 3 * 12 + 7, "point_number": 3 * 12 + 7,
-                                       "x": 7, "y": 3, "customdata": {"0": 3, "1": 7}}],
-                           "point_indices": [43], "box": [], "lasso": []}}
-    assert explain.point_to_neuron(event, grid, curve=1) == (3, 7)
-    assert explain.point_to_neuron(event, grid, curve=0) is None  # a point of another trace
-    assert explain.point_to_neuron(event, grid) == (3, 7)
-    assert explain.point_to_neuron({"selection": {"points": []}}, grid) is None
-    assert explain.point_to_neuron(None, grid) is None
-    out_of_range = {"selection": {"points": [{"curve_number": 1, "point_index": 16 * 12}]}}
-    assert explain.point_to_neuron(out_of_range, grid) is None
-    # attribute-style state object (PlotlyState) works too
-    state = SimpleNamespace(selection=SimpleNamespace(points=[{"curve_number": 1, "point_index": 5}]))
-    assert explain.point_to_neuron(state, grid, curve=1) == (0, 5)
-
-
-def test_point_to_cell_and_pixel_to_cell():
-    event = {"selection": {"points": [{"curve_number": 1, "point_index": 2 * 16 + 9}]}}
-    assert explain.point_to_cell(event, (16, 16), curve=1) == (2, 9)
+def test_pixel_to_cell_and_cell_box():
     assert explain.pixel_to_cell(0, 0, 64, (16, 16)) == (0, 0)
     assert explain.pixel_to_cell(63.9, 3.99, 64, (16, 16)) == (0, 15)
     assert explain.pixel_to_cell(4.0, 8.0, 64, (16, 16)) == (2, 1)
@@ -93,6 +73,24 @@ def test_nearest_training_patches_match_brute_force(dash_model_env):
     dead = np.flatnonzero(np.bincount(bmu, minlength=len(model.som_weights_)) == 0)
     if len(dead):
         assert explain.nearest_training_patches(model, *explain.neuron_position(int(dead[0]), model.grid_)) == []
+
+
+def test_bmu_index_follows_a_refit(demo_root):
+    """Regression: the index cached on the model outlived a refit of the same object to a smaller grid,
+    so the gallery read the old grid's patches."""
+    from somad.model import SOMAD
+
+    samples = data.train_samples(demo_root, "tiles")[:4]
+    images, _ = data.load_split(samples, 64)
+    model = SOMAD(image_size=64, d=8, epochs=1, cv_folds=2).fit(images, [str(s.path) for s in samples])
+    assert len(explain.bmu_index(model).starts) == 16 * 16 + 1
+    model.set_params(grid=(4, 4)).fit(images, [str(s.path) for s in samples])
+    idx = explain.bmu_index(model)
+    assert len(idx.starts) == 4 * 4 + 1
+    assert np.array_equal(np.diff(idx.starts), np.bincount(model.train_bmu_.numpy(), minlength=16))
+    j = int(np.argmax(np.diff(idx.starts)))
+    got = explain.nearest_training_patches(model, *explain.neuron_position(j, (4, 4)), n=5)
+    assert got and all(int(model.train_bmu_[p.patch]) == j for p in got)
 
 
 def test_crop_patch_draws_box_around_the_cell():
@@ -215,3 +213,14 @@ def test_outcomes_counts_and_failing_order():
     # FP by descending score, then FN by ascending score
     assert explain.failing_order(labels, scores, 0.5).tolist() == [1, 4, 3, 5]
     assert explain.failing_order(labels, scores, 0.0).tolist() == [1, 4, 0]
+
+
+def test_channel_label_names_the_backbone_stage(dash_model_env):
+    model = dash_model_env[2]
+    per_stage = model.extractor.body.feature_info.channels()
+    starts = np.cumsum([0, *per_stage])
+    for dim in range(len(model.channel_idx_)):
+        ch = int(model.channel_idx_[dim])
+        stage = int(np.searchsorted(starts, ch, side="right")) - 1
+        expected = f"backbone channel {ch} (stride-{(4, 8, 16)[stage]} stage, channel {ch - starts[stage]})"
+        assert explain.channel_label(model, dim) == expected

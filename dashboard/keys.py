@@ -1,0 +1,35 @@
+"""The session-state keys of the dashboard, in one place."""
+
+
+class Keys:
+    """Every ``st.session_state`` key the pages share (widget keys start with ``w_``).
+
+    The view state (:data:`URL_KEYS`) is mirrored in the page URL, so a reload or a pasted link
+    shows the same view.
+    """
+
+    INIT = "_init"
+    NAV_RERUN = "_nav_rerun"  # see dashboard.state.ensure_navigation
+    DATA_DIR = "data_dir"
+    CATEGORY = "category"
+    MODEL_DIR = "model_dir"
+    MODEL_DATA = "model_data"  # (data_dir, category) the current model is evaluated on
+    DEVICE = "device"
+    NEURON = "neuron"  # (row, col)
+    IMAGE = "image"  # test image as "<defect>/<file name>"
+    CELL = "cell"  # (row, col) feature cell of IMAGE
+    THRESHOLD = "threshold"  # image threshold
+    LAST_CLICK = "_last_click"  # see dashboard.widgets.new_click
+    EVALUATED = "_evaluated"
+    W_DATA_DIR = "w_data_dir"
+    W_ROOT_PICK = "w_root_pick"
+    W_CATEGORY = "w_category"
+    W_NEURON_ROW = "w_neuron_row"
+    W_NEURON_COL = "w_neuron_col"
+    W_THRESHOLD = "w_threshold"
+    W_CPLANE_DIM = "w_cplane_dim"
+    W_UPLOADS = "w_uploads"
+    W_SAVED_MODEL = "w_saved_model"
+    W_RENAME = "w_rename"
+    CONFIRM_DELETE = "_confirm_delete"  # name of the model whose deletion awaits confirmation
+    MODEL_MESSAGE = "_model_message"  # error of the last rename, shown once

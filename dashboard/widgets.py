@@ -1,0 +1,51 @@
+"""Streamlit widgets shared by the pages: the one plotly chart call and the "new click" filter."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from somad import report
+
+from . import loaders
+from .keys import Keys
+
+PLOTLY_CONFIG = {"displayModeBar": False}
+"""``st.plotly_chart(config=...)``: no plotly toolbar over the titles (clicks and hover stay)."""
+
+
+def chart(fig, key: str | None = None, *, clickable: bool = False, width: str = "stretch"):
+    """Show a plotly figure; ``clickable`` charts rerun the page on a click and return the selection
+    event (read it with :mod:`dashboard.events`)."""
+    if clickable:
+        return st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, on_select="rerun", selection_mode="points",
+                               width=width)
+    return st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, width=width)
+
+
+def new_click(source: str, value):
+    """``value`` when it differs from what ``source`` (a chart or table key) reported last run, else None.
+
+    A selection stays in a chart's state after the click, so without this filter an old click on
+    one chart would override a newer choice made elsewhere (another chart, a typed row, a link).
+    """
+    last = st.session_state.setdefault(Keys.LAST_CLICK, {})
+    fresh = value is not None and value != last.get(source)
+    last[source] = value
+    return value if fresh else None
+
+
+def report_button(cur) -> None:
+    """One click: build the model's self-contained HTML report (:mod:`somad.report`) and download it.
+
+    The report is built only when clicked (Streamlit's deferred download data), from the cached evaluation.
+    """
+    def build() -> str:
+        ev = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
+        return report.build_report(cur.model, ev, cur.model_dir)
+
+    st.download_button("Download HTML report", data=build, mime="text/html", on_click="ignore",
+                       file_name=f"somad_report_{cur.category}_{Path(cur.model_dir).name}.html",
+                       icon=":material/description:", key="w_report",
+                       help="one self-contained file (plotly embedded, no internet needed): model card, metrics, "
+                            "curves, U-matrix and hit map, failing images, per-defect table")

@@ -1,0 +1,280 @@
+"""Plotly figures of the dashboard and the HTML report (pure: arrays in, ``go.Figure`` out).
+
+Clickable maps: Streamlit cannot select cells of a heatmap trace, so every map
+that can be clicked carries one scatter point per cell, in flat C order (point
+``j`` = row ``j // W``, column ``j % W``), nearly transparent on rectangular
+grids and coloured hexagons on hexagonal ones. That click trace is always
+trace :data:`CLICK_TRACE`; read a click with :func:`dashboard.events.point_to_neuron`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .som import grid_coordinates
+
+CLICK_TRACE = 1
+"""Index of the clickable scatter trace in SOM maps and image figures."""
+
+SELECT_COLOR = "#ff2d55"
+
+
+MIN_PLOT_PX = 150
+"""Smallest plot height of a SOM map in pixels (a 1xN grid keeps a readable colour bar)."""
+MAX_ASPECT = 1.6
+"""Tallest SOM map plot, as a multiple of its width (an Nx1 grid stays on screen)."""
+MAX_TICKS = 8
+"""At most this many integer row / column ticks per SOM map axis."""
+HEX_RADIUS = 1 / math.sqrt(3)
+"""Circumradius of a hexagonal cell in grid units (neighbouring centres are 1 apart)."""
+
+
+def _hover(values: np.ndarray, hover: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+    """``customdata`` ``(rows*cols, 3 + len(hover))`` (row, col, value, extras) and its hover template."""
+    rows, cols = values.shape
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    extra = [np.asarray(v, dtype=float).ravel() for v in hover.values()]
+    custom = np.stack([r, c, values.ravel(), *extra], axis=1)
+    tmpl = "neuron (row %{customdata[0]}, col %{customdata[1]})<br>value %{customdata[2]:.4g}"
+    for i, label in enumerate(hover, start=3):
+        tmpl += f"<br>{label} %{{customdata[{i}]:.4g}}"
+    return custom, tmpl + "<extra></extra>"
+
+
+def _extent(shape: tuple[int, int], topology: str) -> tuple[float, float]:
+    """Width and height of the drawn grid in cell units (centres plus half a cell on each side)."""
+    rows, cols = shape
+    if topology == "hexagonal":
+        return cols + (0.5 if rows > 1 else 0), (rows - 1) * math.sqrt(3) / 2 + 1
+    return float(cols), float(rows)
+
+
+def _plot_px(shape: tuple[int, int], topology: str, size: int) -> tuple[float, float]:
+    """Plot area ``(width, height)`` in pixels for a figure ``size`` wide (margins: left 40, right 80)."""
+    wc, hc = _extent(shape, topology)
+    plot_w = size - 40 - 80
+    return plot_w, float(np.clip(plot_w * hc / wc, MIN_PLOT_PX, MAX_ASPECT * plot_w))
+
+
+def _range(values: np.ndarray) -> tuple[float, float]:
+    """Colour range of the finite values ((0, 1) when none is finite)."""
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+
+
+def _colorbar(title: str) -> dict:
+    return dict(title=title, thickness=12, len=1.0, nticks=5)
+
+
+def _value_trace(values: np.ndarray, xy: np.ndarray, topology: str, colorscale: str, colorbar_title: str,
+                 cell_px: float) -> go.BaseTraceType:
+    """Trace 0: the coloured map (a heatmap; or, for hexagonal grids, an invisible placeholder,
+    since the hexagon markers of the click trace carry the colours)."""
+    if topology == "hexagonal":
+        return go.Scatter(x=xy[:1, 0], y=xy[:1, 1], mode="markers", marker=dict(opacity=0), hoverinfo="skip",
+                          showlegend=False)
+    vmin, vmax = _range(values)
+    return go.Heatmap(z=values, x0=0, dx=1, y0=0, dy=1, colorscale=colorscale, hoverinfo="skip", zmin=vmin,
+                      zmax=vmax, colorbar=_colorbar(colorbar_title))
+
+
+def _click_trace(values: np.ndarray, xy: np.ndarray, topology: str, colorscale: str, colorbar_title: str,
+                 cell_px: float, hover: dict[str, np.ndarray]) -> go.Scatter:
+    """Trace :data:`CLICK_TRACE`: one marker per neuron in flat order (coloured hexagons, or nearly
+    transparent squares over the heatmap)."""
+    custom, tmpl = _hover(values, hover)
+    if topology == "hexagonal":
+        vmin, vmax = _range(values)
+        marker = dict(symbol="hexagon", size=cell_px * 1.12, color=values.ravel(), colorscale=colorscale,
+                      cmin=vmin, cmax=vmax, line=dict(width=0), colorbar=_colorbar(colorbar_title))
+    else:
+        marker = dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)",
+                      line=dict(width=0))
+    return go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, hovertemplate=tmpl,
+                      showlegend=False, marker=marker)
+
+
+def cell_outline(x: float, y: float, topology: str) -> tuple[list[float], list[float]]:
+    """Closed outline of the cell centred at ``(x, y)`` in data units: a unit square, or the pointy-top
+    hexagon of the offset-row lattice of :func:`somad.som.grid_coordinates`."""
+    if topology == "hexagonal":
+        angles = np.deg2rad(np.arange(30, 391, 60))
+        return (x + HEX_RADIUS * np.cos(angles)).tolist(), (y + HEX_RADIUS * np.sin(angles)).tolist()
+    return [x - .5, x + .5, x + .5, x - .5, x - .5], [y - .5, y - .5, y + .5, y + .5, y - .5]
+
+
+def _selection_trace(xy: np.ndarray, j: int, topology: str) -> go.Scatter:
+    """The selected neuron's outline, drawn in data units so it scales with the map."""
+    ox, oy = cell_outline(xy[j, 0], xy[j, 1], topology)
+    return go.Scatter(x=ox, y=oy, mode="lines", hoverinfo="skip", showlegend=False,
+                      line=dict(color=SELECT_COLOR, width=3))
+
+
+def _grid_ticks(n: int) -> list[int]:
+    """At most :data:`MAX_TICKS` integer positions in ``[0, n)``."""
+    return list(range(0, n, max(1, math.ceil(n / MAX_TICKS))))
+
+
+def _axes(shape: tuple[int, int], topology: str) -> dict:
+    """Layout of the equal-aspect axes over the grid, with integer row / column ticks (rows labelled by
+    index on hexagonal grids)."""
+    rows, cols = shape
+    wc, hc = _extent(shape, topology)
+    row_step = math.sqrt(3) / 2 if topology == "hexagonal" else 1.0
+    xt, yt = _grid_ticks(cols), _grid_ticks(rows)
+    common = dict(showgrid=False, zeroline=False, title=None, tickmode="array")
+    return dict(xaxis=dict(range=[-0.6, wc - 0.4], constrain="domain", tickvals=xt, ticktext=[str(t) for t in xt],
+                           **common),
+                yaxis=dict(range=[hc - 0.4, -0.6], scaleanchor="x", scaleratio=1, tickvals=[t * row_step for t in yt],
+                           ticktext=[str(t) for t in yt], **common))
+
+
+def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", colorscale: str = "Viridis",
+            hover: dict[str, np.ndarray] | None = None, selected: tuple[int, int] | None = None,
+            size: int = 420, colorbar_title: str = "") -> go.Figure:
+    """A SOM map (U-matrix, hit map, component plane) as a clickable figure, for grids from 1x1 to
+    100x100, rectangular or hexagonal (positions from :func:`somad.som.grid_coordinates`).
+
+    Args:
+        values: float ``(rows, cols)`` one value per neuron (NaN allowed).
+        topology: ``"rectangular"`` (heatmap + transparent square markers) or ``"hexagonal"``
+            (hexagon markers coloured by value).
+        hover: extra per-neuron arrays ``(rows, cols)`` shown on hover, by label.
+        selected: neuron (row, col) outlined in the selection colour.
+        size: figure width in pixels (height follows the grid's aspect, within
+            [:data:`MIN_PLOT_PX`, :data:`MAX_ASPECT` x width]).
+
+    Returns:
+        figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j``.
+
+    Raises:
+        ValueError: unknown topology.
+    """
+    values = np.asarray(values, dtype=float)
+    shape = values.shape
+    xy = grid_coordinates(shape, topology)
+    plot_w, plot_h = _plot_px(shape, topology, size)
+    cell_px = min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
+    traces = [_value_trace(values, xy, topology, colorscale, colorbar_title, cell_px),
+              _click_trace(values, xy, topology, colorscale, colorbar_title, cell_px, hover or {})]
+    if selected is not None:
+        traces.append(_selection_trace(xy, selected[0] * shape[1] + selected[1], topology))
+    layout = dict(title=dict(text=title, x=0.02, font=dict(size=14)), width=size, height=int(plot_h + 70),
+                  margin=dict(l=40, r=80, t=40, b=30, autoexpand=False), clickmode="event+select", dragmode=False,
+                  plot_bgcolor="white", hovermode="closest", **_axes(shape, topology))
+    fig = go.Figure(traces, layout)  # one constructor: update_layout calls cost ~10 ms each
+    return fig
+
+
+def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str = "",
+                 cell_values: np.ndarray | None = None, selected: tuple[int, int] | None = None,
+                 size: int = 420, value_label: str = "patch score") -> go.Figure:
+    """An RGB image with one nearly transparent clickable square per feature cell.
+
+    Args:
+        image: uint8 ``(S, S, 3)`` (e.g. a heatmap overlay).
+        feature_shape: (h, w) feature cells; point ``j`` of trace :data:`CLICK_TRACE` is cell
+            ``(j // w, j % w)``.
+        cell_values: optional float ``(h, w)`` shown on hover.
+        selected: cell (row, col) outlined.
+    """
+    s = image.shape[0]
+    h, w = feature_shape
+    ch, cw = s / h, s / w
+    r, c = np.divmod(np.arange(h * w), w)
+    xs, ys = (c + 0.5) * cw, (r + 0.5) * ch
+    vals = np.zeros(h * w) if cell_values is None else np.asarray(cell_values, dtype=float).ravel()
+    plot = size - 20
+    traces = [go.Image(z=image, hoverinfo="skip"), go.Scatter(
+        x=xs, y=ys, mode="markers", customdata=np.stack([r, c, vals], 1), showlegend=False,
+        hovertemplate="cell (row %{customdata[0]}, col %{customdata[1]})"
+                      + (f"<br>{value_label} %{{customdata[2]:.3f}}" if cell_values is not None else "")
+                      + "<extra></extra>",
+        marker=dict(symbol="square", size=max(plot / w * 0.95, 3), color="rgba(255,255,255,0.01)", line=dict(width=0)),
+    )]
+    if selected is not None:
+        traces.append(go.Scatter(x=[(selected[1] + 0.5) * cw], y=[(selected[0] + 0.5) * ch], mode="markers",
+                                 hoverinfo="skip", showlegend=False,
+                                 marker=dict(symbol="square-open", size=max(plot / w * 1.2, 10), color="white",
+                                             line=dict(width=3))))
+    return go.Figure(traces, dict(title=dict(text=title, x=0.02, font=dict(size=13)), width=size, height=size + 30,
+                                  margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select", dragmode=False,
+                                  xaxis=dict(visible=False, range=[0, s]),
+                                  yaxis=dict(visible=False, range=[s, 0], scaleanchor="x")))
+
+
+PLOT_POINTS = 4000
+"""Curves are thinned to about this many points for plotting (a PRO curve has one per pixel threshold)."""
+
+
+def thin_curve(x: np.ndarray, y: np.ndarray, n: int = PLOT_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``n`` evenly spaced points of a curve, both ends kept."""
+    if len(x) <= n:
+        return x, y
+    keep = np.unique(np.r_[np.linspace(0, len(x) - 1, n).astype(int), len(x) - 1])
+    return x[keep], y[keep]
+
+
+def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, title: str = "Image ROC") -> go.Figure:
+    """ROC curve with the chance diagonal."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"AUROC {auc:.3f}", line=dict(width=2)))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
+                             showlegend=False, hoverinfo="skip"))
+    fig.update_layout(title=title, xaxis_title="false positive rate", yaxis_title="true positive rate",
+                      height=360, margin=dict(l=40, r=10, t=40, b=40), legend=dict(x=0.45, y=0.1))
+    return fig
+
+
+def pro_figure(fpr: np.ndarray, pro: np.ndarray, aupro: float, limit: float = 0.3) -> go.Figure:
+    """PRO curve (per-region overlap against pixel false-positive rate) with the integration limit."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=fpr, y=pro, mode="lines", name=f"AUPRO@{limit:g} {aupro:.3f}"))
+    fig.add_vline(x=limit, line=dict(dash="dash", color="grey"))
+    fig.update_layout(title="PRO curve", xaxis_title="pixel false positive rate", yaxis_title="per-region overlap",
+                      height=360, margin=dict(l=40, r=10, t=40, b=40), legend=dict(x=0.45, y=0.1),
+                      xaxis_range=[0, 1])
+    return fig
+
+
+def score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float,
+                    f1_threshold: float | None = None) -> go.Figure:
+    """Histograms of normal vs anomalous image scores with the threshold line(s)."""
+    scores = np.asarray(scores)
+    labels = np.asarray(labels).astype(bool)
+    fig = go.Figure()
+    edges = np.histogram_bin_edges(scores, bins=min(40, max(10, len(scores) // 3)))
+    for name, sel, color in (("normal", ~labels, "#2a9d8f"), ("anomalous", labels, "#e76f51")):
+        fig.add_trace(go.Histogram(x=scores[sel], name=f"{name} ({int(sel.sum())})", opacity=0.7,
+                                   marker_color=color, xbins=dict(start=edges[0], end=edges[-1],
+                                                                  size=edges[1] - edges[0])))
+    fig.add_vline(x=threshold, line=dict(color="black", width=2), annotation_text="threshold",
+                  annotation_position="top")
+    if f1_threshold is not None and np.isfinite(f1_threshold):
+        fig.add_vline(x=f1_threshold, line=dict(color="grey", dash="dash"), annotation_text="F1-optimal",
+                      annotation_position="bottom right")
+    fig.update_layout(barmode="overlay", title="Image scores", xaxis_title="image score (Mahalanobis)",
+                      yaxis_title="images", height=360, margin=dict(l=40, r=10, t=40, b=40))
+    return fig
+
+
+def contributions_figure(top: list[tuple[int, int, float, float]], title: str = "",
+                         labels: list[str] | None = None) -> go.Figure:
+    """Horizontal bars of the features contributing most to a squared Mahalanobis distance.
+
+    Args:
+        top: ``(dim, backbone_channel, term, share)`` as :func:`somad.explain.top_contributions` returns.
+        labels: one bar label per entry of ``top`` (default ``"dim D (ch C)"``), e.g. with the backbone
+            stage from :func:`somad.explain.channel_label`.
+    """
+    labels = (labels or [f"dim {d} (ch {c})" for d, c, _, _ in top])[::-1]
+    terms = [t for _, _, t, _ in top][::-1]
+    shares = [s for _, _, _, s in top][::-1]
+    fig = go.Figure(go.Bar(x=terms, y=labels, orientation="h", customdata=np.array(shares) * 100,
+                           hovertemplate="%{y}: %{x:.3f} (%{customdata:.1f}% of distance²)<extra></extra>",
+                           marker_color="#e76f51"))
+    fig.update_layout(title=title, xaxis_title="contribution to Mahalanobis distance²", height=60 + 24 * len(top),
+                      margin=dict(l=10, r=10, t=40, b=40))
+    return fig

@@ -1,0 +1,145 @@
+"""A self-contained HTML report of a model and its evaluation, to hand out.
+
+One file that opens offline in any browser: the model card and metrics, the ROC and PRO curves and
+the score histogram (interactive plotly; plotly.js is embedded once, no CDN), the U-matrix and hit
+map, the failing images with their heatmaps (embedded PNGs) and the per-defect table.
+Written by the dashboard (Model and Metrics pages) and by ``python -m somad report``.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import figures, metrics, viz
+from .atomic import write_text
+from .decision import DECISION_RULE
+from .explain import failing_order, outcome_counts
+
+MAX_FAILING = 8
+"""Failing images shown (worst first)."""
+
+METRIC_LABELS = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "aupro": "AUPRO (FPR ≤ 0.3)",
+                 "image_f1_max": "Image F1-max", "pixel_f1_max": "Pixel F1-max"}
+
+
+def per_defect_rows(mt: dict) -> list[dict]:
+    """One row per defect type (each against all good test images), rounded to 4 decimals."""
+    return [{"defect type": d, "images": v.get("n_images", 0),
+             **{label: round(float(v[key]), 4) for key, label in METRIC_LABELS.items() if key in v}}
+            for d, v in mt.get("per_defect", {}).items()]
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p>(none)</p>"
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "n/a" if not np.isfinite(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _png(image: np.ndarray, alt: str) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+PLOT_WIDTH = 560
+"""Width in pixels of the curves (SOM maps keep their own): two fit side by side on a laptop screen."""
+
+
+def _plot(fig, first: bool) -> str:
+    """A plotly figure as a ``<div>`` of fixed width; the first one carries plotly.js (embedded, no CDN)."""
+    if fig.layout.width is None:
+        fig.update_layout(width=PLOT_WIDTH)
+    return fig.to_html(full_html=False, include_plotlyjs=True if first else False, config={"displayModeBar": False})
+
+
+def _model_card(model, model_dir: str | None) -> list[dict]:
+    card = [("model dir", model_dir or "(not saved)"), ("training images", model.n_train_),
+            ("SOM grid", f"{model.grid_[0]}x{model.grid_[1]} {model.topology}"),
+            ("quantization error", float(model.quantization_error_)),
+            ("topographic error", float(model.topographic_error_)),
+            ("deployable image threshold", float(model.threshold_)),
+            ("decision rule", f"anomalous when {DECISION_RULE}"),
+            ("pixel colour range", f"{model.pixel_range_[0]:.3f} – {model.pixel_range_[1]:.3f}"),
+            ("fit time (s)", float(sum(model.timings_.values())))]
+    card += [(k, v if isinstance(v, (int, float, str)) else str(v)) for k, v in model.get_params().items()]
+    return [{"": k, "value": v} for k, v in card]
+
+
+def _failing(model, ev, pix_thr: float) -> str:
+    order = failing_order(ev.labels, ev.scores, model.threshold_)[:MAX_FAILING]
+    if not len(order):
+        return "<p>No failing image at the deployable threshold.</p>"
+    out = []
+    for i in order:
+        s = ev.samples[i]
+        heat = viz.overlay(ev.images[i], ev.maps[i], *model.pixel_range_)
+        region = viz.region_contours(ev.images[i], ev.masks[i], ev.maps[i], pix_thr)
+        kind = "false positive" if ev.labels[i] == 0 else "false negative"
+        out.append(f"<figure><figcaption>{html.escape(f'{s.defect}/{s.path.name}')}: score {ev.scores[i]:.3f}, "
+                   f"{kind}</figcaption>{_png(ev.images[i], 'input')}{_png(heat, 'heatmap')}"
+                   f"{_png(region, 'predicted region and truth')}</figure>")
+    return "".join(out)
+
+
+def build_report(model, ev, model_dir: str | None = None, title: str | None = None) -> str:
+    """The HTML text of the report.
+
+    Args:
+        model: a fitted :class:`~somad.model.SOMAD`.
+        ev: its :class:`~somad.pipeline.Evaluation` on the category's test split.
+        model_dir: shown in the model card.
+    """
+    mt = ev.metrics
+    category = mt.get("category", "")
+    title = title or f"somad report: {category}"
+    counts = outcome_counts(ev.labels, ev.scores, model.threshold_)
+    pix_thr = viz.pixel_threshold(mt, model.pixel_range_)
+    plots = []
+    if ev.labels.min() != ev.labels.max():
+        fpr, tpr, _ = metrics.roc(ev.labels, ev.scores)
+        plots.append(figures.roc_figure(fpr, tpr, mt["image_auroc"]))
+    if ev.masks.any():
+        plots.append(figures.pro_figure(*figures.thin_curve(*metrics.pro_curve(ev.masks, ev.maps)), mt["aupro"]))
+    plots.append(figures.score_histogram(ev.scores, ev.labels, model.threshold_, mt.get("image_f1_threshold")))
+    maps = [figures.som_map(model.u_matrix(), model.topology, "U-matrix", "Viridis", colorbar_title="U"),
+            figures.som_map(model.hit_map(), model.topology, "Hit map", "Blues", colorbar_title="hits")]
+    divs = [_plot(f, first=(n == 0)) for n, f in enumerate(plots + maps)]
+    summary = [{"": METRIC_LABELS[k], "value": float(mt[k])} for k in METRIC_LABELS if k in mt]
+    summary += [{"": f"{k} at the deployable threshold", "value": v} for k, v in counts.items()]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}figure{{margin:1em 0}}img{{width:224px;margin-right:6px}}
+.plots{{display:flex;flex-wrap:wrap;gap:1em}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Written {time.strftime("%Y-%m-%d %H:%M")} by somad. {mt.get("n_test", len(ev.labels))} test images,
+{mt.get("n_anomalous", int(ev.labels.sum()))} defective. An image is anomalous when {DECISION_RULE}; the predicted
+region is the heatmap at or above the pixel threshold {pix_thr:.3f}.</p>
+<h2>Metrics</h2>{_table(summary)}
+<h2>Model card</h2>{_table(_model_card(model, model_dir))}
+<h2>Curves and scores</h2><div class="plots">{"".join(divs[:len(plots)])}</div>
+<h2>SOM: U-matrix and hit map</h2><div class="plots">{"".join(divs[len(plots):])}</div>
+<h2>Failing images at the deployable threshold</h2>
+<p>input · heatmap (fixed colour range) · predicted region (red) and ground truth (green)</p>{_failing(model, ev, pix_thr)}
+<h2>Per defect type</h2>{_table(per_defect_rows(mt))}
+</body></html>
+"""
+
+
+def write_report(model, ev, path: str | Path, model_dir: str | None = None) -> Path:
+    """Write :func:`build_report` to ``path`` atomically; returns the path."""
+    return write_text(Path(path), build_report(model, ev, model_dir))
