@@ -8,7 +8,7 @@ from somad.features import BACKBONES
 from somad.model import ParamSpec, param_specs
 
 FORM_PARAMS = ("backbone", "image_size", "d", "device", "grid", "topology", "som_backend", "epochs",
-               "sigma", "learning_rate", "k", "blur_sigma")
+               "sigma", "learning_rate", "k", "blur_sigma", "image_score")
 """The hyperparameters the dashboard's fit form shows, in order; the others keep their defaults."""
 
 IMAGE_SIZES = tuple(range(64, 321, 32)) + (224,)

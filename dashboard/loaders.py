@@ -41,7 +41,7 @@ def _warm_training_images(model, limit: int = 256) -> None:
     def work() -> None:
         for p in paths:
             try:
-                load_training_image(p, model.image_size)
+                load_training_image(p, model.image_size, model.intensity_)
             except Exception:  # unreadable files are reported when a crop needs them
                 pass
 
@@ -124,9 +124,10 @@ def get_pro_curve(model_dir, data_dir, category, device: str = "cpu"):
 
 
 @lru_cache(maxsize=256)
-def load_training_image(path: str, image_size: int) -> np.ndarray:
-    """uint8 ``(S, S, 3)`` training image (LRU-cached, shared by all sessions)."""
-    return data.load_image(path, image_size)
+def load_training_image(path: str, image_size: int, rule: data.IntensityRule | None = None) -> np.ndarray:
+    """uint8 ``(S, S, 3)`` training image read with the model's intensity ``rule`` (LRU-cached,
+    shared by all sessions)."""
+    return data.load_image(path, image_size, rule)
 
 
 @st.cache_data(show_spinner=False, ttl=30)

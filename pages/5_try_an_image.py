@@ -8,7 +8,7 @@ import streamlit as st
 from dashboard import help, images, loaders, state
 from dashboard.keys import Keys
 from somad import viz
-from somad.data import resize_image
+from somad.data import display_shape, resize_image, resize_to
 from somad.decision import DECISION_RULE, is_anomalous
 from somad.errors import SomadError
 
@@ -52,13 +52,16 @@ def render_summary(decoded, scores, verdicts, reasons) -> None:
         st.markdown(help.UPLOADS)
 
 
-def render_one(n: int, name: str, img, sc: float, verdict: str, amap, pix_thr: float, reasons, m) -> None:
+def render_one(n: int, name: str, rgb, sc: float, verdict: str, amap, pix_thr: float, reasons, m) -> None:
+    """One upload at its own aspect ratio (longest side capped, :func:`somad.data.display_shape`)."""
     st.subheader(f"{name}: score {sc:.3f} → {verdict}")
     for reason in reasons:
         st.warning(f"Unlike the training images: {reason}.")
+    shape = display_shape(rgb.shape[:2])
+    img, amap = resize_to(rgb, shape), resize_to(amap, shape)
     pic = images.contours(images.heat_overlay(img, amap, m.pixel_range_), None, amap, pix_thr)
     a, b = st.columns(2)
-    a.image(img, caption="input (resized)", width=300)
+    a.image(img, caption="input", width=300)
     b.image(pic, caption=f"heatmap overlay, region ≥ pixel threshold {pix_thr:.3f} outlined red", width=300)
     stem = name.rsplit(".", 1)[0]
     b.download_button("Download overlay PNG", images.to_png(pic), file_name=f"{stem}_overlay.png",
@@ -88,6 +91,6 @@ upload_verdicts = np.where(is_anomalous(upload_scores, thr), "ANOMALOUS", "norma
 upload_reasons = [images.unlike_training(float(s), rgb, reference) for s, (_, rgb) in zip(upload_scores, uploads)]
 render_summary(uploads, upload_scores, upload_verdicts, upload_reasons)
 pixel_thr = viz.pixel_threshold(evaluation.metrics, model.pixel_range_)
-for k, ((fname, _), image, s, v, amap, why) in enumerate(zip(uploads, batch, upload_scores, upload_verdicts,
-                                                          upload_maps, upload_reasons)):
-    render_one(k, fname, image, float(s), str(v), amap, pixel_thr, why, model)
+for k, ((fname, rgb), s, v, amap, why) in enumerate(zip(uploads, upload_scores, upload_verdicts, upload_maps,
+                                                       upload_reasons)):
+    render_one(k, fname, rgb, float(s), str(v), amap, pixel_thr, why, model)

@@ -184,19 +184,20 @@ def crop_patch(image: np.ndarray, row: int, col: int, feature_shape: tuple[int, 
     return out
 
 
-def patch_crops(model, patches: Sequence[PatchRef], load: Callable[[str, int], np.ndarray] | None = None,
+def patch_crops(model, patches: Sequence[PatchRef], load: Callable[..., np.ndarray] | None = None,
                 context: int = 1, out_size: int = 96) -> list[np.ndarray | None]:
     """Crops of training patches (see :func:`crop_patch`); None for an image that cannot be read.
 
     Args:
-        load: ``load(path, image_size)`` -> uint8 ``(S, S, 3)``; default :func:`somad.data.load_image`
-            with the model's intensity rule (pass a cached loader for speed).
+        load: ``load(path, image_size, rule)`` -> uint8 ``(S, S, 3)``, called with the model's
+            intensity rule; default :func:`somad.data.load_image` (pass a cached loader for speed).
     """
-    load = load or (lambda path, size: data.load_image(path, size, getattr(model, "intensity_", None)))
+    load = load or data.load_image
+    rule = getattr(model, "intensity_", None)
     out = []
     for p in patches:
         try:
-            img = load(p.path, model.image_size)
+            img = load(p.path, model.image_size, rule)
         except (data.DataError, OSError, ValueError):
             out.append(None)
             continue

