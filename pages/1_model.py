@@ -7,10 +7,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import config, loaders, state
+from dashboard import config, form, loaders, state
 from somad import pipeline
 from somad.errors import SomadError
-from somad.features import BACKBONES, DEFAULT_BACKBONE
 from somad.persistence import read_config
 
 state.ensure_navigation()
@@ -100,7 +99,7 @@ def fit_now(params: dict, name: str, force: bool, max_train: int | None) -> None
     try:
         pipeline.fit_category(Path(root).resolve(), category, out, params, max_train_images=max_train,
                               force=force, progress=progress)
-    except (SomadError, ValueError) as exc:
+    except SomadError as exc:
         box.error(f"Fitting failed: {exc}")
         return
     except Exception as exc:  # never a traceback in the page
@@ -130,23 +129,7 @@ else:
 # -------------------------------------------------------------------- fit form
 with st.expander("Fit a new model", expanded=False):
     with st.form("fit_form"):
-        a, b, c, d_ = st.columns(4)
-        backbone = a.selectbox("Backbone", sorted(BACKBONES), index=sorted(BACKBONES).index(DEFAULT_BACKBONE),
-                                key="fit_backbone")
-        image_size = b.select_slider("Image size (px)", options=[64, 96, 128, 160, 192, 224, 256, 288, 320],
-                                     value=224, key="fit_image_size")
-        d = c.number_input("d (feature channels)", 8, 512, 100, step=4, key="fit_d")
-        device = d_.selectbox("Device", ["cpu", "cuda"], index=0, key="fit_device")
-        a, b, c, d_ = st.columns(4)
-        grid_rows = a.number_input("Grid rows (0 = feature map, size/4)", 0, 128, 0, key="fit_grid_rows")
-        grid_cols = b.number_input("Grid cols (0 = feature map)", 0, 128, 0, key="fit_grid_cols")
-        topology = c.selectbox("Topology", ["rectangular", "hexagonal"], key="fit_topology")
-        backend = d_.selectbox("SOM backend", ["torch", "minisom"], key="fit_backend")
-        a, b, c, d_ = st.columns(4)
-        epochs = a.number_input("Epochs", 1, 200, 10, key="fit_epochs")
-        sigma = b.number_input("Sigma (0 = auto, max(grid)/8)", 0.0, 64.0, 0.0, step=0.5, key="fit_sigma")
-        lr = c.number_input("Learning rate", 0.01, 1.0, 1.0, step=0.05, key="fit_lr")
-        k = d_.number_input("k (nearest neurons in the score)", 1, 16, 4, key="fit_k")
+        params = form.fit_form_params()
         a, b, c = st.columns(3)
         name = a.text_input("Model name", "default", key="fit_name")
         max_train = b.number_input("Max training images (0 = all)", 0, 100000, 0, key="fit_max_train")
@@ -156,10 +139,6 @@ with st.expander("Fit a new model", expanded=False):
         if not name.strip() or "/" in name or name.startswith("."):
             st.error("The model name must be a plain folder name (no '/', not starting with '.').")
         else:
-            params = {"backbone": backbone, "image_size": int(image_size), "d": int(d), "topology": topology,
-                      "som_backend": backend, "epochs": int(epochs), "learning_rate": float(lr), "k": int(k),
-                      "device": device, "grid": (int(grid_rows), int(grid_cols)) if grid_rows and grid_cols else None,
-                      "sigma": float(sigma) if sigma > 0 else None}
             fit_now(params, name.strip(), force, int(max_train) or None)
 
 # ------------------------------------------------------------------ model card

@@ -37,7 +37,8 @@ if not decoded:
 batch = np.stack([resize_image(rgb, m.image_size) for _, rgb in decoded])
 try:
     with st.spinner(f"Scoring {len(batch)} image(s)..."):
-        scores, maps = m.anomaly_maps(batch)
+        res = m.anomaly_maps(batch)
+        scores, maps = res.scores, res.maps
 except Exception as exc:  # never a traceback
     st.error(f"Scoring failed ({type(exc).__name__}: {exc}).")
     st.stop()

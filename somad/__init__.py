@@ -7,10 +7,10 @@ metrics (:mod:`somad.metrics`), persistence (:mod:`somad.persistence`), explanat
 It never imports Streamlit. ``SOMAD``, ``load_model`` and ``save_model`` are imported lazily,
 so ``import somad`` (and ``python -m somad --help``) does not load torch.
 """
-from .errors import BackboneError, DataError, ModelFileError, NotFittedError, SomadError
+from .errors import BackboneError, DataError, ModelFileError, NotFittedError, ParameterError, SomadError
 
 __all__ = ["SOMAD", "load_model", "save_model", "SomadError", "DataError", "BackboneError",
-           "ModelFileError", "NotFittedError"]
+           "ModelFileError", "NotFittedError", "ParameterError"]
 __version__ = "0.1.0"
 
 _LAZY = {"SOMAD": "model", "load_model": "persistence", "save_model": "persistence"}

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 from . import data, demo
+from .decision import DECISION_RULE
 from .errors import SomadError
+from .progress import Stage
 
 DEFAULT_DATA = demo.DEFAULT_DIR
 
@@ -24,13 +26,13 @@ class TqdmProgress:
         self.bar = None
         self.stage = None
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: Stage, done: int, total: int) -> None:
         from tqdm import tqdm
 
         if stage != self.stage:
             self.close()
             self.stage = stage
-            unit = {"som": "epoch", "threshold": "fold", "gaussians": "step"}.get(stage, "img")
+            unit = Stage(stage).unit
             self.bar = tqdm(total=total, desc=f"{self.prefix}{stage}", unit=unit, leave=True, file=sys.stderr)
         self.bar.update(done - self.bar.n)
         if done >= total:
@@ -63,6 +65,38 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
+ALIASES = {"image_size": ["--img_size"], "d": ["--channels"], "epochs": ["--som_iterations"]}
+"""Extra flag spellings kept for users of the reference implementation."""
+
+_OPTION_TYPES = {tuple: lambda text: _grid(text)}
+
+
+def _optional(convert):
+    """Parse 'none' (any case) as None, anything else with ``convert``."""
+    def parse(text: str):
+        return None if text.strip().lower() == "none" else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def _add_hyperparameters(p: argparse.ArgumentParser) -> None:
+    """One flag per SOMAD hyperparameter, with name, default, type, choices and help from
+    :func:`somad.model.param_specs` (``--data-dir`` style: underscores become dashes)."""
+    from .model import param_specs
+
+    for spec in param_specs():
+        if spec.name == "device":  # shared with evaluate/predict, added by _add_data
+            continue
+        convert = _OPTION_TYPES.get(spec.type, spec.type)
+        if spec.default is None:
+            convert = _optional(convert)
+        shown = "x".join(map(str, spec.default)) if isinstance(spec.default, tuple) else spec.default
+        p.add_argument(f"--{spec.name.replace('_', '-')}", *ALIASES.get(spec.name, []), dest=spec.name,
+                       type=convert, default=spec.default, choices=spec.choices,
+                       help=f"{spec.help} (default: {shown})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m somad``."""
     parser = argparse.ArgumentParser(prog="python -m somad",
@@ -78,29 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a model on train/good of a category and save it")
     _add_data(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing model")
-    p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--weights", type=Path, help="local backbone checkpoint (.pth or .safetensors)")
-    p.add_argument("--image-size", "--img_size", dest="image_size", type=int, default=224, help="pixels")
-    p.add_argument("--d", "--channels", dest="d", type=int, default=100, help="feature channels kept")
-    p.add_argument("--grid", type=_grid, default=None, help="SOM grid ROWSxCOLS (default: feature-map size)")
-    p.add_argument("--topology", choices=("rectangular", "hexagonal"), default="rectangular")
-    p.add_argument("--som-backend", choices=("torch", "minisom"), default="torch")
-    p.add_argument("--epochs", "--som_iterations", dest="epochs", type=int, default=10,
-                   help="SOM epochs over all training vectors")
-    p.add_argument("--sigma", type=float, default=None, help="initial neighbourhood sigma, cells")
-    p.add_argument("--sigma-final", type=float, default=0.5)
-    p.add_argument("--learning-rate", type=float, default=1.0)
-    p.add_argument("--learning-rate-final", type=float, default=1.0)
-    p.add_argument("--search-radius", type=int, default=4, help="local BMU search radius, cells (-1: exact)")
-    p.add_argument("--k", type=int, default=4, help="nearest neurons in the score")
-    p.add_argument("--blur-sigma", type=float, default=4.0, help="anomaly-map blur, pixels")
-    p.add_argument("--cov-eps", type=float, default=0.01)
-    p.add_argument("--shrinkage", type=float, default=10.0)
-    p.add_argument("--threshold-percentile", type=float, default=99.0)
-    p.add_argument("--cv-folds", type=int, default=5, help="cross-fitting folds for the threshold")
-    p.add_argument("--cv-max-images", type=int, default=100, help="training images scored for the threshold")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
+    _add_hyperparameters(p)
     p.add_argument("--max-train-images", type=int, default=None)
 
     p = sub.add_parser("evaluate", help="evaluate saved models on test/ of a category")
@@ -131,12 +143,10 @@ def _categories(args) -> list[str]:
 def cmd_fit(args) -> int:
     from .pipeline import check_writable, fit_category, model_path
 
-    params = {k: getattr(args, k) for k in (
-        "backbone", "image_size", "d", "grid", "topology", "epochs", "sigma", "sigma_final", "learning_rate",
-        "learning_rate_final", "som_backend", "k", "blur_sigma", "cov_eps", "shrinkage",
-        "threshold_percentile", "cv_folds", "cv_max_images", "device", "seed", "batch_size")}
-    params["search_radius"] = None if args.search_radius < 0 else args.search_radius
-    params["weights"] = str(args.weights) if args.weights else None
+    from .model import SOMAD, param_specs
+
+    params = {spec.name: getattr(args, spec.name) for spec in param_specs()}
+    SOMAD(**params)._validate_params()  # before any data is touched
     cats = _categories(args)
     for cat in cats:  # check every target before fitting any
         check_writable(model_path(args.models_dir, cat, args.name), args.force)
@@ -188,7 +198,7 @@ def cmd_predict(args) -> int:
     for row in predict_files(model, args.images, args.out):
         verdict = "ANOMALOUS" if row["anomalous"] else "normal"
         print(f"{row['path']}\t{row['score']:.3f}\t{verdict}\t{row['overlay']}")
-    print(f"(threshold {model.threshold_:.3f})")
+    print(f"(anomalous when {DECISION_RULE}, threshold {model.threshold_:.3f})")
     return 0
 
 
@@ -207,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return COMMANDS[args.command](args)
-    except (SomadError, ValueError) as exc:
+    except SomadError as exc:  # user errors; anything else is a bug and keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,5 +22,13 @@ class ModelFileError(SomadError):
     """A model directory is missing, incomplete, tampered or of another format."""
 
 
-class NotFittedError(SomadError):
-    """A method that needs a fitted model was called before ``fit``."""
+class ParameterError(SomadError, ValueError):
+    """A hyperparameter or option has a value that cannot work (named in the message)."""
+
+
+class NotFittedError(SomadError, ValueError, AttributeError):
+    """A method that needs a fitted model was called before ``fit``.
+
+    Also a ``ValueError`` and an ``AttributeError``, like scikit-learn's, so code
+    written for scikit-learn estimators catches it.
+    """

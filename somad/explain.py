@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import data
+from .decision import is_anomalous
 from .scoring import PatchScores
 
 Progress = Callable[[str, int, int], None]
@@ -395,9 +396,10 @@ def test_hit_map(patches: PatchScores, grid: tuple[int, int]) -> np.ndarray:
 
 # ------------------------------------------------------------------ thresholds
 def outcomes(labels: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Outcome strings ``(N,)`` ('TP', 'FP', 'FN', 'TN') with prediction ``score > threshold``."""
+    """Outcome strings ``(N,)`` ('TP', 'FP', 'FN', 'TN') with the prediction of
+    :func:`somad.decision.is_anomalous`."""
     labels = np.asarray(labels).astype(bool)
-    pred = np.asarray(scores) > threshold
+    pred = is_anomalous(scores, threshold)
     out = np.empty(len(labels), dtype="<U2")
     out[pred & labels] = "TP"
     out[pred & ~labels] = "FP"

@@ -101,7 +101,8 @@ def roc(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """Best F1 over thresholds and the threshold reaching it (score >= threshold is anomalous)."""
+    """Best F1 over thresholds and the threshold reaching it: applied with
+    :func:`somad.decision.is_anomalous` (``score >= threshold``) it gives exactly that F1."""
     return rank_counts(labels, scores).f1_max()
 
 

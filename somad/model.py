@@ -19,123 +19,228 @@ Beyond the paper, ``fit`` also:
 """
 from __future__ import annotations
 
+import inspect
 import time
-from typing import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import NotFittedError
+from .decision import is_anomalous
+from .errors import NotFittedError, ParameterError
 from .features import DEFAULT_BACKBONE, FeatureExtractor
 from .gaussian import NeuronStats, accumulate, gaussians, whitening_factors
+from .progress import Progress, Stage, counter, for_stage
 from .scoring import PatchScores, anomaly_maps, score_patches
-from .som import SOM, hit_map, u_matrix
+from .som import SOM, SOM_BACKENDS, TOPOLOGIES, hit_map, u_matrix
 
-Progress = Callable[[str, int, int], None]
-"""Progress callback: ``progress(stage, done, total)``."""
+PARAM_HELP = {
+    "backbone": "feature extractor: a name from somad.features.BACKBONES or any timm model name",
+    "weights": "local backbone checkpoint (.pth/.pt or .safetensors) for backbones without offline weights",
+    "image_size": "side in pixels every image is resized to (whole frame, no crop); a multiple of 16, >= 32",
+    "d": "feature channels kept (a random subset fixed by the seed); None keeps all",
+    "grid": "SOM grid (rows, cols); None = the feature-map size (image_size / 4)",
+    "topology": "SOM lattice: rectangular (8 neighbours) or hexagonal (6 neighbours)",
+    "epochs": "SOM epochs over all training patch vectors",
+    "sigma": "initial neighbourhood sigma in grid cells; None = max(grid) / 8",
+    "sigma_final": "final neighbourhood sigma in grid cells",
+    "learning_rate": "initial blend of the batch SOM update, in (0, 1]",
+    "learning_rate_final": "final blend of the batch SOM update, in (0, 1]",
+    "som_backend": "SOM trainer: torch (vectorised, CPU or CUDA) or minisom (the reference)",
+    "search_radius": "local BMU search window in grid cells during training; None = exact search every epoch",
+    "k": "nearest neurons (Euclidean) whose Mahalanobis distances give a patch score (paper: 4)",
+    "blur_sigma": "Gaussian blur of the anomaly map, in pixels (paper: 4)",
+    "cov_eps": "ridge added to every neuron covariance (paper: 0.01)",
+    "shrinkage": "pseudo-samples of pooled covariance mixed into each neuron's covariance",
+    "threshold_percentile": "percentile of cross-fitted training image scores used as the deployable threshold",
+    "cv_folds": "cross-fitting folds for the deployable threshold (0 or 1: in-sample)",
+    "cv_max_images": "at most this many training images (evenly spaced) are scored for the threshold",
+    "device": "torch device: cpu or cuda",
+    "seed": "seed of the channel subset and of any random initialisation",
+    "batch_size": "images per feature-extraction and scoring batch",
+}
+"""Help text of every hyperparameter of :class:`SOMAD` (names and defaults come from its signature)."""
 
-HYPERPARAMETERS = ("backbone", "image_size", "d", "grid", "topology", "epochs", "sigma", "sigma_final",
-                   "learning_rate", "learning_rate_final", "som_backend", "search_radius", "k",
-                   "blur_sigma", "cov_eps", "shrinkage", "threshold_percentile", "cv_folds", "cv_max_images", "seed")
+PARAM_TYPES = {"weights": str, "d": int, "grid": tuple, "sigma": float, "search_radius": int}
+"""Value type of the hyperparameters whose default is None (the others take their default's type)."""
+
+PARAM_CHOICES = {"topology": TOPOLOGIES, "som_backend": tuple(SOM_BACKENDS), "device": ("cpu", "cuda")}
+"""Allowed values of the categorical hyperparameters."""
+
+RUNTIME_PARAMS = ("weights", "device", "batch_size")
+"""Hyperparameters that steer where and how fast a model runs, not what it learns: not saved with a model."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One hyperparameter of :class:`SOMAD`, as the CLI and the dashboard form show it."""
+
+    name: str
+    default: object
+    type: type
+    help: str
+    choices: tuple | None = None
+
+
+def param_specs() -> list[ParamSpec]:
+    """Every hyperparameter of :class:`SOMAD`, in signature order (the one source of names,
+    defaults, types, help and choices)."""
+    out = []
+    for p in inspect.signature(SOMAD.__init__).parameters.values():
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        typ = PARAM_TYPES.get(p.name, type(p.default))
+        out.append(ParamSpec(p.name, p.default, typ, PARAM_HELP[p.name], PARAM_CHOICES.get(p.name)))
+    return out
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A fitted array of :class:`SOMAD`.
+
+    Attributes:
+        dtype: torch dtype in memory. shape: symbolic shape: ``M`` neurons, ``d`` channels,
+            ``P`` training patches, ``T`` threshold images. on_device: a torch tensor on the
+            model device (else a CPU numpy array). stored: dtype on disk when narrower.
+    """
+
+    dtype: torch.dtype
+    shape: tuple[str, ...]
+    on_device: bool = True
+    stored: torch.dtype | None = None
+
+
+FITTED_TENSORS = {
+    "som_weights_": TensorSpec(torch.float32, ("M", "d")),
+    "means_": TensorSpec(torch.float32, ("M", "d")),
+    "covariances_": TensorSpec(torch.float32, ("M", "d", "d")),
+    "counts_": TensorSpec(torch.int64, ("M",)),
+    "train_bmu_": TensorSpec(torch.int64, ("P",), stored=torch.int32),
+    "train_bmu_dist_": TensorSpec(torch.float32, ("P",)),
+    "channel_idx_": TensorSpec(torch.int64, ("d",), on_device=False),
+    "train_scores_": TensorSpec(torch.float32, ("T",), on_device=False),
+    "threshold_indices_": TensorSpec(torch.int64, ("T",), on_device=False),
+}
+"""The fitted arrays: saving, loading, shape checks and device moves all read this table."""
+
+FITTED_VALUES = {"grid_": tuple, "feature_shape_": tuple, "n_train_": int, "train_paths_": list,
+                 "threshold_": float, "pixel_range_": tuple, "quantization_error_": float,
+                 "topographic_error_": float, "timings_": dict}
+"""The fitted scalars and lists (saved in ``config.json`` under their names without the underscore)."""
+
+PIXEL_RANGE_PERCENTILES = (1.0, 99.99)
+"""Display range of pixel scores: these percentiles of the cross-fitted training maps (robust to outliers)."""
+
+PIXEL_RANGE_STRIDE = 4
+"""Every 4th pixel in each direction of the training maps enters the display range: 1/16 of the memory."""
+
+
+@dataclass
+class AnomalyMaps:
+    """What :meth:`SOMAD.anomaly_maps` returns.
+
+    Attributes:
+        scores: float32 ``(N,)`` image scores (Mahalanobis units).
+        maps: float32 ``(N, S, S)`` pixel anomaly maps, same units.
+        patches: the :class:`~somad.scoring.PatchScores` of every patch (flat over N, h, w in C
+            order) when asked for, else None.
+    """
+
+    scores: np.ndarray
+    maps: np.ndarray
+    patches: PatchScores | None = None
 
 
 class SOMAD:
     """Self-Organizing Map anomaly detector.
 
-    Args:
-        backbone: registry or timm model name (default ``efficientnet_lite0``, offline).
-        weights: optional local checkpoint for the backbone (not saved in the model's config).
-        image_size: side in pixels every image is resized to (whole frame, no crop).
-        d: feature channels kept (random subset, fixed by ``seed``).
-        grid: SOM (rows, cols); ``None`` = the feature-map size (image_size / 4).
-        topology: ``"rectangular"`` or ``"hexagonal"``.
-        epochs, sigma, sigma_final, learning_rate, learning_rate_final, search_radius: see :class:`SOM`.
-        som_backend: ``"torch"`` or ``"minisom"``.
-        k: nearest neurons in the score (paper: 4).
-        blur_sigma: Gaussian blur of the anomaly map, in pixels (paper: 4).
-        cov_eps: covariance ridge (paper: 0.01).
-        shrinkage: pseudo-samples of pooled covariance for neurons with few vectors.
-        threshold_percentile: percentile of cross-fitted training image scores used as threshold.
-        cv_folds: folds of the cross-fitting (0 or 1: score the training images in-sample).
-        cv_max_images: at most this many training images (evenly spaced) are scored for the threshold.
-        device: ``"cpu"``, ``"cuda"`` or a torch device.
-        seed: seed of channel selection and of any random initialisation.
-        batch_size: images per feature/scoring batch.
+    Every argument is a keyword-only hyperparameter, described in :data:`PARAM_HELP`;
+    they are stored as given and validated in :meth:`fit` (scikit-learn's convention).
 
-    Fitted attributes (trailing underscore):
-        channel_idx_: int64 ``(d,)``. feature_shape_: (h, w) feature cells.
+    Fitted attributes (trailing underscore, set by :meth:`fit` or ``load_model``): the arrays of
+    :data:`FITTED_TENSORS` and the values of :data:`FITTED_VALUES`:
+        channel_idx_: int64 ``(d,)``. feature_shape_: (h, w) feature cells. grid_: (rows, cols).
         som_weights_: float32 ``(M, d)``, M = rows * cols. means_: float32 ``(M, d)``.
-        covariances_: float32 ``(M, d, d)``. counts_: int64 ``(M,)`` training patches won.
+        covariances_: float32 ``(M, d, d)``. factors_: float32 ``(M, d, d)`` inverse Cholesky factors.
+        counts_: int64 ``(M,)`` training patches won.
         train_bmu_: int64 ``(N_train * h * w,)`` BMU of each training patch, patch ``p`` being
             image ``p // (h*w)``, row ``(p // w) % h``, col ``p % w``. train_bmu_dist_: float32, same shape.
         train_paths_: list of str. train_scores_: float32 ``(T,)`` cross-fitted scores of the training
             images ``threshold_indices_`` int64 ``(T,)``, T = min(N_train, cv_max_images).
         threshold_: float image threshold. pixel_range_: (lo, hi) display range of pixel scores.
         quantization_error_, topographic_error_: SOM quality on the training vectors.
-        timings_: seconds per fit stage.
+        n_train_: training images. timings_: seconds per fit stage.
     """
 
-    def __init__(self, backbone: str = DEFAULT_BACKBONE, weights: str | None = None, image_size: int = 224,
+    def __init__(self, *, backbone: str = DEFAULT_BACKBONE, weights: str | None = None, image_size: int = 224,
                  d: int | None = 100, grid: tuple[int, int] | None = None, topology: str = "rectangular",
                  epochs: int = 10, sigma: float | None = None, sigma_final: float = 0.5,
                  learning_rate: float = 1.0, learning_rate_final: float = 1.0, som_backend: str = "torch",
                  search_radius: int | None = 4, k: int = 4, blur_sigma: float = 4.0, cov_eps: float = 0.01,
                  shrinkage: float = 10.0, threshold_percentile: float = 99.0, cv_folds: int = 5,
-                 cv_max_images: int = 100,
-                 device: str = "cpu", seed: int = 0, batch_size: int = 32):
-        self.backbone = backbone
-        self.weights = weights
-        self.image_size = image_size
-        self.d = d
-        self.grid = tuple(grid) if grid is not None else None
-        self.topology = topology
-        self.epochs = epochs
-        self.sigma = sigma
-        self.sigma_final = sigma_final
-        self.learning_rate = learning_rate
-        self.learning_rate_final = learning_rate_final
-        self.som_backend = som_backend
-        self.search_radius = search_radius
-        self.k = k
-        self.blur_sigma = blur_sigma
-        self.cov_eps = cov_eps
-        self.shrinkage = shrinkage
-        self.threshold_percentile = threshold_percentile
-        self.cv_folds = cv_folds
-        self.cv_max_images = cv_max_images
-        self.device = device
-        self.seed = seed
-        self.batch_size = batch_size
-        self._validate()
+                 cv_max_images: int = 100, device: str = "cpu", seed: int = 0, batch_size: int = 32):
+        for name, value in locals().items():
+            if name != "self":
+                setattr(self, name, value)
 
-    # ------------------------------------------------------------------ helpers
-    def _validate(self) -> None:
-        if self.image_size < 32 or self.image_size % 16:
-            raise ValueError(f"image_size must be a multiple of 16 and >= 32, got {self.image_size}.")
+    # ------------------------------------------------------------- parameters
+    def get_params(self, deep: bool = True) -> dict:
+        """Every hyperparameter by name (scikit-learn's ``get_params``)."""
+        return {p.name: getattr(self, p.name) for p in param_specs()}
+
+    def set_params(self, **params) -> "SOMAD":
+        """Set hyperparameters by name; returns self. Fitted state stays until the next ``fit``.
+
+        Raises:
+            ParameterError: an unknown name.
+        """
+        known = {p.name for p in param_specs()}
+        for name, value in params.items():
+            if name not in known:
+                raise ParameterError(f"unknown hyperparameter '{name}': use one of {', '.join(sorted(known))}.")
+            setattr(self, name, value)
+        return self
+
+    def _validate_params(self) -> None:
+        """Check every hyperparameter before any work.
+
+        Raises:
+            ParameterError: a value that cannot work, named in the message.
+        """
+        if not isinstance(self.image_size, int) or self.image_size < 32 or self.image_size % 16:
+            raise ParameterError(f"image_size must be a multiple of 16 and >= 32, got {self.image_size}.")
         if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}.")
+            raise ParameterError(f"k must be >= 1, got {self.k}.")
         if not 0 < self.threshold_percentile <= 100:
-            raise ValueError(f"threshold_percentile must be in (0, 100], got {self.threshold_percentile}.")
+            raise ParameterError(f"threshold_percentile must be in (0, 100], got {self.threshold_percentile}.")
         if self.blur_sigma < 0 or self.cov_eps <= 0 or self.shrinkage < 0:
-            raise ValueError("blur_sigma and shrinkage must be >= 0 and cov_eps > 0.")
+            raise ParameterError("blur_sigma and shrinkage must be >= 0 and cov_eps > 0.")
         if self.d is not None and self.d < 1:
-            raise ValueError(f"d (channels kept) must be >= 1, got {self.d}.")
+            raise ParameterError(f"d (channels kept) must be >= 1, got {self.d}.")
         if self.grid is not None and (len(self.grid) != 2 or min(self.grid) < 1):
-            raise ValueError(f"grid must be two positive ints (rows, cols), got {self.grid}.")
-        # the SOM checks its own hyperparameters (topology, backend, epochs, sigma, learning rates)
-        SOM(self.grid or (1, 1), self.topology, self.sigma, self.sigma_final, self.learning_rate,
-            self.learning_rate_final, self.epochs, self.som_backend, "cpu", self.search_radius, self.seed)
+            raise ParameterError(f"grid must be two positive ints (rows, cols), got {self.grid}.")
+        if self.batch_size < 1 or self.cv_max_images < 1:
+            raise ParameterError("batch_size and cv_max_images must be >= 1.")
+        try:  # the SOM checks its own hyperparameters (topology, backend, epochs, sigma, learning rates)
+            self._som()
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
 
-    def get_params(self) -> dict:
-        """Hyperparameters as a JSON-ready dict (``weights`` and ``device`` excluded)."""
-        out = {name: getattr(self, name) for name in HYPERPARAMETERS}
-        out["grid"] = list(self.grid) if self.grid is not None else None
-        return out
+    def _som(self, grid: tuple[int, int] | None = None) -> SOM:
+        return SOM(grid or self.grid or (1, 1), self.topology, self.sigma, self.sigma_final, self.learning_rate,
+                   self.learning_rate_final, self.epochs, self.som_backend, self.device, self.search_radius,
+                   self.seed)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "means_"):
             raise NotFittedError("this SOMAD model is not fitted: call fit() or load a saved model.")
+
+    def _reset(self) -> None:
+        """Forget everything learned and every cache (trailing- or leading-underscore attributes)."""
+        for name in [n for n in vars(self) if n.endswith("_") or n.startswith("_")]:
+            delattr(self, name)
 
     @property
     def torch_device(self) -> torch.device:
@@ -159,83 +264,87 @@ class SOMAD:
     def features(self, images: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
         """Patch features of uint8 ``(N, S, S, 3)`` images: float32 ``(N, d, S/4, S/4)`` on the model device."""
         images = self._check_images(images)
-        cb = _counter(progress, "features", len(images))
+        cb = counter(progress, Stage.FEATURES, len(images))
         return self.extractor.extract(images, self.batch_size, self.torch_device, cb)
 
     def _check_images(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
         s = self.image_size
         if images.ndim != 4 or images.shape[1:] != (s, s, 3) or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 (N, {s}, {s}, 3) (load them with somad.data), "
-                             f"got {images.dtype} {images.shape}.")
+            raise ParameterError(f"images must be uint8 (N, {s}, {s}, 3) (load them with somad.data), "
+                                 f"got {images.dtype} {images.shape}.")
         return images
 
     # ---------------------------------------------------------------------- fit
     def fit(self, images: np.ndarray, paths: list[str] | None = None, progress: Progress | None = None) -> "SOMAD":
-        """Fit on defect-free images.
+        """Fit on defect-free images: features, SOM, per-neuron Gaussians, deployable threshold.
 
         Args:
             images: uint8 ``(N, S, S, 3)`` with S = ``image_size``.
             paths: source file of each image (kept for the dashboard's patch gallery).
-            progress: ``progress(stage, done, total)`` callback; stages are
-                ``features``, ``som``, ``gaussians``, ``threshold``.
+            progress: ``progress(stage, done, total)`` callback with :class:`~somad.progress.Stage`
+                ``FEATURES``, ``SOM``, ``GAUSSIANS``, ``THRESHOLD``.
 
         Returns:
             self
 
         Raises:
-            ValueError: wrong image array, or a grid larger than the training set can fill.
+            ParameterError: a hyperparameter that cannot work, or a wrong image array.
         """
-        self._validate()
-        timings = {}
-        t0 = time.perf_counter()
-        self._extractor = None
-        if hasattr(self, "channel_idx_"):
-            del self.channel_idx_
-        feats = self.features(images, progress)
-        self.channel_idx_ = self.extractor.channel_idx.copy()
+        self._validate_params()
+        self._reset()
+        timer = _Timer()
+        with timer(Stage.FEATURES):
+            feats = self.features(images, progress)
+            self.channel_idx_ = self.extractor.channel_idx.copy()
         n, d, h, w = feats.shape
+        self.n_train_ = n
         self.feature_shape_ = (h, w)
         self.grid_ = tuple(self.grid) if self.grid is not None else (h, w)
-        timings["features"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
+        self.train_paths_ = [str(p) for p in paths] if paths is not None else []
         x = feats.permute(0, 2, 3, 1).reshape(-1, d)
-        init = F.adaptive_avg_pool2d(feats.mean(0, keepdim=True), self.grid_)[0]
-        init = init.permute(1, 2, 0).reshape(-1, d)
-        som = SOM(self.grid_, self.topology, self.sigma, self.sigma_final, self.learning_rate,
-                  self.learning_rate_final, self.epochs, self.som_backend, self.torch_device,
-                  self.search_radius, self.seed)
+        with timer(Stage.SOM):
+            self._fit_som(feats, x, progress)
+        with timer(Stage.GAUSSIANS):
+            stats = self._fit_gaussians(x, progress)
+        with timer(Stage.THRESHOLD):
+            self._fit_threshold(feats, x, stats, progress)
+        self.timings_ = timer.seconds
+        return self
+
+    def _fit_som(self, feats: torch.Tensor, x: torch.Tensor, progress: Progress | None) -> None:
+        """SOMAD step 2: the SOM on all patch vectors ``x`` float32 ``(N*h*w, d)``, each neuron starting
+        at the mean feature of its grid position (adaptive-average-pooled to the grid)."""
+        n, d, h, w = feats.shape
+        init = F.adaptive_avg_pool2d(feats.mean(0, keepdim=True), self.grid_)[0].permute(1, 2, 0).reshape(-1, d)
+        som = self._som(self.grid_)
         som.fit(x, init=init, prior_bmu=_position_prior(n, (h, w), self.grid_, x.device),
-                progress=_stage(progress, "som"))
+                progress=for_stage(progress, Stage.SOM))
         self.som_weights_ = som.weights_
         self.train_bmu_ = som.bmu_
         self.train_bmu_dist_ = som.bmu_dist_
         self.quantization_error_ = som.quantization_error_
         self.topographic_error_ = som.topographic_error_
-        timings["som"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        stats = accumulate(x, som.bmu_, som.weights_)
+    def _fit_gaussians(self, x: torch.Tensor, progress: Progress | None) -> NeuronStats:
+        """SOMAD step 3: mean and regularised covariance of the patch vectors each neuron wins."""
+        stats = accumulate(x, self.train_bmu_, self.som_weights_)
         self._set_gaussians(stats)
         if progress:
-            progress("gaussians", 1, 1)
-        timings["gaussians"] = time.perf_counter() - t0
+            progress(Stage.GAUSSIANS, 1, 1)
+        return stats
 
-        t0 = time.perf_counter()
-        self.train_paths_ = [str(p) for p in paths] if paths is not None else []
+    def _fit_threshold(self, feats: torch.Tensor, x: torch.Tensor, stats: NeuronStats,
+                       progress: Progress | None) -> None:
+        """Deployable threshold and display range from cross-fitted training image scores."""
+        n = len(feats)
         self.threshold_indices_ = np.unique(np.linspace(0, n - 1, min(n, max(1, self.cv_max_images))).round()
                                             ).astype(np.int64)
         self.train_scores_, pixel_maps = self._cross_fitted_scores(feats, x, stats, self.threshold_indices_,
                                                                    progress)
         self.threshold_ = float(np.percentile(self.train_scores_, self.threshold_percentile))
-        lo = float(np.percentile(pixel_maps, 1.0))
-        hi = float(max(self.threshold_, np.percentile(pixel_maps, 99.99)))
-        self.pixel_range_ = (lo, hi)
-        timings["threshold"] = time.perf_counter() - t0
-        self.n_train_ = n
-        self.timings_ = timings
-        return self
+        lo, hi = np.percentile(pixel_maps, PIXEL_RANGE_PERCENTILES)
+        self.pixel_range_ = (float(lo), float(max(self.threshold_, hi)))
 
     def _set_gaussians(self, stats: NeuronStats) -> None:
         self.counts_ = stats.counts.long()
@@ -263,26 +372,24 @@ class SOMAD:
                 factors = whitening_factors(covs)
             else:
                 means, factors = self.means_, self.factors_
-            s, mp = self._maps_from_features(feats[members], means, factors)
-            scores[fold_of == f] = s
-            maps.append(mp[:, ::4, ::4].ravel())
+            res = self._maps_from_features(feats[members], means, factors)
+            scores[fold_of == f] = res.scores
+            maps.append(res.maps[:, ::PIXEL_RANGE_STRIDE, ::PIXEL_RANGE_STRIDE].ravel())
             if progress:
-                progress("threshold", f + 1, folds)
+                progress(Stage.THRESHOLD, f + 1, folds)
         return scores, np.concatenate(maps)
 
     # -------------------------------------------------------------------- score
     def _maps_from_features(self, feats: torch.Tensor, means=None, factors=None,
-                            keep: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+                            return_patches: bool = False) -> AnomalyMaps:
         means = self.means_ if means is None else means
         factors = self.factors_ if factors is None else factors
         n, d, h, w = feats.shape
         x = feats.permute(0, 2, 3, 1).reshape(-1, d)
         ps = score_patches(x, self.som_weights_, means, factors, self.k)
         maps = anomaly_maps(ps.scores.reshape(n, h, w), self.image_size, self.blur_sigma)
-        if keep is not None:
-            keep["patch_scores"] = ps
-        flat = maps.reshape(n, -1)
-        return flat.max(1).values.cpu().numpy(), maps.cpu().numpy()
+        return AnomalyMaps(maps.reshape(n, -1).max(1).values.cpu().numpy(), maps.cpu().numpy(),
+                           ps if return_patches else None)
 
     def patch_scores(self, features: torch.Tensor) -> PatchScores:
         """Score patch features float32 ``(N, d, h, w)``; results are flat over (N, h, w) in C order."""
@@ -291,46 +398,59 @@ class SOMAD:
         x = features.to(self.torch_device).permute(0, 2, 3, 1).reshape(-1, d)
         return score_patches(x, self.som_weights_, self.means_, self.factors_, self.k)
 
-    def anomaly_maps(self, images: np.ndarray, progress: Progress | None = None,
-                     return_patches: bool = False):
-        """Image scores and pixel anomaly maps.
+    def anomaly_maps(self, images: np.ndarray, progress: Progress | None = None, *,
+                     return_patches: bool = False) -> AnomalyMaps:
+        """Image scores and pixel anomaly maps (SOMAD step 4), in batches of ``batch_size``.
 
         Args:
             images: uint8 ``(N, S, S, 3)``.
-            return_patches: also return the :class:`PatchScores` of all patches (flat over N, h, w).
+            progress: ``progress(Stage.SCORE, done, total)`` callback.
+            return_patches: also keep the :class:`PatchScores` of all patches (flat over N, h, w).
 
         Returns:
-            ``(scores float32 (N,), maps float32 (N, S, S))`` in Mahalanobis units, plus the
-            patch scores when asked.
+            :class:`AnomalyMaps` in Mahalanobis units (never normalised per image).
+
+        Raises:
+            NotFittedError: the model is not fitted. ParameterError: a wrong image array.
         """
         self._check_fitted()
         images = self._check_images(images)
-        scores, maps, patches = [], [], []
+        parts = []
         for s in range(0, len(images), self.batch_size):
             feats = self.extractor.extract(images[s:s + self.batch_size], self.batch_size, self.torch_device)
-            keep = {} if return_patches else None
-            sc, mp = self._maps_from_features(feats, keep=keep)
-            scores.append(sc)
-            maps.append(mp)
-            if return_patches:
-                patches.append(keep["patch_scores"])
+            res = self._maps_from_features(feats, return_patches=return_patches)
+            if res.patches is not None:
+                res.patches = PatchScores(*(t.cpu() for t in (res.patches.scores, res.patches.neighbours,
+                                                                res.patches.mahalanobis)))
+            parts.append(res)
             if progress:
-                progress("score", min(s + self.batch_size, len(images)), len(images))
-        out = (np.concatenate(scores), np.concatenate(maps))
+                progress(Stage.SCORE, min(s + self.batch_size, len(images)), len(images))
+        patches = None
         if return_patches:
-            cat = PatchScores(*(torch.cat([getattr(p, f) for p in patches]).cpu()
-                                for f in ("scores", "neighbours", "mahalanobis")))
-            return out + (cat,)
-        return out
+            patches = PatchScores(*(torch.cat([getattr(p.patches, f) for p in parts])
+                                    for f in ("scores", "neighbours", "mahalanobis")))
+        return AnomalyMaps(np.concatenate([p.scores for p in parts]), np.concatenate([p.maps for p in parts]),
+                           patches)
 
-    def score(self, images: np.ndarray) -> np.ndarray:
-        """Image anomaly scores float32 ``(N,)`` (maximum of each anomaly map)."""
-        return self.anomaly_maps(images)[0]
+    def score_samples(self, images: np.ndarray) -> np.ndarray:
+        """Image anomaly scores float32 ``(N,)``: the maximum of each anomaly map (higher = more anomalous).
+
+        Note: scikit-learn's ``IsolationForest.score_samples`` is higher for *normal* samples; somad's
+        scores are Mahalanobis distances, higher for anomalies, as in the SOMAD paper.
+        """
+        return self.anomaly_maps(images).scores
+
+    def decision_function(self, images: np.ndarray) -> np.ndarray:
+        """``score_samples - threshold_``, float32 ``(N,)``: >= 0 is anomalous (see :mod:`somad.decision`)."""
+        self._check_fitted()
+        return self.score_samples(images) - np.float32(self.threshold_)
 
     def predict(self, images: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        """Verdicts bool ``(N,)``: score > threshold (default: the deployable ``threshold_``)."""
+        """Verdicts bool ``(N,)``, True = anomalous, by :func:`somad.decision.is_anomalous`
+        at ``threshold`` (default: the deployable ``threshold_``)."""
+        self._check_fitted()
         thr = self.threshold_ if threshold is None else threshold
-        return self.score(images) > thr
+        return is_anomalous(self.score_samples(images), thr)
 
     # ---------------------------------------------------------------- map views
     def u_matrix(self) -> np.ndarray:
@@ -349,11 +469,12 @@ class SOMAD:
         return self.som_weights_[:, dim].reshape(self.grid_).cpu().numpy()
 
     def to(self, device: str) -> "SOMAD":
-        """Move the fitted tensors and the extractor to ``device``; returns self."""
+        """Move the fitted tensors (those of :data:`FITTED_TENSORS` kept on the device, and the
+        whitening factors) and the extractor to ``device``; returns self."""
         self.device = str(device)
         dev = self.torch_device
-        for name in ("som_weights_", "means_", "covariances_", "factors_", "train_bmu_", "train_bmu_dist_",
-                     "counts_"):
+        names = [n for n, spec in FITTED_TENSORS.items() if spec.on_device] + ["factors_"]
+        for name in names:
             if hasattr(self, name):
                 setattr(self, name, getattr(self, name).to(dev))
         if getattr(self, "_extractor", None) is not None:
@@ -370,19 +491,16 @@ def _position_prior(n: int, fmap: tuple[int, int], grid: tuple[int, int], device
     return per_image.repeat(n)
 
 
-def _stage(progress: Progress | None, stage: str):
-    if progress is None:
-        return None
-    return lambda done, total: progress(stage, done, total)
+class _Timer:
+    """Wall-clock seconds per stage: ``with timer(Stage.SOM): ...``; ``timer.seconds`` maps stage names."""
 
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
 
-def _counter(progress: Progress | None, stage: str, total: int):
-    if progress is None:
-        return None
-    state = {"done": 0}
-
-    def step(k: int) -> None:
-        state["done"] += k
-        progress(stage, state["done"], total)
-
-    return step
+    @contextmanager
+    def __call__(self, stage: Stage):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage.value] = self.seconds.get(stage.value, 0.0) + time.perf_counter() - t0

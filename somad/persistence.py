@@ -26,16 +26,19 @@ from safetensors.torch import load_file, save_file
 
 from .errors import ModelFileError
 from .gaussian import whitening_factors
-from .model import HYPERPARAMETERS, SOMAD
+from .model import FITTED_TENSORS, FITTED_VALUES, RUNTIME_PARAMS, SOMAD, param_specs
 
 FORMAT = "somad-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG = "config.json"
 TENSORS = "tensors.safetensors"
 METRICS = "metrics.json"
 
-_TENSORS = ("som_weights", "means", "covariances", "counts", "train_bmu", "train_bmu_dist",
-            "channel_idx", "train_scores", "threshold_indices")
+
+
+def _key(attr: str) -> str:
+    """File key of a fitted attribute: its name without the trailing underscore."""
+    return attr.rstrip("_")
 
 
 def is_model_dir(path: str | Path) -> bool:
@@ -68,27 +71,8 @@ def save_model(model: SOMAD, path: str | Path, force: bool = False, extra: dict 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        tensors = {
-            "som_weights": model.som_weights_, "means": model.means_, "covariances": model.covariances_,
-            "counts": model.counts_, "train_bmu": model.train_bmu_.int(), "train_bmu_dist": model.train_bmu_dist_,
-            "channel_idx": torch.as_tensor(model.channel_idx_),
-            "train_scores": torch.as_tensor(model.train_scores_),
-            "threshold_indices": torch.as_tensor(model.threshold_indices_),
-        }
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
-        config = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "hyperparameters": model.get_params(),
-            "grid": list(model.grid_), "feature_shape": list(model.feature_shape_),
-            "n_train": model.n_train_, "train_paths": model.train_paths_,
-            "threshold": model.threshold_,
-            "threshold_rule": f"percentile {model.threshold_percentile:g} of {model.cv_folds}-fold cross-fitted "
-                              f"scores of {len(model.train_scores_)} training images",
-            "pixel_range": list(model.pixel_range_),
-            "quantization_error": model.quantization_error_, "topographic_error": model.topographic_error_,
-            "timings": model.timings_, "extra": extra or getattr(model, "extra_", {}),
-        }
-        _write_json(tmp / CONFIG, config)
+        save_file(_tensors_to_save(model), str(tmp / TENSORS))
+        _write_json(tmp / CONFIG, _config(model, extra))
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
@@ -100,6 +84,27 @@ def save_model(model: SOMAD, path: str | Path, force: bool = False, extra: dict 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _tensors_to_save(model: SOMAD) -> dict[str, torch.Tensor]:
+    """Every array of :data:`~somad.model.FITTED_TENSORS`, on CPU, in its stored dtype."""
+    out = {}
+    for name, spec in FITTED_TENSORS.items():
+        t = torch.as_tensor(getattr(model, name)).detach().cpu().to(spec.stored or spec.dtype)
+        out[_key(name)] = t.contiguous()
+    return out
+
+
+def _config(model: SOMAD, extra: dict | None) -> dict:
+    """The JSON of a fitted model: format, learned hyperparameters, :data:`~somad.model.FITTED_VALUES`."""
+    params = {k: v for k, v in model.get_params().items() if k not in RUNTIME_PARAMS}
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "hyperparameters": params}
+    config.update({_key(name): getattr(model, name) for name in FITTED_VALUES})
+    config["threshold_rule"] = (f"percentile {model.threshold_percentile:g} of {model.cv_folds}-fold cross-fitted "
+                                f"scores of {len(model.train_scores_)} training images")
+    config["extra"] = extra or getattr(model, "extra_", {})
+    return config
 
 
 def _write_json(path: Path, obj) -> None:
@@ -165,56 +170,62 @@ def load_model(path: str | Path, device: str = "cpu", weights: str | None = None
     """
     path = Path(path)
     cfg = read_config(path)
-    tpath = path / TENSORS
+    tensors = _read_tensors(path / TENSORS)
+    model = _model_from_config(cfg, path, weights, device)
+    _check_shapes(tensors, model, path / TENSORS)
+    dev = torch.device(device)
+    for name, spec in FITTED_TENSORS.items():
+        t = tensors[_key(name)].to(spec.dtype)
+        setattr(model, name, t.to(dev) if spec.on_device else t.numpy())
+    try:
+        model.factors_ = whitening_factors(model.covariances_)
+    except torch.linalg.LinAlgError:
+        raise ModelFileError(f"{path / TENSORS}: a covariance is not positive definite: the model is damaged."
+                             ) from None
+    model.extra_ = dict(cfg.get("extra", {}))
+    model.model_dir_ = str(path)
+    return model
+
+
+def _read_tensors(tpath: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of :data:`~somad.model.FITTED_TENSORS` from ``tpath``, checked present."""
     if not tpath.is_file():
-        raise ModelFileError(f"{path} is incomplete: {TENSORS} is missing. Fit the model again.")
+        raise ModelFileError(f"{tpath.parent} is incomplete: {TENSORS} is missing. Fit the model again.")
     try:
         t = load_file(str(tpath))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{tpath} cannot be read ({exc}): the model is damaged, fit it again.") from None
-    missing = [k for k in _TENSORS if k not in t]
+    missing = [_key(k) for k in FITTED_TENSORS if _key(k) not in t]
     if missing:
         raise ModelFileError(f"{tpath} lacks tensors {missing}: the model is incomplete, fit it again.")
+    return t
+
+
+def _model_from_config(cfg: dict, path: Path, weights: str | None, device: str) -> SOMAD:
+    """An unfitted-looking SOMAD with the saved hyperparameters and the :data:`FITTED_VALUES` set."""
+    saved = [p.name for p in param_specs() if p.name not in RUNTIME_PARAMS]
     try:
-        hp = {k: cfg["hyperparameters"][k] for k in HYPERPARAMETERS}
-        grid = tuple(cfg["grid"])
-        fshape = tuple(cfg["feature_shape"])
-    except (KeyError, TypeError) as exc:
-        raise ModelFileError(f"{path / CONFIG} lacks {exc}: the model is incomplete, fit it again.") from None
-    m = grid[0] * grid[1]
-    d = len(t["channel_idx"])
-    n_patches = int(cfg["n_train"]) * fshape[0] * fshape[1]
-    expected = {"som_weights": (m, d), "means": (m, d), "covariances": (m, d, d), "counts": (m,),
-                "train_bmu": (n_patches,), "train_bmu_dist": (n_patches,),
-                "train_scores": tuple(t["threshold_indices"].shape)}
-    for name, shape in expected.items():
-        if tuple(t[name].shape) != shape:
-            raise ModelFileError(f"{tpath}: tensor '{name}' has shape {tuple(t[name].shape)} but the config "
-                                 f"implies {shape}: the files disagree (tampered or mixed), fit the model again.")
+        hp = {k: cfg["hyperparameters"][k] for k in saved}
+        values = {name: conv(cfg[_key(name)]) for name, conv in FITTED_VALUES.items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path / CONFIG} lacks or garbles {exc}: the model is incomplete, fit it again."
+                             ) from None
+    if hp.get("grid") is not None:
+        hp["grid"] = tuple(hp["grid"])
     model = SOMAD(**hp, weights=weights, device=device)
-    model.grid_ = grid
-    model.feature_shape_ = fshape
-    model.channel_idx_ = t["channel_idx"].numpy().astype(np.int64)
-    dev = torch.device(device)
-    model.som_weights_ = t["som_weights"].to(dev)
-    model.means_ = t["means"].to(dev)
-    model.covariances_ = t["covariances"].to(dev)
-    model.counts_ = t["counts"].long().to(dev)
-    model.train_bmu_ = t["train_bmu"].long().to(dev)
-    model.train_bmu_dist_ = t["train_bmu_dist"].to(dev)
-    model.train_scores_ = t["train_scores"].numpy()
-    model.threshold_indices_ = t["threshold_indices"].numpy().astype(np.int64)
-    try:
-        model.factors_ = whitening_factors(model.covariances_)
-    except torch.linalg.LinAlgError:
-        raise ModelFileError(f"{tpath}: a covariance is not positive definite: the model is damaged.") from None
-    model.train_paths_ = list(cfg.get("train_paths", []))
-    model.n_train_ = int(cfg["n_train"])
-    model.threshold_ = float(cfg["threshold"])
-    model.pixel_range_ = tuple(cfg["pixel_range"])
-    model.quantization_error_ = float(cfg["quantization_error"])
-    model.topographic_error_ = float(cfg["topographic_error"])
-    model.timings_ = dict(cfg.get("timings", {}))
-    model.extra_ = dict(cfg.get("extra", {}))
-    model.model_dir_ = str(path)
+    for name, value in values.items():
+        setattr(model, name, value)
     return model
+
+
+def _check_shapes(t: dict[str, torch.Tensor], model: SOMAD, tpath: Path) -> None:
+    """Every tensor's shape against the symbolic shape of :data:`FITTED_TENSORS` and the config."""
+    h, w = model.feature_shape_
+    dims = {"M": model.grid_[0] * model.grid_[1], "d": len(t["channel_idx"]),
+            "P": model.n_train_ * h * w, "T": len(t["threshold_indices"])}
+    for name, spec in FITTED_TENSORS.items():
+        want = tuple(dims[s] for s in spec.shape)
+        got = tuple(t[_key(name)].shape)
+        if got != want:
+            raise ModelFileError(f"{tpath}: tensor '{_key(name)}' has shape {got} but the config implies {want}: "
+                                 "the files disagree (tampered or mixed), fit the model again.")

@@ -13,16 +13,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from . import data
+from .decision import is_anomalous
 from .metrics import evaluate_scores
 from .model import SOMAD
 from .persistence import load_model, save_model, write_json
+from .progress import Progress, Stage
 
-Progress = Callable[[str, int, int], None]
 DEFAULT_MODEL_NAME = "default"
 
 
@@ -66,14 +65,14 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
     """
     out_dir = Path(out_dir)
     check_writable(out_dir, force)
-    params = dict(params or {})
-    model = SOMAD(**params)
+    model = SOMAD(**(params or {}))
+    model._validate_params()  # every hyperparameter checked before any work
     model.extractor  # resolve backbone and weights before loading images: fail fast
     samples = data.train_samples(data_dir, category)
     if max_train_images:
         samples = samples[:max_train_images]
     t0 = time.perf_counter()
-    images = _load(samples, model.image_size, progress, "load train")
+    images, _ = _load(samples, model.image_size, progress, Stage.LOAD_TRAIN)
     load_s = time.perf_counter() - t0
     model.fit(images, [str(s.path) for s in samples], progress=progress)
     model.timings_ = {"load": load_s, **model.timings_}
@@ -83,7 +82,8 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
     return model
 
 
-def _load(samples, image_size: int, progress: Progress | None, stage: str) -> tuple:
+def _load(samples, image_size: int, progress: Progress | None, stage: Stage) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 ``(N, S, S, 3)`` and masks bool ``(N, S, S)`` of ``samples``, reporting ``stage``."""
     images, masks = [], []
     done = 0
     for img, mask in data.iter_batches(samples, image_size):
@@ -92,7 +92,7 @@ def _load(samples, image_size: int, progress: Progress | None, stage: str) -> tu
         done += len(img)
         if progress:
             progress(stage, done, len(samples))
-    return np.concatenate(images) if stage == "load train" else (np.concatenate(images), np.concatenate(masks))
+    return np.concatenate(images), np.concatenate(masks)
 
 
 @dataclass
@@ -127,10 +127,10 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
     """
     samples = data.test_samples(data_dir, category)
     t0 = time.perf_counter()
-    images, masks = _load(samples, model.image_size, progress, "load test")
+    images, masks = _load(samples, model.image_size, progress, Stage.LOAD_TEST)
     t1 = time.perf_counter()
     scored = model.anomaly_maps(images, progress=progress, return_patches=return_patches)
-    scores, maps = scored[:2]
+    scores, maps = scored.scores, scored.maps
     t2 = time.perf_counter()
     labels = np.array([s.label for s in samples])
     overall = evaluate_scores(labels, scores, masks, maps)
@@ -147,8 +147,7 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
         "timings": {"load": t1 - t0, "score": t2 - t1, "metrics": t3 - t2, "total": t3 - t0,
                     "score_ms_per_image": 1000 * (t2 - t1) / max(1, len(samples))},
     })
-    return Evaluation(samples, labels, scores, maps, masks, images, overall,
-                      scored[2] if return_patches else None)
+    return Evaluation(samples, labels, scores, maps, masks, images, overall, scored.patches)
 
 
 def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figures: int = 6) -> Path:
@@ -163,7 +162,7 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
     writer = csv.writer(buf)
     writer.writerow(["path", "defect", "label", "score", "predicted", "outcome"])
     for s, lab, sc, out_ in zip(ev.samples, ev.labels, ev.scores, outcomes(ev.labels, ev.scores, model.threshold_)):
-        writer.writerow([str(s.path), s.defect, int(lab), f"{sc:.6g}", int(sc > model.threshold_), out_])
+        writer.writerow([str(s.path), s.defect, int(lab), f"{sc:.6g}", int(is_anomalous(sc, model.threshold_)), out_])
     _write_text(out / "per_image.csv", buf.getvalue())
     lo, hi = model.pixel_range_
     pix_thr = ev.metrics.get("pixel_f1_threshold", hi)
@@ -201,12 +200,13 @@ def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | N
     from .viz import overlay
 
     images = np.stack([data.load_image(p, model.image_size) for p in paths])
-    scores, maps = model.anomaly_maps(images)
+    res = model.anomaly_maps(images)
     rows = []
     lo, hi = model.pixel_range_
     names = overlay_names(paths)
-    for p, name, img, sc, amap in zip(paths, names, images, scores, maps):
-        row = {"path": str(p), "score": float(sc), "anomalous": bool(sc > model.threshold_), "overlay": None}
+    for p, name, img, sc, amap in zip(paths, names, images, res.scores, res.maps):
+        row = {"path": str(p), "score": float(sc), "anomalous": bool(is_anomalous(sc, model.threshold_)),
+               "overlay": None}
         if out_dir is not None:
             dest = Path(out_dir) / name
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from somad import data, metrics
-from somad.errors import ModelFileError, NotFittedError
-from somad.model import SOMAD
+from somad.errors import ModelFileError, NotFittedError, ParameterError
+from somad.model import PARAM_HELP, SOMAD, param_specs
 from somad.persistence import CONFIG, TENSORS, load_model, save_model
 
 from conftest import TINY
@@ -39,7 +39,9 @@ def test_fitted_state_shapes(tiny_model):
 
 def test_scores_detect_demo_defects(tiny_model, tiles_test):
     samples, images, masks = tiles_test
-    scores, maps = tiny_model.anomaly_maps(images)
+    res = tiny_model.anomaly_maps(images)
+    scores, maps = res.scores, res.maps
+    assert res.patches is None
     labels = np.array([s.label for s in samples])
     assert maps.shape == (len(samples), 64, 64)
     assert np.allclose(scores, maps.reshape(len(maps), -1).max(1))
@@ -47,7 +49,10 @@ def test_scores_detect_demo_defects(tiny_model, tiles_test):
     assert metrics.auroc(labels, scores) >= 0.9
     assert metrics.auroc(masks, maps) >= 0.8
     assert np.array_equal(tiny_model.predict(images, threshold=0.0), np.ones(len(images), bool))
-    assert np.array_equal(tiny_model.predict(images), scores > tiny_model.threshold_)
+    assert np.array_equal(tiny_model.predict(images), scores >= tiny_model.threshold_)
+    np.testing.assert_allclose(tiny_model.decision_function(images), scores - tiny_model.threshold_, rtol=1e-5)
+    # the threshold is inclusive: an image scoring exactly the threshold is anomalous
+    assert tiny_model.predict(images, threshold=float(scores[0]))[0]
 
 
 def test_patch_scores_are_min_over_k_neighbours(tiny_model, tiles_test):
@@ -67,14 +72,41 @@ def test_patch_scores_are_min_over_k_neighbours(tiny_model, tiles_test):
 
 
 def test_unfitted_and_bad_input(tiny_model):
-    with pytest.raises(NotFittedError):
-        SOMAD().score(np.zeros((1, 224, 224, 3), np.uint8))
-    with pytest.raises(ValueError, match="uint8"):
-        tiny_model.score(np.zeros((1, 32, 32, 3), np.uint8))
-    with pytest.raises(ValueError, match="image_size"):
-        SOMAD(image_size=100)
-    with pytest.raises(ValueError, match="topology"):
+    with pytest.raises(NotFittedError, match="not fitted"):
+        SOMAD().score_samples(np.zeros((1, 224, 224, 3), np.uint8))
+    with pytest.raises(ParameterError, match="uint8"):
+        tiny_model.score_samples(np.zeros((1, 32, 32, 3), np.uint8))
+    with pytest.raises(ParameterError, match="image_size"):
+        SOMAD(image_size=100).fit(np.zeros((2, 100, 100, 3), np.uint8))
+    with pytest.raises(ParameterError, match="topology"):
         SOMAD(topology="triangular", **TINY).fit(np.zeros((2, 64, 64, 3), np.uint8))
+
+
+def test_not_fitted_error_is_caught_like_scikit_learn():
+    for base in (ValueError, AttributeError):
+        with pytest.raises(base, match="not fitted"):
+            SOMAD().predict(np.zeros((1, 224, 224, 3), np.uint8))
+
+
+def test_params_come_from_the_signature():
+    m = SOMAD(k=3, grid=(4, 5))
+    params = m.get_params()
+    assert params["k"] == 3 and params["grid"] == (4, 5) and params["backbone"] == SOMAD().backbone
+    assert set(params) == {p.name for p in param_specs()} and set(params) == set(PARAM_HELP)
+    assert m.set_params(k=2, blur_sigma=2.0) is m and (m.k, m.blur_sigma) == (2, 2.0)
+    with pytest.raises(ParameterError, match="unknown hyperparameter 'kk'"):
+        m.set_params(kk=1)
+    with pytest.raises(TypeError, match="positional"):
+        SOMAD("tf_efficientnet_lite0")  # keyword-only, like scikit-learn
+
+
+def test_refit_forgets_the_old_state(demo_root):
+    samples = data.train_samples(demo_root, "washers")[:3]
+    images, _ = data.load_split(samples, 64)
+    m = SOMAD(**{**TINY, "grid": (8, 8), "epochs": 1}).fit(images)
+    m._cache_probe = "stale"
+    m.set_params(grid=(4, 4)).fit(images)
+    assert m.grid_ == (4, 4) and m.som_weights_.shape[0] == 16 and not hasattr(m, "_cache_probe")
 
 
 @pytest.mark.parametrize("extra", [dict(topology="hexagonal", grid=(10, 12)), dict(som_backend="minisom", grid=(6, 6))])
@@ -84,7 +116,7 @@ def test_other_topologies_and_backends(demo_root, extra):
     m = SOMAD(**{**TINY, **extra, "epochs": 2}).fit(images)
     assert m.grid_ == extra["grid"] and m.u_matrix().shape == extra["grid"]
     assert m.hit_map().sum() == 4 * 256
-    assert np.isfinite(m.score(images)).all()
+    assert np.isfinite(m.score_samples(images)).all()
 
 
 def test_save_load_roundtrip(tiny_model, tiles_test, tmp_path):
@@ -92,7 +124,7 @@ def test_save_load_roundtrip(tiny_model, tiles_test, tmp_path):
     path = save_model(tiny_model, tmp_path / "m")
     assert sorted(p.name for p in path.iterdir()) == [CONFIG, TENSORS]  # no pickle files
     loaded = load_model(path)
-    a, b = tiny_model.score(images), loaded.score(images)
+    a, b = tiny_model.score_samples(images), loaded.score_samples(images)
     np.testing.assert_allclose(a, b, rtol=1e-5)
     assert loaded.threshold_ == tiny_model.threshold_ and loaded.grid_ == tiny_model.grid_
     assert torch.equal(loaded.train_bmu_, tiny_model.train_bmu_)
@@ -161,7 +193,7 @@ def test_threshold_from_a_capped_cross_fitted_subset(demo_root, tmp_path):
     assert m.threshold_indices_.tolist() == [0, 3, 6, 8, 11]
     assert m.train_scores_.shape == (5,) and m.threshold_ == pytest.approx(float(m.train_scores_.max()))
     # cross-fitted scores are higher than in-sample ones: the held-out image is not in its Gaussians
-    in_sample = m.score(images[m.threshold_indices_])
+    in_sample = m.score_samples(images[m.threshold_indices_])
     assert (m.train_scores_ > in_sample).mean() >= 0.8
     loaded = load_model(save_model(m, tmp_path / "m"))
     assert loaded.threshold_indices_.tolist() == [0, 3, 6, 8, 11]
