@@ -239,6 +239,38 @@ def iter_batches(samples: Sequence[Sample], image_size: int, batch_size: int = 3
             yield np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
+class ImageFiles:
+    """Image files read on demand: ``len(files)`` and ``files[a:b]`` -> uint8 ``(B, S, S, 3)``.
+
+    Lets ``SOMAD.fit`` and ``predict`` walk a folder of any size with one batch of images in
+    memory; each slice is decoded in threads.
+
+    Args:
+        paths: image files. image_size: side every image is resized to. workers: decoding threads.
+
+    Raises:
+        DataError: (on slicing) an unreadable file, named in the message.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], image_size: int, workers: int = 4):
+        self.paths = [Path(p) for p in paths]
+        self.image_size = image_size
+        self.workers = workers
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice):
+            raise TypeError("ImageFiles takes slices, e.g. files[0:32].")
+        chunk = self.paths[index]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            images = list(pool.map(lambda p: load_image(p, self.image_size), chunk))
+        if not images:
+            return np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+        return np.stack(images)
+
+
 def load_split(samples: Sequence[Sample], image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """All images ``(N, S, S, 3)`` uint8 and masks ``(N, S, S)`` bool of ``samples``."""
     images, masks = zip(*iter_batches(samples, image_size, batch_size=64)) if samples else ((), ())

@@ -24,6 +24,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .errors import ResourceError
+
 CHUNK_ROWS = 64 * 2048
 """Rows per chunk: 52 MB at d = 100; a multiple of :func:`somad.som.exact_bmu`'s 2048-row block,
 so the streamed BMU search runs the same products as the in-memory one."""
@@ -122,10 +124,48 @@ class PatchFile:
         return self.take(np.arange(self.n_rows))
 
 
-def free_bytes(folder: str | None = None) -> tuple[int, str]:
-    """Free disk bytes of the temporary folder (``TMPDIR`` or the system default) and its path."""
-    where = folder or tempfile.gettempdir()
-    return shutil.disk_usage(where).free, where
+PATCH_INDEX_BYTES = 28
+"""Memory per training patch whatever the store: its BMU (int64) and BMU distance (float32) kept in
+the model, the position prior and one epoch's BMUs (int64 each) while the SOM trains."""
+WORKING_BYTES = 1 << 30
+"""Memory a fit needs besides the per-patch arrays and the patch store: backbone, one image batch,
+chunk buffers, the neuron statistics and Gaussians (well under 1 GB at the defaults)."""
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2 ** 30:.1f} GB" if n_bytes >= 2 ** 30 else f"{n_bytes / 2 ** 20:.1f} MB"
+
+
+def check_resources(n_images: int, patches_per_image: int, dim: int, store: str = "disk",
+                    folder: str | None = None) -> None:
+    """Refuse, before any work, a fit that free disk or memory cannot hold.
+
+    Args:
+        n_images: training images. patches_per_image: feature cells per image (h * w).
+        dim: features per patch. store: ``"disk"`` (patch vectors in a temporary file) or ``"memory"``.
+        folder: temporary folder of the patch file (default: ``TMPDIR`` or the system default).
+
+    Raises:
+        ResourceError: naming the figure needed, what is free and the largest ``--max-train-images``
+            that fits.
+    """
+    vector = patches_per_image * dim * np.dtype(np.float32).itemsize  # bytes of one image's patch vectors
+    index = patches_per_image * PATCH_INDEX_BYTES
+    if store == "disk":
+        where = folder or tempfile.gettempdir()
+        free = shutil.disk_usage(where).free
+        if n_images * vector > free:
+            raise ResourceError(
+                f"fitting {n_images} images needs {_size(n_images * vector)} of temporary disk in {where} "
+                f"({_size(vector)} per image) but {_size(free)} is free: pass --max-train-images "
+                f"{free // vector} or fewer, or set TMPDIR to a folder on a larger disk.")
+    per_image = index + (vector if store == "memory" else 0)
+    free = available_memory()
+    if free is not None and n_images * per_image + WORKING_BYTES > free:
+        raise ResourceError(
+            f"fitting {n_images} images needs about {_size(n_images * per_image + WORKING_BYTES)} of memory "
+            f"({_size(per_image)} per image plus {_size(WORKING_BYTES)}) but {_size(free)} is available: pass "
+            f"--max-train-images {max(0, (free - WORKING_BYTES) // per_image)} or fewer.")
 
 
 def available_memory() -> int | None:

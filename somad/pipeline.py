@@ -17,7 +17,7 @@ import numpy as np
 
 from . import data
 from .decision import is_anomalous
-from .metrics import evaluate_scores
+from .metrics import evaluate_groups
 from .model import SOMAD
 from .persistence import load_model, save_model, write_json
 from .progress import Progress, Stage
@@ -58,7 +58,8 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
                  progress: Progress | None = None) -> SOMAD:
     """Fit a model on ``train/good`` of a category and save it to ``out_dir``.
 
-    Checks ``out_dir`` before any work, so an existing model is never lost.
+    Checks ``out_dir`` before any work, so an existing model is never lost. The images are read
+    batch by batch during the features stage (its timing includes decoding them).
 
     Raises:
         DataError, BackboneError, ModelFileError: see :mod:`somad.errors`.
@@ -71,11 +72,9 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
     samples = data.train_samples(data_dir, category)
     if max_train_images:
         samples = samples[:max_train_images]
-    t0 = time.perf_counter()
-    images, _ = _load(samples, model.image_size, progress, Stage.LOAD_TRAIN)
-    load_s = time.perf_counter() - t0
-    model.fit(images, [str(s.path) for s in samples], progress=progress)
-    model.timings_ = {"load": load_s, **model.timings_}
+    paths = [s.path for s in samples]
+    # streamed: one batch of images in memory at a time, decoded as the features stage reads it
+    model.fit(data.ImageFiles(paths, model.image_size), [str(p) for p in paths], progress=progress)
     model.extra_ = {"data_dir": str(Path(data_dir).resolve()), "category": category}
     save_model(model, out_dir, force=force, extra=model.extra_)
     model.model_dir_ = str(out_dir)
@@ -102,7 +101,7 @@ class Evaluation:
     Attributes:
         samples: the test samples, in order. labels: int ``(N,)``. scores: float32 ``(N,)``.
         maps: float32 ``(N, S, S)`` anomaly maps. masks: bool ``(N, S, S)``. images: uint8 ``(N, S, S, 3)``.
-        metrics: overall metrics (see :func:`somad.metrics.evaluate_scores`) plus ``per_defect``,
+        metrics: overall metrics (see :func:`somad.metrics.evaluate_groups`) plus ``per_defect``,
             ``threshold`` and ``timings``.
         patches: the :class:`~somad.scoring.PatchScores` of every test patch (flat over N, h, w)
             when asked for with ``return_patches``, else None.
@@ -133,12 +132,12 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
     scores, maps = scored.scores, scored.maps
     t2 = time.perf_counter()
     labels = np.array([s.label for s in samples])
-    overall = evaluate_scores(labels, scores, masks, maps)
-    per_defect = {}
     good = labels == 0
-    for defect in sorted({s.defect for s in samples} - {data.GOOD}):
-        sel = good | np.array([s.defect == defect for s in samples])
-        per_defect[defect] = evaluate_scores(labels[sel], scores[sel], masks[sel], maps[sel])
+    defects = np.array([s.defect for s in samples])
+    # per defect type: the good images plus that type's, all read from one sort of the pixels
+    groups = {d: good | (defects == d) for d in sorted(set(defects) - {data.GOOD})}
+    overall, per_defect = evaluate_groups(labels, scores, masks, maps, groups)
+    for defect, sel in groups.items():
         per_defect[defect]["n_images"] = int((~good[sel]).sum())
     t3 = time.perf_counter()
     overall.update({

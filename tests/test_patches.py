@@ -70,3 +70,40 @@ def test_chunked_statistics_equal_one_pass():
     assert torch.equal(single.outer, one.outer)
     with pytest.raises(ValueError, match="got no vectors"):
         accumulate_chunks([], bmu, shift)
+
+
+def test_streamed_fit_equals_in_memory_fit(monkeypatch, demo_root):
+    """Same seed and data: the disk-streamed fit (several chunks) gives the in-memory model:
+    the BMU of every training patch exactly, everything else within float tolerance."""
+    from conftest import TINY
+    from somad import data
+    from somad.model import SOMAD
+
+    monkeypatch.setattr(patches, "CHUNK_ROWS", 2048)  # 12 images x 256 patches = 2 chunks
+    files = data.ImageFiles([s.path for s in data.train_samples(demo_root, "tiles")], TINY["image_size"])
+    ref = SOMAD(**TINY).fit(files[0:len(files)], patch_store="memory")
+    got = SOMAD(**TINY).fit(files)
+    assert torch.equal(got.train_bmu_, ref.train_bmu_)
+    np.testing.assert_array_equal(got.threshold_indices_, ref.threshold_indices_)
+    for name in ("som_weights_", "means_", "covariances_", "train_bmu_dist_"):
+        torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.train_scores_, ref.train_scores_, rtol=1e-4)
+    assert got.threshold_ == pytest.approx(ref.threshold_, rel=1e-4)
+    assert got.pixel_range_ == pytest.approx(ref.pixel_range_, rel=1e-4)
+    assert got.quantization_error_ == pytest.approx(ref.quantization_error_, rel=1e-5)
+    assert got.topographic_error_ == ref.topographic_error_
+
+
+def test_fit_refuses_what_disk_or_memory_cannot_hold(monkeypatch):
+    from somad.errors import ResourceError
+
+    Usage = type("Usage", (), {"free": 10 << 20})
+    monkeypatch.setattr(patches.shutil, "disk_usage", lambda _: Usage)
+    # 3136 patches x 100 features x 4 bytes = 1.2 MB an image on disk: 10 MB hold 8 images;
+    # in memory 1.28 MB an image (vectors + 28 bytes of BMU arrays a patch): 100 MB hold 78
+    with pytest.raises(ResourceError, match=r"needs 2\.3 GB of temporary disk .* --max-train-images 8 or fewer"):
+        patches.check_resources(2000, 3136, 100)
+    monkeypatch.setattr(patches, "available_memory", lambda: patches.WORKING_BYTES + (100 << 20))
+    with pytest.raises(ResourceError, match=r"of memory .* --max-train-images 78 or fewer"):
+        patches.check_resources(2000, 3136, 100, store="memory")
+    patches.check_resources(5, 3136, 100)  # fits
