@@ -163,16 +163,17 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file.
+def open_image(path: str | Path, decode: bool = True) -> Image.Image:
+    """Open and fully decode an image file (``decode=False``: read only its header, a fast check).
 
     Raises:
-        DataError: the file is missing, not an image, or truncated.
+        DataError: the file is missing, not an image, or (when decoded) truncated.
     """
     path = Path(path)
     try:
         img = Image.open(path)
-        img.load()
+        if decode:
+            img.load()
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

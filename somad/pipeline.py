@@ -7,12 +7,17 @@ return plain data, and report progress through an optional callback
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import os
+import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
+
 import numpy as np
 
 from . import data
@@ -184,46 +189,123 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | None = None
-                  ) -> list[dict]:
-    """Score image files; optionally write heatmap overlays ``<out_dir>/<stem>_overlay.png``.
+PREDICTIONS_CSV = "predictions.csv"
+"""File name of the per-image predictions that ``predict`` writes in its output folder."""
 
-    Returns:
-        one dict per file: ``path``, ``score``, ``anomalous`` (at ``model.threshold_``), ``overlay``.
+
+def expand_images(items: list[str | Path]) -> list[Path]:
+    """The image files named by ``items``: a file as given, a folder's image files (recursively,
+    sorted), a glob pattern's matches (sorted); duplicates dropped, order kept.
 
     Raises:
-        DataError: a file is missing or not an image (checked for all before scoring).
+        DataError: an item that names no image file (the item is named).
     """
+    found: dict[Path, None] = {}
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.suffix.lower() in data.IMAGE_EXTENSIONS)
+        elif path.exists():
+            matches = [path]
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file())
+        if not matches:
+            raise data.DataError(f"{item}: no image file there (a file, a folder of {', '.join(data.IMAGE_EXTENSIONS)} "
+                                 "images or a glob pattern like 'dir/**/*.png').")
+        found.update(dict.fromkeys(matches))
+    return list(found)
+
+
+def iter_predictions(model: SOMAD, paths: list[str | Path], overlay_dir: str | Path | None = None,
+                     progress: Progress | None = None) -> Iterator[dict]:
+    """Score image files in batches of ``model.batch_size``, one batch of images and maps in memory.
+
+    Yields:
+        one dict per file, in order: ``path``, ``score``, ``anomalous`` (:func:`somad.decision.is_anomalous`
+        at ``model.threshold_``), ``overlay`` (``<overlay_dir>/<overlay name>`` written, or None).
+
+    Raises:
+        DataError: a file cannot be read (when its batch is reached).
+    """
+    files = data.ImageFiles(paths, model.image_size)
+    names = overlay_names(paths) if overlay_dir is not None else None
+    for s in range(0, len(files), model.batch_size):
+        images = files[s:s + model.batch_size]
+        res = model.anomaly_maps(images)
+        for i, (img, score, amap) in enumerate(zip(images, res.scores, res.maps)):
+            row = {"path": str(paths[s + i]), "score": float(score),
+                   "anomalous": bool(is_anomalous(score, model.threshold_)), "overlay": None}
+            if names is not None:
+                row["overlay"] = str(write_overlay(model, img, amap, Path(overlay_dir) / names[s + i]))
+            yield row
+        if progress:
+            progress(Stage.PREDICT, min(s + model.batch_size, len(files)), len(files))
+
+
+def write_overlay(model: SOMAD, image: np.ndarray, amap: np.ndarray, dest: Path) -> Path:
+    """Write the heatmap overlay of one image (display range ``model.pixel_range_``) atomically."""
     from PIL import Image
 
     from .viz import overlay
 
-    images = np.stack([data.load_image(p, model.image_size) for p in paths])
-    res = model.anomaly_maps(images)
-    rows = []
     lo, hi = model.pixel_range_
-    names = overlay_names(paths)
-    for p, name, img, sc, amap in zip(paths, names, images, res.scores, res.maps):
-        row = {"path": str(p), "score": float(sc), "anomalous": bool(is_anomalous(sc, model.threshold_)),
-               "overlay": None}
-        if out_dir is not None:
-            dest = Path(out_dir) / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.tmp.png")
-            Image.fromarray(overlay(img, amap, lo, hi)).save(tmp)
-            tmp.replace(dest)
-            row["overlay"] = str(dest)
-        rows.append(row)
-    return rows
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp.png")
+    Image.fromarray(overlay(image, amap, lo, hi)).save(tmp)
+    tmp.replace(dest)
+    return dest
+
+
+def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | None = None) -> list[dict]:
+    """:func:`iter_predictions` as a list (for a handful of files)."""
+    return list(iter_predictions(model, paths, out_dir))
+
+
+def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, overlays: bool = True,
+                   progress: Progress | None = None) -> dict:
+    """Score any number of image files with bounded memory; write ``<out_dir>/predictions.csv``
+    (``path, score, verdict``) and, with ``overlays``, one overlay PNG per image.
+
+    All or nothing: rows and overlays go to a hidden staging folder in ``out_dir`` and move into
+    place only when every image is scored, so a file that turns out unreadable leaves
+    ``out_dir`` as it was.
+
+    Returns:
+        ``{"n_images", "n_anomalous", "seconds", "images_per_s", "csv", "overlays" (folder or None)}``.
+
+    Raises:
+        DataError: a file cannot be read (named).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".somad-predict-", dir=out_dir))
+    t0 = time.perf_counter()
+    n_anomalous = 0
+    try:
+        with open(stage / PREDICTIONS_CSV, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "score", "verdict"])
+            for row in iter_predictions(model, paths, stage if overlays else None, progress):
+                n_anomalous += row["anomalous"]
+                writer.writerow([row["path"], f"{row['score']:.6g}", "anomalous" if row["anomalous"] else "normal"])
+        for f in stage.iterdir():
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    sec = time.perf_counter() - t0
+    return {"n_images": len(paths), "n_anomalous": n_anomalous, "seconds": sec,
+            "images_per_s": len(paths) / max(sec, 1e-9), "csv": str(out_dir / PREDICTIONS_CSV),
+            "overlays": str(out_dir) if overlays else None}
 
 
 def overlay_names(paths: list[str | Path]) -> list[str]:
     """Distinct overlay file names: ``<stem>_overlay.png``, prefixed by the parent folder (and a
     counter if needed) where stems repeat, e.g. ``crack_000_overlay.png``."""
     stems = [Path(p).stem for p in paths]
+    repeats = Counter(stems)
     names, used = [], set()
     for p, stem in zip(paths, stems):
-        name = stem if stems.count(stem) == 1 else f"{Path(p).parent.name}_{stem}"
+        name = stem if repeats[stem] == 1 else f"{Path(p).parent.name}_{stem}"
         base, i = name, 1
         while name in used:
             i += 1
