@@ -12,6 +12,10 @@ import streamlit as st
 from somad import data, explain, metrics, pipeline
 from somad.persistence import CONFIG, load_model
 
+PRO_PLOT_POINTS = 4000
+"""Points of the PRO curve sent to the browser: a smooth line at any zoom the page offers, while
+the exact curve has one point per distinct pixel score (millions) and would stall plotly."""
+
 
 def model_mtime(model_dir: str | Path) -> float:
     """Modification time of a model's config (0 when missing): part of every cache key."""
@@ -87,14 +91,14 @@ def get_image_features(model_dir, data_dir, category, index: int, device: str = 
 def _pro(model_dir: str, mtime: float, device: str, data_dir: str, category: str):
     ev = _evaluation(model_dir, mtime, device, data_dir, category)
     fpr, pro = metrics.pro_curve(ev.masks, ev.maps)
-    if len(fpr) > 4000:  # thin the curve for plotting, keep the ends
-        keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, 4000).astype(int), len(fpr) - 1])
+    if len(fpr) > PRO_PLOT_POINTS:  # thin the curve for plotting, keep the ends
+        keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, PRO_PLOT_POINTS).astype(int), len(fpr) - 1])
         fpr, pro = fpr[keep], pro[keep]
     return fpr, pro
 
 
 def get_pro_curve(model_dir, data_dir, category, device: str = "cpu"):
-    """``(fpr, pro)`` of the evaluation, thinned to at most ~4000 points for plotting (cached)."""
+    """``(fpr, pro)`` of the evaluation, thinned to at most ~:data:`PRO_PLOT_POINTS` points for plotting (cached)."""
     return _pro(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
 
 
