@@ -47,6 +47,7 @@ OLD_METRICS_COMMIT = "89ed071"
 CROP = 0.9
 """Side kept by the crop variants of the synthetic training images (fraction of the original)."""
 CHILD = "BENCH_CHILD "
+STAGES = ("fit", "evaluate", "predict")
 
 
 # --------------------------------------------------------------------------- data
@@ -65,6 +66,8 @@ def build_training_set(src_root: str, category: str, n: int, dest: Path) -> Path
     sources = [s.path for s in data.train_samples(src_root, category)]
     folder = dest / category / "train" / "good"
     folder.mkdir(parents=True, exist_ok=True)
+    if len(list(folder.iterdir())) == n:  # built by an earlier call with the same --work
+        return dest
     for i in range(n):
         src = sources[i % len(sources)]
         variant(Image.open(src), i // len(sources)).save(folder / f"{i:05d}_{src.stem}.png")
@@ -157,14 +160,16 @@ def run_child(kind: str, *args) -> dict:
 
 
 # --------------------------------------------------------------------------- stages
-def bench_fit(args, tmp: Path) -> tuple[list[dict], dict[int, Path]]:
-    """Fit at each size (largest training set built once; smaller fits take its first images)."""
+def bench_fit(args, tmp: Path, saved) -> tuple[list[dict], dict[int, Path]]:
+    """Fit at each size (largest training set built once; smaller fits take its first images);
+    ``saved(rows)`` is called after each fit."""
     root = build_training_set(args.data_dir, args.category, max(args.sizes), tmp / "data")
     rows, models = [], {}
     for n in args.sizes:
         models[n] = tmp / "models" / f"n{n}"
         rows.append(run_child("fit", str(root), args.category, str(models[n]), n))
         print(f"fit {n} images: {rows[-1]['fit_s']:.1f} s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
+        saved(rows)
     return rows, models
 
 
@@ -172,6 +177,7 @@ def bench_predict(args, tmp: Path, model_dir: Path) -> dict:
     """``predict`` on the first ``--predict-images`` images of the built training set, without and with overlays."""
     good = tmp / "data" / args.category / "train" / "good"
     folder = tmp / "predict_in"
+    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     for p in sorted(good.iterdir())[:args.predict_images]:
         os.link(p, folder / p.name)
@@ -204,6 +210,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 400, 1600])
     ap.add_argument("--predict-images", type=int, default=1000)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale-cpu.json"))
+    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
+                    help="stages to run; results add to --out (default: all)")
+    ap.add_argument("--work", default=None,
+                    help="keep the built images and models here (lets stages run in separate calls)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("child_args", nargs="?", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -213,22 +223,37 @@ def main(argv=None) -> dict:
     res = {"host": platform.node(), "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(),
            "note": "shared machine (several agents on 2 cores): timings are noisy, memory figures are not",
            "category": args.category, "sizes": args.sizes}
-    tmp = Path(tempfile.mkdtemp(prefix="somad-scale-"))
-    try:
-        res["fit"], models = bench_fit(args, tmp)
-        smallest = models[min(args.sizes)]
-        res["evaluate"] = run_child("evaluate", str(smallest), args.data_dir, args.category)
-        print(f"evaluate: {json.dumps(res['evaluate'])}", flush=True)
-        if args.predict_images:
-            res["predict"] = bench_predict(args, tmp, smallest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    res["summary"] = summary(res)
     out = Path(args.out)
+    if out.exists():  # stages run separately add to one file
+        res = {**json.loads(out.read_text()), **res}
+    tmp = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="somad-scale-"))
+    models = {n: tmp / "models" / f"n{n}" for n in args.sizes}
+    smallest = models[min(args.sizes)]
+    try:
+        if "fit" in args.stages:
+            res["fit"], models = bench_fit(args, tmp, lambda rows: save(out, {**res, "fit": rows}))
+            save(out, res)
+        if "evaluate" in args.stages:
+            res["evaluate"] = run_child("evaluate", str(smallest), args.data_dir, args.category)
+            save(out, res)
+            print(f"evaluate: {json.dumps(res['evaluate'])}", flush=True)
+        if "predict" in args.stages:
+            res["predict"] = bench_predict(args, tmp, smallest)
+            save(out, res)
+    finally:
+        if not args.work:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if all(k in res for k in ("fit", "evaluate")):
+        res["summary"] = summary(res)
+        save(out, res)
+        print(json.dumps(res["summary"], indent=2, default=float))
+    return res
+
+
+def save(out: Path, res: dict) -> None:
+    """Write the results so far (a stage that outlives a time limit leaves the earlier ones)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, default=float) + "\n")
-    print(json.dumps(res["summary"], indent=2, default=float))
-    return res
 
 
 if __name__ == "__main__":
