@@ -66,20 +66,20 @@ def build_training_set(src_root: str, category: str, n: int, dest: Path) -> Path
     sources = [s.path for s in data.train_samples(src_root, category)]
     folder = dest / category / "train" / "good"
     folder.mkdir(parents=True, exist_ok=True)
-    if len(list(folder.iterdir())) == n:  # built by an earlier call with the same --work
-        return dest
     for i in range(n):
         src = sources[i % len(sources)]
-        variant(Image.open(src), i // len(sources)).save(folder / f"{i:05d}_{src.stem}.png")
+        dest_file = folder / f"{i:05d}_{src.stem}.png"
+        if not dest_file.exists():  # never rewrite a file another stage (or its hard link) may be reading
+            variant(Image.open(src), i // len(sources)).save(dest_file)
     return dest
 
 
 # --------------------------------------------------------------------------- children
-def child_fit(data_dir: str, category: str, out_dir: str, n: int) -> dict:
+def child_fit(data_dir: str, category: str, out_dir: str, n: int, params: dict) -> dict:
     from somad.pipeline import fit_category
 
     t0 = time.perf_counter()
-    model = fit_category(data_dir, category, out_dir, max_train_images=n, force=True)
+    model = fit_category(data_dir, category, out_dir, params, max_train_images=n, force=True)
     return {"n_train": model.n_train_, "fit_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
             "timings": model.timings_, "threshold": model.threshold_}
 
@@ -167,7 +167,7 @@ def bench_fit(args, tmp: Path, saved) -> tuple[list[dict], dict[int, Path]]:
     rows, models = [], {}
     for n in args.sizes:
         models[n] = tmp / "models" / f"n{n}"
-        rows.append(run_child("fit", str(root), args.category, str(models[n]), n))
+        rows.append(run_child("fit", str(root), args.category, str(models[n]), n, json.loads(args.fit_params)))
         print(f"fit {n} images: {rows[-1]['fit_s']:.1f} s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
         saved(rows)
     return rows, models
@@ -184,6 +184,8 @@ def bench_predict(args, tmp: Path, model_dir: Path) -> dict:
     out = {}
     for overlays in (False, True):
         res = run_child("predict", str(model_dir), str(folder), str(tmp / f"predict_out_{overlays}"), overlays)
+        if res["status"] != 0:
+            raise RuntimeError(f"predict exited with status {res['status']}")
         out["with_overlays" if overlays else "no_overlays"] = res
         print(f"predict {res['n_images']} images, overlays {overlays}: {res['images_per_s']:.1f} images/s", flush=True)
     return out
@@ -214,6 +216,7 @@ def main(argv=None) -> dict:
                     help="stages to run; results add to --out (default: all)")
     ap.add_argument("--work", default=None,
                     help="keep the built images and models here (lets stages run in separate calls)")
+    ap.add_argument("--fit-params", default="{}", help='SOMAD hyperparameters of the fits as JSON, e.g. \'{"epochs": 2}\'')
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("child_args", nargs="?", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -222,7 +225,7 @@ def main(argv=None) -> dict:
         return {}
     res = {"host": platform.node(), "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(),
            "note": "shared machine (several agents on 2 cores): timings are noisy, memory figures are not",
-           "category": args.category, "sizes": args.sizes}
+           "category": args.category, "sizes": args.sizes, "fit_params": json.loads(args.fit_params)}
     out = Path(args.out)
     if out.exists():  # stages run separately add to one file
         res = {**json.loads(out.read_text()), **res}

@@ -48,8 +48,12 @@ class NeuronStats:
     def __sub__(self, other: "NeuronStats") -> "NeuronStats":
         return NeuronStats(self.counts - other.counts, self.sums - other.sums, self.outer - other.outer, self.shift)
 
-    def __add__(self, other: "NeuronStats") -> "NeuronStats":
-        return NeuronStats(self.counts + other.counts, self.sums + other.sums, self.outer + other.outer, self.shift)
+    def add_(self, other: "NeuronStats") -> "NeuronStats":
+        """Add ``other`` in place (no second ``(M, d, d)`` buffer); returns self."""
+        self.counts += other.counts
+        self.sums += other.sums
+        self.outer += other.outer
+        return self
 
 
 def segment_gram(xs: torch.Tensor, counts: torch.Tensor, max_len: int = GRAM_SEGMENT_ROWS) -> torch.Tensor:
@@ -90,7 +94,7 @@ def accumulate_chunks(chunks: Iterable[tuple[int, torch.Tensor]], bmu: torch.Ten
     total = None
     for start, xc in chunks:
         part = accumulate(xc, bmu[start:start + len(xc)], shift)
-        total = part if total is None else total + part
+        total = part if total is None else total.add_(part)
     if total is None:
         raise ValueError("accumulate_chunks got no vectors.")
     return total
