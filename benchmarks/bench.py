@@ -134,8 +134,8 @@ def run_child(model_dir: str, args) -> dict:
     return json.loads(line[len("BENCH_CHILD "):])
 
 
-# --------------------------------------------------------------------------- benchmark
-def main(argv=None) -> dict:
+# --------------------------------------------------------------------------- benchmark stages
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--category", required=True)
@@ -148,138 +148,175 @@ def main(argv=None) -> dict:
     ap.add_argument("--ref-images", type=int, default=4, help="test images scored by the numpy reference")
     ap.add_argument("--skip-minisom", action="store_true")
     ap.add_argument("--child-eval", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child_eval:
-        child_evaluate(args.child_eval, args.data_dir, args.category, args.device)
-        return {}
+    return ap.parse_args(argv)
 
-    dev = torch.device(args.device)
-    rep = max(1, args.repeat)
-    res: dict = {"device": str(dev), "host": socket.gethostname(), "torch": torch.__version__,
-                 "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-                 "category": args.category, "repeat": rep}
-    if dev.type == "cuda":
-        res["gpu"] = torch.cuda.get_device_name(dev)
 
-    train = data.train_samples(args.data_dir, args.category)[:args.max_train]
-    test = data.test_samples(args.data_dir, args.category)
-    model = SOMAD(device=str(dev))
-    size = model.image_size
-    train_images = load_images(train, size)
-    test_images = load_images(test, size)
-    res["n_train"], res["n_test"] = len(train_images), len(test_images)
+class Bench:
+    """State shared by the stages: arguments, device, repeats, the default model, images, results."""
 
-    # ---- features
-    ext = model.extractor
-    ext.extract(train_images[:32], 32, dev)  # warm-up
-    sec, feats = timed(lambda: ext.extract(train_images, 32, dev), rep, dev)
-    res["features_s"] = sec
-    res["features_images_per_s"] = len(train_images) / sec
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.dev = torch.device(args.device)
+        self.rep = max(1, args.repeat)
+        self.res: dict = {"device": str(self.dev), "host": socket.gethostname(), "torch": torch.__version__,
+                          "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+                          "category": args.category, "repeat": self.rep}
+        if self.dev.type == "cuda":
+            self.res["gpu"] = torch.cuda.get_device_name(self.dev)
+        self.model = SOMAD(device=str(self.dev))
+        size = self.model.image_size
+        self.train_images = load_images(data.train_samples(args.data_dir, args.category)[:args.max_train], size)
+        self.test_images = load_images(data.test_samples(args.data_dir, args.category), size)
+        self.res["n_train"], self.res["n_test"] = len(self.train_images), len(self.test_images)
+
+    def timed(self, fn, repeat: int | None = None):
+        return timed(fn, self.rep if repeat is None else repeat, self.dev)
+
+    def som(self, backend: str, grid: tuple[int, int]) -> SOM:
+        """An unfitted SOM with the default model's hyperparameters."""
+        return SOMAD(**{**self.model.get_params(), "som_backend": backend})._som(grid)
+
+
+def bench_features(b: Bench) -> torch.Tensor:
+    """Feature extraction images/s; returns the training features ``(N, d, h, w)``."""
+    ext = b.model.extractor
+    ext.extract(b.train_images[:32], 32, b.dev)  # warm-up
+    sec, feats = b.timed(lambda: ext.extract(b.train_images, 32, b.dev))
+    b.res["features_s"] = sec
+    b.res["features_images_per_s"] = len(b.train_images) / sec
+    return feats
+
+
+def som_inputs(b: Bench, feats: torch.Tensor):
+    """Training vectors, initial weights and position prior exactly as ``SOMAD.fit`` builds them."""
     n, d, h, w = feats.shape
     x = feats.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
     grid = (h, w)
     init = F.adaptive_avg_pool2d(feats.mean(0, keepdim=True), grid)[0].permute(1, 2, 0).reshape(-1, d)
-    prior = _position_prior(n, (h, w), grid, x.device)
-    res["n_train_vectors"], res["d"], res["grid"] = len(x), d, list(grid)
+    b.res["n_train_vectors"], b.res["d"], b.res["grid"] = len(x), d, list(grid)
+    return x, grid, init, _position_prior(n, (h, w), grid, x.device)
 
-    def make_som(backend: str) -> SOM:
-        return SOM(grid, model.topology, model.sigma, model.sigma_final, model.learning_rate,
-                   model.learning_rate_final, model.epochs, backend, dev, model.search_radius, model.seed)
 
-    # ---- SOM on all vectors
-    sec, som = timed(lambda: make_som("torch").fit(x, init=init, prior_bmu=prior), rep, dev)
-    res["som_fit_s_torch"] = sec
-    res["som_epochs"] = model.epochs
-    res["som_qe_full_torch"], res["som_te_full_torch"] = som.quantization_error_, som.topographic_error_
+def bench_som(b: Bench, x, grid, init, prior) -> SOM:
+    """The torch SOM on all training vectors."""
+    sec, som = b.timed(lambda: b.som("torch", grid).fit(x, init=init, prior_bmu=prior))
+    b.res["som_fit_s_torch"] = sec
+    b.res["som_epochs"] = b.model.epochs
+    b.res["som_qe_full_torch"], b.res["som_te_full_torch"] = som.quantization_error_, som.topographic_error_
+    return som
 
-    # ---- SOM on a subsample: torch vs MiniSom, same vectors, same init, same epochs
+
+def bench_som_subsample(b: Bench, x, grid, init, prior) -> None:
+    """Torch vs MiniSom on the same random subsample, same init, same epochs."""
     g = torch.Generator().manual_seed(0)
-    sub = torch.randperm(len(x), generator=g)[:args.som_subsample].to(x.device)
+    sub = torch.randperm(len(x), generator=g)[:b.args.som_subsample].to(x.device)
     xs, ps = x[sub], prior[sub]
-    sec, st = timed(lambda: make_som("torch").fit(xs, init=init, prior_bmu=ps), rep, dev)
-    res["som_subsample_n"] = len(xs)
-    res["som_subsample_s_torch"] = sec
-    res["som_qe_torch"], res["som_te_torch"] = st.quantization_error_, st.topographic_error_
-    if not args.skip_minisom:
-        sec, sm = timed(lambda: make_som("minisom").fit(xs, init=init), 1, dev)
-        res["som_subsample_s_minisom"] = sec
-        res["som_qe_minisom"], res["som_te_minisom"] = sm.quantization_error_, sm.topographic_error_
-        res["som_speedup_vs_minisom"] = sec / res["som_subsample_s_torch"]
-    else:
-        for key in ("som_subsample_s_minisom", "som_qe_minisom", "som_te_minisom", "som_speedup_vs_minisom"):
-            res[key] = None
+    sec, st = b.timed(lambda: b.som("torch", grid).fit(xs, init=init, prior_bmu=ps))
+    b.res["som_subsample_n"] = len(xs)
+    b.res["som_subsample_s_torch"] = sec
+    b.res["som_qe_torch"], b.res["som_te_torch"] = st.quantization_error_, st.topographic_error_
+    keys = ("som_subsample_s_minisom", "som_qe_minisom", "som_te_minisom", "som_speedup_vs_minisom")
+    if b.args.skip_minisom:
+        b.res.update(dict.fromkeys(keys))
+        return
+    sec, sm = b.timed(lambda: b.som("minisom", grid).fit(xs, init=init), 1)
+    b.res.update(zip(keys, (sec, sm.quantization_error_, sm.topographic_error_, sec / b.res["som_subsample_s_torch"])))
 
-    # ---- Gaussians
+
+def bench_gaussians(b: Bench, x, som: SOM):
+    """Statistics, regularised covariances and whitening factors; returns ``(means, covs, factors)``."""
     def fit_gaussians():
         stats = accumulate(x, som.bmu_, som.weights_)
-        means, covs = gaussians(stats, model.cov_eps, model.shrinkage)
+        means, covs = gaussians(stats, b.model.cov_eps, b.model.shrinkage)
         return means, covs, whitening_factors(covs)
 
-    res["gaussian_fit_s"], (means, covs, factors) = timed(fit_gaussians, rep, dev)
-    feats = x = None  # free memory (the closures above are done)
+    b.res["gaussian_fit_s"], out = b.timed(fit_gaussians)
+    return out
 
-    # ---- scoring: somad vs reference, same model and features
-    tf = ext.extract(test_images, 32, dev)
+
+def bench_scoring(b: Bench, som: SOM, means, covs, factors) -> None:
+    """somad's scorer vs the numpy reference on the same fitted model and test features."""
+    tf = b.model.extractor.extract(b.test_images, 32, b.dev)
+    n, d, h, w = tf.shape
     tx = tf.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
     per = h * w
 
     def somad_scores():
-        out = []
-        for s in range(0, len(tf), 32):
-            out.append(score_patches(tx[s * per:(s + 32) * per], som.weights_, means, factors, model.k).scores)
-        return torch.cat(out)
+        return torch.cat([score_patches(tx[s * per:(s + 32) * per], som.weights_, means, factors, b.model.k).scores
+                          for s in range(0, n, 32)])
 
     somad_scores()  # warm-up
-    sec, ours = timed(somad_scores, rep, dev)
-    res["scoring_ms_per_image"] = 1000 * sec / len(tf)
-    nref = min(args.ref_images, len(tf))
-    # reference on images spread over the test set (good and defective)
-    pick = np.linspace(0, len(tf) - 1, nref).round().astype(int)
+    sec, ours = b.timed(somad_scores)
+    b.res["scoring_ms_per_image"] = 1000 * sec / n
+    nref = min(b.args.ref_images, n)
+    pick = np.linspace(0, n - 1, nref).round().astype(int)  # good and defective images alike
     rows = (pick[:, None] * per + np.arange(per)).ravel()
     rx = tx[torch.as_tensor(rows, device=tx.device)].cpu().numpy()
     t0 = time.perf_counter()
-    ref = reference_scores(rx, som.weights_.cpu().numpy(), means.cpu().numpy(), covs.cpu().numpy(), model.k)
-    res["reference_scoring_ms_per_image"] = 1000 * (time.perf_counter() - t0) / nref
-    res["reference_images"] = int(nref)
+    ref = reference_scores(rx, som.weights_.cpu().numpy(), means.cpu().numpy(), covs.cpu().numpy(), b.model.k)
+    b.res["reference_scoring_ms_per_image"] = 1000 * (time.perf_counter() - t0) / nref
+    b.res["reference_images"] = int(nref)
     ours_sel = ours.cpu().numpy().astype(np.float64)[rows]
-    res["scoring_max_rel_diff"] = float(np.max(np.abs(ours_sel - ref) / np.abs(ref)))
-    res["scoring_speedup"] = res["reference_scoring_ms_per_image"] / res["scoring_ms_per_image"]
-    tf = tx = None
+    b.res["scoring_max_rel_diff"] = float(np.max(np.abs(ours_sel - ref) / np.abs(ref)))
+    b.res["scoring_speedup"] = b.res["reference_scoring_ms_per_image"] / b.res["scoring_ms_per_image"]
 
-    # ---- end to end: fit in this process, evaluate in a child (peak RSS)
+
+def bench_end_to_end(b: Bench) -> None:
+    """``SOMAD.fit`` in this process, ``evaluate_model`` in a child (its own peak RSS)."""
+    from somad.persistence import save_model
+
     fits, evals = [], []
     with tempfile.TemporaryDirectory(prefix="somad-bench-") as tmp:
-        from somad.persistence import save_model
-
-        for r in range(rep):
-            mdl = SOMAD(device=str(dev))
+        for r in range(b.rep):
+            mdl = SOMAD(device=str(b.dev))
             mdl.extractor
-            sync(dev)
+            sync(b.dev)
             t0 = time.perf_counter()
-            mdl.fit(train_images)
-            sync(dev)
+            mdl.fit(b.train_images)
+            sync(b.dev)
             fits.append(time.perf_counter() - t0)
-            res["fit_timings"] = mdl.timings_
+            b.res["fit_timings"] = mdl.timings_
             if r == 0:
                 save_model(mdl, Path(tmp) / "model", force=True)
             del mdl
-        for _ in range(rep):
-            evals.append(run_child(str(Path(tmp) / "model"), args))
-    res["fit_s"] = statistics.median(fits)
-    res["evaluate_s"] = statistics.median(e["evaluate_s"] for e in evals)
-    res["eval_peak_rss_mb"] = statistics.median(e["eval_peak_rss_mb"] for e in evals)
+        evals = [run_child(str(Path(tmp) / "model"), b.args) for _ in range(b.rep)]
+    b.res["fit_s"] = statistics.median(fits)
+    b.res["evaluate_s"] = statistics.median(e["evaluate_s"] for e in evals)
+    b.res["eval_peak_rss_mb"] = statistics.median(e["eval_peak_rss_mb"] for e in evals)
     if "eval_peak_cuda_mb" in evals[0]:
-        res["eval_peak_cuda_mb"] = max(e["eval_peak_cuda_mb"] for e in evals)
+        b.res["eval_peak_cuda_mb"] = max(e["eval_peak_cuda_mb"] for e in evals)
     for key in ("image_auroc", "pixel_auroc", "aupro"):
-        res[key] = evals[0][key]
-    res["evaluate_timings"] = evals[0]["timings"]
+        b.res[key] = evals[0][key]
+    b.res["evaluate_timings"] = evals[0]["timings"]
 
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{socket.gethostname()}-{dev.type}.json"
+
+def write_results(b: Bench) -> Path:
+    out = Path(b.args.out) if b.args.out else (ROOT / "benchmarks" / "results" /
+                                               f"{socket.gethostname()}-{b.dev.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2, default=float) + "\n")
-    print(table(res))
+    out.write_text(json.dumps(b.res, indent=2, default=float) + "\n")
+    return out
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.child_eval:
+        child_evaluate(args.child_eval, args.data_dir, args.category, args.device)
+        return {}
+    b = Bench(args)
+    feats = bench_features(b)
+    x, grid, init, prior = som_inputs(b, feats)
+    feats = None
+    som = bench_som(b, x, grid, init, prior)
+    bench_som_subsample(b, x, grid, init, prior)
+    means, covs, factors = bench_gaussians(b, x, som)
+    x = None  # free memory
+    bench_scoring(b, som, means, covs, factors)
+    bench_end_to_end(b)
+    out = write_results(b)
+    print(table(b.res))
     print(f"\nwritten {out}")
-    return res
+    return b.res
 
 
 def _f(v, fmt: str) -> str:

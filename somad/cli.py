@@ -6,6 +6,7 @@ line naming the file or parameter and exits with status 2; nothing is written.
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import sys
 from pathlib import Path
@@ -14,9 +15,12 @@ from . import data, demo
 from .decision import DECISION_RULE
 from .devices import check_device
 from .errors import SomadError
+from .pipeline import PREDICTIONS_CSV
 from .progress import Stage
 
 DEFAULT_DATA = demo.DEFAULT_DIR
+PRINT_ROWS = 20
+"""``predict`` prints each image's row when it scores at most this many (a folder's rows stay in the CSV)."""
 
 
 class TqdmProgress:
@@ -127,11 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report file (default: <results-dir>/<category>/report.html)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
 
-    p = sub.add_parser("predict", help="score image files with a saved model")
+    p = sub.add_parser("predict", help="score image files, folders or glob patterns with a saved model")
     p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--out", type=Path, default=Path("predictions"), help="folder for heatmap overlays")
+    p.add_argument("--out", type=Path, default=Path("predictions"),
+                   help=f"folder for {PREDICTIONS_CSV} (path, score, verdict) and the heatmap overlays")
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="write only the CSV")
     p.add_argument("--device", default="cpu")
-    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     return parser
 
 
@@ -237,16 +243,21 @@ def cmd_report(args) -> int:
 
 def cmd_predict(args) -> int:
     from .persistence import load_model
-    from .pipeline import predict_files
+    from .pipeline import expand_images, predict_folder
 
     check_device(args.device)
-    for p in args.images:
-        data.read_raw(p)  # every file checked before any work
+    paths = expand_images(args.images)
+    for p in paths:
+        data.check_image_file(p)  # every file's header checked before any work
     model = load_model(args.model_dir, device=args.device)
-    for row in predict_files(model, args.images, args.out):
-        verdict = "ANOMALOUS" if row["anomalous"] else "normal"
-        print(f"{row['path']}\t{row['score']:.3f}\t{verdict}\t{row['overlay']}")
-    print(f"(anomalous when {DECISION_RULE}, threshold {model.threshold_:.3f})")
+    res = predict_folder(model, paths, args.out, args.overlays, TqdmProgress())
+    if res["n_images"] <= PRINT_ROWS:
+        with open(res["csv"], newline="") as fh:
+            for row in list(csv.reader(fh))[1:]:
+                print("\t".join(row))
+    print(f"{res['n_images']} images in {res['seconds']:.1f} s ({res['images_per_s']:.1f} images/s): "
+          f"{res['n_anomalous']} anomalous ({DECISION_RULE}, threshold {model.threshold_:.3f}); "
+          f"wrote {res['csv']}" + (f" and overlays in {res['overlays']}" if res["overlays"] else ""))
     return 0
 
 

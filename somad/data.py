@@ -518,6 +518,63 @@ def iter_batches(samples: Sequence[Sample], image_size: int, batch_size: int = 3
             yield np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
+class ImageFiles:
+    """Image files read on demand: ``len(files)`` and ``files[a:b]`` -> uint8 ``(B, S, S, 3)``.
+
+    Lets ``SOMAD.fit`` and ``predict`` walk a folder of any size with one batch of images in
+    memory; each slice is decoded in threads.
+
+    Args:
+        paths: image files. image_size: side every image is resized to. rule: the category's
+            :class:`IntensityRule` (None = :data:`EIGHT_BIT`). workers: decoding threads.
+
+    Raises:
+        DataError: (on slicing) an unreadable file, named in the message.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], image_size: int, rule: IntensityRule | None = None,
+                 workers: int = 4):
+        self.paths = [Path(p) for p in paths]
+        self.image_size = image_size
+        self.rule = rule
+        self.workers = workers
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def originals(self, index: slice) -> list[np.ndarray]:
+        """uint8 RGB ``(H, W, 3)`` of the files in ``index`` at their own size, read with ``rule``."""
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(lambda p: read_image(p, self.rule), self.paths[index]))
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice):
+            raise TypeError("ImageFiles takes slices, e.g. files[0:32].")
+        images = [resize_image(rgb, self.image_size) for rgb in self.originals(index)]
+        if not images:
+            return np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+        return np.stack(images)
+
+
+def check_image_file(path: str | Path) -> None:
+    """A fast check that ``path`` is an image file somad can read (its header only, no decoding).
+
+    Raises:
+        DataError: the file is missing or not an image (named in the message).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image {path} does not exist.")
+    try:
+        with Image.open(path):
+            return
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        with open(path, "rb") as fh:
+            if is_tiff(fh.read(4)):
+                return  # TIFFs Pillow cannot open are read with tifffile
+        raise DataError(f"cannot read image {path}: {exc}. Replace or remove the file.") from None
+
+
 def load_split(samples: Sequence[Sample], image_size: int, rule: IntensityRule | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """All images ``(N, S, S, 3)`` uint8 and masks ``(N, S, S)`` bool of ``samples``.

@@ -22,6 +22,10 @@ class ModelFileError(SomadError):
     """A model directory is missing, incomplete, tampered or of another format."""
 
 
+class ResourceError(SomadError):
+    """Free disk or memory cannot hold the work asked for (the message names the figure needed)."""
+
+
 class ParameterError(SomadError, ValueError):
     """A hyperparameter or option has a value that cannot work (named in the message)."""
 

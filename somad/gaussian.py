@@ -14,10 +14,16 @@ leave out a fold of training images cost one subtraction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 
 from .segments import padded_blocks
+
+GRAM_SEGMENT_ROWS = 256
+"""Longest segment of one neuron's rows in a Gram product; longer runs are summed over segments."""
+GRAM_ROW_FLOATS = 2
+"""Floats per feature of one padded row in the Gram product: the gathered row and its masked copy."""
 
 
 @dataclass
@@ -42,8 +48,15 @@ class NeuronStats:
     def __sub__(self, other: "NeuronStats") -> "NeuronStats":
         return NeuronStats(self.counts - other.counts, self.sums - other.sums, self.outer - other.outer, self.shift)
 
+    def add_(self, other: "NeuronStats") -> "NeuronStats":
+        """Add ``other`` in place (no second ``(M, d, d)`` buffer); returns self."""
+        self.counts += other.counts
+        self.sums += other.sums
+        self.outer += other.outer
+        return self
 
-def segment_gram(xs: torch.Tensor, counts: torch.Tensor, max_len: int = 256) -> torch.Tensor:
+
+def segment_gram(xs: torch.Tensor, counts: torch.Tensor, max_len: int = GRAM_SEGMENT_ROWS) -> torch.Tensor:
     """``X_j^T X_j`` for consecutive row runs of ``xs`` ``(N, d)`` with lengths ``counts`` ``(M,)``.
 
     Runs are cut into padded segments (:func:`somad.segments.padded_blocks`), each block of
@@ -51,8 +64,9 @@ def segment_gram(xs: torch.Tensor, counts: torch.Tensor, max_len: int = 256) -> 
     """
     m, d = len(counts), xs.shape[1]
     out = torch.zeros((m, d, d), dtype=xs.dtype, device=xs.device)
-    # a padded row costs d floats (twice: gather and mask); a segment its d x d partial Gram
-    for key, pos, valid in padded_blocks(counts, max_len, 8 * d, 4 * d * d):
+    size = xs.element_size()
+    # a segment also costs its d x d partial Gram
+    for key, pos, valid in padded_blocks(counts, max_len, GRAM_ROW_FLOATS * d * size, d * d * size):
         blk = xs[pos] * valid[..., None]
         out.index_add_(0, key, blk.transpose(1, 2) @ blk)
     return out
@@ -71,6 +85,19 @@ def accumulate(x: torch.Tensor, bmu: torch.Tensor, shift: torch.Tensor) -> Neuro
     xs = x[order] - shift[sorted_bmu]
     sums = torch.zeros_like(shift).index_add_(0, sorted_bmu, xs)
     return NeuronStats(counts.float(), sums, segment_gram(xs, counts), shift)
+
+
+def accumulate_chunks(chunks: Iterable[tuple[int, torch.Tensor]], bmu: torch.Tensor,
+                      shift: torch.Tensor) -> NeuronStats:
+    """:func:`accumulate` over ``(first row, float32 (c, d))`` chunks of the vectors whose BMUs are
+    ``bmu`` int64 ``(N,)``; memory is one chunk's. One chunk gives exactly :func:`accumulate`."""
+    total = None
+    for start, xc in chunks:
+        part = accumulate(xc, bmu[start:start + len(xc)], shift)
+        total = part if total is None else total.add_(part)
+    if total is None:
+        raise ValueError("accumulate_chunks got no vectors.")
+    return total
 
 
 def gaussians(stats: NeuronStats, eps: float = 0.01, shrinkage: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,12 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import EIGHT_BIT, IntensityRule
+from .data import EIGHT_BIT, ImageFiles, IntensityRule
 from .decision import is_anomalous
 from .devices import check_device
 from .errors import NotFittedError, ParameterError
-from .features import DEFAULT_BACKBONE, FeatureExtractor
-from .gaussian import NeuronStats, accumulate, gaussians, whitening_factors
+from .features import DEFAULT_BACKBONE, STRIDES, FeatureExtractor
+from .gaussian import NeuronStats, accumulate, accumulate_chunks, gaussians, whitening_factors
+from .patches import PatchFile, PatchMemory, check_resources
 from .progress import Progress, Stage, counter, for_stage
 from .scoring import IMAGE_SCORES, PatchScores, anomaly_maps, image_scores, score_patches
 from .som import SOM, SOM_BACKENDS, TOPOLOGIES, hit_map, u_matrix
@@ -142,6 +143,9 @@ FEATURE_STRIDE = 4
 
 PIXEL_RANGE_PERCENTILES = (1.0, 99.99)
 """Display range of pixel scores: these percentiles of the cross-fitted training maps (robust to outliers)."""
+
+PATCH_STORES = ("disk", "memory")
+"""Where ``fit`` keeps the training patch vectors (see :mod:`somad.patches`)."""
 
 PIXEL_RANGE_STRIDE = 4
 """Every 4th pixel in each direction of the training maps enters the display range: 1/16 of the memory."""
@@ -305,53 +309,99 @@ class SOMAD:
         return images
 
     # ---------------------------------------------------------------------- fit
-    def fit(self, images: np.ndarray, paths: list[str] | None = None, progress: Progress | None = None, *,
-            intensity: IntensityRule | None = None) -> "SOMAD":
+    def fit(self, images: np.ndarray | ImageFiles, paths: list[str] | None = None,
+            progress: Progress | None = None, *, intensity: IntensityRule | None = None,
+            patch_store: str = "disk") -> "SOMAD":
         """Fit on defect-free images: features, SOM, per-neuron Gaussians, deployable threshold.
 
+        The fit streams: images are read one batch at a time and the patch vectors go to a
+        temporary file (:class:`~somad.patches.PatchFile`, removed afterwards) that the SOM epochs
+        and the Gaussian statistics read in chunks, so memory does not grow with the number of
+        images beyond the per-patch BMU arrays (about 30 bytes a patch, 0.1 MB a 224 px image).
+
         Args:
-            images: uint8 ``(N, S, S, 3)`` with S = ``image_size``.
+            images: uint8 ``(N, S, S, 3)`` with S = ``image_size``, or :class:`~somad.data.ImageFiles`
+                (any object with ``len()`` whose slices are such arrays).
             paths: source file of each image (kept for the dashboard's patch gallery).
             progress: ``progress(stage, done, total)`` callback with :class:`~somad.progress.Stage`
                 ``FEATURES``, ``SOM``, ``GAUSSIANS``, ``THRESHOLD``.
             intensity: the rule the images were read with (``somad.data.intensity_rule(paths)``);
                 None = :data:`~somad.data.EIGHT_BIT`. Kept as ``intensity_`` for later images.
+            patch_store: ``"disk"`` (default, bounded memory) or ``"memory"`` (all patch vectors in
+                one tensor; the reference the disk path is tested against).
 
         Returns:
             self
 
         Raises:
             ParameterError: a hyperparameter that cannot work, or a wrong image array.
+            ResourceError: free disk or memory cannot hold this fit (checked before any work).
         """
         self._validate_params()
+        if patch_store not in PATCH_STORES:
+            raise ParameterError(f"patch_store must be one of {PATCH_STORES}, got '{patch_store}'.")
         self._reset()
         timer = _Timer()
-        with timer(Stage.FEATURES):
-            feats = self.features(images, progress)
-            self.channel_idx_ = self.extractor.channel_idx.copy()
-        n, d, h, w = feats.shape
+        n = len(images)
+        if n == 0:
+            raise ParameterError("fit needs at least one training image.")
+        h = w = self.image_size // STRIDES[0]
+        check_resources(n, h * w, len(self.extractor.channel_idx), patch_store)
         self.n_train_ = n
         self.feature_shape_ = (h, w)
         self.grid_ = tuple(self.grid) if self.grid is not None else (h, w)
         self.train_paths_ = [str(p) for p in paths] if paths is not None else []
         self.intensity_ = intensity or EIGHT_BIT
-        x = feats.permute(0, 2, 3, 1).reshape(-1, d)
-        with timer(Stage.SOM):
-            self._fit_som(feats, x, progress)
-        with timer(Stage.GAUSSIANS):
-            stats = self._fit_gaussians(x, progress)
-        with timer(Stage.THRESHOLD):
-            self._fit_threshold(feats, x, stats, progress)
+        store = None
+        try:
+            with timer(Stage.FEATURES):
+                store, init = self._extract_patches(images, patch_store, progress)
+                self.channel_idx_ = self.extractor.channel_idx.copy()
+            with timer(Stage.SOM):
+                self._fit_som(store, init, progress)
+            with timer(Stage.GAUSSIANS):
+                stats = self._fit_gaussians(store, progress)
+            with timer(Stage.THRESHOLD):
+                self._fit_threshold(store, stats, progress)
+        finally:
+            if store is not None:
+                store.close()
         self.timings_ = timer.seconds
         return self
 
-    def _fit_som(self, feats: torch.Tensor, x: torch.Tensor, progress: Progress | None) -> None:
-        """SOMAD step 2: the SOM on all patch vectors ``x`` float32 ``(N*h*w, d)``, each neuron starting
-        at the mean feature of its grid position (adaptive-average-pooled to the grid)."""
-        n, d, h, w = feats.shape
-        init = F.adaptive_avg_pool2d(feats.mean(0, keepdim=True), self.grid_)[0].permute(1, 2, 0).reshape(-1, d)
+    def _extract_patches(self, images, patch_store: str, progress: Progress | None):
+        """Features of every image, batch by batch, into a patch store (rows ``(N*h*w, d)`` in
+        image, row, column order), and the SOM's initial weights: the mean feature of each grid
+        position over all images, adaptive-average-pooled to the grid, float32 ``(M, d)``."""
+        n = len(images)
+        d = len(self.extractor.channel_idx)
+        step = counter(progress, Stage.FEATURES, n)
+        store = PatchFile(d, self.torch_device) if patch_store == "disk" else None
+        parts, total = [], None
+        try:
+            for s in range(0, n, self.batch_size):
+                batch = self._check_images(images[s:s + self.batch_size])
+                feats = self.extractor.extract(batch, self.batch_size, self.torch_device)
+                part = feats.double().sum(0)
+                total = part if total is None else total + part
+                x = feats.permute(0, 2, 3, 1).reshape(-1, d)
+                store.append(x) if store is not None else parts.append(x)
+                if step:
+                    step(len(batch))
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        mean = (total / n).float()[None]
+        init = F.adaptive_avg_pool2d(mean, self.grid_)[0].permute(1, 2, 0).reshape(-1, d)
+        return (store if store is not None else PatchMemory(torch.cat(parts))), init
+
+    def _fit_som(self, store, init: torch.Tensor, progress: Progress | None) -> None:
+        """SOMAD step 2: the SOM on all patch vectors (a :mod:`somad.patches` store), each neuron
+        starting at the mean feature of its grid position."""
         som = self._som(self.grid_)
-        som.fit(x, init=init, prior_bmu=_position_prior(n, (h, w), self.grid_, x.device),
+        som.fit(store, init=init, prior_bmu=_position_prior(self.n_train_, self.feature_shape_, self.grid_,
+                                                            self.torch_device),
                 progress=for_stage(progress, Stage.SOM))
         self.som_weights_ = som.weights_
         self.train_bmu_ = som.bmu_
@@ -359,21 +409,21 @@ class SOMAD:
         self.quantization_error_ = som.quantization_error_
         self.topographic_error_ = som.topographic_error_
 
-    def _fit_gaussians(self, x: torch.Tensor, progress: Progress | None) -> NeuronStats:
-        """SOMAD step 3: mean and regularised covariance of the patch vectors each neuron wins."""
-        stats = accumulate(x, self.train_bmu_, self.som_weights_)
+    def _fit_gaussians(self, store, progress: Progress | None) -> NeuronStats:
+        """SOMAD step 3: mean and regularised covariance of the patch vectors each neuron wins,
+        from statistics accumulated one chunk at a time."""
+        stats = accumulate_chunks(store.chunks(), self.train_bmu_, self.som_weights_)
         self._set_gaussians(stats)
         if progress:
             progress(Stage.GAUSSIANS, 1, 1)
         return stats
 
-    def _fit_threshold(self, feats: torch.Tensor, x: torch.Tensor, stats: NeuronStats,
-                       progress: Progress | None) -> None:
+    def _fit_threshold(self, store, stats: NeuronStats, progress: Progress | None) -> None:
         """Deployable threshold and display range from cross-fitted training image scores."""
-        n = len(feats)
+        n = self.n_train_
         self.threshold_indices_ = np.unique(np.linspace(0, n - 1, min(n, max(1, self.cv_max_images))).round()
                                             ).astype(np.int64)
-        self.train_scores_, pixel_maps = self._cross_fitted_scores(feats, x, stats, self.threshold_indices_,
+        self.train_scores_, pixel_maps = self._cross_fitted_scores(store, stats, self.threshold_indices_,
                                                                    progress)
         self.threshold_ = float(np.percentile(self.train_scores_, self.threshold_percentile))
         lo, hi = np.percentile(pixel_maps, PIXEL_RANGE_PERCENTILES)
@@ -384,11 +434,11 @@ class SOMAD:
         self.means_, self.covariances_ = gaussians(stats, self.cov_eps, self.shrinkage)
         self.factors_ = whitening_factors(self.covariances_)
 
-    def _cross_fitted_scores(self, feats: torch.Tensor, x: torch.Tensor, stats: NeuronStats,
-                             indices: np.ndarray, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    def _cross_fitted_scores(self, store, stats: NeuronStats, indices: np.ndarray,
+                             progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
         """Scores and subsampled pixel maps of training images ``indices``, each from Gaussians fitted
-        without its fold (the other training images all stay in)."""
-        n, _, h, w = feats.shape
+        without its fold (the other training images all stay in). Reads only those images' patch rows."""
+        h, w = self.feature_shape_
         t = len(indices)
         folds = self.cv_folds_used_ = self._threshold_folds(t)
         fold_of = np.arange(t) % folds
@@ -397,15 +447,16 @@ class SOMAD:
         per_image = h * w
         for f in range(folds):
             members = indices[fold_of == f]
+            rows = (members[:, None] * per_image + np.arange(per_image)).ravel()
+            x = store.take(rows)
             if folds > 1:
-                rows = torch.as_tensor((members[:, None] * per_image + np.arange(per_image)).ravel(),
-                                       device=x.device)
-                held = accumulate(x[rows], self.train_bmu_[rows], self.som_weights_)
+                held = accumulate(x, self.train_bmu_[torch.as_tensor(rows, device=x.device)], self.som_weights_)
                 means, covs = gaussians(stats - held, self.cov_eps, self.shrinkage)
                 factors = whitening_factors(covs)
             else:
                 means, factors = self.means_, self.factors_
-            res = self._maps_from_features(feats[members], means, factors)
+            feats = x.reshape(len(members), h, w, -1).permute(0, 3, 1, 2)
+            res = self._maps_from_features(feats, means, factors)
             scores[fold_of == f] = res.scores
             maps.append(res.maps[:, ::PIXEL_RANGE_STRIDE, ::PIXEL_RANGE_STRIDE].ravel())
             if progress:

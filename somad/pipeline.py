@@ -7,17 +7,23 @@ return plain data, and report progress through an optional callback
 from __future__ import annotations
 
 import csv
+import glob
 import io
+import os
+import shutil
+import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from . import data
 from .atomic import atomic_path, write_json, write_text
 from .decision import is_anomalous
-from .metrics import evaluate_scores
+from .metrics import evaluate_groups
 from .model import SOMAD
 from .persistence import load_model, save_model
 from .progress import Progress, Stage
@@ -58,7 +64,8 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
                  progress: Progress | None = None) -> SOMAD:
     """Fit a model on ``train/good`` of a category and save it to ``out_dir``.
 
-    Checks ``out_dir`` before any work, so an existing model is never lost.
+    Checks ``out_dir`` before any work, so an existing model is never lost. The images are read
+    batch by batch during the features stage (its timing includes decoding them).
 
     Raises:
         DataError, BackboneError, ModelFileError: see :mod:`somad.errors`.
@@ -71,12 +78,11 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
     samples = data.train_samples(data_dir, category)
     if max_train_images:
         samples = samples[:max_train_images]
-    t0 = time.perf_counter()
-    rule = data.intensity_rule([s.path for s in samples])
-    images, _ = _load(samples, model.image_size, progress, Stage.LOAD_TRAIN, rule)
-    load_s = time.perf_counter() - t0
-    model.fit(images, [str(s.path) for s in samples], progress=progress, intensity=rule)
-    model.timings_ = {"load": load_s, **model.timings_}
+    paths = [s.path for s in samples]
+    rule = data.intensity_rule(paths)
+    # streamed: one batch of images in memory at a time, decoded as the features stage reads it
+    model.fit(data.ImageFiles(paths, model.image_size, rule), [str(p) for p in paths], progress=progress,
+              intensity=rule)
     model.extra_ = {"data_dir": str(Path(data_dir).resolve()), "category": category}
     save_model(model, out_dir, force=force, extra=model.extra_)
     model.model_dir_ = str(out_dir)
@@ -105,7 +111,7 @@ class Evaluation:
     Attributes:
         samples: the test samples, in order. labels: int ``(N,)``. scores: float32 ``(N,)``.
         maps: float32 ``(N, S, S)`` anomaly maps. masks: bool ``(N, S, S)``. images: uint8 ``(N, S, S, 3)``.
-        metrics: overall metrics (see :func:`somad.metrics.evaluate_scores`) plus ``per_defect``,
+        metrics: overall metrics (see :func:`somad.metrics.evaluate_groups`) plus ``per_defect``,
             ``threshold`` and ``timings``.
         patches: the :class:`~somad.scoring.PatchScores` of every test patch (flat over N, h, w)
             when asked for with ``return_patches``, else None.
@@ -136,12 +142,12 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
     scores, maps = scored.scores, scored.maps
     t2 = time.perf_counter()
     labels = np.array([s.label for s in samples])
-    overall = evaluate_scores(labels, scores, masks, maps)
-    per_defect = {}
     good = labels == 0
-    for defect in sorted({s.defect for s in samples} - {data.GOOD}):
-        sel = good | np.array([s.defect == defect for s in samples])
-        per_defect[defect] = evaluate_scores(labels[sel], scores[sel], masks[sel], maps[sel])
+    defects = np.array([s.defect for s in samples])
+    # per defect type: the good images plus that type's, all read from one sort of the pixels
+    groups = {d: good | (defects == d) for d in sorted(set(defects) - {data.GOOD})}
+    overall, per_defect = evaluate_groups(labels, scores, masks, maps, groups)
+    for defect, sel in groups.items():
         per_defect[defect]["n_images"] = int((~good[sel]).sum())
     t3 = time.perf_counter()
     overall.update({
@@ -181,51 +187,123 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
     return out
 
 
-def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | None = None
-                  ) -> list[dict]:
-    """Score image files; optionally write heatmap overlays ``<out_dir>/<stem>_overlay.png``.
+PREDICTIONS_CSV = "predictions.csv"
+"""File name of the per-image predictions that ``predict`` writes in its output folder."""
 
-    Files are read with the model's intensity rule. Overlays keep the input's geometry: its own
-    size, scaled down to at most :data:`somad.data.MAX_DISPLAY_SIDE` on the longest side.
 
-    Returns:
-        one dict per file: ``path``, ``score``, ``anomalous`` (at ``model.threshold_``), ``overlay``.
+def expand_images(items: list[str | Path]) -> list[Path]:
+    """The image files named by ``items``: a file as given, a folder's image files (recursively,
+    sorted), a glob pattern's matches (sorted); duplicates dropped, order kept.
 
     Raises:
-        DataError: a file is missing or not an image (checked for all before scoring).
+        DataError: an item that names no image file (the item is named).
     """
+    found: dict[Path, None] = {}
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.suffix.lower() in data.IMAGE_EXTENSIONS)
+        elif path.exists():
+            matches = [path]
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file())
+        if not matches:
+            raise data.DataError(f"{item}: no image file there (a file, a folder of {', '.join(data.IMAGE_EXTENSIONS)} "
+                                 "images or a glob pattern like 'dir/**/*.png').")
+        found.update(dict.fromkeys(matches))
+    return list(found)
+
+
+def iter_predictions(model: SOMAD, paths: list[str | Path], overlay_dir: str | Path | None = None,
+                     progress: Progress | None = None) -> Iterator[dict]:
+    """Score image files in batches of ``model.batch_size``, one batch of images and maps in memory.
+
+    Yields:
+        one dict per file, in order: ``path``, ``score``, ``anomalous`` (:func:`somad.decision.is_anomalous`
+        at ``model.threshold_``), ``overlay`` (``<overlay_dir>/<overlay name>`` written, or None).
+
+    Raises:
+        DataError: a file cannot be read (when its batch is reached).
+    """
+    files = data.ImageFiles(paths, model.image_size, model.intensity_)
+    names = overlay_names(paths) if overlay_dir is not None else None
+    for s in range(0, len(files), model.batch_size):
+        originals = files.originals(slice(s, s + model.batch_size))
+        res = model.anomaly_maps(np.stack([data.resize_image(rgb, model.image_size) for rgb in originals]))
+        for i, (rgb, score, amap) in enumerate(zip(originals, res.scores, res.maps)):
+            row = {"path": str(paths[s + i]), "score": float(score),
+                   "anomalous": bool(is_anomalous(score, model.threshold_)), "overlay": None}
+            if names is not None:
+                shown = data.resize_to(rgb, data.display_shape(rgb.shape[:2]))
+                row["overlay"] = str(write_overlay(model, shown, amap, Path(overlay_dir) / names[s + i]))
+            yield row
+        if progress:
+            progress(Stage.PREDICT, min(s + model.batch_size, len(files)), len(files))
+
+
+def write_overlay(model: SOMAD, image: np.ndarray, amap: np.ndarray, dest: Path) -> Path:
+    """Write the heatmap overlay of one image (display range ``model.pixel_range_``) atomically;
+    ``image`` at any geometry (the map is resized to it, :func:`somad.viz.overlay`)."""
     from PIL import Image
 
     from .viz import overlay
 
-    images, shown = [], []
-    for p in paths:
-        rgb = data.read_image(p, model.intensity_)
-        images.append(data.resize_image(rgb, model.image_size))
-        shown.append(data.resize_to(rgb, data.display_shape(rgb.shape[:2])))
-    res = model.anomaly_maps(np.stack(images))
-    rows = []
     lo, hi = model.pixel_range_
-    names = overlay_names(paths)
-    for p, name, img, sc, amap in zip(paths, names, shown, res.scores, res.maps):
-        row = {"path": str(p), "score": float(sc), "anomalous": bool(is_anomalous(sc, model.threshold_)),
-               "overlay": None}
-        if out_dir is not None:
-            dest = Path(out_dir) / name
-            with atomic_path(dest) as tmp:
-                Image.fromarray(overlay(img, amap, lo, hi)).save(tmp)
-            row["overlay"] = str(dest)
-        rows.append(row)
-    return rows
+    with atomic_path(dest) as tmp:
+        Image.fromarray(overlay(image, amap, lo, hi)).save(tmp)
+    return dest
+
+
+def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | None = None) -> list[dict]:
+    """:func:`iter_predictions` as a list (for a handful of files)."""
+    return list(iter_predictions(model, paths, out_dir))
+
+
+def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, overlays: bool = True,
+                   progress: Progress | None = None) -> dict:
+    """Score any number of image files with bounded memory; write ``<out_dir>/predictions.csv``
+    (``path, score, verdict``) and, with ``overlays``, one overlay PNG per image.
+
+    All or nothing: rows and overlays go to a hidden staging folder in ``out_dir`` and move into
+    place only when every image is scored, so a file that turns out unreadable leaves
+    ``out_dir`` as it was.
+
+    Returns:
+        ``{"n_images", "n_anomalous", "seconds", "images_per_s", "csv", "overlays" (folder or None)}``.
+
+    Raises:
+        DataError: a file cannot be read (named).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".somad-predict-", dir=out_dir))
+    t0 = time.perf_counter()
+    n_anomalous = 0
+    try:
+        with open(stage / PREDICTIONS_CSV, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "score", "verdict"])
+            for row in iter_predictions(model, paths, stage if overlays else None, progress):
+                n_anomalous += row["anomalous"]
+                writer.writerow([row["path"], f"{row['score']:.6g}", "anomalous" if row["anomalous"] else "normal"])
+        for f in stage.iterdir():
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    sec = time.perf_counter() - t0
+    return {"n_images": len(paths), "n_anomalous": n_anomalous, "seconds": sec,
+            "images_per_s": len(paths) / max(sec, 1e-9), "csv": str(out_dir / PREDICTIONS_CSV),
+            "overlays": str(out_dir) if overlays else None}
 
 
 def overlay_names(paths: list[str | Path]) -> list[str]:
     """Distinct overlay file names: ``<stem>_overlay.png``, prefixed by the parent folder (and a
     counter if needed) where stems repeat, e.g. ``crack_000_overlay.png``."""
     stems = [Path(p).stem for p in paths]
+    repeats = Counter(stems)
     names, used = [], set()
     for p, stem in zip(paths, stems):
-        name = stem if stems.count(stem) == 1 else f"{Path(p).parent.name}_{stem}"
+        name = stem if repeats[stem] == 1 else f"{Path(p).parent.name}_{stem}"
         base, i = name, 1
         while name in used:
             i += 1

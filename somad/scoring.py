@@ -22,8 +22,17 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .segments import padded_blocks
+from .segments import BLOCK_BYTES, padded_blocks
 from .som import exact_bmu
+
+MAX_SEGMENT = 64
+"""Longest run of one neuron's (patch, neuron) pairs in one padded product; a test chunk spreads
+its pairs over many neurons, so short segments waste little padding."""
+PAIR_ROW_FLOATS = 3
+"""Floats per feature of one padded pair: its difference to the mean, the whitened product, its square."""
+SCORE_CHUNK = 65536
+"""Patches per scoring block (21 images at 224 px): the k-nearest search holds ``chunk * M`` floats,
+0.8 GB at M = 3,136 neurons."""
 
 
 @dataclass
@@ -47,7 +56,8 @@ class PatchScores:
 
 
 def mahalanobis_pairs(x: torch.Tensor, neurons: torch.Tensor, means: torch.Tensor,
-                      factors: torch.Tensor, max_segment: int = 64, block_bytes: int = 64 << 20) -> torch.Tensor:
+                      factors: torch.Tensor, max_segment: int = MAX_SEGMENT,
+                      block_bytes: int = BLOCK_BYTES) -> torch.Tensor:
     """Mahalanobis distance of each row of ``x`` to each of its neurons.
 
     The (patch, neuron) pairs are sorted by neuron and cut into segments of at most
@@ -73,8 +83,10 @@ def mahalanobis_pairs(x: torch.Tensor, neurons: torch.Tensor, means: torch.Tenso
     rows = order // k
     counts = torch.bincount(flat, minlength=len(means))
     d2_sorted = torch.empty(flat.numel(), dtype=x.dtype, device=x.device)
-    # a padded row costs its diff, product and square (3 d floats); a segment its d x d factor
-    for nrn, pos, valid in padded_blocks(counts, max_segment, 12 * d, 4 * d * d, block_bytes):
+    size = x.element_size()
+    # a segment also costs its gathered d x d factor
+    for nrn, pos, valid in padded_blocks(counts, max_segment, PAIR_ROW_FLOATS * d * size, d * d * size,
+                                         block_bytes):
         diff = x[rows[pos]] - means[nrn][:, None, :]                           # (S, b, d)
         y = torch.bmm(diff, factors[nrn].transpose(1, 2))                       # (S, b, d)
         val = (y * y).sum(2)
@@ -85,7 +97,7 @@ def mahalanobis_pairs(x: torch.Tensor, neurons: torch.Tensor, means: torch.Tenso
 
 
 def score_patches(x: torch.Tensor, som_weights: torch.Tensor, means: torch.Tensor, factors: torch.Tensor,
-                  k: int = 4, chunk: int = 65536) -> PatchScores:
+                  k: int = 4, chunk: int = SCORE_CHUNK) -> PatchScores:
     """Score patch vectors ``x`` float32 ``(P, d)`` against a fitted model (all on one device).
 
     Args:

@@ -12,6 +12,10 @@ from typing import Iterator
 
 import torch
 
+BLOCK_BYTES = 64 << 20
+"""Memory of one batched product: big enough that ``bmm`` work dwarfs the Python loop over
+blocks, small enough to be negligible next to the model and the images (64 MB)."""
+
 
 def split_runs(counts: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cut each key's run of sorted rows into segments of at most ``max_len`` rows.
@@ -35,7 +39,7 @@ def split_runs(counts: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.
 
 
 def padded_blocks(counts: torch.Tensor, max_len: int, row_bytes: int, segment_bytes: int,
-                  block_bytes: int = 64 << 20) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                  block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Blocks of equally padded segments, for one ``bmm`` each.
 
     Args:

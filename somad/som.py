@@ -34,6 +34,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .patches import PatchFile, PatchMemory
+
 TOPOLOGIES = ("rectangular", "hexagonal")
 
 RECT_NEIGHBOUR_LIMIT = 1.42
@@ -219,13 +221,16 @@ class SOM:
             out.append((s0 * (s1 / s0) ** f, self.learning_rate + (self.learning_rate_final - self.learning_rate) * f))
         return out
 
-    def fit(self, x: torch.Tensor | np.ndarray, init: torch.Tensor | np.ndarray | None = None,
+    def fit(self, x: torch.Tensor | np.ndarray | PatchFile | PatchMemory,
+            init: torch.Tensor | np.ndarray | None = None,
             prior_bmu: torch.Tensor | np.ndarray | None = None,
             progress: Callable[[int, int], None] | None = None) -> "SOM":
         """Train on ``x``.
 
         Args:
-            x: float32 ``(N, d)`` training vectors.
+            x: float32 ``(N, d)`` training vectors, or a :mod:`somad.patches` source that streams
+                them in chunks (the ``torch`` backend then holds one chunk at a time; results equal
+                the in-memory ones within float rounding).
             init: float32 ``(H*W, d)`` initial weights (e.g. the positional mean); default: random samples.
             prior_bmu: int ``(N,)`` neuron expected to be near each sample's BMU (its grid position);
                 it seeds the local search of the first epoch.
@@ -236,22 +241,32 @@ class SOM:
         """
         self._validate()
         dev = torch.device(self.device)
-        x = torch.as_tensor(x, dtype=torch.float32, device=dev)
-        if x.ndim != 2 or len(x) == 0:
-            raise ValueError(f"SOM.fit needs a non-empty (N, d) array, got shape {tuple(x.shape)}.")
+        source = _as_source(x, dev)
         if init is None:
             g = torch.Generator().manual_seed(self.seed)
-            init = x[torch.randint(len(x), (self.n_neurons,), generator=g).to(dev)]
+            init = source.take(torch.randint(source.n_rows, (self.n_neurons,), generator=g).numpy())
         init = torch.as_tensor(init, dtype=torch.float32, device=dev).reshape(self.n_neurons, -1)
-        if init.shape[1] != x.shape[1]:
-            raise ValueError(f"init has {init.shape[1]} features but x has {x.shape[1]}.")
-        self.weights_ = SOM_BACKENDS[self.backend](self, x, init.clone(), prior_bmu, progress)
-        idx, dist = exact_bmu(x, self.weights_, k=2)
-        self.bmu_ = idx[:, 0]
-        self.bmu_dist_ = dist[:, 0]
-        self.quantization_error_ = float(self.bmu_dist_.mean())
-        self.topographic_error_ = topographic_error(idx, self.shape, self.topology)
+        if init.shape[1] != source.dim:
+            raise ValueError(f"init has {init.shape[1]} features but x has {source.dim}.")
+        data = source if self.backend == "torch" else source.tensor()
+        self.weights_ = SOM_BACKENDS[self.backend](self, data, init.clone(), prior_bmu, progress)
+        self._final_bmus(source)
         return self
+
+    def _final_bmus(self, source) -> None:
+        """Exact BMU, its distance, the quantization and topographic errors, one chunk at a time."""
+        n = source.n_rows
+        self.bmu_ = torch.empty(n, dtype=torch.long, device=self.weights_.device)
+        self.bmu_dist_ = torch.empty(n, dtype=torch.float32, device=self.weights_.device)
+        breaks = 0
+        for start, xc in source.chunks():
+            idx, dist = exact_bmu(xc, self.weights_, k=2)
+            self.bmu_[start:start + len(xc)] = idx[:, 0]
+            self.bmu_dist_[start:start + len(xc)] = dist[:, 0]
+            # the chunk's fraction times its size is its count of breaks (exact below 2**24 rows a chunk)
+            breaks += round(topographic_error(idx, self.shape, self.topology) * len(xc))
+        self.quantization_error_ = float(self.bmu_dist_.mean())
+        self.topographic_error_ = breaks / n
 
     def _grid_d2(self, device: torch.device) -> torch.Tensor:
         xy = torch.as_tensor(grid_coordinates(self.shape, self.topology), dtype=torch.float32, device=device)
@@ -262,8 +277,10 @@ class SOM:
         return float(exact_bmu(torch.as_tensor(x, dtype=torch.float32), self.weights_.cpu())[1].mean())
 
 
-def _train_torch(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress) -> torch.Tensor:
-    dev = x.device
+def _train_torch(som: SOM, x, w: torch.Tensor, prior_bmu, progress) -> torch.Tensor:
+    """Batch SOM epochs over a chunked source ``x``: per-neuron sums accumulate chunk by chunk
+    (``index_add_`` into one accumulator, the same additions in the same order as one pass)."""
+    dev = w.device
     d2 = som._grid_d2(dev) if som.topology != "rectangular" else None
     local = None
     prev = None
@@ -271,20 +288,37 @@ def _train_torch(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress
         local = _TileSearch(som.shape, tile=SEARCH_TILE, radius=som.search_radius, device=dev)
         if prior_bmu is not None:
             prev = torch.as_tensor(prior_bmu, dtype=torch.long, device=dev)
+    bmu = torch.empty(x.n_rows, dtype=torch.long, device=dev)
     for epoch, (sigma, lr) in enumerate(som.schedule()):
-        if local is not None and prev is not None:
-            bmu = local(x, w, prev)
-        else:
-            bmu = exact_bmu(x, w)[0][:, 0]
+        sums = torch.zeros_like(w)
+        counts = torch.zeros(som.n_neurons, dtype=torch.long, device=dev)
+        for start, xc in x.chunks():
+            rows = slice(start, start + len(xc))
+            # reading prev[rows] before writing bmu[rows] lets bmu be prev of the next epoch in place
+            b = local(xc, w, prev[rows]) if local is not None and prev is not None else exact_bmu(xc, w)[0][:, 0]
+            bmu[rows] = b
+            sums.index_add_(0, b, xc)
+            counts += torch.bincount(b, minlength=som.n_neurons)
         prev = bmu
-        sums = torch.zeros_like(w).index_add_(0, bmu, x)
-        counts = torch.bincount(bmu, minlength=som.n_neurons).to(w.dtype)
+        counts = counts.to(w.dtype)
         num, den = _neighbourhood_sums(som, sums, counts, sigma, d2)
         ok = den > 1e-12 * max(1.0, float(counts.sum()))
         w[ok] = (1 - lr) * w[ok] + lr * (num[ok] / den[ok, None])
         if progress:
             progress(epoch + 1, som.epochs)
     return w
+
+
+def _as_source(x, device: torch.device):
+    """A chunked patch source for ``x`` (a tensor/array is wrapped as one in-memory chunk)."""
+    if hasattr(x, "chunks"):
+        if x.n_rows == 0:
+            raise ValueError("SOM.fit needs at least one training vector, got an empty patch source.")
+        return x
+    x = torch.as_tensor(x, dtype=torch.float32, device=device)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"SOM.fit needs a non-empty (N, d) array, got shape {tuple(x.shape)}.")
+    return PatchMemory(x)
 
 
 def _neighbourhood_sums(som: SOM, sums: torch.Tensor, counts: torch.Tensor, sigma: float,

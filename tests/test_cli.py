@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from somad import data
 from somad.cli import main
 
 TINY_ARGS = ["--image-size", "64", "--d", "32", "--epochs", "2", "--cv-folds", "2"]
@@ -46,9 +48,49 @@ def test_predict_prints_verdicts_and_writes_overlays(fitted, demo_root, tmp_path
     assert main(["predict", "--model-dir", str(fitted / "tiles" / "default"), "--out", str(tmp_path),
                  *map(str, imgs)]) == 0
     out = capsys.readouterr().out
-    assert "hole/000.png" in out and ("ANOMALOUS" in out or "normal" in out)
+    with open(tmp_path / "predictions.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["path", "score", "verdict"] and [r[0] for r in rows[1:]] == list(map(str, imgs))
+    assert all(r[2] in ("anomalous", "normal") for r in rows[1:])
+    assert "hole/000.png\t" in out and "2 images in" in out and "images/s" in out
     with Image.open(tmp_path / "good_000_overlay.png") as im, Image.open(imgs[0]) as src:
         assert im.size == src.size  # at the input's geometry, not the model's 64 px
+
+
+def test_predict_streams_folders_and_globs_in_batches(fitted, demo_root, tmp_path, capsys, monkeypatch):
+    from somad import persistence, pipeline
+    from somad.persistence import load_model
+
+    model_dir = fitted / "tiles" / "default"
+    test_dir = demo_root / "tiles" / "test"
+    batches = []
+    real = pipeline.SOMAD.anomaly_maps
+    monkeypatch.setattr(pipeline.SOMAD, "anomaly_maps", lambda self, imgs, *a, **k: (batches.append(len(imgs)),
+                                                                                        real(self, imgs, *a, **k))[1])
+    monkeypatch.setattr(persistence, "load_model", lambda *a, **k: load_model(*a, **k).set_params(batch_size=5))
+    assert main(["predict", "--model-dir", str(model_dir), "--out", str(tmp_path / "out"), "--no-overlays",
+                 str(test_dir / "good"), str(test_dir / "hole" / "*.png")]) == 0
+    n_good, n_hole = len(list((test_dir / "good").iterdir())), len(list((test_dir / "hole").iterdir()))
+    with open(tmp_path / "out" / "predictions.csv", newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    assert len(rows) == n_good + n_hole and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predictions.csv"]
+    assert max(batches) <= 5 and sum(batches) == n_good + n_hole  # one batch of images in memory at a time
+    model = load_model(model_dir)
+    hole = sorted((test_dir / "hole").glob("*.png"))
+    scores = model.score_samples(np.stack([data.load_image(p, model.image_size) for p in hole]))
+    np.testing.assert_allclose([float(r[1]) for r in rows[n_good:]], scores, rtol=1e-5)
+
+
+def test_predict_with_a_truncated_file_writes_nothing(fitted, demo_root, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = demo_root / "tiles" / "test" / "good" / "000.png"
+    (folder / "a.png").write_bytes(good.read_bytes())
+    (folder / "b.png").write_bytes(good.read_bytes()[:200])  # header fine, pixels cut off
+    assert main(["predict", "--model-dir", str(fitted / "tiles" / "default"), "--out", str(tmp_path / "out"),
+                 str(folder)]) == 2
+    assert "b.png" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_overlays_of_images_with_the_same_name_do_not_collide(fitted, demo_root, tmp_path, capsys):
