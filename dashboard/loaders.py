@@ -153,8 +153,8 @@ def _reference(model_dir: str, mtime: float, device: str, data_dir: str, categor
     ev = _evaluation(model_dir, mtime, device, data_dir, category)
     good = ev.labels == 0
     sample = ev.images[good] if good.any() else ev.images
-    with data.open_image(ev.samples[0].path) as img:
-        aspect = img.size[0] / img.size[1]
+    height, width = data.read_raw(ev.samples[0].path).shape[:2]  # as displayed (orientation applied)
+    aspect = width / height
     return images.Reference(max(float(ev.scores.max()), float(model.threshold_)),
                             sample.reshape(len(sample), -1, 3).mean(1), aspect)
 
