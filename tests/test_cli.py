@@ -97,7 +97,8 @@ def test_overlays_of_images_with_the_same_name_do_not_collide(fitted, demo_root,
     imgs = [demo_root / "tiles" / "test" / d / "000.png" for d in ("hole", "crack")]
     assert main(["predict", "--model-dir", str(fitted / "tiles" / "default"), "--out", str(tmp_path),
                  *map(str, imgs)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["crack_000_overlay.png", "hole_000_overlay.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crack_000_overlay.png", "hole_000_overlay.png",
+                                                       "predictions.csv"]
 
 
 def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
