@@ -202,6 +202,7 @@ def select_model(model_dir: str | None, data_dir: str | None = None, category: s
     ss = st.session_state
     ss[Keys.MODEL_DIR] = model_dir
     ss[Keys.MODEL_DATA] = (data_dir or ss.get(Keys.DATA_DIR), category or ss.get(Keys.CATEGORY))
+    ss.pop(Keys.W_SAVED_MODEL, None)  # the Model page's picker then follows the loaded model
     for key in SELECTIONS:
         ss.pop(key, None)
 

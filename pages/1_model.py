@@ -130,8 +130,9 @@ def render_saved_models() -> None:
     st.subheader("Saved models")
     if not saved:
         st.info(f"No saved model for **{category}** in `{models_dir}` yet. Fit one: the demo settings take "
-                "well under a minute on a laptop CPU.")
-        if st.button("Fit a demo model", type="primary", help=f"settings: {config.DEMO_PARAMS}"):
+                "about a minute on a laptop CPU.")
+        settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in config.DEMO_PARAMS.items())
+        if st.button("Fit a demo model", type="primary", help=f"small settings: {settings}; the rest default"):
             fit_now(dict(config.DEMO_PARAMS), "demo", force=True, max_train=None)
         return
     default = store.default_model(models_dir, category)
@@ -207,10 +208,8 @@ def render_model_card(cur) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Hyperparameters**")
-        hp = m.get_params()
-        if hp["grid"] is None:
-            hp["grid"] = f"{m.grid_[0]}x{m.grid_[1]} (feature-map size)"
-        st.dataframe(pd.DataFrame({"value": [str(v) for v in hp.values()]}, index=list(hp.keys())),
+        hp = m.params_summary()
+        st.dataframe(pd.DataFrame({"value": list(hp.values())}, index=list(hp.keys())),
                      width="stretch", height=300)
     with right:
         st.markdown("**Fit**")

@@ -221,6 +221,15 @@ class SOMAD:
             setattr(self, name, value)
         return self
 
+    def params_summary(self) -> dict[str, str]:
+        """Every hyperparameter as text for a model card, a None shown as what it stands for."""
+        auto = {"grid": "feature-map size", "weights": "the backbone's registered weights",
+                "sigma": "max(grid) / 8", "d": "all channels", "search_radius": "exact search"}
+        if hasattr(self, "grid_"):
+            auto["grid"] = f"{self.grid_[0]}x{self.grid_[1]} (feature-map size)"
+        return {name: auto.get(name, "auto") if value is None else str(value)
+                for name, value in self.get_params().items()}
+
     def _validate_params(self) -> None:
         """Check every hyperparameter before any work.
 

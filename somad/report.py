@@ -75,7 +75,7 @@ def _model_card(model, model_dir: str | None) -> list[dict]:
             ("decision rule", f"anomalous when {DECISION_RULE}"),
             ("pixel colour range", f"{model.pixel_range_[0]:.3f} – {model.pixel_range_[1]:.3f}"),
             ("fit time (s)", float(sum(model.timings_.values())))]
-    card += [(k, v if isinstance(v, (int, float, str)) else str(v)) for k, v in model.get_params().items()]
+    card += list(model.params_summary().items())
     return [{"": k, "value": v} for k, v in card]
 
 
