@@ -9,6 +9,7 @@ import argparse
 import csv
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from . import data, demo
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing model")
     _add_hyperparameters(p)
-    p.add_argument("--max-train-images", type=int, default=None)
+    p.add_argument("--max-train-images", type=int, default=None,
+                   help="fit on the first N training images (sorted by file name; default: all)")
 
     p = sub.add_parser("evaluate", help="evaluate saved models on test/ of a category")
     _add_data(p)
@@ -271,10 +273,16 @@ COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report, "pre
             "demo-data": cmd_demo}
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one ``warning: ...`` line, like errors (no source path or code line)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    warnings.formatwarning = _warning_line
     try:
         return COMMANDS[args.command](args)
     except SomadError as exc:  # user errors; anything else is a bug and keeps its traceback

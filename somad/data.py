@@ -273,7 +273,8 @@ def read_raw(source: Source, name: str | None = None) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if is_tiff(payload):
             return _read_tiff(io.BytesIO(payload), label)
-        raise DataError(f"cannot read image {label}: {exc}. Replace or remove the file.") from None
+        why = "not an image file Pillow can identify" if isinstance(exc, UnidentifiedImageError) else exc
+        raise DataError(f"cannot read image {label}: {why}. Replace or remove the file.") from None
     if img.mode not in HIGH_BIT_MODES and not _is_8bit(img) and is_tiff(payload):
         return _read_tiff(io.BytesIO(payload), label)  # Pillow would keep only the top 8 bits
     code = img.getexif().get(ORIENTATION_TAG, 1)

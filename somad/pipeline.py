@@ -23,6 +23,7 @@ import numpy as np
 from . import data
 from .atomic import atomic_path, write_json, write_text
 from .decision import is_anomalous
+from .errors import ParameterError
 from .metrics import evaluate_groups
 from .model import SOMAD
 from .persistence import load_model, save_model
@@ -72,6 +73,8 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
     """
     out_dir = Path(out_dir)
     check_writable(out_dir, force)
+    if max_train_images is not None and max_train_images < 1:
+        raise ParameterError(f"max_train_images must be >= 1 (or left out for all), got {max_train_images}.")
     model = SOMAD(**(params or {}))
     model._validate_params()  # every hyperparameter checked before any work
     model.extractor  # resolve backbone and weights before loading images: fail fast
