@@ -5,7 +5,8 @@ Gaussians (:mod:`somad.gaussian`), scoring (:mod:`somad.scoring`), the estimator
 metrics (:mod:`somad.metrics`), persistence (:mod:`somad.persistence`), explanations
 (:mod:`somad.explain`), workflows (:mod:`somad.pipeline`) and the CLI (:mod:`somad.cli`).
 It never imports Streamlit. ``SOMAD``, ``load_model`` and ``save_model`` are imported lazily,
-so ``import somad`` (and ``python -m somad --help``) does not load torch.
+so ``import somad`` does not load torch (``python -m somad --help`` does: the ``fit`` flags come from
+``SOMAD``'s signature).
 """
 from .errors import BackboneError, DataError, ModelFileError, NotFittedError, ParameterError, SomadError
 

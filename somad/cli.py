@@ -16,7 +16,6 @@ from . import data, demo
 from .decision import DECISION_RULE
 from .devices import check_device
 from .errors import SomadError
-from .pipeline import PREDICTIONS_CSV
 from .progress import Stage
 
 DEFAULT_DATA = demo.DEFAULT_DIR
@@ -136,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score image files, folders or glob patterns with a saved model")
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("predictions"),
-                   help=f"folder for {PREDICTIONS_CSV} (path, score, verdict) and the heatmap overlays")
+                   help="folder for the predictions CSV (path, score, verdict) and the heatmap overlays")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="write only the CSV")
     p.add_argument("--device", default="cpu")
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")

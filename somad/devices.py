@@ -2,13 +2,18 @@
 ``load_model(device=...)``, the dashboard's ``SOMAD_DEVICE``)."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ParameterError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def available_devices() -> list[str]:
     """Device names usable here: ``cpu``, then ``cuda`` and ``cuda:<i>`` per GPU, then ``mps`` where present."""
+    import torch  # lazily: `python -m somad --help` does not load torch
+
     names = ["cpu"]
     if torch.cuda.is_available():
         names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -25,6 +30,8 @@ def check_device(device: str | torch.device) -> torch.device:
         ParameterError: an unknown name (e.g. ``gpu``) or a device this machine lacks (e.g.
             ``cuda`` without a CUDA GPU); the message names it and lists what is available.
     """
+    import torch
+
     available = available_devices()
     try:
         dev = torch.device(device)
