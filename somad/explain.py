@@ -25,7 +25,6 @@ from .features import STRIDES
 from .scoring import PatchScores
 from .som import hit_map
 
-Progress = Callable[[str, int, int], None]
 
 
 # ----------------------------------------------------------------- grid indices
