@@ -26,7 +26,6 @@ from .scoring import PatchScores
 from .som import hit_map
 
 
-
 # ----------------------------------------------------------------- grid indices
 def neuron_index(row: int, col: int, grid: tuple[int, int]) -> int:
     """Flat neuron index ``row * W + col``.
