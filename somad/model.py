@@ -276,9 +276,21 @@ class SOMAD:
             raise NotFittedError("this SOMAD model is not fitted: call fit() or load a saved model.")
 
     def _reset(self) -> None:
-        """Forget everything learned and every cache (trailing- or leading-underscore attributes)."""
-        for name in [n for n in vars(self) if n.endswith("_") or n.startswith("_")]:
+        """Forget everything learned and every cache (trailing- or leading-underscore attributes),
+        except a feature extractor built for the current backbone settings (see :attr:`extractor`)."""
+        keep = ("_extractor", "_extractor_key") if self._extractor_current() else ()
+        for name in [n for n in vars(self) if (n.endswith("_") or n.startswith("_")) and n not in keep]:
             delattr(self, name)
+
+    def _extractor_settings(self) -> tuple:
+        """What the feature extractor is built from: backbone, channels kept, seed, weights, device."""
+        return self.backbone, self.d, self.seed, self.weights, str(self.device)
+
+    def _extractor_current(self) -> bool:
+        """True when a cached extractor exists and was built for the current settings (an extractor
+        set by ``load_model`` counts as current)."""
+        return (getattr(self, "_extractor", None) is not None
+                and getattr(self, "_extractor_key", self._extractor_settings()) == self._extractor_settings())
 
     @property
     def torch_device(self) -> torch.device:
@@ -292,8 +304,8 @@ class SOMAD:
 
     @property
     def extractor(self) -> FeatureExtractor:
-        """The feature extractor (built lazily, cached)."""
-        if getattr(self, "_extractor", None) is None:
+        """The feature extractor (built lazily, cached until the backbone settings change)."""
+        if not self._extractor_current():
             idx = getattr(self, "channel_idx_", None)
             extractor = FeatureExtractor(self.backbone, self.d, self.seed, self.weights, channel_idx=idx)
             if idx is None and self.d is not None and self.d > extractor.total_channels:
@@ -301,6 +313,7 @@ class SOMAD:
                                      f"{extractor.total_channels}: use d <= {extractor.total_channels} "
                                      "(or None to keep all).")
             self._extractor = extractor.to(self.torch_device)
+            self._extractor_key = self._extractor_settings()
         return self._extractor
 
     def features(self, images: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
@@ -598,6 +611,7 @@ class SOMAD:
                 setattr(self, name, getattr(self, name).to(dev))
         if getattr(self, "_extractor", None) is not None:
             self._extractor.to(dev)
+            self._extractor_key = self._extractor_settings()
         return self
 
 
