@@ -302,6 +302,7 @@ class FeatureExtractor(torch.nn.Module):
                                           out_indices=tuple(stage_indices(full)))
         except (AttributeError, RuntimeError, TypeError) as exc:
             raise BackboneError(f"backbone '{backbone}' cannot return feature maps: {exc}") from None
+        _drop_unused_blocks(self.body)
         if body_state is None:
             body_state, body_source = full.state_dict(), f"of backbone '{backbone}'"
         self.body.load_state_dict(_map_state_dict(self.body.state_dict(), body_state, body_source))
@@ -314,7 +315,16 @@ class FeatureExtractor(torch.nn.Module):
                                 f"({self.total_channels} channels).")
         self.channel_idx = channel_idx
         self.mean, self.std = normalisation(full)
-        self.register_buffer("_idx", torch.from_numpy(channel_idx), persistent=False)
+        # the kept channels of each stage (in the order of channel_idx), and where each kept channel
+        # lands after the per-stage pieces are concatenated
+        starts = np.cumsum([0] + list(self.body.feature_info.channels()))
+        stage_of = np.searchsorted(starts, channel_idx, side="right") - 1
+        for i in range(len(starts) - 1):
+            self.register_buffer(f"_idx{i}", torch.from_numpy(channel_idx[stage_of == i] - starts[i]),
+                                 persistent=False)
+        by_stage = np.argsort(stage_of, kind="stable")
+        self._in_order = bool((by_stage == np.arange(len(by_stage))).all())
+        self.register_buffer("_order", torch.from_numpy(np.argsort(by_stage, kind="stable")), persistent=False)
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
         self.eval()
@@ -344,9 +354,14 @@ class FeatureExtractor(torch.nn.Module):
         x = ((images.to(dev) - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         feats = self.body(x)
         size = feats[0].shape[-2:]
-        up = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
-        cat = torch.cat(up, dim=1)
-        return cat.index_select(1, self._idx).float().contiguous()
+        # keep each stage's selected channels first, then upsample only those (same values as
+        # upsampling everything and selecting after: both are per-channel operations)
+        kept = [f.index_select(1, getattr(self, f"_idx{i}")) for i, f in enumerate(feats)]
+        up = [kept[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in kept[1:]]
+        cat = torch.cat(up, dim=1).float()
+        if not self._in_order:
+            cat = cat.index_select(1, self._order)
+        return cat.contiguous()
 
     def extract(self, images: np.ndarray, batch_size: int = 32, device: str | torch.device = "cpu",
                 progress: Callable[[int], None] | None = None) -> torch.Tensor:
@@ -359,6 +374,20 @@ class FeatureExtractor(torch.nn.Module):
             if progress:
                 progress(len(batch))
         return torch.cat(out)
+
+
+def _drop_unused_blocks(body: torch.nn.Module) -> None:
+    """Cut the blocks after the deepest tapped stage off a timm ``EfficientNetFeatures`` body.
+
+    timm builds every block of an EfficientNet body even when ``out_indices`` stops at stride 16,
+    and runs them all (a quarter of Lite0's time at 224 px for features nobody reads). Other
+    bodies (timm's ``FeatureListNet``) already stop at their last tapped module and are left as
+    they are. The outputs are unchanged (a test compares them with the untouched body).
+    """
+    stage_out = getattr(body, "_stage_out_idx", None)
+    blocks = getattr(body, "blocks", None)
+    if stage_out and isinstance(blocks, torch.nn.Sequential) and getattr(body, "feature_hooks", None) is None:
+        body.blocks = blocks[:max(stage_out)]  # a feature is taken after block (its index - 1)
 
 
 def select_channels(total: int, d: int | None, seed: int) -> np.ndarray:

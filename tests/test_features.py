@@ -121,6 +121,47 @@ def test_feature_shapes_and_fixed_channels():
     torch.testing.assert_close(out, ref[:, torch.from_numpy(fe.channel_idx)], rtol=1e-4, atol=1e-3)
 
 
+def _reference_features(fe: features.FeatureExtractor, imgs: torch.Tensor) -> torch.Tensor:
+    """SOMAD step 1 the plain way: timm's whole features_only body, every channel upsampled, then selected."""
+    import timm
+
+    body = timm.create_model(fe.architecture, pretrained=False, features_only=True,
+                             out_indices=tuple(features.stage_indices(features.build_classifier(fe.backbone_name))))
+    body.load_state_dict(fe.body_state(), strict=False)  # the blocks after stride 16 stay random: unused
+    x = (imgs.permute(0, 3, 1, 2).float() / 255 - fe._mean) / fe._std
+    with torch.inference_mode():
+        stages = body.eval()(x)
+    size = stages[0].shape[-2:]
+    up = [stages[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in stages[1:]]
+    return torch.cat(up, 1)[:, torch.from_numpy(fe.channel_idx)]
+
+
+@pytest.mark.parametrize("channel_idx", [None, np.array([170, 3, 50, 3, 30, 100, 23, 24])],
+                         ids=["sorted subset", "any order, repeats"])
+def test_features_equal_the_plain_computation(channel_idx):
+    """The extractor skips the blocks after stride 16 and upsamples only the kept channels;
+    the features are those of the whole body with every channel upsampled."""
+    fe = features.FeatureExtractor(d=100, seed=3, channel_idx=channel_idx)
+    assert len(fe.body.blocks) == 5  # Lite0's stride-32 blocks (192 and 320 channels) are not built
+    imgs = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 96, 128, 3), dtype=np.uint8))
+    out = fe(imgs)
+    assert out.shape == (2, fe.d, 24, 32)
+    torch.testing.assert_close(out, _reference_features(fe, imgs), rtol=1e-4, atol=1e-4)
+
+
+def test_body_state_of_a_whole_body_still_loads():
+    """Models saved before the body was cut hold the stride-32 blocks too; the extra tensors are ignored."""
+    import timm
+
+    fe = features.FeatureExtractor(d=20, seed=1)
+    whole = timm.create_model(fe.architecture, pretrained=False, features_only=True, out_indices=(1, 2, 3))
+    state = {**whole.state_dict(), **fe.body_state()}
+    assert len(state) > len(fe.body_state())
+    again = features.FeatureExtractor(channel_idx=fe.channel_idx, body_state=state)
+    imgs = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
+    torch.testing.assert_close(again(imgs), fe(imgs))
+
+
 def test_body_state_rebuilds_the_extractor_without_weights(monkeypatch):
     fe = features.FeatureExtractor(d=20, seed=1)
     state = fe.body_state()
