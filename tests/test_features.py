@@ -139,10 +139,13 @@ def _reference_features(fe: features.FeatureExtractor, imgs: torch.Tensor) -> to
 @pytest.mark.parametrize("channel_idx", [None, np.array([170, 3, 50, 3, 30, 100, 23, 24])],
                          ids=["sorted subset", "any order, repeats"])
 def test_features_equal_the_plain_computation(channel_idx):
-    """The extractor skips the blocks after stride 16 and upsamples only the kept channels;
-    the features are those of the whole body with every channel upsampled."""
+    """The extractor skips the blocks after stride 16, runs a copy with the batch norms folded into
+    the convolutions and upsamples only the kept channels; the features are those of the whole body
+    with every channel upsampled."""
     fe = features.FeatureExtractor(d=100, seed=3, channel_idx=channel_idx)
     assert len(fe.body.blocks) == 5  # Lite0's stride-32 blocks (192 and 320 channels) are not built
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fe.fast_body.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in fe.body.modules()) == 33  # saved as trained
     imgs = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 96, 128, 3), dtype=np.uint8))
     out = fe(imgs)
     assert out.shape == (2, fe.d, 24, 32)
