@@ -394,10 +394,12 @@ def fold_batch_norms(body: torch.nn.Module) -> torch.nn.Module:
     timm's ``BatchNormAct2d`` keeps only its activation. The same function (equal to float
     rounding), a quarter less time on the CPU, where batch norm is a full memory pass per layer.
     ``body`` itself is untouched (its state is what a model saves). Modules outside the table keep
-    their batch norms.
+    their batch norms; a body without any is returned as it is.
     """
     import copy
 
+    if not any(type(m).__name__ in FOLDABLE for m in body.modules()):
+        return body  # nothing to fold: no second copy of a large body
     fast = copy.deepcopy(body).eval()
     for module in fast.modules():
         for conv_name, bn_name in FOLDABLE.get(type(module).__name__, ()):

@@ -152,6 +152,13 @@ def test_features_equal_the_plain_computation(channel_idx):
     torch.testing.assert_close(out, _reference_features(fe, imgs), rtol=1e-4, atol=1e-4)
 
 
+def test_fold_batch_norms_leaves_other_bodies_alone():
+    import timm
+
+    body = timm.create_model("resnet18", pretrained=False, features_only=True, out_indices=(1, 2, 3)).eval()
+    assert features.fold_batch_norms(body) is body
+
+
 def test_body_state_of_a_whole_body_still_loads():
     """Models saved before the body was cut hold the stride-32 blocks too; the extra tensors are ignored."""
     import timm
