@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .segments import BLOCK_BYTES, padded_blocks
 from .som import exact_bmu
 
-MAX_SEGMENT = 64
+MAX_SEGMENT = 128
 """Longest run of one neuron's (patch, neuron) pairs in one padded product; a test chunk spreads
 its pairs over many neurons, so short segments waste little padding."""
 PAIR_ROW_FLOATS = 3

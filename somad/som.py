@@ -110,11 +110,39 @@ def exact_bmu(x: torch.Tensor, weights: torch.Tensor, k: int = 1,
         if k == 1:
             val, ind = d2.min(dim=1, keepdim=True)
         else:
-            val, ind = d2.topk(k, dim=1, largest=False)
+            val, ind = smallest_k(d2, k)
         val = val + (xs * xs).sum(1, keepdim=True)
         idx[s:s + chunk] = ind
         dist[s:s + chunk] = val.clamp_min_(0).sqrt_()
     return idx, dist
+
+
+TOPK_BLOCK = 64
+"""Columns per block in :func:`smallest_k`."""
+
+
+def smallest_k(d: torch.Tensor, k: int, block: int = TOPK_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` smallest values of each row of ``d`` float ``(n, M)`` and their columns, ascending:
+    ``d.topk(k, largest=False)``, exact, in about half its time on the CPU for ``M`` in the thousands.
+
+    Rows are cut into blocks of ``block`` columns. The ``k`` smallest values lie in the ``k`` blocks
+    with the smallest block minima (a block holding one of them has its minimum at or below the
+    ``k``-th smallest value, and at most ``k`` blocks can), so one vectorised block-minimum pass, a
+    top-k over the block minima and a top-k over ``k * block`` gathered values replace the per-row
+    partial sort over all ``M`` columns. Columns past the last whole block join the candidates as they are.
+    """
+    n, m = d.shape
+    whole = (m // block) * block
+    if whole < 4 * k * block:  # few blocks: the plain top-k is as fast
+        return d.topk(k, dim=1, largest=False)
+    blocks = d[:, :whole].view(n, whole // block, block) if d.is_contiguous() else \
+        d[:, :whole].reshape(n, whole // block, block)
+    first = blocks.amin(2).topk(k, dim=1, largest=False, sorted=False).indices * block  # (n, k) first columns
+    cols = (first[:, :, None] + torch.arange(block, device=d.device)).reshape(n, k * block)
+    if whole < m:
+        cols = torch.cat([cols, torch.arange(whole, m, device=d.device).expand(n, m - whole)], 1)
+    val, pos = d.gather(1, cols).topk(k, dim=1, largest=False)
+    return val, cols.gather(1, pos)
 
 
 class _TileSearch:

@@ -8,7 +8,7 @@ import torch
 from minisom import MiniSom
 
 from somad.som import (HEX_NEIGHBOUR_LIMIT, SOM, _minisom_lattice, _neighbourhood_sums, _new_minisom, _set_codebook,
-                       exact_bmu, grid_coordinates, hit_map, neighbour_pairs, topographic_error, u_matrix)
+                       exact_bmu, grid_coordinates, hit_map, neighbour_pairs, topographic_error, u_matrix, smallest_k)
 
 
 def _blobs(n=1500, d=5, seed=0):
@@ -154,3 +154,23 @@ def test_set_codebook_refuses_a_minisom_whose_weights_are_a_copy():
 
     with pytest.raises(RuntimeError, match="get_weights\\(\\) returns a copy"):
         _set_codebook(CopyingMiniSom(), codebook)
+
+
+@pytest.mark.parametrize("m", [3136, 3000, 700, 100])
+def test_smallest_k_equals_topk(m):
+    """Exact against ``topk``: random rows, rows whose k smallest share one block or sit in the
+    columns past the last whole block, and tied rows (the tied values are equal, whichever column)."""
+    g = torch.Generator().manual_seed(m)
+    d = torch.rand(300, m, generator=g)
+    c = min(128, m - 4)
+    d[:100, c:c + 4] = -1.0 - torch.rand(100, 4, generator=g)      # all four in one block
+    d[100:200, -3:] = -1.0 - torch.rand(100, 3, generator=g)     # in the tail (when m % 64 != 0)
+    d[200:250] = torch.round(d[200:250] * 20) / 20                 # heavy ties
+    ref = d.topk(4, dim=1, largest=False)
+    val, idx = smallest_k(d, 4)
+    assert torch.equal(val, ref.values)
+    assert torch.equal(d.gather(1, idx), val)                       # the columns hold those values
+    assert (idx.sort(1).values.diff(dim=1) > 0).all()               # four distinct columns
+    untied = torch.ones(300, dtype=torch.bool)
+    untied[200:250] = False
+    assert torch.equal(idx[untied], ref.indices[untied])
