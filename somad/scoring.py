@@ -6,7 +6,7 @@ its ``k`` nearest neurons (Euclidean distance to the SOM weights)::
     s(x) = min_{j in kNN(x)} sqrt((x - mu_j)^T C_j^{-1} (x - mu_j))
 
 Batched and exact: one matrix product per chunk finds the ``k`` nearest
-neurons, then the (patch, neuron) pairs are grouped by neuron so each
+neurons (:func:`somad.som.smallest_k`), then the (patch, neuron) pairs are grouped by neuron so each
 whitening factor ``A_j`` is read once per chunk (one small matrix product per
 neuron that occurs), never gathered per pair. Memory is bounded by ``chunk``.
 
@@ -31,8 +31,8 @@ its pairs over many neurons, so short segments waste little padding."""
 PAIR_ROW_FLOATS = 3
 """Floats per feature of one padded pair: its difference to the mean, the whitened product, its square."""
 SCORE_CHUNK = 65536
-"""Patches per scoring block (21 images at 224 px): the k-nearest search holds ``chunk * M`` floats,
-0.8 GB at M = 3,136 neurons."""
+"""Patches per scoring block (21 images at 224 px): the block's (patch, neuron) pairs and their
+Mahalanobis distances are held at once (the k-nearest search inside works on 2,048 rows at a time)."""
 
 
 @dataclass
