@@ -16,6 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .errors import OutputError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -25,12 +27,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     (PIL, matplotlib) work. Parent directories are created.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    with _output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        with _output_errors(path):
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a plain open() would
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -41,10 +46,14 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; on success it replaces ``path`` (an existing
     directory is moved aside first and removed only after the new one is in place)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    with _output_errors(path):
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"cannot write {path}: it is a file, not a folder. Choose another output path.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
@@ -55,6 +64,23 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def _output_errors(path: Path) -> Iterator[None]:
+    """Turn an OS error while preparing or placing ``path`` into one :class:`OutputError` line."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}{where}. Choose another output "
+                          "path.") from None
 
 
 def write_text(path: str | Path, text: str) -> Path:

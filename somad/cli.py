@@ -287,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     except SomadError as exc:  # user errors; anything else is a bug and keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system refused a path we were given (e.g. an output that is a file)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot use{where}: {exc.strerror or exc}. Choose another path.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

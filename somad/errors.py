@@ -22,6 +22,10 @@ class ModelFileError(SomadError):
     """A model directory is missing, incomplete, tampered or of another format."""
 
 
+class OutputError(SomadError):
+    """An output path that cannot be written (a file where a folder is needed, no permission, ...)."""
+
+
 class ResourceError(SomadError):
     """Free disk or memory cannot hold the work asked for (the message names the figure needed)."""
 

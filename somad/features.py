@@ -179,7 +179,11 @@ def _read_weights_file(path: str | Path) -> StateDict:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure is the same user error
-        raise BackboneError(f"cannot read weights file {path}: {exc}") from None
+        # torch's weights-only refusal suggests turning the safety off: not advice to pass on
+        first = "" if "weights_only" in str(exc) else str(exc).strip().split("\n")[0][:160]
+        raise BackboneError(f"cannot read weights file {path}: it is not a PyTorch (.pth/.pt state dict, "
+                            "read without pickled code) or .safetensors checkpoint"
+                            + (f" ({first})." if first else ".")) from None
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]

@@ -53,11 +53,18 @@ def check_writable(out_dir: str | Path, force: bool = False) -> None:
 
     Raises:
         ModelFileError: ``out_dir`` exists and ``force`` is False.
+        OutputError: ``out_dir`` cannot be created (a file on its path, or no write permission).
     """
-    from .errors import ModelFileError
+    from .errors import ModelFileError, OutputError
 
-    if Path(out_dir).exists() and not force:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
         raise ModelFileError(f"{out_dir} already exists: pass --force to overwrite it, or choose another --name.")
+    # fail before the fit, not after it: the nearest existing folder must be a writable folder
+    above = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    if not above.is_dir() or not os.access(above, os.W_OK):
+        why = "is a file, not a folder" if not above.is_dir() else "is not writable"
+        raise OutputError(f"cannot save a model in {out_dir}: {above} {why}. Choose another --models-dir.")
 
 
 def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, params: dict | None = None,

@@ -198,3 +198,54 @@ def test_weights_file_that_does_not_fit_is_one_error_line(demo_root, tmp_path, c
     assert len(err) == 1 and err[0].startswith("error:")
     assert "resnet_like.pth" in err[0] and "'conv1.weight' has shape (64, 3, 7, 7)" in err[0]
     assert not models.exists()
+
+
+def test_output_paths_that_cannot_be_written_are_one_error_line(fitted, demo_root, tmp_path, capsys):
+    """A file where a folder is needed: one `error:` line and exit 2, never a traceback, and a fit
+    refuses before any work."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    image = str(demo_root / "tiles" / "test" / "good" / "000.png")
+    model_dir = str(fitted / "tiles" / "default")
+    runs = {
+        "predict": ["predict", "--model-dir", model_dir, "--out", str(blocker), image],
+        "evaluate": ["evaluate", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(fitted),
+                     "--results-dir", str(blocker)],
+        "report": ["report", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(fitted),
+                   "--out", str(tmp_path)],
+    }
+    for name, args in runs.items():
+        assert main(args) == 2, name
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1].startswith("error: cannot") and "Traceback" not in err, (name, err)
+    fit = ["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(blocker / "models")]
+    assert main(fit + TINY_ARGS) == 2
+    err = capsys.readouterr().err
+    assert f"{blocker} is a file" in err and "load train" not in err  # refused before reading any image
+    assert blocker.read_text() == "x"
+
+
+def test_written_files_have_the_umask_mode(tmp_path):
+    """Atomic writes go through mkstemp/mkdtemp (0600/0700); the result gets a plain open()'s mode."""
+    import os
+
+    from somad.atomic import atomic_dir, write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "f.txt", "x")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "inner.txt").write_text("y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_weights_file_that_is_no_checkpoint_is_one_plain_line(demo_root, tmp_path, capsys):
+    junk = tmp_path / "weights.pth"
+    junk.write_text("hostname\n")
+    assert main(["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(tmp_path / "m"),
+                 "--weights", str(junk)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is not a PyTorch" in err and "weights_only" not in err
