@@ -22,9 +22,10 @@ so Lite1 and Lite2 run below their native 240 / 260 px. Stages (``--stages``, de
 
 ``--features-only`` runs the features stage alone; ``--skip-fit`` reuses the models already in
 ``--work`` (evaluate and the other stages only). Results are merged into ``--out``, so stages run in
-separate calls add up. Every timing records ``os.getloadavg()`` at its start and end: on the shared
-2-core machine other jobs compete for the cores, and a timing whose 1-minute load at the start was
-above ``--quiet-load`` is marked ``"contended": true``.
+separate calls add up. Every timing records ``os.getloadavg()`` at its start and end and the CPU
+time other processes took meanwhile: on the shared 2-core machine other jobs compete for the cores,
+and a timing during which they used more than ``--contended-share`` of the CPU capacity is marked
+``"contended": true``.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import importlib
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -68,24 +70,48 @@ def weights_args(backbone: str) -> list[str]:
     return ["--backbone", backbone] + (["--weights", w] if w else [])
 
 
-class Timer:
-    """Wall seconds and the load average at start and end of a timed block."""
+def busy_cpu_s() -> float:
+    """CPU seconds spent by all processes of the machine since boot (``/proc/stat``, all but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, quiet_load: float):
-        self.quiet_load = quiet_load
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process and its waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class Timer:
+    """Wall seconds of a timed block, the load average at its start and end, and the CPU time other
+    processes took meanwhile (machine busy time minus this process's and its children's).
+
+    The load average lags (a 1-minute exponential average that includes this benchmark's own previous
+    stage), so contention is judged from the other processes' CPU time: ``contended`` when they used
+    more than ``other_cpu_limit`` of the machine's CPU capacity during the block.
+    """
+
+    def __init__(self, other_cpu_limit: float):
+        self.other_cpu_limit = other_cpu_limit
 
     def __enter__(self):
         self.load_start = os.getloadavg()
-        self.t0 = time.perf_counter()
+        self.busy0, self.own0 = busy_cpu_s(), own_cpu_s()
+        self.t0, self.wall0 = time.perf_counter(), time.time()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.t0
+        self.other_cpu_s = max(0.0, (busy_cpu_s() - self.busy0) - (own_cpu_s() - self.own0))
         self.load_end = os.getloadavg()
 
     def record(self) -> dict:
-        return {"load_average_start": self.load_start, "load_average_end": self.load_end,
-                "contended": self.load_start[0] > self.quiet_load}
+        share = self.other_cpu_s / (self.seconds * os.cpu_count())
+        return {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.wall0)),
+                "load_average_start": self.load_start, "load_average_end": self.load_end,
+                "other_processes_cpu_s": self.other_cpu_s, "other_processes_cpu_share": share,
+                "contended": share > self.other_cpu_limit}
 
 
 # --------------------------------------------------------------------------- children
@@ -98,11 +124,11 @@ def child_cli(argv: list[str]) -> dict:
     return {"status": status, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
 
 
-def run_cli(argv: list[str], log: Path, quiet_load: float) -> dict:
+def run_cli(argv: list[str], log: Path, other_cpu_limit: float) -> dict:
     """``child_cli(argv)`` in a child process (output to ``log``); its result plus the wall time and loads."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(argv)]
     log.parent.mkdir(parents=True, exist_ok=True)
-    with Timer(quiet_load) as t, open(log, "w") as stderr:
+    with Timer(other_cpu_limit) as t, open(log, "w") as stderr:
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, check=False)
     with open(log, "a") as fh:
         fh.write(res.stdout)
@@ -130,7 +156,7 @@ def bench_dot(backbone: str) -> dict:
             "offsets_row_col": {str(s): e.round(3).tolist() for s, e in per_size.items()}}
 
 
-def bench_features(backbone: str, images: np.ndarray, repeat: int, quiet_load: float) -> dict:
+def bench_features(backbone: str, images: np.ndarray, repeat: int, other_cpu_limit: float) -> dict:
     """Images/s of the feature extractor (d = 100), batch 32, median of ``repeat`` runs."""
     import torch
 
@@ -139,7 +165,7 @@ def bench_features(backbone: str, images: np.ndarray, repeat: int, quiet_load: f
     fe = FeatureExtractor(backbone, weights=weights_file(backbone))
     fe.extract(images[:32], 32, "cpu")  # warm-up
     times = []
-    with Timer(quiet_load) as t:
+    with Timer(other_cpu_limit) as t:
         for _ in range(repeat):
             t0 = time.perf_counter()
             fe.extract(images, 32, "cpu")
@@ -154,7 +180,7 @@ def bench_fit(backbone: str, category: str, args) -> dict:
     models = Path(args.work) / "models" / backbone
     argv = ["fit", "--data-dir", str(Path(args.data_root) / CATEGORIES[category]), "--category", category,
             "--models-dir", str(models), "--force"] + weights_args(backbone)
-    res = run_cli(argv, Path(args.work) / "logs" / f"fit-{backbone}-{category}.log", args.quiet_load)
+    res = run_cli(argv, Path(args.work) / "logs" / f"fit-{backbone}-{category}.log", args.contended_share)
     config = json.loads((models / category / "default" / "config.json").read_text())
     res.update({k: v for k, v in config.items() if "timings" in k or k in ("n_train", "threshold")})
     res["command"] = "python -m somad " + " ".join(argv)
@@ -166,7 +192,7 @@ def bench_evaluate(backbone: str, category: str, args) -> dict:
     argv = ["evaluate", "--data-dir", str(Path(args.data_root) / CATEGORIES[category]), "--category", category,
             "--models-dir", str(Path(args.work) / "models" / backbone), "--results-dir", str(results),
             "--figures", "0"]
-    res = run_cli(argv, Path(args.work) / "logs" / f"evaluate-{backbone}-{category}.log", args.quiet_load)
+    res = run_cli(argv, Path(args.work) / "logs" / f"evaluate-{backbone}-{category}.log", args.contended_share)
     metrics = json.loads((results / category / "metrics.json").read_text())
     res.update({k: metrics.get(k) for k in METRICS})
     res["timings"] = metrics.get("timings")
@@ -216,8 +242,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "backbones-cpu-2core.json"))
     ap.add_argument("--repeat", type=int, default=3, help="runs of the features timing (median)")
     ap.add_argument("--feature-images", type=int, default=64)
-    ap.add_argument("--quiet-load", type=float, default=0.5,
-                    help="1-minute load average above which a timing is marked contended (default 0.5)")
+    ap.add_argument("--contended-share", type=float, default=0.1,
+                    help="share of the machine's CPU capacity used by other processes during a timing "
+                         "above which it is marked contended (default 0.1)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.features_only:
@@ -237,7 +264,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     res = json.loads(out.read_text()) if out.exists() else {}
     res.update({"host": platform.node(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                "niceness": os.nice(0), "quiet_load": args.quiet_load,
+                "niceness": os.nice(0), "contended_share": args.contended_share,
                 "note": "shared 2-core machine: other jobs ran alongside; timings marked contended were "
                         "taken under load (see load_average_start / _end); metrics and memory are not affected",
                 "params": "somad defaults (224 px, d=100, 56x56 SOM, 10 epochs, k=4, top_mean)"})
@@ -257,7 +284,7 @@ def main(argv=None) -> dict:
 
                 train = data.train_samples(Path(args.data_root) / CATEGORIES["bottle"], "bottle")
                 images = np.stack([data.load_image(s.path, 224) for s in train[:args.feature_images]])
-            r["features"] = bench_features(b, images, args.repeat, args.quiet_load)
+            r["features"] = bench_features(b, images, args.repeat, args.contended_share)
             save(out, res)
             print(f"{b} features: {r['features']['images_per_s']:.1f} images/s", flush=True)
         for cat in args.categories:
