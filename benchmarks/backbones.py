@@ -15,7 +15,7 @@ so Lite1 and Lite2 run below their native 240 / 260 px. Stages (``--stages``, de
 * features: images/s of ``FeatureExtractor`` (d = 100) at 224 px on the first ``--feature-images``
   bottle training images, batch 32, median of ``--repeat`` runs after a warm-up;
 * fit: ``python -m somad fit`` (the CLI's ``main``) in a child process per backbone and category:
-  wall seconds of the command and its peak resident memory (``VmHWM``); models go to
+  wall and CPU seconds of the command and its peak resident memory (``VmHWM``); models go to
   ``<work>/models/<backbone>``;
 * evaluate: ``python -m somad evaluate`` the same way; image AUROC, pixel AUROC, AUPRO, image and
   pixel F1-max from its ``metrics.json`` (results in ``<work>/results/<backbone>``).
@@ -116,12 +116,14 @@ class Timer:
 
 # --------------------------------------------------------------------------- children
 def child_cli(argv: list[str]) -> dict:
-    """Run ``python -m somad ARGV`` in this (fresh) process: exit status, seconds, peak RSS."""
+    """Run ``python -m somad ARGV`` in this (fresh) process: exit status, wall seconds, CPU seconds
+    (user + system, all threads: far less sensitive to other jobs than wall time), peak RSS."""
     from somad.cli import main as cli_main
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), own_cpu_s()
     status = cli_main(argv)
-    return {"status": status, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
+    return {"status": status, "seconds": time.perf_counter() - t0, "cpu_s": own_cpu_s() - c0,
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def run_cli(argv: list[str], log: Path, other_cpu_limit: float) -> dict:
