@@ -25,7 +25,9 @@ so Lite1 and Lite2 run below their native 240 / 260 px. Stages (``--stages``, de
 separate calls add up. Every timing records ``os.getloadavg()`` at its start and end and the CPU
 time other processes took meanwhile: on the shared 2-core machine other jobs compete for the cores,
 and a timing during which they used more than ``--contended-share`` of the CPU capacity is marked
-``"contended": true``.
+``"contended": true``. ``--quiet-wait S`` waits up to S seconds for a quiet machine before each
+timing and ``--retries N`` re-runs a contended one up to N more times; a stored timing is replaced
+only by a less contended one, and every attempt is listed under ``attempts``.
 """
 from __future__ import annotations
 
@@ -114,10 +116,46 @@ class Timer:
                 "contended": share > self.other_cpu_limit}
 
 
+def other_cpu_share(window_s: float = 10.0) -> float:
+    """Share of the machine's CPU capacity that other processes used over the next ``window_s`` seconds."""
+    busy0, own0 = busy_cpu_s(), own_cpu_s()
+    time.sleep(window_s)
+    return max(0.0, (busy_cpu_s() - busy0) - (own_cpu_s() - own0)) / (window_s * os.cpu_count())
+
+
+def wait_quiet(limit: float, max_wait_s: float) -> float:
+    """Wait until other processes use at most ``limit`` of the CPU over a 10 s window, or ``max_wait_s``
+    has passed; the seconds waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait_s and other_cpu_share() > limit:
+        time.sleep(20)
+    return time.perf_counter() - t0
+
+
+def least_contended(run, old: dict | None, args, label: str) -> dict:
+    """``run()`` (a timed stage returning a result with ``other_processes_cpu_share``) after waiting for a
+    quiet machine, repeated up to ``--retries`` more times while contended; the least contended attempt,
+    or ``old`` (the stored result) when that was less contended still. Every attempt is listed."""
+    attempts = list(old.get("attempts", [])) if old else []
+    best = old if old and "other_processes_cpu_share" in old else None
+    for _ in range(1 + args.retries):
+        waited = wait_quiet(args.contended_share, args.quiet_wait)
+        res = run()
+        attempts.append({"measured_at": res["measured_at"], "seconds": res["seconds"],
+                         "other_processes_cpu_share": res["other_processes_cpu_share"], "waited_s": waited})
+        print(f"{label}: {res['seconds']:.1f} s, other processes {res['other_processes_cpu_share']:.0%} "
+              "of the CPU", flush=True)
+        if best is None or res["other_processes_cpu_share"] < best["other_processes_cpu_share"]:
+            best = res
+        if not res["contended"]:
+            break
+    return {**best, "attempts": attempts}
+
+
 # --------------------------------------------------------------------------- children
 def child_cli(argv: list[str]) -> dict:
     """Run ``python -m somad ARGV`` in this (fresh) process: exit status, wall seconds, CPU seconds
-    (user + system, all threads: far less sensitive to other jobs than wall time), peak RSS."""
+    (user + system, all threads; contention inflates it too, as waiting threads spin), peak RSS."""
     from somad.cli import main as cli_main
 
     t0, c0 = time.perf_counter(), own_cpu_s()
@@ -174,7 +212,7 @@ def bench_features(backbone: str, images: np.ndarray, repeat: int, other_cpu_lim
             times.append(time.perf_counter() - t0)
     sec = statistics.median(times)
     return {"images": len(images), "image_size": int(images.shape[1]), "batch": 32, "repeat": repeat,
-            "seconds": times, "images_per_s": len(images) / sec, "total_channels": fe.total_channels,
+            "seconds": sec, "run_seconds": times, "images_per_s": len(images) / sec, "total_channels": fe.total_channels,
             "torch_threads": torch.get_num_threads(), **t.record()}
 
 
@@ -247,6 +285,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--contended-share", type=float, default=0.1,
                     help="share of the machine's CPU capacity used by other processes during a timing "
                          "above which it is marked contended (default 0.1)")
+    ap.add_argument("--retries", type=int, default=0,
+                    help="re-run a contended timing up to this many more times (default 0)")
+    ap.add_argument("--quiet-wait", type=float, default=0.0,
+                    help="before each timing, wait up to this many seconds for a quiet machine (default 0)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.features_only:
@@ -286,17 +328,21 @@ def main(argv=None) -> dict:
 
                 train = data.train_samples(Path(args.data_root) / CATEGORIES["bottle"], "bottle")
                 images = np.stack([data.load_image(s.path, 224) for s in train[:args.feature_images]])
-            r["features"] = bench_features(b, images, args.repeat, args.contended_share)
+            r["features"] = least_contended(lambda: bench_features(b, images, args.repeat, args.contended_share),
+                                            r.get("features"), args, f"{b} features")
             save(out, res)
             print(f"{b} features: {r['features']['images_per_s']:.1f} images/s", flush=True)
         for cat in args.categories:
             if "fit" in args.stages:
-                r.setdefault("fit", {})[cat] = bench_fit(b, cat, args)
+                fits = r.setdefault("fit", {})
+                fits[cat] = least_contended(lambda: bench_fit(b, cat, args), fits.get(cat), args, f"{b} {cat} fit")
                 save(out, res)
                 print(f"{b} {cat} fit: {r['fit'][cat]['seconds']:.1f} s, "
                       f"{r['fit'][cat]['peak_rss_mb']:.0f} MB", flush=True)
             if "evaluate" in args.stages:
-                r.setdefault("evaluate", {})[cat] = bench_evaluate(b, cat, args)
+                evs = r.setdefault("evaluate", {})
+                evs[cat] = least_contended(lambda: bench_evaluate(b, cat, args), evs.get(cat), args,
+                                           f"{b} {cat} evaluate")
                 save(out, res)
                 e = r["evaluate"][cat]
                 print(f"{b} {cat} evaluate: {e['seconds']:.1f} s, " +
