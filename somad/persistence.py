@@ -112,6 +112,8 @@ def read_config(path: str | Path) -> dict:
         ModelFileError: missing directory or config, unreadable JSON, another format or version.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ModelFileError(f"model dir {path} is a file: pass the directory `fit` wrote (it holds {CONFIG}).")
     if not path.is_dir():
         raise ModelFileError(f"model dir {path} does not exist: fit one with `python -m somad fit`.")
     cfg_path = path / CONFIG

@@ -285,10 +285,12 @@ def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, o
         DataError: a file cannot be read (named).
     """
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".somad-predict-", dir=out_dir))
     t0 = time.perf_counter()
     n_anomalous = 0
+    done = False
     try:
         with open(stage / PREDICTIONS_CSV, "w", newline="") as fh:
             writer = csv.writer(fh)
@@ -298,8 +300,11 @@ def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, o
                 writer.writerow([row["path"], f"{row['score']:.6g}", "anomalous" if row["anomalous"] else "normal"])
         for f in stage.iterdir():
             os.replace(f, out_dir / f.name)
+        done = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and not done and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a folder this call made for nothing goes too
     sec = time.perf_counter() - t0
     return {"n_images": len(paths), "n_anomalous": n_anomalous, "seconds": sec,
             "images_per_s": len(paths) / max(sec, 1e-9), "csv": str(out_dir / PREDICTIONS_CSV),

@@ -90,7 +90,12 @@ def test_predict_with_a_truncated_file_writes_nothing(fitted, demo_root, tmp_pat
     assert main(["predict", "--model-dir", str(fitted / "tiles" / "default"), "--out", str(tmp_path / "out"),
                  str(folder)]) == 2
     assert "b.png" in capsys.readouterr().err
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # the folder it would have made is not left behind
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    assert main(["predict", "--model-dir", str(fitted / "tiles" / "default"), "--out", str(tmp_path / "out"),
+                 str(folder)]) == 2
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]  # an existing folder stays as it was
 
 
 def test_overlays_of_images_with_the_same_name_do_not_collide(fitted, demo_root, tmp_path, capsys):
@@ -223,6 +228,13 @@ def test_output_paths_that_cannot_be_written_are_one_error_line(fitted, demo_roo
     err = capsys.readouterr().err
     assert f"{blocker} is a file" in err and "load train" not in err  # refused before reading any image
     assert blocker.read_text() == "x"
+
+
+def test_model_dir_that_is_a_file_is_named_as_such(demo_root, tmp_path, capsys):
+    (tmp_path / "m").write_text("x")
+    image = str(demo_root / "tiles" / "test" / "good" / "000.png")
+    assert main(["predict", "--model-dir", str(tmp_path / "m"), "--out", str(tmp_path / "o"), image]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_written_files_have_the_umask_mode(tmp_path):
