@@ -27,13 +27,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     (PIL, matplotlib) work. Parent directories are created.
     """
     path = Path(path)
-    with _output_errors(path):
+    with output_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
         os.close(fd)
     try:
         yield Path(tmp)
-        with _output_errors(path):
+        with output_errors(path):
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a plain open() would
             os.replace(tmp, path)
     finally:
@@ -46,7 +46,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; on success it replaces ``path`` (an existing
     directory is moved aside first and removed only after the new one is in place)."""
     path = Path(path)
-    with _output_errors(path):
+    with output_errors(path):
         if path.exists() and not path.is_dir():
             raise OutputError(f"cannot write {path}: it is a file, not a folder. Choose another output path.")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,14 +73,65 @@ def _umask() -> int:
 
 
 @contextmanager
-def _output_errors(path: Path) -> Iterator[None]:
-    """Turn an OS error while preparing or placing ``path`` into one :class:`OutputError` line."""
+def output_errors(path: str | Path) -> Iterator[None]:
+    """Turn an OS error while writing under ``path`` into one :class:`OutputError` line naming it.
+
+    Raises:
+        OutputError: in place of any ``OSError`` raised inside the block.
+    """
     try:
         yield
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}{where}. Choose another output "
                           "path.") from None
+
+
+def check_output_dir(path: str | Path, option: str) -> Path:
+    """Check, before any work, that folder ``path`` exists or can be made, and can be written.
+
+    Args:
+        path: the output folder. option: the flag or field that named it, for the message.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        OutputError: ``path`` or a folder above it is a file, or the nearest existing folder is
+            not writable.
+    """
+    path = Path(path)
+    above = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not above.is_dir():
+        raise OutputError(f"cannot write {path}: {above} is a file, not a folder. Choose another {option}.")
+    if not os.access(above, os.W_OK):
+        raise OutputError(f"cannot write {path}: {above} is not writable. Choose another {option}.")
+    return path
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """Check, before any work, that file ``path`` can be written (see :func:`check_output_dir`).
+
+    Raises:
+        OutputError: ``path`` is a folder, or its folder cannot be made or written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder, not a file. Choose another {option}.")
+    check_output_dir(path.parent, option)
+    return path
+
+
+def make_dir(path: str | Path, option: str) -> Path:
+    """Create output folder ``path`` (and its parents) if missing; returns it.
+
+    Raises:
+        OutputError: it cannot be made or written (see :func:`check_output_dir`).
+    """
+    path = check_output_dir(path, option)
+    with output_errors(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -13,10 +13,12 @@ import warnings
 from pathlib import Path
 
 from . import data, demo
+from .atomic import check_output_dir, check_output_file
 from .decision import DECISION_RULE
 from .devices import check_device
 from .errors import SomadError
 from .progress import Stage
+from .store import DEFAULT_MODEL_NAME, check_name, default_model, model_path
 
 DEFAULT_DATA = demo.DEFAULT_DIR
 PRINT_ROWS = 20
@@ -52,22 +54,33 @@ class TqdmProgress:
 def _grid(text: str) -> tuple[int, int]:
     try:
         parts = [int(p) for p in text.lower().replace("x", ",").split(",")]
-        return (parts[0], parts[-1]) if len(parts) in (1, 2) and min(parts) > 0 else _bad_grid(text)
     except ValueError:
-        return _bad_grid(text)
+        parts = []
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"--grid must be ROWSxCOLS like 56x56, got '{text}'")
+    if min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"--grid needs at least 1 row and 1 column, got '{text}'")
+    return parts[0], parts[-1]
 
 
-def _bad_grid(text: str):
-    raise argparse.ArgumentTypeError(f"--grid must be ROWSxCOLS like 56x56, got '{text}'")
+def _add_device(p: argparse.ArgumentParser) -> None:
+    from .model import PARAM_HELP
+
+    p.add_argument("--device", default="cpu", help=f"{PARAM_HELP['device']} (default: cpu)")
 
 
-def _add_data(p: argparse.ArgumentParser) -> None:
+def _add_data(p: argparse.ArgumentParser, name_help: str) -> None:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
                    help="root holding MVTec-layout categories (default: the demo data, generated if missing)")
     p.add_argument("--category", default="all", help="category name, or 'all' (default)")
     p.add_argument("--models-dir", type=Path, default=Path("models"), help="where models live (default: models)")
-    p.add_argument("--name", default="default", help="model name under <models-dir>/<category>/ (default: default)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--name", default=None, help=f"model name under <models-dir>/<category>/ (default: {name_help})")
+    _add_device(p)
+
+
+SAVED_NAME_HELP = ("the category's default model: the one marked in the dashboard, else the one named "
+                   f"'{DEFAULT_MODEL_NAME}', else the newest")
+"""What ``--name`` means when left out, for the commands that read a saved model."""
 
 
 ALIASES = {"image_size": ["--img_size"], "d": ["--channels"], "epochs": ["--som_iterations"]}
@@ -106,38 +119,41 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m somad``."""
     parser = argparse.ArgumentParser(prog="python -m somad",
                                      description="SOMAD: anomaly detection with Self-Organizing Maps.")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step's details")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo-data", help="write the synthetic demo dataset (MVTec layout)")
-    p.add_argument("--out", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_DATA, help=f"where to write it (default: {DEFAULT_DATA})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images (default: 0)")
     p.add_argument("--force", action="store_true", help="regenerate even if it exists")
 
     p = sub.add_parser("fit", help="fit a model on train/good of a category and save it")
-    _add_data(p)
+    _add_data(p, DEFAULT_MODEL_NAME)
     p.add_argument("--force", action="store_true", help="overwrite an existing model")
     _add_hyperparameters(p)
     p.add_argument("--max-train-images", type=int, default=None,
                    help="fit on the first N training images (sorted by file name; default: all)")
 
     p = sub.add_parser("evaluate", help="evaluate saved models on test/ of a category")
-    _add_data(p)
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    _add_data(p, SAVED_NAME_HELP)
+    p.add_argument("--results-dir", type=Path, default=Path("results"),
+                   help="metrics.json, per_image.csv and figures go to <results-dir>/<category>/ (default: results)")
     p.add_argument("--figures", type=int, default=6, help="comparison PNGs per category")
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a saved model on its test split")
-    _add_data(p)
+    _add_data(p, SAVED_NAME_HELP)
     p.add_argument("--out", type=Path, default=None,
                    help="report file (default: <results-dir>/<category>/report.html)")
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--results-dir", type=Path, default=Path("results"),
+                   help="folder of the default report path (default: results)")
 
     p = sub.add_parser("predict", help="score image files, folders or glob patterns with a saved model")
-    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--model-dir", type=Path, required=True,
+                   help="a saved model folder, e.g. models/<category>/default")
     p.add_argument("--out", type=Path, default=Path("predictions"),
                    help="folder for the predictions CSV (path, score, verdict) and the heatmap overlays")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="write only the CSV")
-    p.add_argument("--device", default="cpu")
+    _add_device(p)
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     return parser
 
@@ -155,33 +171,35 @@ def _categories(args) -> list[str]:
 
 
 def _saved_models(args, cats: list[str]) -> dict[str, Path]:
-    """``{category: model dir}`` of ``--name`` under ``--models-dir``, every one checked before any work.
+    """``{category: model dir}`` of ``--name`` under ``--models-dir`` (without ``--name``: the
+    category's default model, :func:`somad.store.default_model`), every one checked before any work.
 
     Raises:
         SomadError: a category has no such model.
     """
-    from .pipeline import model_path
-
-    dirs = {c: model_path(args.models_dir, c, args.name) for c in cats}
-    for c, d in dirs.items():
-        if not d.exists():
-            raise SomadError(f"no model for category '{c}' at {d}: run `python -m somad fit --data-dir "
+    dirs = {}
+    for c in cats:
+        d = model_path(args.models_dir, c, args.name) if args.name else default_model(args.models_dir, c)
+        if d is None or not d.exists():
+            where = d or Path(args.models_dir) / c
+            raise SomadError(f"no model for category '{c}' at {where}: run `python -m somad fit --data-dir "
                              f"{args.data_dir} --category {c}` first.")
+        dirs[c] = d
     return dirs
 
 
 def cmd_fit(args) -> int:
-    from .pipeline import check_writable, fit_category, model_path
-
     from .model import SOMAD, param_specs
+    from .pipeline import check_writable, fit_category
 
     params = {spec.name: getattr(args, spec.name) for spec in param_specs()}
     SOMAD(**params)._validate_params()  # before any data is touched
     cats = _categories(args)
+    name = check_name(args.name) if args.name else DEFAULT_MODEL_NAME
     for cat in cats:  # check every target before fitting any
-        check_writable(model_path(args.models_dir, cat, args.name), args.force)
+        check_writable(model_path(args.models_dir, cat, name), args.force)
     for cat in cats:
-        out = model_path(args.models_dir, cat, args.name)
+        out = model_path(args.models_dir, cat, name)
         model = fit_category(args.data_dir, cat, out, params, args.max_train_images, args.force,
                              TqdmProgress(f"{cat}: "))
         t = model.timings_
@@ -199,6 +217,8 @@ def cmd_evaluate(args) -> int:
     check_device(args.device)
     cats = _categories(args)
     dirs = _saved_models(args, cats)
+    for cat in cats:  # before any scoring
+        check_output_dir(args.results_dir / cat, "--results-dir")
     rows = []
     for cat in cats:
         model = load_model(dirs[cat], device=args.device)
@@ -234,6 +254,8 @@ def cmd_report(args) -> int:
     if args.out is not None and len(cats) > 1:
         raise SomadError("--out names one file: give one --category, or leave --out out for one report per category.")
     dirs = _saved_models(args, cats)
+    for cat in cats:  # before any scoring
+        check_output_file(args.out or args.results_dir / cat / "report.html", "--out")
     for cat, model_dir in dirs.items():
         model = load_model(model_dir, device=args.device)
         ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "))
@@ -247,6 +269,7 @@ def cmd_predict(args) -> int:
     from .pipeline import expand_images, predict_folder
 
     check_device(args.device)
+    check_output_dir(args.out, "--out")
     paths = expand_images(args.images)
     for p in paths:
         data.check_image_file(p)  # every file's header checked before any work
@@ -286,10 +309,6 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except SomadError as exc:  # user errors; anything else is a bug and keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the file system refused a path we were given (e.g. an output that is a file)
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot use{where}: {exc.strerror or exc}. Choose another path.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

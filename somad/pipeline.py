@@ -21,50 +21,36 @@ from typing import Iterator
 import numpy as np
 
 from . import data
-from .atomic import atomic_path, write_json, write_text
+from .atomic import (
+    atomic_path,
+    check_output_dir,
+    make_dir,
+    output_errors,
+    write_json,
+    write_text,
+)
 from .decision import is_anomalous
 from .errors import ParameterError
 from .metrics import evaluate_groups
 from .model import SOMAD
 from .persistence import load_model, save_model
 from .progress import Progress, Stage
-
-DEFAULT_MODEL_NAME = "default"
-
-
-def model_path(models_dir: str | Path, category: str, name: str = DEFAULT_MODEL_NAME) -> Path:
-    """Where a category's model lives: ``<models_dir>/<category>/<name>``."""
-    return Path(models_dir) / category / name
-
-
-def list_models(models_dir: str | Path, category: str) -> list[Path]:
-    """Saved model directories of a category, newest first."""
-    from .persistence import is_model_dir
-
-    folder = Path(models_dir) / category
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_model_dir(p)]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+from .store import DEFAULT_MODEL_NAME, list_models, model_path  # noqa: F401 (the folder layout, re-exported)
 
 
 def check_writable(out_dir: str | Path, force: bool = False) -> None:
-    """Refuse to overwrite an existing model unless ``force``.
+    """Refuse to overwrite an existing model unless ``force``; check the folder can be written.
 
     Raises:
         ModelFileError: ``out_dir`` exists and ``force`` is False.
         OutputError: ``out_dir`` cannot be created (a file on its path, or no write permission).
     """
-    from .errors import ModelFileError, OutputError
+    from .errors import ModelFileError
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise ModelFileError(f"{out_dir} already exists: pass --force to overwrite it, or choose another --name.")
-    # fail before the fit, not after it: the nearest existing folder must be a writable folder
-    above = next(p for p in (out_dir, *out_dir.parents) if p.exists())
-    if not above.is_dir() or not os.access(above, os.W_OK):
-        why = "is a file, not a folder" if not above.is_dir() else "is not writable"
-        raise OutputError(f"cannot save a model in {out_dir}: {above} {why}. Choose another --models-dir.")
+    check_output_dir(out_dir, "--models-dir")  # fail before the fit, not after it
 
 
 def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, params: dict | None = None,
@@ -170,12 +156,15 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
 
 
 def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figures: int = 6) -> Path:
-    """Write ``metrics.json``, ``per_image.csv`` and a few comparison PNGs under ``results_dir``."""
+    """Write ``metrics.json``, ``per_image.csv`` and a few comparison PNGs under ``results_dir``.
+
+    Raises:
+        OutputError: ``results_dir`` cannot be made or written.
+    """
     from .explain import outcomes
     from .viz import comparison_figure, pixel_threshold
 
-    out = Path(results_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(results_dir, "--results-dir")
     write_json(out / "metrics.json", ev.metrics)
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -283,23 +272,27 @@ def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, o
 
     Raises:
         DataError: a file cannot be read (named).
+        OutputError: ``out_dir`` cannot be made or written.
     """
     out_dir = Path(out_dir)
     created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".somad-predict-", dir=out_dir))
+    make_dir(out_dir, "--out")
+    with output_errors(out_dir):
+        stage = Path(tempfile.mkdtemp(prefix=".somad-predict-", dir=out_dir))
     t0 = time.perf_counter()
     n_anomalous = 0
     done = False
     try:
-        with open(stage / PREDICTIONS_CSV, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "score", "verdict"])
-            for row in iter_predictions(model, paths, stage if overlays else None, progress):
-                n_anomalous += row["anomalous"]
-                writer.writerow([row["path"], f"{row['score']:.6g}", "anomalous" if row["anomalous"] else "normal"])
-        for f in stage.iterdir():
-            os.replace(f, out_dir / f.name)
+        with output_errors(out_dir):
+            with open(stage / PREDICTIONS_CSV, "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["path", "score", "verdict"])
+                for row in iter_predictions(model, paths, stage if overlays else None, progress):
+                    n_anomalous += row["anomalous"]
+                    writer.writerow([row["path"], f"{row['score']:.6g}",
+                                     "anomalous" if row["anomalous"] else "normal"])
+            for f in stage.iterdir():
+                os.replace(f, out_dir / f.name)
         done = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -1,6 +1,6 @@
 """The saved models of a category: which one is the default, renaming and deleting them.
 
-Layout: ``<models_dir>/<category>/<name>/`` (see :func:`somad.pipeline.model_path`); the default
+Layout: ``<models_dir>/<category>/<name>/`` (see :func:`model_path`); the default
 model's name is kept in ``<models_dir>/<category>/DEFAULT`` (one line of text). Without that file
 (or when it names a model that is gone) the default is the model named ``default``, else the newest.
 Every change is atomic: a rename is one ``os.replace``; a delete first renames the model to a hidden
@@ -14,7 +14,25 @@ import shutil
 from pathlib import Path
 
 from .errors import ModelFileError
-from .pipeline import DEFAULT_MODEL_NAME, list_models, model_path
+
+DEFAULT_MODEL_NAME = "default"
+
+
+def model_path(models_dir: str | Path, category: str, name: str = DEFAULT_MODEL_NAME) -> Path:
+    """Where a category's model lives: ``<models_dir>/<category>/<name>``."""
+    return Path(models_dir) / category / name
+
+
+def list_models(models_dir: str | Path, category: str) -> list[Path]:
+    """Saved model directories of a category, newest first."""
+    from .persistence import is_model_dir
+
+    folder = Path(models_dir) / category
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_model_dir(p)]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
 
 DEFAULT_FILE = "DEFAULT"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

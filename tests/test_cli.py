@@ -124,6 +124,7 @@ def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
     (["fit", "--category", "tiles", "--topology", "hexagonal", "--learning-rate", "2"], "learning rates"),
     (["predict", "--model-dir", "/nonexistent/model", "README.md"], "cannot read image README.md"),
     (["fit", "--category", "tiles", "--max-train-images", "-3"], "max_train_images must be >= 1"),
+    (["fit", "--category", "tiles", "--name", "../elsewhere"], "not a plain folder name"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(demo_root, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -136,6 +137,32 @@ def test_bad_input_exits_2_and_writes_nothing(demo_root, tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert message in err and "BytesIO" not in err and "Traceback" not in err
     assert not (tmp_path / "models").exists()
+
+
+def test_saved_model_without_name_is_the_dashboards_default(fitted, tmp_path):
+    """evaluate/report without --name read the model the dashboard marks as default (somad.store)."""
+    import shutil
+
+    from somad import store
+    from somad.cli import _saved_models, build_parser
+
+    models = tmp_path / "models"
+    for name in ("default", "marked"):
+        shutil.copytree(fitted / "tiles" / "default", models / "tiles" / name)
+    args = ["evaluate", "--category", "tiles", "--models-dir", str(models)]
+    assert _saved_models(build_parser().parse_args(args), ["tiles"]) == {"tiles": models / "tiles" / "default"}
+    store.set_default(models, "tiles", "marked")
+    assert _saved_models(build_parser().parse_args(args), ["tiles"]) == {"tiles": models / "tiles" / "marked"}
+    named = build_parser().parse_args(args + ["--name", "default"])
+    assert _saved_models(named, ["tiles"]) == {"tiles": models / "tiles" / "default"}
+
+
+def test_grid_of_zero_rows_says_so(capsys):
+    from somad.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "--grid", "0x5"])
+    assert "at least 1 row and 1 column, got '0x5'" in capsys.readouterr().err
 
 
 def test_seed_readme_aliases_parse():
@@ -223,6 +250,7 @@ def test_output_paths_that_cannot_be_written_are_one_error_line(fitted, demo_roo
         assert main(args) == 2, name
         err = capsys.readouterr().err
         assert err.strip().splitlines()[-1].startswith("error: cannot") and "Traceback" not in err, (name, err)
+        assert "load test" not in err, name  # refused before reading or scoring any image
     fit = ["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(blocker / "models")]
     assert main(fit + TINY_ARGS) == 2
     err = capsys.readouterr().err
