@@ -144,7 +144,7 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
                    "(red), Mahalanobis units.")
     with c:
         st.image(images.contours(ev.images[i], ev.masks[i], ev.maps[i], pix_thr), width=260,
-                 caption=f"predicted region: map ≥ pixel threshold {pix_thr:.3f} (red), truth (green)")
+                 caption=viz.region_caption(ev.maps[i], pix_thr))
         st.caption("The pixel threshold is the pixel-level F1-optimal one of this evaluation; it is not the image "
                    "threshold above.")
     return cell

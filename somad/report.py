@@ -89,9 +89,10 @@ def _failing(model, ev, pix_thr: float) -> str:
         heat = viz.overlay(ev.images[i], ev.maps[i], *model.pixel_range_)
         region = viz.region_contours(ev.images[i], ev.masks[i], ev.maps[i], pix_thr)
         kind = "false positive" if ev.labels[i] == 0 else "false negative"
+        caption = viz.region_caption(ev.maps[i], pix_thr)
         out.append(f"<figure><figcaption>{html.escape(f'{s.defect}/{s.path.name}')}: score {ev.scores[i]:.3f}, "
-                   f"{kind}</figcaption>{_png(ev.images[i], 'input')}{_png(heat, 'heatmap')}"
-                   f"{_png(region, 'predicted region and truth')}</figure>")
+                   f"{kind}; right: {html.escape(caption)}</figcaption>{_png(ev.images[i], 'input')}"
+                   f"{_png(heat, 'heatmap')}{_png(region, caption)}</figure>")
     return "".join(out)
 
 

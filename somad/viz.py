@@ -5,6 +5,7 @@ from training data), never per image, so colours are comparable across images.
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -14,10 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
-from .decision import is_anomalous  # noqa: E402
-
 from .atomic import atomic_path  # noqa: E402
 from .data import resize_to  # noqa: E402
+from .decision import is_anomalous  # noqa: E402
 
 CMAP = "jet"
 GT_COLOR = (0, 255, 0)  # ground-truth contours
@@ -50,7 +50,9 @@ def pixel_threshold(metrics: dict | None, pixel_range: tuple[float, float]) -> f
     with the test masks) when there is one, else the top of the model's pixel colour range
     (``pixel_range[1]``, from training data). The CLI's comparison figures and the dashboard both
     use this function. The image threshold (``model.threshold_``) is a different quantity: it cuts
-    the image score (the map's maximum), not the map.
+    the image score (``somad.scoring.IMAGE_SCORES``, e.g. the mean of the map's hottest 5 %), not
+    the map, so an image can be flagged while no pixel of its map reaches the pixel threshold
+    (see :func:`region_caption`).
     """
     value = (metrics or {}).get("pixel_f1_threshold")
     return float(value) if value is not None and np.isfinite(value) else float(pixel_range[1])
@@ -76,6 +78,16 @@ def region_contours(image: np.ndarray, mask: np.ndarray | None = None, amap: np.
     return out
 
 
+def region_caption(amap: np.ndarray, threshold: float) -> str:
+    """What the predicted-region panel of ``amap`` (float ``(H, W)``) shows at the pixel ``threshold``:
+    the rule, or, when no pixel reaches it, that nothing is outlined and how far the map's top is."""
+    top = float(np.max(amap))
+    if is_anomalous(top, threshold):
+        return f"predicted region: map ≥ pixel threshold {threshold:.3f} (red); truth (green)"
+    return (f"no pixel reaches the pixel threshold {threshold:.3f} (map top {top:.3f}): nothing outlined; "
+            "truth (green)")
+
+
 def comparison_figure(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmin: float, vmax: float,
                       threshold: float, title: str, path: str | Path) -> Path:
     """Save input | ground truth | heatmap | contours (predicted red, truth green) as a PNG.
@@ -87,9 +99,10 @@ def comparison_figure(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmi
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
     panels = [image, region_contours(image, mask), overlay(image, amap, vmin, vmax),
               region_contours(image, mask, amap, threshold)]
-    for ax, pic, name in zip(axes, panels, ["input", "ground truth", "heatmap", "predicted (red) / truth (green)"]):
+    names = ["input", "ground truth", "heatmap", textwrap.fill(region_caption(amap, threshold), 42)]
+    for ax, pic, name in zip(axes, panels, names):
         ax.imshow(pic)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name, fontsize=8)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -368,6 +368,10 @@ def test_pixel_threshold_is_the_pixel_f1_threshold_else_the_range_top():
     amap[2:4, 2:4] = 3.5  # exactly at the threshold: inside the predicted region (score >= threshold)
     out = images.contours(np.zeros((8, 8, 3), np.uint8), None, amap, 3.5)
     assert tuple(out[2, 2]) == images.PRED_COLOR
+    assert viz.region_caption(amap, 3.5).startswith("predicted region: map ≥ pixel threshold 3.500")
+    # a map whose top stays below the pixel threshold outlines nothing, and the caption says so
+    assert viz.region_caption(amap, 3.6) == ("no pixel reaches the pixel threshold 3.600 (map top 3.500): nothing "
+                                             "outlined; truth (green)")
 
 
 # ------------------------------------------------------------------ model management
