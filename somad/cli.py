@@ -40,7 +40,10 @@ class TqdmProgress:
             self.close()
             self.stage = stage
             unit = Stage(stage).unit
-            self.bar = tqdm(total=total, desc=f"{self.prefix}{stage}", unit=unit, leave=True, file=sys.stderr)
+            # a rate means something for images; a stage of a few epochs, steps or folds shows its time only
+            fmt = None if unit == "img" else "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}]"
+            self.bar = tqdm(total=total, desc=f"{self.prefix}{stage}", unit=unit, leave=True, file=sys.stderr,
+                            bar_format=fmt)
         self.bar.update(done - self.bar.n)
         if done >= total:
             self.close()
