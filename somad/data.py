@@ -36,7 +36,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -509,14 +509,19 @@ def load_sample(sample: Sample, image_size: int, rule: IntensityRule | None = No
     return small, load_mask(sample.mask_path, rgb.shape[:2], image_size)
 
 
+def in_threads(fn: Callable, items: Sequence, workers: int = 4) -> list:
+    """``[fn(x) for x in items]`` in ``workers`` threads, in order (Pillow decodes and resizes
+    without the GIL). The one thread pool of image reading."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
+
+
 def iter_batches(samples: Sequence[Sample], image_size: int, batch_size: int = 32, workers: int = 4,
                  rule: IntensityRule | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(images uint8 (B, S, S, 3), masks bool (B, S, S))`` batches, decoding in threads."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(samples), batch_size):
-            chunk = samples[start:start + batch_size]
-            pairs = list(pool.map(lambda s: load_sample(s, image_size, rule), chunk))
-            yield np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    for start in range(0, len(samples), batch_size):
+        pairs = in_threads(lambda s: load_sample(s, image_size, rule), samples[start:start + batch_size], workers)
+        yield np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 class ImageFiles:
@@ -545,13 +550,13 @@ class ImageFiles:
 
     def originals(self, index: slice) -> list[np.ndarray]:
         """uint8 RGB ``(H, W, 3)`` of the files in ``index`` at their own size, read with ``rule``."""
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(lambda p: read_image(p, self.rule), self.paths[index]))
+        return in_threads(lambda p: read_image(p, self.rule), self.paths[index], self.workers)
 
     def __getitem__(self, index: slice) -> np.ndarray:
         if not isinstance(index, slice):
             raise TypeError("ImageFiles takes slices, e.g. files[0:32].")
-        images = [resize_image(rgb, self.image_size) for rgb in self.originals(index)]
+        images = in_threads(lambda p: resize_image(read_image(p, self.rule), self.image_size), self.paths[index],
+                            self.workers)
         if not images:
             return np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
         return np.stack(images)
