@@ -34,7 +34,11 @@ from .gaussian import whitening_factors
 from .model import FITTED_TENSORS, FITTED_VALUES, RUNTIME_PARAMS, SOMAD, param_specs
 
 FORMAT = "somad-model"
-FORMAT_VERSION = 3  # 3: backbone weights + timm architecture saved with the model; intensity rule; folds used
+FORMAT_VERSION = 4  # 3: backbone weights + timm architecture saved with the model; intensity rule; folds used
+#                    4: stage_offsets_px, the backbone's response offsets undone in the features
+READ_VERSIONS = (3, 4)
+"""Format versions this somad loads: a version-3 model has no stage offsets and is scored with
+zero offsets, as it was fitted. An older somad refuses version 4 rather than ignore its offsets."""
 CONFIG = "config.json"
 TENSORS = "tensors.safetensors"
 BACKBONE = "backbone.safetensors"
@@ -126,9 +130,9 @@ def read_config(path: str | Path) -> dict:
         raise ModelFileError(f"{cfg_path} is not valid JSON ({exc}): the model is damaged, fit it again.") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise ModelFileError(f"{cfg_path} is not a somad model config.")
-    if cfg.get("format_version") != FORMAT_VERSION:
+    if cfg.get("format_version") not in READ_VERSIONS:
         raise ModelFileError(f"{path} has format version {cfg.get('format_version')} but this somad reads "
-                             f"version {FORMAT_VERSION} (models that hold their backbone): fit the model again "
+                             f"versions {', '.join(map(str, READ_VERSIONS))} (models that hold their backbone): fit the model again "
                              "with this version.")
     return cfg
 
@@ -165,8 +169,12 @@ def load_model(path: str | Path, device: str = "cpu") -> SOMAD:
     model.backbone_weights_ = cfg.get("backbone_weights")
     model._extractor = _load_backbone(path, cfg.get("backbone_architecture"), model)
     _check_normalisation(cfg.get("input_normalisation"), model._extractor, path)
-    try:  # models saved before the offsets were measured were fitted without a correction
-        model._extractor.set_stage_offsets(cfg.get("stage_offsets_px", np.zeros((len(STRIDES), 2))))
+    try:  # version 3 models were fitted without a correction
+        offsets = cfg["stage_offsets_px"] if cfg["format_version"] >= 4 else np.zeros((len(STRIDES), 2))
+        model._extractor.set_stage_offsets(offsets)
+    except KeyError:
+        raise ModelFileError(f"{path / CONFIG} lacks 'stage_offsets_px': the model is incomplete, fit it again."
+                             ) from None
     except BackboneError as exc:
         raise ModelFileError(f"{path / CONFIG}: {exc} The model is damaged: fit it again.") from None
     model.stage_offsets_ = model._extractor.stage_offsets.copy()

@@ -144,12 +144,18 @@ def test_save_load_roundtrip(tiny_model, tiles_test, tmp_path):
 
 
 def test_model_saved_before_stage_offsets_scores_as_it_was_fitted(tiny_model, tiles_test, tmp_path):
-    """A config without ``stage_offsets_px`` (saved before the calibration) loads with zero offsets,
-    the uncorrected maps it was fitted on; garbled offsets are named."""
+    """A format-3 model (saved before the calibration, no ``stage_offsets_px``) loads with zero
+    offsets, the uncorrected maps it was fitted on; missing or garbled offsets in a format-4 model
+    are named."""
     _, images, _ = tiles_test
     path = save_model(tiny_model, tmp_path / "m")
     cfg = json.loads((path / CONFIG).read_text())
-    (path / CONFIG).write_text(json.dumps({k: v for k, v in cfg.items() if k != "stage_offsets_px"}))
+    assert cfg["format_version"] == 4
+    without = {k: v for k, v in cfg.items() if k != "stage_offsets_px"}
+    (path / CONFIG).write_text(json.dumps(without))
+    with pytest.raises(ModelFileError, match="lacks 'stage_offsets_px'"):
+        load_model(path)
+    (path / CONFIG).write_text(json.dumps(dict(without, format_version=3)))
     old = load_model(path)
     assert not old.stage_offsets_.any() and not old.extractor.stage_offsets.any()
     raw = tiny_model.extractor.stage_offsets.copy()
