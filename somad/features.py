@@ -120,6 +120,13 @@ MAX_STAGE_OFFSET_PX = 4.0
 corrects: one stride-4 cell. ``tf_efficientnet_lite0`` measures at most 1.9 px; its weights on the
 symmetric-padding ``efficientnet_lite0`` measure 7 to 15 px."""
 
+NATIVE_STAGE_TOLERANCE_PX = 1.0
+"""The stride-4 stage is the output grid itself: the deeper stages are resampled onto it anyway (so
+undoing their offset is free), but shifting it would add an interpolation, a low-pass filter over
+the finest detail. It is shifted only when its offset exceeds this, a quarter of its cell. Measured
+on magnetic tile: shifting Lite0's (-0.5, -0.8) px cost AUPRO 0.720 -> 0.696; bottle, pixel AUROC
+and image AUROC moved by 0.001 or less either way."""
+
 
 
 def register_backbone(spec: BackboneSpec) -> None:
@@ -407,8 +414,9 @@ class FeatureExtractor(torch.nn.Module):
 
     def calibrate(self) -> np.ndarray:
         """Measure each stage's response offset with the dot test (:func:`somad.geometry.stage_offsets`)
-        and undo it from now on; returns float64 ``(3, 2)`` pixels (row, col). Deterministic for
-        given weights; about a second on a CPU.
+        and undo it from now on; returns float64 ``(3, 2)`` pixels (row, col). The stride-4 stage
+        keeps a zero offset when its own is within :data:`NATIVE_STAGE_TOLERANCE_PX`. Deterministic
+        for given weights; about a second on a CPU.
 
         Raises:
             BackboneError: a stage answers more than :data:`MAX_STAGE_OFFSET_PX` from its cause:
@@ -425,6 +433,8 @@ class FeatureExtractor(torch.nn.Module):
                     f"away from their cause ({where}; the limit is {MAX_STAGE_OFFSET_PX:g} px), so every heatmap "
                     "would sit beside its defect. The weights do not belong to this architecture: use the "
                     f"architecture they were trained with (e.g. {DEFAULT_BACKBONE} for the Lite0 package weights).")
+            if np.abs(offsets[0]).max() <= NATIVE_STAGE_TOLERANCE_PX:
+                offsets[0] = 0.0  # kept as it is: see NATIVE_STAGE_TOLERANCE_PX
             self.set_stage_offsets(offsets)
             self.calibrated = True
         return self.stage_offsets

@@ -61,12 +61,14 @@ def extractors():
 @pytest.mark.parametrize("name", OFFLINE)
 @pytest.mark.parametrize("size", SIZES)
 def test_dot_test_every_stage_within_2px_at_every_phase(name, size, extractors):
-    """After the calibration that fit runs, each stage's response sits on the dot: mean offset
-    within 0.5 px and every dot within 2 px, at every 2nd phase of the stride-16 grid (64 dots,
-    48 of them at positions the calibration did not see) and at two image sizes."""
+    """After the calibration that fit runs, each stage's response sits on the dot: every dot within
+    2 px, at every 2nd phase of the stride-16 grid (64 dots, 48 of them at positions the calibration
+    did not see) and at two image sizes; on average within 0.5 px for the corrected stages and within
+    a quarter cell (1 px) for a stride-4 stage left as it is."""
     fe = _extractor(name, extractors)
     err = geometry.dot_offsets(fe.stages_of, features.STRIDES, size, geometry.every_phase(size), fe.stage_offsets)
-    assert np.abs(err.mean(0)).max() <= 0.5, f"{name} at {size} px: mean offset per stage {err.mean(0).round(2)}"
+    limit = np.where(fe.stage_offsets.any(1), 0.5, features.NATIVE_STAGE_TOLERANCE_PX)
+    assert (np.abs(err.mean(0)).max(1) <= limit).all(), f"{name} at {size} px: mean per stage {err.mean(0).round(2)}"
     assert np.abs(err).max() <= TOLERANCE_PX, f"{name} at {size} px: max offset per stage {np.abs(err).max(0)}"
 
 
@@ -76,8 +78,10 @@ def test_lite0_raw_offsets_are_what_the_calibration_undoes(extractors):
     fe = _extractor("tf_efficientnet_lite0", extractors)
     raw = geometry.dot_offsets(fe.stages_of, features.STRIDES, 224, geometry.every_phase(224))
     assert np.abs(raw).max() > TOLERANCE_PX
-    np.testing.assert_allclose(fe.stage_offsets, raw.mean(0), atol=0.3)
+    np.testing.assert_allclose(fe.stage_offsets[1:], raw.mean(0)[1:], atol=0.3)
     assert (fe.stage_offsets[2] < -1.0).all() and np.abs(fe.stage_offsets).max() < features.MAX_STAGE_OFFSET_PX
+    # the stride-4 stage answers within a quarter cell and is left as it is
+    assert not fe.stage_offsets[0].any() and np.abs(raw.mean(0)[0]).max() <= features.NATIVE_STAGE_TOLERANCE_PX
 
 
 def test_dot_test_refuses_weights_on_the_wrong_padding():
@@ -160,7 +164,7 @@ def hot_centroid_offsets(model: SOMAD, clean: np.ndarray, rng: np.random.Generat
 
 def test_anomaly_maps_have_no_systematic_offset():
     """At 224 px over 24 defects, the hot region's centroid sits on the defect on average: within
-    1 px per axis (measured (-0.5, -0.2) px; without the calibration of fit (-1.9, -1.8) px)."""
+    1 px per axis (measured (-0.03, -0.13) px; without the calibration of fit (-1.9, -1.8) px)."""
     rng = np.random.default_rng(0)
     train = np.stack([_texture(rng, 224, 224) for _ in range(8)])
     model = SOMAD(image_size=224, d=64, epochs=3, cv_folds=0, batch_size=16).fit(train)
