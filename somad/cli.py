@@ -9,11 +9,12 @@ import argparse
 import csv
 import logging
 import sys
+import time
 import warnings
 from pathlib import Path
 
 from . import data, demo
-from .atomic import check_output_dir, check_output_file
+from .atomic import check_output_file
 from .decision import DECISION_RULE
 from .devices import check_device
 from .errors import SomadError
@@ -32,6 +33,7 @@ class TqdmProgress:
         self.prefix = prefix
         self.bar = None
         self.stage = None
+        self.last = time.time()
 
     def __call__(self, stage: Stage, done: int, total: int) -> None:
         from tqdm import tqdm
@@ -44,7 +46,11 @@ class TqdmProgress:
             fmt = None if unit == "img" else "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}]"
             self.bar = tqdm(total=total, desc=f"{self.prefix}{stage}", unit=unit, leave=True, file=sys.stderr,
                             bar_format=fmt)
+            # a stage may report its first count only when its work is done: it began when the
+            # previous report came, so time and rate count from there
+            self.bar.start_t = self.bar.last_print_t = self.last
         self.bar.update(done - self.bar.n)
+        self.last = time.time()
         if done >= total:
             self.close()
 
@@ -122,8 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m somad``."""
     parser = argparse.ArgumentParser(prog="python -m somad",
                                      description="SOMAD: anomaly detection with Self-Organizing Maps.")
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log each step's details")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step's details")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser = _with_parents(sub.add_parser, [verbose])
 
     p = sub.add_parser("demo-data", help="write the synthetic demo dataset (MVTec layout)")
     p.add_argument("--out", type=Path, default=DEFAULT_DATA, help=f"where to write it (default: {DEFAULT_DATA})")
@@ -141,12 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p, SAVED_NAME_HELP)
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="metrics.json, per_image.csv and figures go to <results-dir>/<category>/ (default: results)")
-    p.add_argument("--figures", type=int, default=6, help="comparison PNGs per category")
+    p.add_argument("--figures", type=_figures, default=6,
+                   help="comparison PNGs per category: the hardest cases (default: 6)")
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a saved model on its test split")
     _add_data(p, SAVED_NAME_HELP)
-    p.add_argument("--out", type=Path, default=None,
-                   help="report file (default: <results-dir>/<category>/report.html)")
+    p.add_argument("--out", default=None,
+                   help="report file, or a folder to put report.html in (default: "
+                        "<results-dir>/<category>/report.html)")
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="folder of the default report path (default: results)")
 
@@ -159,6 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     return parser
+
+
+def _with_parents(add_parser, parents):
+    """``add_parser`` of a subparsers action that gives every subcommand ``parents`` (e.g. ``-v``)."""
+    def add(name, **kwargs):
+        return add_parser(name, parents=parents, **kwargs)
+
+    return add
+
+
+def _figures(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"--figures must be >= 0, got {n}")
+    return n
 
 
 def _categories(args) -> list[str]:
@@ -180,9 +207,10 @@ def _saved_models(args, cats: list[str]) -> dict[str, Path]:
     Raises:
         SomadError: a category has no such model.
     """
+    name = check_name(args.name) if args.name else None
     dirs = {}
     for c in cats:
-        d = model_path(args.models_dir, c, args.name) if args.name else default_model(args.models_dir, c)
+        d = model_path(args.models_dir, c, name) if name else default_model(args.models_dir, c)
         if d is None or not d.exists():
             where = d or Path(args.models_dir) / c
             raise SomadError(f"no model for category '{c}' at {where}: run `python -m somad fit --data-dir "
@@ -215,13 +243,13 @@ def cmd_fit(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .persistence import load_model
-    from .pipeline import evaluate_model, write_results
+    from .pipeline import check_results_dir, evaluate_model, write_results
 
     check_device(args.device)
     cats = _categories(args)
     dirs = _saved_models(args, cats)
     for cat in cats:  # before any scoring
-        check_output_dir(args.results_dir / cat, "--results-dir")
+        check_results_dir(args.results_dir / cat)
     rows = []
     for cat in cats:
         model = load_model(dirs[cat], device=args.device)
@@ -229,7 +257,7 @@ def cmd_evaluate(args) -> int:
         out = write_results(ev, model, args.results_dir / cat, args.figures)
         m = ev.metrics
         rows.append([cat] + [_metric_cell(m, k) for k in TABLE_METRICS] + [f"{m['timings']['total']:.1f}"])
-        print(f"{cat}: wrote {out}/metrics.json, per_image.csv, figures/")
+        print(f"{cat}: model {dirs[cat]}: wrote {out}/metrics.json, per_image.csv, figures/")
     print("\n| category | image AUROC | pixel AUROC | AUPRO | image F1-max | pixel F1-max | eval s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -257,22 +285,35 @@ def cmd_report(args) -> int:
     if args.out is not None and len(cats) > 1:
         raise SomadError("--out names one file: give one --category, or leave --out out for one report per category.")
     dirs = _saved_models(args, cats)
-    for cat in cats:  # before any scoring
-        check_output_file(args.out or args.results_dir / cat / "report.html", "--out")
+    targets = {cat: _report_path(args, cat) for cat in cats}
+    for cat, target in targets.items():  # before any scoring
+        check_output_file(target, "--out" if args.out else "--results-dir")
     for cat, model_dir in dirs.items():
         model = load_model(model_dir, device=args.device)
         ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "))
-        out = write_report(model, ev, args.out or args.results_dir / cat / "report.html", str(model_dir))
-        print(f"{cat}: wrote {out}")
+        out = write_report(model, ev, targets[cat], str(model_dir))
+        print(f"{cat}: model {model_dir}: wrote {out}")
     return 0
+
+
+REPORT_NAME = "report.html"
+
+
+def _report_path(args, category: str) -> Path:
+    """``--out`` as given; a folder (existing, or written with a trailing slash) gets ``report.html``
+    inside; without ``--out``, ``<results-dir>/<category>/report.html``."""
+    if args.out is None:
+        return Path(args.results_dir) / category / REPORT_NAME
+    out = Path(args.out)
+    return out / REPORT_NAME if out.is_dir() or str(args.out).endswith(("/", "\\")) else out
 
 
 def cmd_predict(args) -> int:
     from .persistence import load_model
-    from .pipeline import expand_images, predict_folder
+    from .pipeline import PREDICTIONS_CSV, expand_images, predict_folder
 
     check_device(args.device)
-    check_output_dir(args.out, "--out")
+    check_output_file(Path(args.out) / PREDICTIONS_CSV, "--out")
     paths = expand_images(args.images)
     for p in paths:
         data.check_image_file(p)  # every file's header checked before any work

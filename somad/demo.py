@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .atomic import atomic_dir
+from .atomic import atomic_dir, check_output_dir
 
 DEFECTS = ("scratch", "hole", "stain", "crack")
 CATEGORIES = ("tiles", "washers")
@@ -106,7 +106,7 @@ def generate(root: str | Path = DEFAULT_DIR, seed: int = 0, n_train: int = 40, n
     Written to a temporary sibling first and renamed into place, so an
     interrupted run leaves no half dataset. An existing ``root`` is kept unless ``force``.
     """
-    root = Path(root)
+    root = check_output_dir(root, "--out")
     if root.exists() and any(root.iterdir()) and not force:
         return root
     with atomic_dir(root) as tmp:

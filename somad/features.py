@@ -158,14 +158,23 @@ def normalisation(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[floa
     return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
 
 
-def _map_state_dict(target: StateDict, sd: StateDict, source: str) -> StateDict:
+def _map_state_dict(target: StateDict, sd: StateDict, source: str, extra_ok: bool = False) -> StateDict:
     """Match ``sd`` to the keys of ``target``: by name if it has them all, else in order.
 
+    Args:
+        extra_ok: accept tensors of ``sd`` that ``target`` lacks (a whole network's weights onto its
+            feature body); otherwise they mean another architecture (e.g. resnet34 onto resnet18).
+
     Raises:
-        BackboneError: a tensor whose shape does not fit, or a different number of tensors;
-            the message names ``source`` and the first mismatching tensor.
+        BackboneError: a tensor whose shape does not fit, a different number of tensors, or (unless
+            ``extra_ok``) tensors the architecture lacks; the message names ``source`` and the first one.
     """
     by_name = set(sd) >= set(target)
+    extra = [k for k in sd if k not in target] if by_name and not extra_ok else []
+    if extra:
+        raise BackboneError(f"weights {source} do not fit the architecture: tensor '{extra[0]}' has no "
+                            f"counterpart ({len(extra)} tensors more than it has). Pass a checkpoint of the "
+                            "same architecture.")
     pairs = [(k, sd[k], k) for k in target] if by_name else [
         (k_src, v, k_dst) for (k_src, v), k_dst in zip(sd.items(), target)]
     for k_src, v, k_dst in pairs:
@@ -328,7 +337,7 @@ class FeatureExtractor(torch.nn.Module):
         _drop_unused_blocks(self.body)
         if body_state is None:
             body_state, body_source = full.state_dict(), f"of backbone '{backbone}'"
-        self.body.load_state_dict(_map_state_dict(self.body.state_dict(), body_state, body_source))
+        self.body.load_state_dict(_map_state_dict(self.body.state_dict(), body_state, body_source, extra_ok=True))
         self.body.eval()
         self.fast_body = fold_batch_norms(self.body)
         self.total_channels = int(sum(self.body.feature_info.channels()))

@@ -241,6 +241,13 @@ class SOMAD:
         Raises:
             ParameterError: a value that cannot work, named in the message.
         """
+        bad = [n for n, v in self.get_params().items()
+               if isinstance(v, float) and not np.isfinite(v)]
+        if bad:
+            raise ParameterError(f"{', '.join(bad)} must be a finite number, got "
+                                 f"{', '.join(str(getattr(self, n)) for n in bad)}.")
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ParameterError(f"seed must be an integer >= 0, got {self.seed}.")
         if not isinstance(self.image_size, int) or self.image_size < 32 or self.image_size % 16:
             raise ParameterError(f"image_size must be a multiple of 16 and >= 32, got {self.image_size}.")
         if self.k < 1:

@@ -22,8 +22,10 @@ import numpy as np
 
 from . import data
 from .atomic import (
+    atomic_dir,
     atomic_path,
     check_output_dir,
+    check_output_file,
     make_dir,
     output_errors,
     write_json,
@@ -147,7 +149,8 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
         per_defect[defect]["n_images"] = int((~good[sel]).sum())
     t3 = time.perf_counter()
     overall.update({
-        "category": category, "n_test": len(samples), "n_anomalous": int(labels.sum()),
+        "category": category, "model_dir": getattr(model, "model_dir_", None),
+        "n_test": len(samples), "n_anomalous": int(labels.sum()),
         "threshold": model.threshold_, "per_defect": per_defect,
         "timings": {"load": t1 - t0, "score": t2 - t1, "metrics": t3 - t2, "total": t3 - t0,
                     "score_ms_per_image": 1000 * (t2 - t1) / max(1, len(samples))},
@@ -155,8 +158,28 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
     return Evaluation(samples, labels, scores, maps, masks, images, overall, scored.patches)
 
 
+RESULT_FILES = ("metrics.json", "per_image.csv")
+RESULT_FIGURES = "figures"
+"""What :func:`write_results` writes in a results folder: these files and a folder of PNGs."""
+
+
+def check_results_dir(results_dir: str | Path) -> Path:
+    """Check, before any scoring, that :func:`write_results` can write under ``results_dir``.
+
+    Raises:
+        OutputError: the folder, one of :data:`RESULT_FILES` or the figures folder is in the way.
+    """
+    out = check_output_dir(results_dir, "--results-dir")
+    for name in RESULT_FILES:
+        check_output_file(out / name, "--results-dir")
+    check_output_dir(out / RESULT_FIGURES, "--results-dir")
+    return out
+
+
 def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figures: int = 6) -> Path:
     """Write ``metrics.json``, ``per_image.csv`` and a few comparison PNGs under ``results_dir``.
+
+    The figures folder is replaced whole, so figures of an earlier run never mix with these.
 
     Raises:
         OutputError: ``results_dir`` cannot be made or written.
@@ -165,24 +188,25 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
     from .viz import comparison_figure, pixel_threshold
 
     out = make_dir(results_dir, "--results-dir")
-    write_json(out / "metrics.json", ev.metrics)
+    write_json(out / RESULT_FILES[0], ev.metrics)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["path", "defect", "label", "score", "predicted", "outcome"])
     for s, lab, sc, out_ in zip(ev.samples, ev.labels, ev.scores, outcomes(ev.labels, ev.scores, model.threshold_)):
         writer.writerow([str(s.path), s.defect, int(lab), f"{sc:.6g}", int(is_anomalous(sc, model.threshold_)), out_])
-    write_text(out / "per_image.csv", buf.getvalue())
+    write_text(out / RESULT_FILES[1], buf.getvalue())
     lo, hi = model.pixel_range_
     pix_thr = pixel_threshold(ev.metrics, model.pixel_range_)
     # the hardest cases: lowest-scored anomalies and highest-scored normals
     normals = [int(i) for i in np.flatnonzero(ev.labels == 0)[np.argsort(-ev.scores[ev.labels == 0])]]
     anomalies = [int(i) for i in np.flatnonzero(ev.labels == 1)[np.argsort(ev.scores[ev.labels == 1])]]
     picks = anomalies[:n_figures - n_figures // 2] + normals[:n_figures // 2]
-    for i in picks:
-        s = ev.samples[i]
-        comparison_figure(ev.images[i], ev.masks[i], ev.maps[i], lo, hi, pix_thr,
-                          f"{s.defect}/{s.path.name}  score {ev.scores[i]:.2f}  threshold {model.threshold_:.2f}",
-                          out / "figures" / f"{s.defect}_{s.path.stem}.png")
+    with atomic_dir(out / RESULT_FIGURES) as figures:
+        for i in picks:
+            s = ev.samples[i]
+            comparison_figure(ev.images[i], ev.masks[i], ev.maps[i], lo, hi, pix_thr,
+                              f"{s.defect}/{s.path.name}  score {ev.scores[i]:.2f}  threshold {model.threshold_:.2f}",
+                              figures / f"{s.defect}_{s.path.stem}.png")
     return out
 
 

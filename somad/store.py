@@ -1,18 +1,22 @@
 """The saved models of a category: which one is the default, renaming and deleting them.
 
 Layout: ``<models_dir>/<category>/<name>/`` (see :func:`model_path`); the default
-model's name is kept in ``<models_dir>/<category>/DEFAULT`` (one line of text). Without that file
+model's name is kept in ``<models_dir>/<category>/.default`` (one line of text; hidden, so no model
+name can collide with it, on case-insensitive file systems either; a ``DEFAULT`` file written by
+earlier versions is still read). Without that file
 (or when it names a model that is gone) the default is the model named ``default``, else the newest.
 Every change is atomic: a rename is one ``os.replace``; a delete first renames the model to a hidden
 folder (so it disappears from every listing at once) and then removes that folder.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from pathlib import Path
 
+from .atomic import write_text
 from .errors import ModelFileError
 
 DEFAULT_MODEL_NAME = "default"
@@ -24,17 +28,32 @@ def model_path(models_dir: str | Path, category: str, name: str = DEFAULT_MODEL_
 
 
 def list_models(models_dir: str | Path, category: str) -> list[Path]:
-    """Saved model directories of a category, newest first."""
+    """Saved model directories of a category, newest first by the ``saved_at`` of their config
+    (a file touched later in a model folder does not make it newer)."""
     from .persistence import is_model_dir
 
     folder = Path(models_dir) / category
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_model_dir(p)]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    return sorted(found, key=_saved_at, reverse=True)
 
 
-DEFAULT_FILE = "DEFAULT"
+def _saved_at(model_dir: Path) -> tuple[str, float]:
+    """Sort key: the config's ``saved_at`` (ISO text, to the second), then the config file's mtime."""
+    from .persistence import CONFIG
+
+    cfg = model_dir / CONFIG
+    try:
+        saved = json.loads(cfg.read_text(encoding="utf-8")).get("saved_at", "")
+        return (saved if isinstance(saved, str) else "", cfg.stat().st_mtime)
+    except (OSError, ValueError, AttributeError):
+        return ("", 0.0)
+
+
+DEFAULT_FILE = ".default"
+LEGACY_DEFAULT_FILE = "DEFAULT"
+"""The marker's name before it was hidden (a model named ``default`` collides with it where case is ignored)."""
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 """A model name: a plain folder name (letters, digits, '.', '_', '-'; no '/', not starting with '.')."""
 
@@ -68,10 +87,11 @@ def set_default(models_dir: str | Path, category: str, name: str) -> None:
         ModelFileError: no saved model of that name.
     """
     _existing(models_dir, category, name)
-    marker = Path(models_dir) / category / DEFAULT_FILE
-    tmp = marker.with_name(f".{DEFAULT_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(name + "\n", encoding="utf-8")
-    os.replace(tmp, marker)
+    folder = Path(models_dir) / category
+    write_text(folder / DEFAULT_FILE, name + "\n")
+    legacy = folder / LEGACY_DEFAULT_FILE
+    if legacy.is_file():
+        legacy.unlink()
 
 
 def rename_model(models_dir: str | Path, category: str, name: str, new_name: str) -> Path:
@@ -103,14 +123,21 @@ def delete_model(models_dir: str | Path, category: str, name: str) -> None:
     os.replace(src, trash)
     shutil.rmtree(trash, ignore_errors=True)
     if _marked(models_dir, category) == name:
-        (Path(models_dir) / category / DEFAULT_FILE).unlink(missing_ok=True)
+        for marker in (DEFAULT_FILE, LEGACY_DEFAULT_FILE):
+            path = Path(models_dir) / category / marker
+            if path.is_file():
+                path.unlink()
 
 
 def _marked(models_dir: str | Path, category: str) -> str:
-    try:
-        return (Path(models_dir) / category / DEFAULT_FILE).read_text(encoding="utf-8").strip()
-    except OSError:
-        return ""
+    for marker in (DEFAULT_FILE, LEGACY_DEFAULT_FILE):
+        path = Path(models_dir) / category / marker
+        if path.is_file():
+            try:
+                return path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                return ""
+    return ""
 
 
 def _existing(models_dir: str | Path, category: str, name: str) -> Path:

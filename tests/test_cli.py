@@ -125,6 +125,10 @@ def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
     (["predict", "--model-dir", "/nonexistent/model", "README.md"], "cannot read image README.md"),
     (["fit", "--category", "tiles", "--max-train-images", "-3"], "max_train_images must be >= 1"),
     (["fit", "--category", "tiles", "--name", "../elsewhere"], "not a plain folder name"),
+    (["evaluate", "--category", "tiles", "--name", "../elsewhere"], "not a plain folder name"),
+    (["fit", "--category", "tiles", "--sigma", "nan"], "sigma must be a finite number, got nan"),
+    (["fit", "--category", "tiles", "--blur-sigma", "inf"], "blur_sigma must be a finite number, got inf"),
+    (["fit", "--category", "tiles", "--seed", "-1"], "seed must be an integer >= 0, got -1"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(demo_root, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -253,7 +257,7 @@ def test_output_paths_that_cannot_be_written_are_one_error_line(fitted, demo_roo
         "evaluate": ["evaluate", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(fitted),
                      "--results-dir", str(blocker)],
         "report": ["report", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(fitted),
-                   "--out", str(tmp_path)],
+                   "--out", str(blocker / "report.html")],
     }
     for name, args in runs.items():
         assert main(args) == 2, name
@@ -289,6 +293,13 @@ def test_written_files_have_the_umask_mode(tmp_path):
         os.umask(old)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "d" / "inner.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_saved_model_files_are_readable_by_others(fitted):
+    """safetensors writes 0600 files; a saved model must load for a dashboard running as another user."""
+    for f in (fitted / "tiles" / "default").iterdir():
+        assert f.stat().st_mode & 0o044 == 0o044, f.name
 
 
 def test_weights_file_that_is_no_checkpoint_is_one_plain_line(demo_root, tmp_path, capsys):
@@ -298,3 +309,67 @@ def test_weights_file_that_is_no_checkpoint_is_one_plain_line(demo_root, tmp_pat
                  "--weights", str(junk)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "is not a PyTorch" in err and "weights_only" not in err
+
+
+def test_results_that_cannot_be_written_are_refused_before_scoring(fitted, demo_root, tmp_path, capsys):
+    """A file where the figures folder goes, a folder where metrics.json or predictions.csv goes:
+    one error line naming it, before any image is loaded, and nothing written."""
+    base = ["evaluate", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(fitted)]
+    (tmp_path / "r1" / "tiles").mkdir(parents=True)
+    (tmp_path / "r1" / "tiles" / "figures").write_text("x")
+    (tmp_path / "r2" / "tiles" / "metrics.json").mkdir(parents=True)
+    (tmp_path / "p" / "predictions.csv").mkdir(parents=True)
+    image = str(demo_root / "tiles" / "test" / "good" / "000.png")
+    runs = {"figures": base + ["--results-dir", str(tmp_path / "r1")],
+            "metrics.json": base + ["--results-dir", str(tmp_path / "r2")],
+            "predictions.csv": ["predict", "--model-dir", str(fitted / "tiles" / "default"), "--out",
+                                str(tmp_path / "p"), image]}
+    for name, args in runs.items():
+        assert main(args) == 2, name
+        err = capsys.readouterr().err
+        assert "load test" not in err and "predict" not in err.split("error:")[0], name
+        assert err.strip().splitlines()[-1].startswith("error: cannot write") and name in err, err
+    assert sorted(p.name for p in (tmp_path / "r1" / "tiles").iterdir()) == ["figures"]
+
+
+def test_evaluate_names_its_model_and_replaces_old_figures(fitted, demo_root, tmp_path, capsys):
+    res = tmp_path / "results"
+    args = ["evaluate", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(fitted),
+            "--results-dir", str(res), "-v"]
+    assert main(args + ["--figures", "2"]) == 0
+    model_dir = str(fitted / "tiles" / "default")
+    assert f"model {model_dir}" in capsys.readouterr().out
+    assert json.loads((res / "tiles" / "metrics.json").read_text())["model_dir"] == model_dir
+    assert len(list((res / "tiles" / "figures").glob("*.png"))) == 2
+    assert main(args + ["--figures", "0"]) == 0
+    assert list((res / "tiles" / "figures").iterdir()) == []  # no stale figures of the earlier run
+    with pytest.raises(SystemExit):
+        main(args + ["--figures", "-3"])
+    assert "--figures must be >= 0, got -3" in capsys.readouterr().err
+
+
+def test_report_out_folder_gets_report_html(fitted, demo_root, tmp_path):
+    args = ["report", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(fitted), "--out"]
+    assert main(args + [str(tmp_path / "new") + "/"]) == 0
+    assert (tmp_path / "new" / "report.html").is_file()
+
+
+def test_demo_data_onto_a_file_is_one_error_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert main(["demo-data", "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file, not a folder" in err[0]
+
+
+def test_weights_with_tensors_the_architecture_lacks_are_refused(demo_root, tmp_path, capsys):
+    """A checkpoint of a bigger sibling (every resnet18 key plus more) must not load by name silently."""
+    import timm
+    import torch
+
+    sd = timm.create_model("resnet18", pretrained=False).state_dict()
+    sd["layer5.0.conv1.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "bigger.pth")
+    assert main(["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(tmp_path / "m"),
+                 "--backbone", "resnet18", "--weights", str(tmp_path / "bigger.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "tensor 'layer5.0.conv1.weight' has no counterpart" in err and "bigger.pth" in err

@@ -397,6 +397,7 @@ def test_model_list_default_rename_delete(monkeypatch, demo_root, tmp_path, dash
     next(b for b in at.button if b.label == "Make default").click().run()
     _clean(at)
     assert store.default_model(models, "tiles") == Path(other)
+    assert (models / "tiles" / store.DEFAULT_FILE).read_text().strip() == Path(other).name
     # a new session opens the default model
     fresh = _app()
     fresh.run()
@@ -421,3 +422,30 @@ def test_model_list_default_rename_delete(monkeypatch, demo_root, tmp_path, dash
     assert not (models / "tiles" / "gamma").exists()
     assert [p.name for p in (models / "tiles").iterdir() if p.name.startswith(".")] == []
     assert list(at.dataframe[0].value["name"]) == [Path(opened).name]
+
+
+def test_default_marker_is_hidden_legacy_marker_read_newest_by_saved_at(dash_model_env, tmp_path):
+    """The marker cannot collide with a model folder (not even 'DEFAULT' or, where case is ignored,
+    'default'); a DEFAULT file of earlier versions still counts; 'newest' is the config's saved_at."""
+    import json
+    import os
+    import shutil
+
+    from somad import store
+
+    models = tmp_path / "models"
+    for name, saved in (("DEFAULT", "2026-01-02T00:00:00"), ("older", "2026-01-01T00:00:00")):
+        shutil.copytree(dash_model_env[1], models / "tiles" / name)
+        cfg = json.loads((models / "tiles" / name / "config.json").read_text())
+        (models / "tiles" / name / "config.json").write_text(json.dumps(dict(cfg, saved_at=saved)))
+    (models / "tiles" / "older" / "notes.txt").write_text("touched later")
+    os.utime(models / "tiles" / "older", None)
+    assert store.default_model(models, "tiles") == models / "tiles" / "DEFAULT"  # newest by saved_at
+    store.set_default(models, "tiles", "older")
+    assert store.default_model(models, "tiles") == models / "tiles" / "older"
+    (models / "tiles" / store.DEFAULT_FILE).unlink()
+    legacy = tmp_path / "legacy"
+    for name in ("a", "default"):
+        shutil.copytree(dash_model_env[1], legacy / "tiles" / name)
+    (legacy / "tiles" / "DEFAULT").write_text("a\n")
+    assert store.default_model(legacy, "tiles") == legacy / "tiles" / "a"
