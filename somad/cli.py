@@ -133,28 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
                          help="log each step's details")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step's details")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser = _with_parents(sub.add_parser, [verbose])
+    common = [verbose]  # -v also after the subcommand
 
-    p = sub.add_parser("demo-data", help="write the synthetic demo dataset (MVTec layout)")
+    p = sub.add_parser("demo-data", parents=common, help="write the synthetic demo dataset (MVTec layout)")
     p.add_argument("--out", type=Path, default=DEFAULT_DATA, help=f"where to write it (default: {DEFAULT_DATA})")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images (default: 0)")
     p.add_argument("--force", action="store_true", help="regenerate even if it exists")
 
-    p = sub.add_parser("fit", help="fit a model on train/good of a category and save it")
+    p = sub.add_parser("fit", parents=common, help="fit a model on train/good of a category and save it")
     _add_data(p, DEFAULT_MODEL_NAME)
     p.add_argument("--force", action="store_true", help="overwrite an existing model")
     _add_hyperparameters(p)
     p.add_argument("--max-train-images", type=int, default=None,
                    help="fit on the first N training images (sorted by file name; default: all)")
 
-    p = sub.add_parser("evaluate", help="evaluate saved models on test/ of a category")
+    p = sub.add_parser("evaluate", parents=common, help="evaluate saved models on test/ of a category")
     _add_data(p, SAVED_NAME_HELP)
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="metrics.json, per_image.csv and figures go to <results-dir>/<category>/ (default: results)")
     p.add_argument("--figures", type=_figures, default=6,
                    help="comparison PNGs per category: the hardest cases (default: 6)")
 
-    p = sub.add_parser("report", help="write a self-contained HTML report of a saved model on its test split")
+    p = sub.add_parser("report", parents=common, help="write a self-contained HTML report of a saved model on its test split")
     _add_data(p, SAVED_NAME_HELP)
     p.add_argument("--out", default=None,
                    help="report file, or a folder to put report.html in (default: "
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="folder of the default report path (default: results)")
 
-    p = sub.add_parser("predict", help="score image files, folders or glob patterns with a saved model")
+    p = sub.add_parser("predict", parents=common, help="score image files, folders or glob patterns with a saved model")
     p.add_argument("--model-dir", type=Path, required=True,
                    help="a saved model folder, e.g. models/<category>/default")
     p.add_argument("--out", type=Path, default=Path("predictions"),
@@ -171,14 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     return parser
-
-
-def _with_parents(add_parser, parents):
-    """``add_parser`` of a subparsers action that gives every subcommand ``parents`` (e.g. ``-v``)."""
-    def add(name, **kwargs):
-        return add_parser(name, parents=parents, **kwargs)
-
-    return add
 
 
 def _figures(text: str) -> int:
