@@ -13,7 +13,7 @@ def test_report_cli_writes_a_self_contained_report(dash_model_env, dash_eval, de
     out = tmp_path / "r" / "tiles.html"
     assert main(["report", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(models),
                  "--name", "small", "--out", str(out)]) == 0
-    assert f"tiles: wrote {out}" in capsys.readouterr().out
+    assert f"tiles: model {model_dir}: wrote {out}" in capsys.readouterr().out
     text = out.read_text(encoding="utf-8")
     # plotly.js embedded once, no CDN or other remote resource
     assert text.count("Plotly.newPlot(") == 5  # ROC, PRO, histogram, U-matrix, hit map
