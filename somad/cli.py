@@ -199,7 +199,7 @@ def _saved_models(args, cats: list[str]) -> dict[str, Path]:
     Raises:
         SomadError: a category has no such model.
     """
-    name = check_name(args.name) if args.name else None
+    name = check_name(args.name) if args.name is not None else None
     dirs = {}
     for c in cats:
         d = model_path(args.models_dir, c, name) if name else default_model(args.models_dir, c)
@@ -218,7 +218,7 @@ def cmd_fit(args) -> int:
     params = {spec.name: getattr(args, spec.name) for spec in param_specs()}
     SOMAD(**params)._validate_params()  # before any data is touched
     cats = _categories(args)
-    name = check_name(args.name) if args.name else DEFAULT_MODEL_NAME
+    name = check_name(args.name) if args.name is not None else DEFAULT_MODEL_NAME
     for cat in cats:  # check every target before fitting any
         check_writable(model_path(args.models_dir, cat, name), args.force)
     for cat in cats:

@@ -254,16 +254,20 @@ class SOMAD:
             raise ParameterError(f"k must be >= 1, got {self.k}.")
         if not 0 < self.threshold_percentile <= 100:
             raise ParameterError(f"threshold_percentile must be in (0, 100], got {self.threshold_percentile}.")
-        if self.blur_sigma < 0 or self.cov_eps <= 0 or self.shrinkage < 0:
-            raise ParameterError("blur_sigma and shrinkage must be >= 0 and cov_eps > 0.")
+        for name in ("blur_sigma", "shrinkage"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.cov_eps <= 0:
+            raise ParameterError(f"cov_eps must be > 0, got {self.cov_eps}.")
         if self.d is not None and self.d < 1:
             raise ParameterError(f"d (channels kept) must be >= 1, got {self.d}.")
         if self.grid is not None and (len(self.grid) != 2 or min(self.grid) < 1):
             raise ParameterError(f"grid must be two positive ints (rows, cols), got {self.grid}.")
         if self.image_score not in IMAGE_SCORES:
             raise ParameterError(f"image_score must be one of {', '.join(IMAGE_SCORES)}, got {self.image_score!r}.")
-        if self.batch_size < 1 or self.cv_max_images < 1:
-            raise ParameterError("batch_size and cv_max_images must be >= 1.")
+        for name in ("batch_size", "cv_max_images"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.cv_folds < 0:
             raise ParameterError(f"cv_folds must be >= 0 (0 or 1: in-sample threshold), got {self.cv_folds}.")
         if self.search_radius is not None and self.search_radius < 0:

@@ -149,7 +149,8 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
         per_defect[defect]["n_images"] = int((~good[sel]).sum())
     t3 = time.perf_counter()
     overall.update({
-        "category": category, "model_dir": getattr(model, "model_dir_", None),
+        "category": category,
+        "model_dir": str(Path(model.model_dir_).resolve()) if getattr(model, "model_dir_", None) else None,
         "n_test": len(samples), "n_anomalous": int(labels.sum()),
         "threshold": model.threshold_, "per_defect": per_defect,
         "timings": {"load": t1 - t0, "score": t2 - t1, "metrics": t3 - t2, "total": t3 - t0,

@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,6 +130,9 @@ def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
     (["fit", "--category", "tiles", "--sigma", "nan"], "sigma must be a finite number, got nan"),
     (["fit", "--category", "tiles", "--blur-sigma", "inf"], "blur_sigma must be a finite number, got inf"),
     (["fit", "--category", "tiles", "--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    (["fit", "--category", "tiles", "--shrinkage", "-1"], "shrinkage must be >= 0, got -1.0"),
+    (["fit", "--category", "tiles", "--cv-max-images", "0"], "cv_max_images must be >= 1, got 0"),
+    (["fit", "--category", "tiles", "--name", ""], "model name '' is not a plain folder name"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(demo_root, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -339,7 +343,7 @@ def test_evaluate_names_its_model_and_replaces_old_figures(fitted, demo_root, tm
     assert main(args + ["--figures", "2"]) == 0
     model_dir = str(fitted / "tiles" / "default")
     assert f"model {model_dir}" in capsys.readouterr().out
-    assert json.loads((res / "tiles" / "metrics.json").read_text())["model_dir"] == model_dir
+    assert json.loads((res / "tiles" / "metrics.json").read_text())["model_dir"] == str(Path(model_dir).resolve())
     assert len(list((res / "tiles" / "figures").glob("*.png"))) == 2
     assert main(args + ["--figures", "0"]) == 0
     assert list((res / "tiles" / "figures").iterdir()) == []  # no stale figures of the earlier run
