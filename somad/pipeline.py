@@ -213,6 +213,8 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
 
 PREDICTIONS_CSV = "predictions.csv"
 """File name of the per-image predictions that ``predict`` writes in its output folder."""
+PREDICTION_COLUMNS = ("path", "score", "verdict", "overlay")
+"""Columns of :data:`PREDICTIONS_CSV`; ``overlay`` is the overlay's file name in the same folder."""
 
 
 def expand_images(items: list[str | Path]) -> list[Path]:
@@ -286,11 +288,13 @@ def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | N
 def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, overlays: bool = True,
                    progress: Progress | None = None) -> dict:
     """Score any number of image files with bounded memory; write ``<out_dir>/predictions.csv``
-    (``path, score, verdict``) and, with ``overlays``, one overlay PNG per image.
+    (:data:`PREDICTION_COLUMNS`: path, score, verdict, overlay file name or empty) and, with
+    ``overlays``, one overlay PNG per image.
 
     All or nothing: rows and overlays go to a hidden staging folder in ``out_dir`` and move into
     place only when every image is scored, so a file that turns out unreadable leaves
-    ``out_dir`` as it was.
+    ``out_dir`` as it was. A finished run replaces the previous one: the overlays the earlier
+    ``predictions.csv`` listed are removed, so the folder never mixes two runs.
 
     Returns:
         ``{"n_images", "n_anomalous", "seconds", "images_per_s", "csv", "overlays" (folder or None)}``.
@@ -311,11 +315,14 @@ def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, o
         with output_errors(out_dir):
             with open(stage / PREDICTIONS_CSV, "w", newline="") as fh:
                 writer = csv.writer(fh)
-                writer.writerow(["path", "score", "verdict"])
+                writer.writerow(PREDICTION_COLUMNS)
                 for row in iter_predictions(model, paths, stage if overlays else None, progress):
                     n_anomalous += row["anomalous"]
                     writer.writerow([row["path"], f"{row['score']:.6g}",
-                                     "anomalous" if row["anomalous"] else "normal"])
+                                     "anomalous" if row["anomalous"] else "normal",
+                                     Path(row["overlay"]).name if row["overlay"] else ""])
+            for name in _listed_overlays(out_dir / PREDICTIONS_CSV):
+                (out_dir / name).unlink(missing_ok=True)
             for f in stage.iterdir():
                 os.replace(f, out_dir / f.name)
         done = True
@@ -327,6 +334,17 @@ def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, o
     return {"n_images": len(paths), "n_anomalous": n_anomalous, "seconds": sec,
             "images_per_s": len(paths) / max(sec, 1e-9), "csv": str(out_dir / PREDICTIONS_CSV),
             "overlays": str(out_dir) if overlays else None}
+
+
+def _listed_overlays(csv_path: Path) -> list[str]:
+    """Overlay file names an earlier ``predictions.csv`` lists (plain names in its folder only)."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    names = {r.get("overlay") or "" for r in rows}
+    return sorted(n for n in names if n and Path(n).name == n and n.endswith("_overlay.png"))
 
 
 def overlay_names(paths: list[str | Path]) -> list[str]:

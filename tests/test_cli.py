@@ -51,7 +51,8 @@ def test_predict_prints_verdicts_and_writes_overlays(fitted, demo_root, tmp_path
     out = capsys.readouterr().out
     with open(tmp_path / "predictions.csv", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["path", "score", "verdict"] and [r[0] for r in rows[1:]] == list(map(str, imgs))
+    assert rows[0] == ["path", "score", "verdict", "overlay"] and [r[0] for r in rows[1:]] == list(map(str, imgs))
+    assert [r[3] for r in rows[1:]] == ["good_000_overlay.png", "hole_000_overlay.png"]
     assert all(r[2] in ("anomalous", "normal") for r in rows[1:])
     assert "hole/000.png\t" in out and "2 images in" in out and "images/s" in out
     with Image.open(tmp_path / "good_000_overlay.png") as im, Image.open(imgs[0]) as src:
@@ -105,6 +106,11 @@ def test_overlays_of_images_with_the_same_name_do_not_collide(fitted, demo_root,
                  *map(str, imgs)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crack_000_overlay.png", "hole_000_overlay.png",
                                                        "predictions.csv"]
+    # a second run into the same folder replaces the first: its overlays go, other files stay
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["predict", "--model-dir", str(fitted / "tiles" / "default"), "--out", str(tmp_path),
+                 str(imgs[0])]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000_overlay.png", "notes.txt", "predictions.csv"]
 
 
 def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
