@@ -19,7 +19,13 @@ from .decision import DECISION_RULE
 from .devices import check_device
 from .errors import SomadError
 from .progress import Stage
-from .store import DEFAULT_MODEL_NAME, check_name, default_model, model_path
+from .store import (
+    DEFAULT_MODEL_NAME,
+    check_name,
+    default_model,
+    marked_name,
+    model_path,
+)
 
 DEFAULT_DATA = demo.DEFAULT_DIR
 PRINT_ROWS = 20
@@ -200,9 +206,15 @@ def _saved_models(args, cats: list[str]) -> dict[str, Path]:
         SomadError: a category has no such model.
     """
     name = check_name(args.name) if args.name is not None else None
+    if Path(args.models_dir).exists() and not Path(args.models_dir).is_dir():
+        raise SomadError(f"--models-dir {args.models_dir} is a file, not a folder of models.")
     dirs = {}
     for c in cats:
         d = model_path(args.models_dir, c, name) if name else default_model(args.models_dir, c)
+        marked = marked_name(args.models_dir, c)
+        if not name and marked and (d is None or d.name != marked):
+            warnings.warn(f"the default model of '{c}' is marked as '{marked}', which is gone: using "
+                          f"{d or 'none'} instead.", stacklevel=2)
         if d is None or not d.exists():
             where = d or Path(args.models_dir) / c
             raise SomadError(f"no model for category '{c}' at {where}: run `python -m somad fit --data-dir "

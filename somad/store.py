@@ -129,6 +129,12 @@ def delete_model(models_dir: str | Path, category: str, name: str) -> None:
                 path.unlink()
 
 
+def marked_name(models_dir: str | Path, category: str) -> str:
+    """The model name the category's marker holds ('' without a marker); it may name a model
+    that is gone, which :func:`default_model` then passes over."""
+    return _marked(models_dir, category)
+
+
 def _marked(models_dir: str | Path, category: str) -> str:
     for marker in (DEFAULT_FILE, LEGACY_DEFAULT_FILE):
         path = Path(models_dir) / category / marker

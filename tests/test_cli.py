@@ -13,6 +13,7 @@ from PIL import Image
 
 from somad import data
 from somad.cli import main
+from somad.errors import SomadError
 
 TINY_ARGS = ["--image-size", "64", "--d", "32", "--epochs", "2", "--cv-folds", "2"]
 
@@ -178,6 +179,12 @@ def test_saved_model_without_name_is_the_dashboards_default(fitted, tmp_path):
     assert _saved_models(build_parser().parse_args(args), ["tiles"]) == {"tiles": models / "tiles" / "marked"}
     named = build_parser().parse_args(args + ["--name", "default"])
     assert _saved_models(named, ["tiles"]) == {"tiles": models / "tiles" / "default"}
+    shutil.rmtree(models / "tiles" / "marked")  # the mark now names a model that is gone: said, not silent
+    with pytest.warns(UserWarning, match="marked as 'marked', which is gone: using .*default"):
+        assert _saved_models(build_parser().parse_args(args), ["tiles"]) == {"tiles": models / "tiles" / "default"}
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SomadError, match="is a file, not a folder of models"):
+        _saved_models(build_parser().parse_args(["evaluate", "--models-dir", str(tmp_path / "afile")]), ["tiles"])
 
 
 def test_grid_of_zero_rows_says_so(capsys):
