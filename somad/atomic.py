@@ -44,19 +44,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; on success it replaces ``path`` (an existing
-    directory is moved aside first and removed only after the new one is in place)."""
+    directory is moved aside first and removed only after the new one is in place).
+
+    Raises:
+        OutputError: ``path`` or a folder above it is a file, or the folder cannot be written.
+    """
     path = Path(path)
+    check_output_dir(path, "output path")
     with output_errors(path):
-        if path.exists() and not path.is_dir():
-            raise OutputError(f"cannot write {path}: it is a file, not a folder. Choose another output path.")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        umask = _umask()
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
         for f in tmp.rglob("*"):  # some writers (safetensors) make 0600 files: give what open() would
             if f.is_file() and not f.is_symlink():
-                os.chmod(f, 0o666 & ~_umask())
+                os.chmod(f, 0o666 & ~umask)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

@@ -213,6 +213,8 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
 
 PREDICTIONS_CSV = "predictions.csv"
 """File name of the per-image predictions that ``predict`` writes in its output folder."""
+OVERLAY_SUFFIX = "_overlay.png"
+"""End of every overlay file name ``predict`` writes (see :func:`overlay_names`)."""
 PREDICTION_COLUMNS = ("path", "score", "verdict", "overlay")
 """Columns of :data:`PREDICTIONS_CSV`; ``overlay`` is the overlay's file name in the same folder."""
 
@@ -344,7 +346,7 @@ def _listed_overlays(csv_path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError, csv.Error):
         return []
     names = {r.get("overlay") or "" for r in rows}
-    return sorted(n for n in names if n and Path(n).name == n and n.endswith("_overlay.png"))
+    return sorted(n for n in names if n and Path(n).name == n and n.endswith(OVERLAY_SUFFIX))
 
 
 def overlay_names(paths: list[str | Path]) -> list[str]:
@@ -360,7 +362,7 @@ def overlay_names(paths: list[str | Path]) -> list[str]:
             i += 1
             name = f"{base}_{i}"
         used.add(name)
-        names.append(f"{name}_overlay.png")
+        names.append(f"{name}{OVERLAY_SUFFIX}")
     return names
 
 

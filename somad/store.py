@@ -77,7 +77,7 @@ def default_model(models_dir: str | Path, category: str) -> Path | None:
     if not saved:
         return None
     by_name = {p.name: p for p in saved}
-    return by_name.get(_marked(models_dir, category)) or by_name.get(DEFAULT_MODEL_NAME) or saved[0]
+    return by_name.get(marked_name(models_dir, category)) or by_name.get(DEFAULT_MODEL_NAME) or saved[0]
 
 
 def set_default(models_dir: str | Path, category: str, name: str) -> None:
@@ -105,7 +105,7 @@ def rename_model(models_dir: str | Path, category: str, name: str, new_name: str
     dst = model_path(models_dir, category, new_name)
     if dst.exists():
         raise ModelFileError(f"{dst} already exists: choose another name or delete that model first.")
-    was_default = _marked(models_dir, category) == name
+    was_default = marked_name(models_dir, category) == name
     os.replace(src, dst)
     if was_default:
         set_default(models_dir, category, new_name)
@@ -122,7 +122,7 @@ def delete_model(models_dir: str | Path, category: str, name: str) -> None:
     trash = src.with_name(f".deleting-{name}-{os.getpid()}")
     os.replace(src, trash)
     shutil.rmtree(trash, ignore_errors=True)
-    if _marked(models_dir, category) == name:
+    if marked_name(models_dir, category) == name:
         for marker in (DEFAULT_FILE, LEGACY_DEFAULT_FILE):
             path = Path(models_dir) / category / marker
             if path.is_file():
@@ -132,10 +132,6 @@ def delete_model(models_dir: str | Path, category: str, name: str) -> None:
 def marked_name(models_dir: str | Path, category: str) -> str:
     """The model name the category's marker holds ('' without a marker); it may name a model
     that is gone, which :func:`default_model` then passes over."""
-    return _marked(models_dir, category)
-
-
-def _marked(models_dir: str | Path, category: str) -> str:
     for marker in (DEFAULT_FILE, LEGACY_DEFAULT_FILE):
         path = Path(models_dir) / category / marker
         if path.is_file():
