@@ -7,7 +7,7 @@ Fits ``SOMAD(cv_folds=0, **params)`` (in-sample threshold: the metrics do not us
 category's training images and prints image AUROC, pixel AUROC, AUPRO and pixel F1-max of its test
 split; appends one JSON line per run to ``benchmarks/results/variants.jsonl`` (``--out``-free on
 purpose: the file is the record). ``param=JSON`` sets a hyperparameter (``k=1``, ``epochs=20``,
-``seed=1``); three switches change the method itself, by patching, for the study only:
+``seed=1``); five switches change the method itself, by patching, for the study only:
 ``resize=bicubic`` (image resampling), ``agg=3`` (3x3 average of the patch features, PatchCore's
 local aggregation), ``skipstage=0`` (leave a stage's measured offset uncorrected), ``posmask=R`` (a
 patch's k nearest neurons only among those that won training patches within R cells of its position),
@@ -15,8 +15,8 @@ patch's k nearest neurons only among those that won training patches within R ce
 distance, 5-fold cross-fitted, shrunk toward the global value with 10 pseudo-patches).
 
 Outcome (README "Variants measured for issue 7"): no variant lifts bottle to 0.985 (the
-closest, 256 px, gives 0.9839 and lowers magnetic tile pixel AUROC); the stride-4 stage is left uncorrected (``skipstage=0`` became the
-rule ``NATIVE_STAGE_TOLERANCE_PX``); five channel-subset seeds (0-4) span bottle pixel AUROC 0.9817-0.9832.
+closest, 256 px, gives 0.9839 and lowers magnetic tile pixel AUROC); the stride-4 stage is left
+uncorrected (``skipstage=0`` became the rule ``NATIVE_STAGE_TOLERANCE_PX``); five channel-subset seeds (0-4) span bottle pixel AUROC 0.9817-0.9832.
 """
 from __future__ import annotations
 
@@ -34,13 +34,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from somad import data
-from somad.features import FeatureExtractor
-from somad.gaussian import accumulate, gaussians, whitening_factors
-from somad.metrics import evaluate_scores
-from somad.model import SOMAD
-from somad.scoring import mahalanobis_pairs, score_patches
-from somad.som import smallest_k
+from somad import data  # noqa: E402
+from somad.features import FeatureExtractor  # noqa: E402
+from somad.gaussian import accumulate, gaussians, whitening_factors  # noqa: E402
+from somad.metrics import evaluate_scores  # noqa: E402
+from somad.model import SOMAD, AnomalyMaps  # noqa: E402
+from somad.scoring import anomaly_maps, image_scores, mahalanobis_pairs, score_patches  # noqa: E402
+from somad.som import smallest_k  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 ROOTS = {"bottle": DATA / "mvtec_ad", "magnetic_tile": DATA / "magnetic_tile_defects"}
@@ -115,8 +115,6 @@ def patch_position_mask(radius: int) -> None:
 
 def _maps_with(model, feats, means, factors, scorer):
     """``SOMAD._maps_from_features`` with another patch scorer ``(x (P, d), means, factors) -> (P,)``."""
-    from somad.model import AnomalyMaps
-    from somad.scoring import anomaly_maps, image_scores
     means = model.means_ if means is None else means
     factors = model.factors_ if factors is None else factors
     n, d, h, w = feats.shape
