@@ -238,12 +238,8 @@ def _read_tensors(tpath: Path) -> dict[str, torch.Tensor]:
 def _model_from_config(cfg: dict, path: Path, device: str) -> SOMAD:
     """An unfitted-looking SOMAD with the saved hyperparameters and the :data:`FITTED_VALUES` set."""
     saved = [p.name for p in param_specs() if p.name not in RUNTIME_PARAMS]
-    try:
-        hp = {k: cfg["hyperparameters"][k] for k in saved}
-        values = {name: conv(cfg[_key(name)]) for name, conv in FITTED_VALUES.items()}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path / CONFIG} lacks or garbles {exc}: the model is incomplete, fit it again."
-                             ) from None
+    hp = {k: _config_entry(cfg, path, ("hyperparameters", k)) for k in saved}
+    values = {name: _config_entry(cfg, path, (_key(name),), conv) for name, conv in FITTED_VALUES.items()}
     if hp.get("grid") is not None:
         hp["grid"] = tuple(hp["grid"])
     model = SOMAD(**hp, device=device)
@@ -252,11 +248,33 @@ def _model_from_config(cfg: dict, path: Path, device: str) -> SOMAD:
     return model
 
 
+def _config_entry(cfg: dict, path: Path, keys: tuple[str, ...], conv=lambda v: v):
+    """``conv(cfg[keys[0]][keys[1]]...)``.
+
+    Raises:
+        ModelFileError: the entry is missing or ``conv`` cannot read it; the message names it.
+    """
+    name, value = ".".join(keys), cfg
+    try:
+        for k in keys:
+            value = value[k]
+    except (KeyError, TypeError):
+        raise ModelFileError(f"{path / CONFIG} lacks '{name}': the model is incomplete, fit it again.") from None
+    try:
+        return conv(value)
+    except (TypeError, ValueError):
+        raise ModelFileError(f"{path / CONFIG} has an unreadable '{name}' ({value!r}): the model is damaged, "
+                             "fit it again.") from None
+
+
 def _check_shapes(t: dict[str, torch.Tensor], model: SOMAD, tpath: Path) -> None:
     """Every tensor's shape against the symbolic shape of :data:`FITTED_TENSORS` and the config."""
     h, w = model.feature_shape_
     dims = {"M": model.grid_[0] * model.grid_[1], "d": len(t["channel_idx"]),
             "P": model.n_train_ * h * w, "T": len(t["threshold_indices"])}
+    if model.d is not None and model.d != dims["d"]:
+        raise ModelFileError(f"{tpath}: the config's d is {model.d} but the model keeps {dims['d']} channels "
+                             "(tensor 'channel_idx'): the files disagree (tampered or mixed), fit the model again.")
     for name, spec in FITTED_TENSORS.items():
         want = tuple(dims[s] for s in spec.shape)
         got = tuple(t[_key(name)].shape)

@@ -258,6 +258,17 @@ def test_bad_model_dirs_are_named(tiny_model, tmp_path):
     with pytest.raises(ModelFileError, match="tensor 'som_weights' has shape"):
         load_model(path)
 
+    (path / CONFIG).write_text(json.dumps(dict(cfg, threshold="abc")))
+    with pytest.raises(ModelFileError, match=r"config.json has an unreadable 'threshold' \('abc'\)"):
+        load_model(path)
+    hp = {k: v for k, v in cfg["hyperparameters"].items() if k != "k"}
+    (path / CONFIG).write_text(json.dumps(dict(cfg, hyperparameters=hp)))
+    with pytest.raises(ModelFileError, match="config.json lacks 'hyperparameters.k'"):
+        load_model(path)
+    (path / CONFIG).write_text(json.dumps(dict(cfg, hyperparameters=dict(cfg["hyperparameters"], d=3))))
+    with pytest.raises(ModelFileError, match="the config.s d is 3 but the model keeps 32 channels"):
+        load_model(path)
+
     (path / CONFIG).write_text("{not json")
     with pytest.raises(ModelFileError, match="not valid JSON"):
         load_model(path)
