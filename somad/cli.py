@@ -130,11 +130,19 @@ def _add_hyperparameters(p: argparse.ArgumentParser) -> None:
                        help=f"{spec.help} (default: {shown})")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: ``error: <what is wrong> (see <prog> --help)`` and
+    exit status 2, like every other user error, instead of the usage block (subcommands inherit it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m somad``."""
-    parser = argparse.ArgumentParser(prog="python -m somad",
+    parser = _Parser(prog="python -m somad",
                                      description="SOMAD: anomaly detection with Self-Organizing Maps.")
-    verbose = argparse.ArgumentParser(add_help=False)
+    verbose = _Parser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                          help="log each step's details")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step's details")

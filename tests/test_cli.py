@@ -190,9 +190,16 @@ def test_saved_model_without_name_is_the_dashboards_default(fitted, tmp_path):
 def test_grid_of_zero_rows_says_so(capsys):
     from somad.cli import build_parser
 
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["fit", "--grid", "0x5"])
-    assert "at least 1 row and 1 column, got '0x5'" in capsys.readouterr().err
+    assert exc.value.code == 2
+    # one line, like every other user error: no usage block
+    assert capsys.readouterr().err == ("error: argument --grid: --grid needs at least 1 row and 1 column, got "
+                                       "'0x5' (see python -m somad fit --help)\n")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "--epochs", "abc"])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: argument --epochs") and "invalid int value: 'abc'" in line
 
 
 def test_seed_readme_aliases_parse():
