@@ -482,14 +482,22 @@ def display_shape(shape: tuple[int, int], max_side: int = MAX_DISPLAY_SIDE) -> t
 def load_mask(path: str | Path, image_shape: tuple[int, int], image_size: int | None = None) -> np.ndarray:
     """Read a ground-truth mask as bool ``(H, W)``; any value > 0 is anomalous.
 
-    The mask is read as displayed (orientation applied, like its image). A mask whose size
-    differs from its image (``image_shape`` = (H, W) of the image as displayed) is first
-    resized to it with nearest neighbour, with a warning naming the file. Then it follows the
-    image's transform: nearest neighbour resize to ``(image_size, image_size)``.
+    The mask is read as displayed (orientation applied, like its image). A mask of another
+    scale than its image (``image_shape`` = (H, W) of the image as displayed), same aspect
+    ratio, is first resized to it with nearest neighbour, with a warning naming the file. Then it
+    follows the image's transform: nearest neighbour resize to ``(image_size, image_size)``.
+
+    Raises:
+        DataError: the mask cannot be read, or its aspect ratio differs from its image's by more
+            than one mask pixel of rounding (it shows another frame: most likely the wrong mask).
     """
     raw = read_raw(path)
     m = Image.fromarray(((raw.max(axis=2) if raw.ndim == 3 else raw) > 0).astype(np.uint8) * 255)
     h, w = image_shape
+    if abs(m.width - w * m.height / h) > 1 and abs(m.height - h * m.width / w) > 1:  # in mask pixels
+        raise DataError(f"mask {path} is {m.width}x{m.height} but its image is {w}x{h} (as displayed): another "
+                        "aspect ratio, so it cannot be the mask of that frame. Put the image's own mask there "
+                        "(same size, or the same frame at another scale).")
     if (m.height, m.width) != (h, w):
         warnings.warn(f"mask {path} is {m.width}x{m.height} but its image is {w}x{h} (as displayed): "
                       "resized with nearest neighbour.", stacklevel=2)

@@ -122,6 +122,12 @@ def test_mask_of_other_size_is_resized_with_warning(tmp_path):
     with pytest.warns(UserWarning, match="x_mask.png"):
         _, m = data.load_sample(s, 32)
     assert m.all()
+    Image.new("L", (91, 37), 255).save(tmp_path / "x_mask.png")  # another frame: refused, named
+    with pytest.raises(DataError, match=r"x_mask.png is 91x37 but its image is 100x50 .*another aspect ratio"):
+        data.load_sample(s, 32)
+    Image.new("L", (33, 17), 255).save(tmp_path / "x_mask.png")  # a third of the scale, rounded: resized
+    with pytest.warns(UserWarning, match="x_mask.png"):
+        assert data.load_sample(s, 32)[1].all()
 
 
 def test_load_split_shapes(tmp_path):
