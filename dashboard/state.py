@@ -68,10 +68,16 @@ def navigation(position: str = "sidebar"):
 
 
 def run_app() -> None:
-    """The entry script's body: navigation, sidebar, the chosen page, then the view state into the URL."""
+    """The entry script's body: navigation, sidebar, the view state into the URL, the chosen page,
+    then the view state into the URL again (the page may have changed it).
+
+    The first write is what a page that ends early with ``st.stop()`` leaves in the URL: after a
+    stop, Streamlit drops what the script still sends, the second write included.
+    """
     init()
     nav = navigation()
     sidebar(current(show_errors=False))
+    write_url()
     _entry.active = True
     try:
         nav.run()

@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path, required=True,
                    help="a saved model folder, e.g. models/<category>/default")
     p.add_argument("--out", type=Path, default=Path("predictions"),
-                   help="folder for the predictions CSV (path, score, verdict, overlay) and the heatmap overlays")
+                   help="folder for the predictions CSV (path, score, verdict, overlay) and the heatmap overlays "
+                        "(default: predictions)")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="write only the CSV")
     _add_device(p)
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")

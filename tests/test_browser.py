@@ -207,6 +207,8 @@ def test_two_uploads_with_the_same_name(page, server, demo_root, tmp_path):
     shutil.copy(demo_root / "tiles" / "test" / "hole" / "000.png", b / "000.png")
     page.goto(f"{server}/try_an_image")
     page.get_by_text("Upload one or more images").wait_for()
+    # the page stops until something is uploaded; its link still carries the view state
+    page.wait_for_function("() => window.location.search.includes('model=small')", timeout=15_000)
     page.locator("input[type='file']").set_input_files([str(a / "000.png"), str(b / "000.png")])
     page.get_by_text("Summary").wait_for()
     page.get_by_role("button", name="Download overlay PNG").nth(1).wait_for()
