@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from somad.devices import check_device
+from somad.errors import ParameterError
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO / "data" / "demo"
 MAX_UPLOAD_PIXELS = 50_000_000
@@ -31,8 +34,18 @@ def models_dir() -> Path:
 
 
 def device() -> str:
-    """Default torch device."""
-    return os.environ.get("SOMAD_DEVICE", "cpu")
+    """Default torch device: ``SOMAD_DEVICE``, else cpu.
+
+    Raises:
+        ParameterError: ``SOMAD_DEVICE`` names no device of this machine; the message names the variable.
+    """
+    value = os.environ.get("SOMAD_DEVICE", "cpu")
+    try:
+        check_device(value)
+    except ParameterError as exc:
+        raise ParameterError(f"SOMAD_DEVICE={value!r}: {exc} Start the dashboard with another SOMAD_DEVICE, or "
+                             "without it for cpu.") from None
+    return value
 
 
 def known_roots() -> list[Path]:

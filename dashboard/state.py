@@ -125,11 +125,16 @@ def init() -> None:
     ss = st.session_state
     if ss.get(Keys.INIT):
         return
+    try:
+        device = config.device()
+    except SomadError as exc:  # nothing works without a device: one message, no page
+        st.error(str(exc))
+        st.stop()
     ss[Keys.INIT] = True
     _ensure_demo(config.data_dir())
     url = {key: st.query_params.get(param) for param, key in URL_KEYS.items() if st.query_params.get(param)}
     ss.setdefault(Keys.DATA_DIR, url.get(Keys.DATA_DIR, str(config.data_dir())))
-    ss.setdefault(Keys.DEVICE, config.device())
+    ss.setdefault(Keys.DEVICE, device)
     cats, _ = categories(ss[Keys.DATA_DIR])
     with_model = [c for c in cats if store.default_model(config.models_dir(), c)]
     category = url.get(Keys.CATEGORY) if url.get(Keys.CATEGORY) in cats else None
@@ -155,9 +160,11 @@ def _restore_model(name: str | None) -> None:
         return
     chosen = pipeline.model_path(config.models_dir(), category, name) if name else None
     if chosen is None or chosen not in pipeline.list_models(config.models_dir(), category):
+        fallback = store.default_model(config.models_dir(), category)
         if name:
-            st.toast(f"The link's model '{name}' is not saved for '{category}': opened the default model.")
-        chosen = store.default_model(config.models_dir(), category)
+            st.toast(f"The link's model '{name}' is not saved for '{category}': "
+                     + ("opened the default model." if fallback else "no model is saved for it yet."))
+        chosen = fallback
     if chosen is not None:
         select_model(str(chosen), ss[Keys.DATA_DIR], category)
 

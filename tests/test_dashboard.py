@@ -123,6 +123,30 @@ def test_root_without_mvtec_layout_shows_error(monkeypatch, tmp_path):
     assert any("load or fit a model" in i.value for i in at.info)
 
 
+def test_bad_somad_device_is_named(monkeypatch, demo_root, tmp_path):
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("SOMAD_DEVICE", "gpu")
+    at = _app()
+    at.run()
+    _clean(at)
+    (error,) = [e.value for e in at.error]  # one message, no page under it
+    assert error.startswith("SOMAD_DEVICE='gpu': device 'gpu' is not a torch device name: use one of cpu")
+    assert error.endswith("Start the dashboard with another SOMAD_DEVICE, or without it for cpu.")
+    assert not at.info and not at.metric
+
+
+def test_link_to_a_missing_model_without_any_model(monkeypatch, demo_root, tmp_path):
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(tmp_path / "models"))
+    at = _app()
+    at.query_params["model"] = "nope"
+    at.run()
+    _clean(at)
+    assert [t.value for t in at.toast] == ["The link's model 'nope' is not saved for 'tiles': no model is saved "
+                                           "for it yet."]
+
+
 def test_damaged_model_shows_error(monkeypatch, demo_root, tmp_path):
     bad = tmp_path / "models" / "tiles" / "broken"
     bad.mkdir(parents=True)
