@@ -244,13 +244,15 @@ def cmd_fit(args) -> int:
         check_writable(model_path(args.models_dir, cat, name), args.force)
     for cat in cats:
         out = model_path(args.models_dir, cat, name)
+        t0 = time.perf_counter()
         model = fit_category(args.data_dir, cat, out, params, args.max_train_images, args.force,
                              TqdmProgress(f"{cat}: "))
         t = model.timings_
         print(f"{cat}: saved {out}  ({model.n_train_} images, grid {model.grid_[0]}x{model.grid_[1]}, "
               f"QE {model.quantization_error_:.3f}, TE {model.topographic_error_:.3f}, "
-              f"threshold {model.threshold_:.3f}, fit {sum(t.values()):.1f} s: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + ")")
+              f"threshold {model.threshold_:.3f}, {time.perf_counter() - t0:.1f} s with backbone loading, "
+              "localisation check and saving; SOMAD.fit stages: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + " s)")
     return 0
 
 
