@@ -140,8 +140,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m somad``."""
-    parser = _Parser(prog="python -m somad",
-                                     description="SOMAD: anomaly detection with Self-Organizing Maps.")
+    parser = _Parser(prog="python -m somad", description="SOMAD: anomaly detection with Self-Organizing Maps.")
     verbose = _Parser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                          help="log each step's details")
