@@ -262,8 +262,8 @@ def _config_entry(cfg: dict, path: Path, keys: tuple[str, ...], conv=lambda v: v
         raise ModelFileError(f"{path / CONFIG} lacks '{name}': the model is incomplete, fit it again.") from None
     try:
         return conv(value)
-    except (TypeError, ValueError):
-        raise ModelFileError(f"{path / CONFIG} has an unreadable '{name}' ({value!r}): the model is damaged, "
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path / CONFIG}: '{name}' cannot be read ({exc}): the model is damaged, "
                              "fit it again.") from None
 
 

@@ -259,7 +259,7 @@ def test_bad_model_dirs_are_named(tiny_model, tmp_path):
         load_model(path)
 
     (path / CONFIG).write_text(json.dumps(dict(cfg, threshold="abc")))
-    with pytest.raises(ModelFileError, match=r"config.json has an unreadable 'threshold' \('abc'\)"):
+    with pytest.raises(ModelFileError, match=r"config.json: 'threshold' cannot be read \(could not convert string to float: 'abc'\)"):
         load_model(path)
     hp = {k: v for k, v in cfg["hyperparameters"].items() if k != "k"}
     (path / CONFIG).write_text(json.dumps(dict(cfg, hyperparameters=hp)))
