@@ -270,15 +270,20 @@ def iter_predictions(model: SOMAD, paths: list[str | Path], overlay_dir: str | P
 
 
 def write_overlay(model: SOMAD, image: np.ndarray, amap: np.ndarray, dest: Path) -> Path:
-    """Write the heatmap overlay of one image (display range ``model.pixel_range_``) atomically;
-    ``image`` at any geometry (the map is resized to it, :func:`somad.viz.overlay`)."""
+    """Write the heatmap overlay of one image atomically, as the dashboard's Try an image page draws it:
+    colours on the model's fixed range ``model.pixel_range_``, and the predicted region (the map at or
+    above the pixel threshold, :func:`somad.viz.pixel_threshold`; without test masks, the top of that
+    range) outlined red. ``image`` uint8 ``(H, W, 3)`` at any geometry; ``amap`` float ``(S, S)`` is
+    resized to it."""
     from PIL import Image
 
-    from .viz import overlay
+    from .viz import overlay, pixel_threshold, region_contours
 
     lo, hi = model.pixel_range_
+    amap = data.resize_to(amap, image.shape[:2])
+    pic = region_contours(overlay(image, amap, lo, hi), None, amap, pixel_threshold(None, model.pixel_range_))
     with atomic_path(dest) as tmp:
-        Image.fromarray(overlay(image, amap, lo, hi)).save(tmp)
+        Image.fromarray(pic).save(tmp)
     return dest
 
 

@@ -59,10 +59,13 @@ def pixel_threshold(metrics: dict | None, pixel_range: tuple[float, float]) -> f
 
 
 def draw_contours(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0)) -> np.ndarray:
-    """Copy of uint8 RGB ``image`` with the boundary of bool ``mask`` ``(H, W)`` drawn in ``color``."""
+    """Copy of uint8 RGB ``image`` with the boundary of bool ``mask`` ``(H, W)`` drawn in ``color``.
+
+    Outlines are closed: where the region reaches the image's edge, the edge is part of its
+    boundary (a region covering the whole image is outlined by the frame)."""
     out = image.copy()
     if mask.any():
-        out[find_boundaries(mask, mode="thick")] = color
+        out[find_boundaries(np.pad(mask, 1), mode="thick")[1:-1, 1:-1]] = color
     return out
 
 

@@ -58,6 +58,10 @@ def test_predict_prints_verdicts_and_writes_overlays(fitted, demo_root, tmp_path
     assert "hole/000.png\t" in out and "2 images in" in out and "images/s" in out
     with Image.open(tmp_path / "good_000_overlay.png") as im, Image.open(imgs[0]) as src:
         assert im.size == src.size  # at the input's geometry, not the model's 64 px
+    # the predicted region (map >= pixel threshold) is outlined red, as on the dashboard's Try an image page
+    red = {n: int((np.asarray(Image.open(tmp_path / f"{n}_overlay.png")) == (255, 0, 0)).all(2).sum())
+           for n in ("good_000", "hole_000")}
+    assert red["good_000"] == 0 and red["hole_000"] > 0, red
 
 
 def test_predict_streams_folders_and_globs_in_batches(fitted, demo_root, tmp_path, capsys, monkeypatch):
