@@ -324,7 +324,10 @@ class IntensityRule:
     white: float = 255.0
 
     def describe(self) -> str:
-        """Human-readable rule, e.g. ``"12-bit integer samples: 0..4095 -> 0..255"``."""
+        """Human-readable rule, e.g. ``"12-bit integer samples: 0..4095 -> 0..255"``.
+
+        Saved models hold these words and :meth:`from_dict` checks them against kind and white, so
+        they are part of the model format: reword them only together with a ``FORMAT_VERSION`` bump."""
         if self.kind == "8-bit":
             return "8-bit samples used as they are (images with more bits are refused)"
         depth = f"{int(self.white).bit_length()}-bit integer" if self.kind == "integer" else "float"
@@ -339,11 +342,15 @@ class IntensityRule:
         """Inverse of :meth:`to_dict`.
 
         Raises:
-            ValueError, KeyError, TypeError: not a rule (unknown kind, a non-positive white level).
+            ValueError, KeyError, TypeError: not a rule (unknown kind, a non-positive white level, or
+                a ``rule`` text that another kind or white level wrote).
         """
         rule = cls(str(d["kind"]), float(d["white"]))
         if rule.kind not in ("8-bit", "integer", "float") or not rule.white > 0:
             raise ValueError(f"intensity rule {d} is not valid")
+        if "rule" in d and d["rule"] != rule.describe():  # the words were written from kind and white
+            raise ValueError(f"intensity rule {d} is not valid: its kind and white level say "
+                             f"'{rule.describe()}'")
         return rule
 
     def check(self, arr: np.ndarray, label: str) -> None:

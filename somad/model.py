@@ -132,11 +132,26 @@ FITTED_TENSORS = {
 }
 """The fitted arrays: saving, loading, shape checks and device moves all read this table."""
 
+def _finite(value) -> float:
+    """``float(value)`` for a finite number (not a bool); ValueError otherwise."""
+    if isinstance(value, bool) or not np.isfinite(x := float(value)):
+        raise ValueError(f"{value!r} is not a finite number")
+    return x
+
+
+def _finite_pair(value) -> tuple[float, float]:
+    """Two finite numbers as a tuple; ValueError otherwise."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{value!r} is not a pair of numbers")
+    return _finite(value[0]), _finite(value[1])
+
+
 FITTED_VALUES = {"grid_": tuple, "feature_shape_": tuple, "n_train_": int, "train_paths_": list,
-                 "threshold_": float, "pixel_range_": tuple, "quantization_error_": float,
+                 "threshold_": _finite, "pixel_range_": _finite_pair, "quantization_error_": float,
                  "topographic_error_": float, "timings_": dict, "cv_folds_used_": int,
                  "intensity_": IntensityRule.from_dict}
-"""The fitted scalars and lists (saved in ``config.json`` under their names without the underscore)."""
+"""The fitted scalars and lists (saved in ``config.json`` under their names without the underscore), each
+with the function that reads it back (raising TypeError or ValueError on a damaged value)."""
 
 FEATURE_STRIDE = 4
 """Pixels per feature cell: the default grid (``grid=None``) is ``image_size / 4`` square."""

@@ -28,10 +28,10 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_dir, write_json
 from .devices import check_device
-from .errors import BackboneError, ModelFileError
+from .errors import BackboneError, ModelFileError, ParameterError
 from .features import STRIDES, FeatureExtractor, backbone_spec
 from .gaussian import whitening_factors
-from .model import FITTED_TENSORS, FITTED_VALUES, RUNTIME_PARAMS, SOMAD, param_specs
+from .model import FITTED_TENSORS, FITTED_VALUES, PARAM_TYPES, RUNTIME_PARAMS, SOMAD, ParamSpec, param_specs
 
 FORMAT = "somad-model"
 FORMAT_VERSION = 4  # 3: backbone weights + timm architecture saved with the model; intensity rule; folds used
@@ -237,15 +237,35 @@ def _read_tensors(tpath: Path) -> dict[str, torch.Tensor]:
 
 def _model_from_config(cfg: dict, path: Path, device: str) -> SOMAD:
     """An unfitted-looking SOMAD with the saved hyperparameters and the :data:`FITTED_VALUES` set."""
-    saved = [p.name for p in param_specs() if p.name not in RUNTIME_PARAMS]
-    hp = {k: _config_entry(cfg, path, ("hyperparameters", k)) for k in saved}
+    hp = {spec.name: _config_entry(cfg, path, ("hyperparameters", spec.name), _param_reader(spec))
+          for spec in param_specs() if spec.name not in RUNTIME_PARAMS}
     values = {name: _config_entry(cfg, path, (_key(name),), conv) for name, conv in FITTED_VALUES.items()}
-    if hp.get("grid") is not None:
-        hp["grid"] = tuple(hp["grid"])
     model = SOMAD(**hp, device=device)
+    try:
+        model._validate_params()
+    except ParameterError as exc:
+        raise ModelFileError(f"{path / CONFIG}: its hyperparameters cannot work: {exc} The model is damaged, "
+                             "fit it again.") from None
     for name, value in values.items():
         setattr(model, name, value)
     return model
+
+
+def _param_reader(spec: ParamSpec):
+    """A reader of hyperparameter ``spec`` from JSON: the value when it has the spec's type (None where
+    None is allowed, :data:`~somad.model.PARAM_TYPES`; a list of ints for a tuple), else TypeError
+    (for :func:`_config_entry`)."""
+    def read(value):
+        if value is None and (spec.default is None or spec.name in PARAM_TYPES):
+            return None
+        if spec.type is tuple and isinstance(value, list) and all(type(v) is int for v in value):
+            return tuple(value)
+        ok = {bool: lambda v: type(v) is bool, int: lambda v: type(v) is int,
+              float: lambda v: type(v) in (int, float), str: lambda v: type(v) is str}.get(spec.type)
+        if ok is None or not ok(value):
+            raise TypeError(f"{value!r} is not of type {spec.type.__name__}")
+        return value
+    return read
 
 
 def _config_entry(cfg: dict, path: Path, keys: tuple[str, ...], conv=lambda v: v):

@@ -265,6 +265,22 @@ def test_bad_model_dirs_are_named(tiny_model, tmp_path):
     (path / CONFIG).write_text(json.dumps(dict(cfg, hyperparameters=hp)))
     with pytest.raises(ModelFileError, match="config.json lacks 'hyperparameters.k'"):
         load_model(path)
+    # a value of the wrong type or one that cannot work is named, never a traceback later
+    for key, value, match in (("k", "four", r"'hyperparameters.k' cannot be read \('four' is not of type int\)"),
+                              ("k", 0, "its hyperparameters cannot work: k must be >= 1, got 0"),
+                              ("grid", [4, "x"], "'hyperparameters.grid' cannot be read")):
+        (path / CONFIG).write_text(json.dumps(dict(cfg, hyperparameters=dict(cfg["hyperparameters"], **{key: value}))))
+        with pytest.raises(ModelFileError, match=match):
+            load_model(path)
+    for key, value in (("threshold", float("nan")), ("threshold", True), ("pixel_range", "x")):
+        (path / CONFIG).write_text(json.dumps(dict(cfg, **{key: value})))
+        with pytest.raises(ModelFileError, match=f"'{key}' cannot be read"):
+            load_model(path)
+    (path / CONFIG).write_text(json.dumps(dict(cfg, intensity=dict(cfg["intensity"], kind="integer"))))
+    with pytest.raises(ModelFileError, match="'intensity' cannot be read .*its kind and white level say"):
+        load_model(path)
+    (path / CONFIG).write_text(json.dumps(dict(cfg, hyperparameters=dict(cfg["hyperparameters"], search_radius=None))))
+    assert load_model(path).search_radius is None  # None is a legal value there
     (path / CONFIG).write_text(json.dumps(dict(cfg, hyperparameters=dict(cfg["hyperparameters"], d=3))))
     with pytest.raises(ModelFileError, match="the config.s d is 3 but the model keeps 32 channels"):
         load_model(path)
