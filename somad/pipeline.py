@@ -270,11 +270,11 @@ def iter_predictions(model: SOMAD, paths: list[str | Path], overlay_dir: str | P
 
 
 def write_overlay(model: SOMAD, image: np.ndarray, amap: np.ndarray, dest: Path) -> Path:
-    """Write the heatmap overlay of one image atomically, as the dashboard's Try an image page draws it:
-    colours on the model's fixed range ``model.pixel_range_``, and the predicted region (the map at or
-    above the pixel threshold, :func:`somad.viz.pixel_threshold`; without test masks, the top of that
-    range) outlined red. ``image`` uint8 ``(H, W, 3)`` at any geometry; ``amap`` float ``(S, S)`` is
-    resized to it."""
+    """Write the heatmap overlay of one image atomically: colours on the model's fixed range
+    ``model.pixel_range_``, and the predicted region outlined red at the pixel threshold without an
+    evaluation (:func:`somad.viz.pixel_threshold` of no metrics: the top of that range, from training
+    data; the dashboard's Try an image page uses the same until the test split is evaluated).
+    ``image`` uint8 ``(H, W, 3)`` at any geometry; ``amap`` float ``(S, S)`` is resized to it."""
     from PIL import Image
 
     from .viz import overlay, pixel_threshold, region_contours
