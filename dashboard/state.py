@@ -128,6 +128,7 @@ def init() -> None:
     try:
         device = config.device()
     except SomadError as exc:  # nothing works without a device: one message, no page
+        navigation(position="hidden")  # else Streamlit lists the pages/ files itself
         st.error(str(exc))
         st.stop()
     ss[Keys.INIT] = True
