@@ -28,6 +28,7 @@ from .store import (
 )
 
 DEFAULT_DATA = demo.DEFAULT_DIR
+DEFAULT_MODELS = Path("models")
 PRINT_ROWS = 20
 """``predict`` prints each image's row when it scores at most this many (a folder's rows stay in the CSV)."""
 
@@ -88,7 +89,7 @@ def _add_data(p: argparse.ArgumentParser, name_help: str) -> None:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
                    help="root holding MVTec-layout categories (default: the demo data, generated if missing)")
     p.add_argument("--category", default="all", help="category name, or 'all' (default)")
-    p.add_argument("--models-dir", type=Path, default=Path("models"), help="where models live (default: models)")
+    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS, help=f"where models live (default: {DEFAULT_MODELS})")
     p.add_argument("--name", default=None, help=f"model name under <models-dir>/<category>/ (default: {name_help})")
     _add_device(p)
 
@@ -225,8 +226,12 @@ def _saved_models(args, cats: list[str]) -> dict[str, Path]:
                           f"{d or 'none'} instead.", stacklevel=2)
         if d is None or not d.exists():
             where = d or Path(args.models_dir) / c
-            raise SomadError(f"no model for category '{c}' at {where}: run `python -m somad fit --data-dir "
-                             f"{args.data_dir} --category {c}` first.")
+            fit = f"python -m somad fit --data-dir {args.data_dir} --category {c}"
+            if Path(args.models_dir) != DEFAULT_MODELS:
+                fit += f" --models-dir {args.models_dir}"
+            if name:
+                fit += f" --name {name}"
+            raise SomadError(f"no model for category '{c}' at {where}: run `{fit}` first.")
         dirs[c] = d
     return dirs
 

@@ -132,6 +132,8 @@ def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
     (["fit", "--category", "tiles", "--backbone", "no_such_net"], "unknown backbone"),
     (["fit", "--category", "tiles", "--backbone", "resnet18"], "--weights FILE"),
     (["evaluate", "--category", "tiles"], "no model for category 'tiles'"),
+    # the suggested fit writes the model this command looks for
+    (["evaluate", "--category", "tiles", "--name", "nope"], "models --name nope` first"),
     (["fit", "--category", "tiles", "--epochs", "0"], "epochs must be >= 1"),
     (["fit", "--category", "tiles", "--topology", "hexagonal", "--learning-rate", "2"], "learning rates"),
     (["predict", "--model-dir", "/nonexistent/model", "README.md"], "cannot read image README.md"),
