@@ -138,6 +138,15 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but unknown options point to the subcommand's help, which lists its options."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(ns, "command", None)
+            self.exit(2, f"error: unrecognized arguments: {' '.join(extras)} "
+                         f"(see {self.prog}{' ' + command if command else ''} --help)\n")
+        return ns
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m somad``."""

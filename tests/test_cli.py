@@ -206,6 +206,9 @@ def test_grid_of_zero_rows_says_so(capsys):
         build_parser().parse_args(["fit", "--epochs", "abc"])
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: argument --epochs") and "invalid int value: 'abc'" in line
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "--bogus", "3"])
+    assert capsys.readouterr().err == "error: unrecognized arguments: --bogus 3 (see python -m somad fit --help)\n"
 
 
 def test_seed_readme_aliases_parse():
