@@ -132,6 +132,7 @@ FITTED_TENSORS = {
 }
 """The fitted arrays: saving, loading, shape checks and device moves all read this table."""
 
+
 def _finite(value) -> float:
     """``float(value)`` for a finite number (not a bool); ValueError otherwise."""
     if isinstance(value, bool) or not np.isfinite(x := float(value)):

@@ -77,7 +77,9 @@ def draw_contours(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0)) -> np.
     out = image.copy()
     if mask.any():
         line = find_boundaries(np.pad(mask, 1), mode="inner")[1:-1, 1:-1]
-        line = binary_dilation(line, iterations=contour_width(mask.shape) - 1, mask=mask)
+        width = contour_width(mask.shape)
+        if width > 1:  # scipy reads iterations=0 as "until nothing changes"
+            line = binary_dilation(line, iterations=width - 1, mask=mask)
         out[line] = color
     return out
 
