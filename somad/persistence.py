@@ -169,12 +169,11 @@ def load_model(path: str | Path, device: str = "cpu") -> SOMAD:
     model.backbone_weights_ = cfg.get("backbone_weights")
     model._extractor = _load_backbone(path, cfg.get("backbone_architecture"), model)
     _check_normalisation(cfg.get("input_normalisation"), model._extractor, path)
-    try:  # version 3 models were fitted without a correction
-        offsets = cfg["stage_offsets_px"] if cfg["format_version"] >= 4 else np.zeros((len(STRIDES), 2))
+    # version 3 models were fitted without a correction
+    offsets = _config_entry(cfg, path, ("stage_offsets_px",)) if cfg["format_version"] >= 4 else \
+        np.zeros((len(STRIDES), 2))
+    try:
         model._extractor.set_stage_offsets(offsets)
-    except KeyError:
-        raise ModelFileError(f"{path / CONFIG} lacks 'stage_offsets_px': the model is incomplete, fit it again."
-                             ) from None
     except BackboneError as exc:
         raise ModelFileError(f"{path / CONFIG}: {exc} The model is damaged: fit it again.") from None
     model.stage_offsets_ = model._extractor.stage_offsets.copy()
