@@ -387,8 +387,7 @@ class FeatureExtractor(torch.nn.Module):
         dev = self._mean.device
         if images.dtype == torch.uint8:
             images = images.to(dev).permute(0, 3, 1, 2).float().div_(255.0)
-        x = ((images.to(dev) - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
-        feats = self.fast_body(x)
+        feats = self.fast_body(self._normalise(images).contiguous(memory_format=torch.channels_last))
         size = tuple(feats[0].shape[-2:])
         # keep each stage's selected channels first, then resample only those (same values as
         # resampling everything and selecting after: both are per-channel operations)
@@ -416,9 +415,12 @@ class FeatureExtractor(torch.nn.Module):
     def stages_of(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Every channel of each tapped stage, float32 on the CPU, for float ``(B, 3, S, S)`` images
         in [0, 1] (normalised here): the raw maps, before channel selection and resampling."""
-        dev = self._mean.device
         with torch.inference_mode():
-            return [f.float().cpu() for f in self.fast_body((images.to(dev) - self._mean) / self._std)]
+            return [f.float().cpu() for f in self.fast_body(self._normalise(images))]
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Float ``(B, 3, S, S)`` images in [0, 1] on the extractor's device, normalised with ``mean`` and ``std``."""
+        return (images.to(self._mean.device) - self._mean) / self._std
 
     def calibrate(self) -> np.ndarray:
         """Measure each stage's response offset with the dot test (:func:`somad.geometry.stage_offsets`)
