@@ -159,9 +159,9 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
     return Evaluation(samples, labels, scores, maps, masks, images, overall, scored.patches)
 
 
-RESULT_FILES = ("metrics.json", "per_image.csv")
-RESULT_FIGURES = "figures"
-"""What :func:`write_results` writes in a results folder: these files and a folder of PNGs."""
+METRICS_JSON, PER_IMAGE_CSV, RESULT_FIGURES = "metrics.json", "per_image.csv", "figures"
+RESULT_FILES = (METRICS_JSON, PER_IMAGE_CSV)
+"""What :func:`write_results` writes in a results folder: these files and the folder of PNGs."""
 
 
 def check_results_dir(results_dir: str | Path) -> Path:
@@ -189,13 +189,13 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
     from .viz import comparison_figure, pixel_threshold
 
     out = make_dir(results_dir, "--results-dir")
-    write_json(out / RESULT_FILES[0], ev.metrics)
+    write_json(out / METRICS_JSON, ev.metrics)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["path", "defect", "label", "score", "predicted", "outcome"])
     for s, lab, sc, out_ in zip(ev.samples, ev.labels, ev.scores, outcomes(ev.labels, ev.scores, model.threshold_)):
         writer.writerow([str(s.path), s.defect, int(lab), f"{sc:.6g}", int(is_anomalous(sc, model.threshold_)), out_])
-    write_text(out / RESULT_FILES[1], buf.getvalue())
+    write_text(out / PER_IMAGE_CSV, buf.getvalue())
     lo, hi = model.pixel_range_
     pix_thr = pixel_threshold(ev.metrics, model.pixel_range_)
     # the hardest cases: lowest-scored anomalies and highest-scored normals
