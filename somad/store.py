@@ -87,11 +87,9 @@ def set_default(models_dir: str | Path, category: str, name: str) -> None:
         ModelFileError: no saved model of that name.
     """
     _existing(models_dir, category, name)
-    folder = Path(models_dir) / category
-    write_text(folder / DEFAULT_FILE, name + "\n")
-    legacy = folder / LEGACY_DEFAULT_FILE
-    if legacy.is_file():
-        legacy.unlink()
+    write_text(Path(models_dir) / category / DEFAULT_FILE, name + "\n")
+    for marker in _markers(models_dir, category)[1:]:  # the legacy one, if any
+        marker.unlink()
 
 
 def rename_model(models_dir: str | Path, category: str, name: str, new_name: str) -> Path:
@@ -123,23 +121,26 @@ def delete_model(models_dir: str | Path, category: str, name: str) -> None:
     os.replace(src, trash)
     shutil.rmtree(trash, ignore_errors=True)
     if marked_name(models_dir, category) == name:
-        for marker in (DEFAULT_FILE, LEGACY_DEFAULT_FILE):
-            path = Path(models_dir) / category / marker
-            if path.is_file():
-                path.unlink()
+        for marker in _markers(models_dir, category):
+            marker.unlink()
+
+
+def _markers(models_dir: str | Path, category: str) -> list[Path]:
+    """The category's default-model marker files that exist, the current one before the legacy one."""
+    folder = Path(models_dir) / category
+    return [folder / m for m in (DEFAULT_FILE, LEGACY_DEFAULT_FILE) if (folder / m).is_file()]
 
 
 def marked_name(models_dir: str | Path, category: str) -> str:
     """The model name the category's marker holds ('' without a marker); it may name a model
     that is gone, which :func:`default_model` then passes over."""
-    for marker in (DEFAULT_FILE, LEGACY_DEFAULT_FILE):
-        path = Path(models_dir) / category / marker
-        if path.is_file():
-            try:
-                return path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError):
-                return ""
-    return ""
+    markers = _markers(models_dir, category)
+    if not markers:
+        return ""
+    try:
+        return markers[0].read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _existing(models_dir: str | Path, category: str, name: str) -> Path:
