@@ -189,7 +189,7 @@ def bench_dot(backbone: str) -> dict:
     from somad import geometry
     from somad.errors import BackboneError
     from somad.features import STRIDES, FeatureExtractor
-    from tests.test_localisation import SIZES, TOLERANCE_PX
+    from tests.test_localisation import SIZES, TOLERANCE_PX, mean_limits
 
     fe = FeatureExtractor(backbone, d=None, weights=weights_file(backbone))
     raw = {size: geometry.dot_offsets(fe.stages_of, STRIDES, size, geometry.every_phase(size)) for size in SIZES}
@@ -204,15 +204,11 @@ def bench_dot(backbone: str) -> dict:
     res = [geometry.dot_offsets(fe.stages_of, STRIDES, size, geometry.every_phase(size), offsets) for size in SIZES]
     worst = np.max([np.abs(e).max(axis=(0, 2)) for e in res], axis=0)
     mean = np.max([np.abs(e.mean(0)).max(axis=1) for e in res], axis=0)
-    # the rule of tests/test_localisation.py: corrected stages within 0.5 px on average, a stride-4
-    # stage left as it is within a quarter cell
-    from somad.features import NATIVE_STAGE_TOLERANCE_PX
-    mean_limit = np.where(offsets.any(1), 0.5, NATIVE_STAGE_TOLERANCE_PX)
     return {**out, "stage_offsets_px": offsets.round(3).tolist(),
             "max_offset_px_per_stride": dict(zip(map(str, STRIDES), worst.tolist())),
             "mean_offset_px_per_stride": dict(zip(map(str, STRIDES), mean.tolist())),
             "max_offset_px": float(worst.max()),
-            "passes": bool(worst.max() <= TOLERANCE_PX and (mean <= mean_limit).all())}
+            "passes": bool(worst.max() <= TOLERANCE_PX and (mean <= mean_limits(offsets)).all())}
 
 
 def bench_features(backbone: str, images: np.ndarray, repeat: int, other_cpu_limit: float) -> dict:
