@@ -130,7 +130,7 @@ def render_saved_models() -> None:
     st.subheader("Saved models")
     if not saved:
         st.info(f"No saved model for **{category}** in `{models_dir}` yet. Fit one: the demo settings take "
-                "about 15 s on a 2-core CPU.")
+                "about 15 s on a quiet 2-core CPU (longer while other jobs run).")
         settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in config.DEMO_PARAMS.items())
         if st.button("Fit a demo model", type="primary", help=f"small settings: {settings}; the rest default"):
             fit_now(dict(config.DEMO_PARAMS), "demo", force=True, max_train=None)
