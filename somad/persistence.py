@@ -86,10 +86,16 @@ def save_model(model: SOMAD, path: str | Path, force: bool = False, extra: dict 
         if not is_model_dir(path):
             raise ModelFileError(f"{path} exists and is not a somad model: refusing to overwrite it.")
     with atomic_dir(path) as tmp:
-        save_file(_tensors_to_save(model), str(tmp / TENSORS))
-        save_file(model.extractor.body_state(), str(tmp / BACKBONE))
-        write_json(tmp / CONFIG, _config(model, extra))
+        write_model_files(model, tmp, extra)
     return path
+
+
+def write_model_files(model: SOMAD, folder: Path, extra: dict | None = None) -> None:
+    """Write a fitted model's three files into the existing (temporary) folder ``folder``; the caller
+    makes the folder appear atomically (:func:`save_model`, :func:`somad.versions.teach`)."""
+    save_file(_tensors_to_save(model), str(folder / TENSORS))
+    save_file(model.extractor.body_state(), str(folder / BACKBONE))
+    write_json(folder / CONFIG, _config(model, extra))
 
 
 def _tensors_to_save(model: SOMAD) -> dict[str, torch.Tensor]:
