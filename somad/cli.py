@@ -1,4 +1,4 @@
-"""Command line: ``python -m somad {demo-data,fit,evaluate,predict,report,teach,threshold}``.
+"""Command line: ``python -m somad {demo-data,fit,evaluate,predict,report,teach,threshold,refit}``.
 
 Every long step shows a tqdm progress bar. Bad input prints one ``error:``
 line naming the file or parameter and exits with status 2; nothing is written.
@@ -205,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
 
+    p = sub.add_parser("refit", parents=common,
+                       help="refit a saved model, SOM included, on its training and taught images as a new version")
+    p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
+    p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
+    p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
+    _add_device(p)
+
     p = sub.add_parser("threshold", parents=common,
                        help="save a model with another image threshold as a new version next to it")
     p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
@@ -389,6 +396,15 @@ def cmd_teach(args) -> int:
     return 0
 
 
+def cmd_refit(args) -> int:
+    from .versions import provenance, refit
+
+    check_device(args.device)
+    out = refit(args.model_dir, note=args.note, name=args.name, progress=TqdmProgress(), device=args.device)
+    _print_version(out, provenance(out))
+    return 0
+
+
 def cmd_threshold(args) -> int:
     from .versions import provenance, save_threshold
 
@@ -416,7 +432,8 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report, "predict": cmd_predict,
-            "demo-data": cmd_demo, "teach": cmd_teach, "threshold": cmd_threshold}
+            "demo-data": cmd_demo, "teach": cmd_teach, "threshold": cmd_threshold,
+            "refit": cmd_refit}
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:

@@ -134,9 +134,32 @@ def whitening_factors(covariances: torch.Tensor) -> torch.Tensor:
     Raises:
         torch.linalg.LinAlgError: a covariance is not positive definite.
     """
-    chol = torch.linalg.cholesky(covariances)
-    eye = torch.eye(covariances.shape[-1], dtype=chol.dtype, device=chol.device).expand_as(chol)
-    return torch.linalg.solve_triangular(chol, eye, upper=False)
+    return lower_triangular_inverse(torch.linalg.cholesky(covariances))
+
+
+TRIANGULAR_BLOCK = 32
+"""Side at or below which :func:`lower_triangular_inverse` calls LAPACK's triangular solve directly."""
+
+
+def lower_triangular_inverse(chol: torch.Tensor, block: int = TRIANGULAR_BLOCK) -> torch.Tensor:
+    """``L^{-1}`` of lower-triangular ``chol`` float32 ``(..., n, n)`` by 2x2 blocks:
+    ``[[L11, 0], [L21, L22]]^{-1} = [[L11^{-1}, 0], [-L22^{-1} L21 L11^{-1}, L22^{-1}]]``.
+
+    Same result as ``torch.linalg.solve_triangular(chol, I)`` to float32 rounding, but the
+    off-diagonal blocks are batched matrix products: on 2 CPU cores a batch of 3,136 factors of
+    side 100 (a 56x56 SOM at d = 100) takes about a quarter of the CPU time of the batched solve,
+    which loops over the batch.
+    """
+    n = chol.shape[-1]
+    if n <= block:
+        eye = torch.eye(n, dtype=chol.dtype, device=chol.device).expand_as(chol)
+        return torch.linalg.solve_triangular(chol.contiguous(), eye, upper=False)
+    h = n // 2
+    i11 = lower_triangular_inverse(chol[..., :h, :h], block)
+    i22 = lower_triangular_inverse(chol[..., h:, h:], block)
+    low = -(i22 @ chol[..., h:, :h] @ i11)
+    top = torch.cat([i11, i11.new_zeros(*i11.shape[:-1], n - h)], -1)
+    return torch.cat([top, torch.cat([low, i22], -1)], -2)
 
 
 def recover_stats(means: torch.Tensor, covariances: torch.Tensor, counts: torch.Tensor, shift: torch.Tensor,

@@ -253,6 +253,41 @@ def save_threshold(model_dir: str | Path, value: float, *, rule: str, note: str 
     return _save_version(model, parent, folder, name)
 
 
+def refit(model_dir: str | Path, *, note: str | None = None, name: str | None = None,
+          progress: Progress | None = None, device: str = "cpu") -> Path:
+    """Refit a model, SOM included, on all its training images (those it was fitted on and those taught
+    since), with the same hyperparameters and intensity rule, as a new sibling version (kind "refit").
+
+    This is the step :func:`refit_advice` points to. A threshold set by hand is not carried over: the
+    refit sets the cross-fitted one (the provenance shows both).
+
+    Raises:
+        ModelFileError: the parent cannot be loaded, or one of its training images is no longer on
+            disk (named). OutputError: the models folder cannot be written (checked before any work).
+    """
+    from .model import SOMAD
+    from .persistence import load_model
+
+    parent = Path(model_dir)
+    folder = _writable_folder(parent, name)
+    old = load_model(parent, device=device)
+    paths = [Path(p) for p in old.train_paths_]
+    gone = next((p for p in paths if not p.is_file()), None) if len(paths) == old.n_train_ else parent
+    if gone is not None:
+        raise ModelFileError(f"cannot refit {parent}: its training image {gone} is not on disk any more. Fit a new "
+                             "model with `python -m somad fit` on a folder that holds the images.")
+    params = {**old.get_params(), "device": device}
+    model = SOMAD(**params).fit(data.ImageFiles(paths, old.image_size, old.intensity_), [str(p) for p in paths],
+                                progress, intensity=old.intensity_)
+    taught = paths[old.som_train_images_:]
+    model.provenance_ = _provenance(
+        parent, "refit", note, old.threshold_, model,
+        added=[{"path": str(p), "sha256": _sha256(p), "confirmed_defective": bool(_defect_label(p))} for p in taught],
+        n_train_before=old.n_train_, n_train_after=model.n_train_, refit_advice=None)
+    model.extra_ = getattr(old, "extra_", {})
+    return _save_version(model, parent, folder, name)
+
+
 # ----------------------------------------------------------------------------- helpers
 def _norm(p) -> str:
     return os.path.normpath(os.path.abspath(str(p)))

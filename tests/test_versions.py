@@ -276,3 +276,35 @@ def test_defective_labelled_image_needs_confirmation(saved, demo_root):
         teach(saved, [bad])
     out = teach(saved, [bad], confirmed_defective=[bad])
     assert provenance(out)["added"][0]["confirmed_defective"] is True
+
+
+def test_refit_version_trains_the_som_on_taught_images(saved, new_files):
+    from somad.cli import main
+    from somad.persistence import load_model
+    from somad.versions import provenance, refit_advice
+
+    from somad.versions import teach
+
+    teach_dir = teach(saved, new_files)
+    taught = load_model(teach_dir)
+    assert taught.som_train_images_ == 8
+    assert main(["refit", "--model-dir", str(teach_dir), "--note", "advice followed"]) == 0
+    out = saved.parent / "default-v3"
+    m, prov = load_model(out), provenance(out)
+    assert prov["kind"] == "refit" and prov["parent"]["name"] == "default-v2"
+    assert [a["path"] for a in prov["added"]] == [str(p) for p in new_files]
+    assert m.n_train_ == m.som_train_images_ == 11 and refit_advice(m) is None
+    assert not torch.equal(m.som_weights_, taught.som_weights_)  # the SOM itself was trained again
+
+
+def test_refit_advice_tells_a_new_appearance_from_a_familiar_one(parent, split):
+    from somad.versions import refit_advice
+
+    images = split[0]
+    familiar = copy.deepcopy(parent).partial_fit(images[:1])  # a training image again: nothing new
+    assert refit_advice(familiar) is None
+    noise = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    far = copy.deepcopy(parent).partial_fit(noise)
+    assert "Refit the SOM" in refit_advice(far) and "farther from their best-matching neuron" in refit_advice(far)
+    many = copy.deepcopy(parent).partial_fit(images[:4])
+    assert "taught images are 50% of the 8" in refit_advice(many)
