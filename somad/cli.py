@@ -454,7 +454,8 @@ def _print_version(out: Path, prov: dict) -> None:
     print(f"threshold: {prov['threshold_before']:.3f} -> {prov['threshold_after']:.3f} ({prov['rule']})")
     print(f"training images: {prov['n_train_before']} -> {prov['n_train_after']}"
           + (f" ({len(prov['added'])} taught; partial_fit {prov['partial_fit_seconds']:.1f} s)"
-             if prov.get("added") else ""))
+             if prov.get("partial_fit_seconds") is not None else
+             f" (SOM refitted on them, {len(prov['added'])} of them taught)" if prov["kind"] == "refit" else ""))
     if prov.get("refit_advice"):
         print(prov["refit_advice"])
 
