@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import data
+from . import data, store
 from .atomic import (
     atomic_dir,
     atomic_path,
@@ -82,6 +82,8 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
     model.fit(data.ImageFiles(paths, model.image_size, rule), [str(p) for p in paths], progress=progress,
               intensity=rule)
     model.extra_ = {"data_dir": str(Path(data_dir).resolve()), "category": category}
+    if out_dir.parent.name == category:  # the store's layout: a new fit never takes the default over
+        store.pin_default(out_dir.parent.parent, category)
     save_model(model, out_dir, force=force, extra=model.extra_)
     model.model_dir_ = str(out_dir)
     return model
