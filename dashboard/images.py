@@ -9,19 +9,30 @@ from PIL import Image, UnidentifiedImageError
 
 from somad import data
 from somad.errors import DataError
-from somad.viz import GT_COLOR, PRED_COLOR, draw_contours, overlay, region_contours  # noqa: F401
+from somad.viz import GT_COLOR, PRED_COLOR, draw_contours, heat_scale, overlay, region_contours  # noqa: F401
 
 from .config import MAX_UPLOAD_PIXELS
 
 CELL_COLOR = (255, 45, 85)
 
 
-def heat_overlay(image: np.ndarray, amap: np.ndarray, pixel_range: tuple[float, float]) -> np.ndarray:
-    """Heatmap overlay on the model's fixed colour range (never per image): uint8 ``(S, S, 3)``."""
-    return overlay(image, amap, pixel_range[0], pixel_range[1])
+def heat_overlay(image: np.ndarray, amap: np.ndarray, scale) -> np.ndarray:
+    """Heatmap overlay on the category's colour ``scale`` (:func:`somad.viz.heat_scale`, never per
+    image): uint8 ``(H, W, 3)`` like ``image``."""
+    return overlay(image, amap, scale)
 
 
 contours = region_contours  # ground truth green, predicted region red (shared with the CLI's figures)
+
+
+def at_shape(arr: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """``arr`` (uint8 RGB, float map or bool mask, square at the model's size) resized to ``shape``
+    (H, W), e.g. back to its input's aspect ratio; a bool mask stays bool (nearest at 0.5)."""
+    if arr is None:
+        return None
+    if arr.dtype == bool:
+        return data.resize_to(arr.astype(np.float32), shape) >= 0.5
+    return data.resize_to(arr, shape)
 
 
 def highlight_cells(image: np.ndarray, cells: np.ndarray, color=CELL_COLOR, alpha: float = 0.55) -> np.ndarray:

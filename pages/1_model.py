@@ -285,7 +285,8 @@ def render_model_card(cur) -> None:
                  f"Feature map {m.feature_shape_[0]}x{m.feature_shape_[1]} cells, d = {len(m.channel_idx_)}  \n"
                  f"Deployable threshold **{m.threshold_:.3f}** ({m.threshold_rule})  \n"
                  f"Pixel values: {m.intensity_.describe()}  \n"
-                 f"Pixel colour range {m.pixel_range_[0]:.2f} – {m.pixel_range_[1]:.2f} (one scale for the category)")
+                 f"Pixel scores of the training images {m.pixel_range_[0]:.2f} – {m.pixel_range_[1]:.2f} (the heatmaps' "
+                 "blue range)")
         st.caption("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in m.timings_.items()))
         st.markdown("**Evaluation**")
         if loaders.has_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device) or st.button(
