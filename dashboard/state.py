@@ -280,6 +280,8 @@ def current(show_errors: bool = True) -> Current | None:
     try:
         model = loaders.get_model(model_dir, device)
     except SomadError as exc:
+        if not is_model_dir(model_dir):  # removed while loading: the same browser-worded message
+            return current(show_errors) if _replace_vanished(model_dir, data_dir, category) else None
         if show_errors:
             st.error(f"The model at {model_dir} could not be loaded: {exc}")
         return None

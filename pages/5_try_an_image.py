@@ -78,8 +78,10 @@ st.title("Try an image")
 current = state.require_model()
 model = current.model
 thr = state.threshold(current)
-st.caption(f"Model for **{current.category}** ({model.image_size}px). Verdict: {DECISION_RULE}, threshold {thr:.3f} "
-           "(change it on the Test inspector page).")
+chosen = "the deployable threshold" if thr == float(model.threshold_) else (
+    f"**not** the deployable {float(model.threshold_):.3f}: set in this session or by the link")
+st.caption(f"Model for **{current.category}** ({model.image_size}px). Verdict: {DECISION_RULE}, threshold {thr:.3f}, "
+           f"{chosen} (change it on the Test inspector page).")
 files = st.file_uploader("Images (PNG, JPG, BMP, TIFF)", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
                          accept_multiple_files=True, key=Keys.W_UPLOADS)
 if not files:
