@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from somad import data
 from somad.errors import DataError
 from somad.viz import GT_COLOR, PRED_COLOR, draw_contours, heat_scale, overlay, region_contours  # noqa: F401
+from somad.viz import at_shape as viz_at_shape
 
 from .config import MAX_UPLOAD_PIXELS
 
@@ -25,14 +26,7 @@ def heat_overlay(image: np.ndarray, amap: np.ndarray, scale) -> np.ndarray:
 contours = region_contours  # ground truth green, predicted region red (shared with the CLI's figures)
 
 
-def at_shape(arr: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
-    """``arr`` (uint8 RGB, float map or bool mask, square at the model's size) resized to ``shape``
-    (H, W), e.g. back to its input's aspect ratio; a bool mask stays bool (nearest at 0.5)."""
-    if arr is None:
-        return None
-    if arr.dtype == bool:
-        return data.resize_to(arr.astype(np.float32), shape) >= 0.5
-    return data.resize_to(arr, shape)
+at_shape = viz_at_shape  # square pictures back to their image's aspect ratio (somad.viz.at_shape)
 
 
 def highlight_cells(image: np.ndarray, cells: np.ndarray, color=CELL_COLOR, alpha: float = 0.55) -> np.ndarray:

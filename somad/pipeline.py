@@ -230,7 +230,7 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
         OutputError: ``results_dir`` cannot be made or written.
     """
     from .explain import outcomes
-    from .viz import comparison_figure, heat_scale, pixel_threshold
+    from .viz import as_shown, comparison_figure, heat_scale, pixel_threshold
 
     out = make_dir(results_dir, "--results-dir")
     write_json(out / METRICS_JSON, ev.metrics)
@@ -249,7 +249,7 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
     with atomic_dir(out / RESULT_FIGURES) as figures:
         for i in picks:
             s = ev.samples[i]
-            comparison_figure(ev.images[i], ev.masks[i], ev.maps[i], scale, pix_thr,
+            comparison_figure(*as_shown(s.path, ev.images[i], ev.masks[i], ev.maps[i]), scale, pix_thr,
                               f"{s.defect}/{s.path.name}  score {ev.scores[i]:.2f}  threshold {model.threshold_:.2f}",
                               figures / f"{s.defect}_{s.path.stem}.png")
     return out

@@ -20,7 +20,7 @@ from scipy.ndimage import binary_dilation  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
-from .data import resize_to  # noqa: E402
+from .data import image_shape, resize_to  # noqa: E402
 from .decision import is_anomalous  # noqa: E402
 
 GT_COLOR = (0, 255, 0)  # ground-truth contours
@@ -93,6 +93,28 @@ class HeatScale:
         return (f"One colour scale for the category: dark blue up to {self.mid:.1f} (the top of the training "
                 f"images' maps){middle}; from there yellow, orange, red and purple on a log scale up to "
                 f"{self.top:.1f} (Mahalanobis units).")
+
+
+def as_shown(path, *arrays: np.ndarray | None, side: int = 512) -> list[np.ndarray | None]:
+    """``arrays`` (square, at the model's size: uint8 RGB, float maps, bool masks) resized to the
+    aspect ratio of image file ``path`` (:func:`somad.data.image_shape`), longest side ``side`` px;
+    a bool mask stays bool. Unreadable ``path``: returned as they are."""
+    try:
+        h, w = image_shape(path)
+    except Exception:  # noqa: BLE001 (a picture is still shown, square)
+        return list(arrays)
+    scale = side / max(h, w)
+    return [at_shape(a, (max(1, round(h * scale)), max(1, round(w * scale)))) for a in arrays]
+
+
+def at_shape(arr: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """``arr`` (uint8 RGB, float map or bool mask) resized to ``shape`` (H, W) with
+    :func:`somad.data.resize_to`; a bool mask stays bool (cut at 0.5)."""
+    if arr is None:
+        return None
+    if arr.dtype == bool:
+        return resize_to(arr.astype(np.float32), shape) >= 0.5
+    return resize_to(arr, shape)
 
 
 def heat_scale(pixel_range: tuple[float, float], metrics: dict | None = None) -> HeatScale:
@@ -187,7 +209,8 @@ def comparison_figure(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, sca
     """Save input | ground truth | heatmap | contours (predicted red, truth green) as a PNG.
 
     Args:
-        image: uint8 ``(S, S, 3)``; mask: bool ``(S, S)``; amap: float ``(S, S)``.
+        image: uint8 ``(H, W, 3)``; mask: bool ``(H, W)``; amap: float ``(H, W)`` (at the model's
+            square size, or back at the input's aspect ratio with :func:`as_shown`).
         scale: the category's colour scale; threshold: pixel threshold for the predicted region.
     """
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
