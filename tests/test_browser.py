@@ -275,6 +275,8 @@ def test_shared_demo_viewer_cannot_write_and_roots_are_fixed(page, viewer_server
     page.get_by_text("Wrong password").wait_for()
     assert page.get_by_role("button", name="Rename").count() == 0
     _no_exception(page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "shared_demo_viewer.png"), full_page=True)
     assert sorted(p.name for p in models.iterdir()) == before  # nothing renamed, deleted or marked
     # links outside the allowed roots: an existing folder and a missing one read alike
     secret = tmp_path / "private"

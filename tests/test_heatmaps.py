@@ -43,3 +43,16 @@ def test_predict_overlay_uses_the_same_scale(tmp_path, tiny_model):
     want = viz.overlay(image, resize_to(amap, (40, 60)), viz.heat_scale(tiny_model.pixel_range_))
     inside = got[5:-5, 5:-5].astype(int) - want[5:-5, 5:-5].astype(int)  # the red outline aside
     assert np.mean(np.abs(inside).sum(-1) == 0) > 0.8
+
+
+def test_pictures_go_back_to_their_image_aspect_ratio(tmp_path):
+    """Magnetic tile is not square: its test pictures (report, evaluate figures, dashboard) are drawn
+    at the file's own aspect ratio, masks staying masks."""
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(path)
+    mask = np.zeros((8, 8), bool)
+    mask[:, :4] = True
+    img, m, amap = viz.as_shown(path, np.zeros((8, 8, 3), np.uint8), mask, np.ones((8, 8), np.float32), side=100)
+    assert img.shape == (60, 100, 3) and m.shape == amap.shape == (60, 100)
+    assert m.dtype == bool and m[:, :45].all() and not m[:, 55:].any()
+    assert viz.as_shown(tmp_path / "missing.png", mask)[0] is mask  # unreadable: shown as it is
