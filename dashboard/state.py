@@ -172,7 +172,8 @@ def restore_link(params: dict[str, str]) -> None:
         category = None
     ss.setdefault(Keys.CATEGORY, category or (with_model or cats or [None])[0])
     dropped += _restore_model(values.get("model"))
-    dropped += links.check_ranges(values, *_link_context())
+    if {"neuron", "cell", "image"} & set(values):
+        dropped += links.check_ranges(values, *_link_context())
     for param in ("neuron", "cell", "thr", "image"):
         if param in values:
             ss[URL_KEYS[param]] = values[param]
