@@ -147,8 +147,8 @@ def lower_triangular_inverse(chol: torch.Tensor, block: int = TRIANGULAR_BLOCK) 
 
     Same result as ``torch.linalg.solve_triangular(chol, I)`` to float32 rounding, but the
     off-diagonal blocks are batched matrix products: on 2 CPU cores a batch of 3,136 factors of
-    side 100 (a 56x56 SOM at d = 100) takes about a quarter of the CPU time of the batched solve,
-    which loops over the batch.
+    side 100 (a 56x56 SOM at d = 100) took 0.6-1.1 s of CPU against 2.3-9.5 s for the batched solve
+    (measured on a loaded machine).
     """
     n = chol.shape[-1]
     if n <= block:
