@@ -16,11 +16,12 @@ from .keys import Keys
 
 
 SELECTIONS = (Keys.NEURON, Keys.IMAGE, Keys.CELL, Keys.THRESHOLD, Keys.W_THRESHOLD, Keys.W_NEURON_ROW,
-              Keys.W_NEURON_COL, Keys.LAST_CLICK)
+              Keys.W_NEURON_COL, Keys.LAST_CLICK, Keys.N_REGIONS, Keys.W_N_REGIONS)
 """What a change of model resets."""
 
 URL_KEYS = {"root": Keys.DATA_DIR, "category": Keys.CATEGORY, "model": Keys.MODEL_DIR, "image": Keys.IMAGE,
-            "neuron": Keys.NEURON, "cell": Keys.CELL, "thr": Keys.THRESHOLD}
+            "neuron": Keys.NEURON, "cell": Keys.CELL, "thr": Keys.THRESHOLD, "regions": Keys.N_REGIONS,
+            "vs": Keys.COMPARE}
 """Query parameter -> session key of the view state kept in the URL."""
 
 
@@ -41,6 +42,7 @@ PAGE_SPECS = {
                           "test_inspector"),
     "metrics": PageSpec("pages/4_metrics.py", "Metrics", ":material/monitoring:", "metrics"),
     "try": PageSpec("pages/5_try_an_image.py", "Try an image", ":material/upload:", "try_an_image"),
+    "compare": PageSpec("pages/6_compare.py", "Compare models", ":material/compare:", "compare"),
 }
 PAGES = {name: spec.path for name, spec in PAGE_SPECS.items()}
 
@@ -171,7 +173,7 @@ def _restore_model(name: str | None) -> None:
 
 
 def _restore_selection(url: dict[str, str]) -> None:
-    """Neuron, image, cell and threshold from the URL (unreadable values are ignored)."""
+    """Neuron, image, cell, threshold, number of regions and the compared model from the URL (unreadable values are ignored)."""
     ss = st.session_state
     try:
         if Keys.NEURON in url:
@@ -180,10 +182,13 @@ def _restore_selection(url: dict[str, str]) -> None:
             ss[Keys.CELL] = _pair(url[Keys.CELL])
         if Keys.THRESHOLD in url:
             ss[Keys.THRESHOLD] = float(url[Keys.THRESHOLD])
+        if Keys.N_REGIONS in url:
+            ss[Keys.N_REGIONS] = int(url[Keys.N_REGIONS])
     except ValueError:
-        st.toast("Part of the link could not be read (neuron, cell or threshold): default shown instead.")
-    if Keys.IMAGE in url:
-        ss[Keys.IMAGE] = url[Keys.IMAGE]
+        st.toast("Part of the link could not be read (neuron, cell, threshold or regions): default shown instead.")
+    for key in (Keys.IMAGE, Keys.COMPARE):
+        if key in url:
+            ss[key] = url[key]
 
 
 def _pair(text: str) -> tuple[int, int]:
