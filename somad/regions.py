@@ -11,9 +11,10 @@ so every region is one connected piece of the map, and Ward's criterion (least i
 within-region sum of squared weight distances) makes region borders follow the U-matrix's ridges,
 where neighbouring weights differ most.
 
-The number of regions is chosen automatically as the one of :data:`AUTO_CANDIDATES` with the
-highest mean silhouette of the neuron weights (Rousseeuw, J. Comput. Appl. Math. 20, 1987;
-``sklearn.metrics.silhouette_score``, Euclidean), or given by the user. The full merge tree is
+The number of regions is chosen automatically by the mean silhouette of the neuron weights
+(Rousseeuw, J. Comput. Appl. Math. 20, 1987; ``sklearn.metrics.silhouette_score``, Euclidean):
+the fewest of :data:`AUTO_CANDIDATES` within :data:`SILHOUETTE_TOLERANCE` of the best; or the
+user gives it. The full merge tree is
 built once and cut at each candidate.
 
 Region ``0`` holds the most training patches, region ``1`` the next, and so on; the dashboard calls
@@ -28,8 +29,12 @@ import torch
 
 from .som import hit_map, neighbour_pairs
 
-AUTO_CANDIDATES = tuple(range(2, 9))
-"""Region counts the automatic choice tries (a small number a person can name and remember)."""
+AUTO_CANDIDATES = tuple(range(3, 9))
+"""Region counts the automatic choice tries: a small number a person can name and remember, from 3 (two
+regions only split the object from the background, which the hit map already shows)."""
+SILHOUETTE_TOLERANCE = 0.01
+"""The automatic choice takes the fewest regions whose mean silhouette is within this of the best one
+(near-ties are common; fewer regions are easier to name)."""
 MAX_REGIONS = 20
 """Most regions a user may ask for."""
 SILHOUETTE_SAMPLE = 2000
@@ -136,6 +141,15 @@ def silhouettes(weights: np.ndarray, children: np.ndarray, candidates=AUTO_CANDI
     return out
 
 
+def choose_n(scores: dict) -> int:
+    """The fewest regions whose silhouette in ``scores`` (``{k: silhouette}``) is within
+    :data:`SILHOUETTE_TOLERANCE` of the best; 1 when nothing was scored (maps of fewer than 4 neurons)."""
+    if not scores:
+        return 1
+    best = max(scores.values())
+    return min(k for k, v in scores.items() if v >= best - SILHOUETTE_TOLERANCE)
+
+
 def map_regions(weights: np.ndarray | torch.Tensor, shape: tuple[int, int], topology: str,
                 train_bmu: np.ndarray | torch.Tensor, n_regions: int | None = None) -> Regions:
     """Split the map into connected regions (see the module docstring for the method and its sources).
@@ -143,8 +157,8 @@ def map_regions(weights: np.ndarray | torch.Tensor, shape: tuple[int, int], topo
     Args:
         weights: float ``(M, d)`` neuron weights. shape: grid (rows, cols). topology: the lattice.
         train_bmu: int ``(P,)`` BMU of every training patch (for the shares and typical neurons).
-        n_regions: number of regions, ``1 .. min(M, MAX_REGIONS)``; None = automatic (best silhouette
-            of :data:`AUTO_CANDIDATES`; one region for maps of fewer than 3 neurons).
+        n_regions: number of regions, ``1 .. min(M, MAX_REGIONS)``; None = automatic (:func:`choose_n`
+            over :data:`AUTO_CANDIDATES`; one region for maps of fewer than 4 neurons).
 
     Returns:
         :class:`Regions`.
@@ -161,7 +175,7 @@ def map_regions(weights: np.ndarray | torch.Tensor, shape: tuple[int, int], topo
     scores = {}
     if n_regions is None:
         scores = silhouettes(w, children)
-        k = max(scores, key=scores.get) if scores else 1
+        k = choose_n(scores)
     else:
         k = int(n_regions)
     raw = cut_tree(children, m, k)
@@ -347,8 +361,9 @@ def how_chosen(regions: Regions) -> str:
     if not regions.silhouette:
         return f"{regions.n} region (the map is too small to split)."
     tried = ", ".join(f"{k}: {v:.2f}" for k, v in regions.silhouette.items())
-    return (f"{regions.n} regions, chosen automatically: the highest mean silhouette of the neuron weights "
-            f"among {min(regions.silhouette)} to {max(regions.silhouette)} regions ({tried}).")
+    return (f"{regions.n} regions, chosen automatically: the fewest whose mean silhouette of the neuron weights "
+            f"is within {SILHOUETTE_TOLERANCE:g} of the best among {min(regions.silhouette)} to "
+            f"{max(regions.silhouette)} regions ({tried}).")
 
 
 def summary_rows(regions: Regions, mass: RegionMass | None = None) -> list[dict]:

@@ -63,7 +63,8 @@ def test_region_labels_connected(shape, topology, n):
     if n is not None:
         assert reg.n == n and not reg.auto
     else:
-        assert reg.auto and reg.n == max(reg.silhouette, key=reg.silhouette.get)
+        best = max(reg.silhouette.values())  # the fewest regions within the tolerance of the best silhouette
+        assert reg.auto and reg.n == min(k for k, v in reg.silhouette.items() if v >= best - 0.01)
     assert _connected(reg.labels, topology)
     hits = np.bincount(bmu, minlength=shape[0] * shape[1])
     share = np.array([hits[reg.labels.ravel() == k].sum() for k in range(reg.n)]) / hits.sum()
@@ -191,7 +192,7 @@ def test_region_image_tints_cells():
 
 def test_model_regions_on_fitted_model(tiny_model):
     reg = regions.model_regions(tiny_model)
-    assert 2 <= reg.n <= 8 and _connected(reg.labels, tiny_model.topology)
+    assert 3 <= reg.n <= 8 and _connected(reg.labels, tiny_model.topology)
     assert reg.train_share.sum() == pytest.approx(1.0)
     hits = torch.bincount(tiny_model.train_bmu_.cpu(), minlength=256).numpy()
     for r, c in reg.typical:

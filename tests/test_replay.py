@@ -73,13 +73,8 @@ def test_errors_on_an_even_sample():
 
 
 @pytest.fixture(scope="module")
-def replay_model(demo_root, tmp_path_factory):
-    from somad import pipeline
-
-    from conftest import DASH_SMALL
-
-    out = tmp_path_factory.mktemp("replay_models") / "tiles" / "replay"
-    return out, pipeline.fit_category(demo_root, "tiles", out, dict(DASH_SMALL, epochs=2), replay=True)
+def replay_model(two_models_env):
+    return two_models_env[2], two_models_env[3]
 
 
 def test_model_keeps_and_reloads_replay(replay_model):
