@@ -144,6 +144,8 @@ def render_regions(cur, views) -> None:
                      caption="Where each region sits: every feature cell of the mean training image tinted with "
                              f"the region most training images map it to ({100 * agree.mean():.0f}% of images "
                              "agree on average; 100% = fully position-bound).")
+    st.caption("Typical training patch of each region (the nearest patch of the neuron closest to the region's "
+               "hit-weighted mean) and the region's share of training patches:")
     render_region_cards(cur, reg)
     mass = None
     if ev is not None:
@@ -208,8 +210,8 @@ def render_region_cards(cur, reg) -> None:
             crop = explain.patch_crops(m, patch, loaders.load_training_image, context=2, out_size=CROP)
             with col:
                 st.markdown(f"<span style='color:{figures.region_color(r)};font-size:1.4em'>■</span> "
-                            f"**{regions.Regions.name(r)}** · {100 * reg.train_share[r]:.0f}% of training patches",
-                            unsafe_allow_html=True)
+                            f"**{regions.Regions.name(r)}** · {100 * reg.train_share[r]:.0f}%",
+                            unsafe_allow_html=True, help="share of the training patches whose BMU is in this region")
                 if crop and crop[0] is not None:
                     st.image(crop[0], width=CROP)
                 else:

@@ -107,7 +107,7 @@ def test_compare_page_with_url_round_trip(page2, server2):
     assert _query(page2)["vs"] == "hex96" and _query(page2)["image"] == "good/000.png"
     assert page2.locator("[data-testid='stPlotlyChart']").count() == 2  # ROC and PRO overlays
     # another test image: into the URL, kept on reload
-    page2.get_by_text("good/000.png", exact=True).first.click()  # opens the test-image selectbox
+    page2.locator("[data-testid='stSelectbox']").filter(has_text="Test image").click()  # opens it
     t0 = time.perf_counter()
     page2.get_by_role("option", name="scratch/001.png").click()
     _wait_query(page2, "image", "scratch/001.png")
