@@ -393,7 +393,7 @@ def replay_figure(replay, topology: str = "rectangular", size: int = 900) -> go.
     map_w = size * 0.5
     plot_w, plot_h = _plot_px(shape, topology, int(map_w))
     cell_px = min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
-    cbar = dict(title="U", thickness=12, len=0.8, x=0.47)
+    cbar = dict(title="U", thickness=12, len=0.8, x=0.41, xanchor="left")
 
     def map_trace(t: int):
         if topology == "hexagonal":
@@ -410,7 +410,7 @@ def replay_figure(replay, topology: str = "rectangular", size: int = 900) -> go.
                 go.Scatter(x=[t + 1], y=[replay.topographic_error[t]], mode="markers", showlegend=False,
                            marker=dict(size=11, color="#d62728"), hoverinfo="skip", yaxis="y3", xaxis="x2")]
 
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.12,
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.22,
                         specs=[[{}, {"secondary_y": True}]],
                         subplot_titles=("U-matrix after the epoch", "quantization and topographic error"))
     fig.add_trace(map_trace(e - 1), 1, 1)
@@ -442,7 +442,7 @@ def replay_figure(replay, topology: str = "rectangular", size: int = 900) -> go.
                                         args=[None, dict(frame=dict(duration=700, redraw=True), fromcurrent=True,
                                                          transition=dict(duration=0), mode="immediate")]),
                                    dict(label="❚❚ Pause", method="animate", args=[[None], step])])],
-        sliders=[dict(active=e - 1, x=0.16, y=-0.08, len=0.34, currentvalue=dict(prefix="epoch "),
+        sliders=[dict(active=e - 1, x=0.2, y=-0.08, len=0.3, currentvalue=dict(prefix="epoch "),
                       steps=[dict(label=str(t + 1), method="animate", args=[[str(t + 1)], step]) for t in range(e)])])
     wc, hc = _extent(shape, topology)
     fig.update_xaxes(range=[-0.6, wc - 0.4], showgrid=False, zeroline=False, constrain="domain", row=1, col=1)
