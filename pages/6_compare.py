@@ -114,10 +114,10 @@ def render_heatmaps(cur, other, names, ev_a, ev_b) -> None:
     cols = st.columns(2)
     for col, name, m, ev, k in ((cols[0], names[0], cur.model, ev_a, i), (cols[1], names[1], other, ev_b, j)):
         verdict = "anomalous" if is_anomalous(ev.scores[k], m.threshold_) else "normal"
-        heat = compare.heat_at_own_size(original, ev.maps[k], m.pixel_range_)
+        heat = compare.heat_at_own_size(original, ev.maps[k], m.pixel_range_, ev.metrics)
         col.image(heat, width="stretch",
                   caption=f"{name}: score {ev.scores[k]:.3f} → {verdict} (threshold {m.threshold_:.3f}); "
-                          f"colours on {name}'s range {m.pixel_range_[0]:.2f} – {m.pixel_range_[1]:.2f}; "
+                          f"colours on {name}'s own scale (yellow from its pixel threshold); "
                           f"{heat.shape[1]}x{heat.shape[0]} px")
     st.caption(f"Shown at the test image's own size ({original.shape[1]}x{original.shape[0]} px, scaled to fit "
                "the display); each model's map is resized from its own image size.")

@@ -4,7 +4,7 @@ verdict differs, heatmaps of one test image at the image's own size. Pure functi
 
 Models of different image sizes or SOM grids compare on everything: metrics and verdicts are per
 test image, matched by name (``<defect>/<file>``), and each model's heatmap is resized to the test
-image's own display size (:func:`somad.data.display_shape`), each on its own model's fixed colour range.
+image's own display size (:func:`somad.data.display_shape`), each on its own model's colour scale (:func:`somad.viz.heat_scale`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from . import data
 from .decision import is_anomalous
-from .viz import overlay
+from .viz import heat_scale, overlay
 
 HEADLINE = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "aupro": "AUPRO",
             "image_f1_max": "Image F1-max", "pixel_f1_max": "Pixel F1-max"}
@@ -89,20 +89,23 @@ def _word(anomalous: bool) -> str:
     return "anomalous" if anomalous else "normal"
 
 
-def heat_at_own_size(original: np.ndarray, amap: np.ndarray, pixel_range: tuple[float, float]) -> np.ndarray:
+def heat_at_own_size(original: np.ndarray, amap: np.ndarray, pixel_range: tuple[float, float],
+                     metrics: dict | None = None) -> np.ndarray:
     """A model's heatmap over a test image at the image's own display size.
 
     Args:
         original: uint8 ``(H, W, 3)`` the test image as read (any size).
         amap: float ``(S, S)`` the model's anomaly map at its own image size ``S``.
         pixel_range: the model's fixed colour range ``pixel_range_``.
+        metrics: the model's evaluation metrics (the colour scale's knee at its pixel threshold,
+            :func:`somad.viz.heat_scale`); None = the top of ``pixel_range``.
 
     Returns:
         uint8 ``(H', W', 3)`` with ``(H', W') = display_shape((H, W))``, the map resized to it.
     """
     shape = data.display_shape(original.shape[:2])
     shown = data.resize_to(original, shape)
-    return overlay(shown, data.resize_to(np.asarray(amap, np.float32), shape), *pixel_range)
+    return overlay(shown, data.resize_to(np.asarray(amap, np.float32), shape), heat_scale(pixel_range, metrics))
 
 
 def curve_pairs(named: list[tuple[str, object]]) -> dict[str, list]:

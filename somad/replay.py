@@ -32,10 +32,9 @@ REPLAY_HELP = ("keep a snapshot of the SOM after every epoch (U-matrix, quantiza
                "about epochs x rows x cols x 4 bytes) for the SOM explorer's training replay; costs one exact "
                "BMU search per epoch")
 """What the fit option does, in words: the CLI's ``--replay`` help and the dashboard's checkbox help."""
-HOW_TO_GET = ("This model was fitted without a training replay. Fit it again with the replay kept: tick "
-              "'Keep a training replay' in the Model page's fit form, or run "
-              "`python -m somad fit --replay ...`.")
-"""What a view says for a model without snapshots."""
+HOW_TO_GET = ("This model was fitted without a training replay. To watch the map organise itself, fit it again "
+              "on the Model page with 'Keep a training replay' ticked (the fit form).")
+"""What the dashboard says for a model without snapshots (browser words; the CLI's flag is ``fit --replay``)."""
 
 
 @dataclass(frozen=True)

@@ -165,3 +165,14 @@ def test_report_has_regions_and_replay(two_models_env, demo_root):
     assert "<h2>SOM regions</h2>" in text and "test anomaly mass" in text
     assert "Training replay: epoch 2 of 2" in text and "Play" in text
     assert "<script src=" not in text  # self-contained: plotly.js embedded, no CDN
+
+
+def test_link_region_count_is_checked():
+    from dashboard import links
+    from dashboard.state import URL_KEYS
+
+    values, dropped = links.parse_link({"regions": "4", "vs": "hex96"}, URL_KEYS)
+    assert values == {"regions": 4, "vs": "hex96"} and not dropped
+    for bad in ("-1", "21", "x", "2.5"):
+        values, dropped = links.parse_link({"regions": bad}, URL_KEYS)
+        assert "regions" not in values and "number of regions" in dropped[0]
