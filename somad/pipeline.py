@@ -243,8 +243,11 @@ def expand_images(items: list[str | Path]) -> list[Path]:
 
 
 def iter_predictions(model: SOMAD, paths: list[str | Path], overlay_dir: str | Path | None = None,
-                     progress: Progress | None = None) -> Iterator[dict]:
+                     progress: Progress | None = None, *, names: list[str] | None = None) -> Iterator[dict]:
     """Score image files in batches of ``model.batch_size``, one batch of images and maps in memory.
+
+    ``names``: the overlay file name of each path (default :func:`overlay_names` of ``paths``; a
+    shard of a longer list passes its slice of the whole list's names).
 
     Yields:
         one dict per file, in order: ``path``, ``score``, ``anomalous`` (:func:`somad.decision.is_anomalous`
@@ -254,7 +257,10 @@ def iter_predictions(model: SOMAD, paths: list[str | Path], overlay_dir: str | P
         DataError: a file cannot be read (when its batch is reached).
     """
     files = data.ImageFiles(paths, model.image_size, model.intensity_)
-    names = overlay_names(paths) if overlay_dir is not None else None
+    if overlay_dir is None:
+        names = None
+    elif names is None:
+        names = overlay_names(paths)
     for s in range(0, len(files), model.batch_size):
         originals = files.originals(slice(s, s + model.batch_size))
         res = model.anomaly_maps(np.stack([data.resize_image(rgb, model.image_size) for rgb in originals]))
@@ -293,7 +299,7 @@ def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | N
 
 
 def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, overlays: bool = True,
-                   progress: Progress | None = None) -> dict:
+                   progress: Progress | None = None, *, score=None) -> dict:
     """Score any number of image files with bounded memory; write ``<out_dir>/predictions.csv``
     (:data:`PREDICTION_COLUMNS`: path, score, verdict, overlay file name or empty) and, with
     ``overlays``, one overlay PNG per image.
@@ -302,6 +308,10 @@ def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, o
     place only when every image is scored, so a file that turns out unreadable leaves
     ``out_dir`` as it was. A finished run replaces the previous one: the overlays the earlier
     ``predictions.csv`` listed are removed, so the folder never mixes two runs.
+
+    ``score``: what yields the rows, with :func:`iter_predictions`'s arguments and rows in input
+    order (default: :func:`iter_predictions` in this process; a Dask executor passes its sharded
+    :meth:`somad.executor.DaskExecutor.iter_predictions`, whose workers write the overlays).
 
     Returns:
         ``{"n_images", "n_anomalous", "seconds", "images_per_s", "csv", "overlays" (folder or None)}``.
@@ -323,7 +333,7 @@ def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, o
             with open(stage / PREDICTIONS_CSV, "w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(PREDICTION_COLUMNS)
-                for row in iter_predictions(model, paths, stage if overlays else None, progress):
+                for row in (score or iter_predictions)(model, paths, stage if overlays else None, progress):
                     n_anomalous += row["anomalous"]
                     writer.writerow([row["path"], f"{row['score']:.6g}",
                                      "anomalous" if row["anomalous"] else "normal",
