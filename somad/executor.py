@@ -33,6 +33,7 @@ import queue
 import threading
 import time
 import uuid
+import warnings
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,6 +340,10 @@ class DaskExecutor:
                                     f"{self.connect_timeout:g} s ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no answer'}): "
                                     f"start it with `dask scheduler` or check --scheduler / {SCHEDULER_ENV}.") from None
         else:
+            if self.workers > _cores():
+                warnings.warn(f"--workers {self.workers} on {_cores()} cores: the workers share the cores "
+                              "(1 torch thread each), which is slower than --workers "
+                              f"{_cores()}.", stacklevel=2)
             # one task at a time per process; a worker that dies mid-task: its task is run once more
             with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
                 self.cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,

@@ -4,6 +4,7 @@ every cluster problem is one error line."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import socket
@@ -78,6 +79,17 @@ def test_cluster_fit_and_predict_equal_one_process(cluster, in_process_threads, 
     assert sorted(a) == sorted(b) and len(a) >= 8
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+    # the cluster's model is an ordinary model dir: listed like any other (what the dashboard shows)
+    from somad.store import list_models
+    assert [p.name for p in list_models(remote, "tiles")] == ["default"]
+
+    # evaluate on the cluster, several categories the same way (a missing model is refused first)
+    assert main(["evaluate", "--data-dir", str(root), "--category", "tiles", "--models-dir", str(remote),
+                 "--results-dir", str(tmp_path / "res"), "--figures", "0", "--scheduler", address]) == 0
+    metrics = json.loads((tmp_path / "res" / "tiles" / "metrics.json").read_text())
+    assert metrics["n_test"] == 12 and 0.0 <= metrics["image_auroc"] <= 1.0
+    assert "| tiles |" in capsys.readouterr().out
 
     # predict: shards of 5 on the workers against one process; same rows, same overlays
     images = str(root / "tiles" / "test")
