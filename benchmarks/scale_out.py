@@ -120,6 +120,8 @@ def build_data(work: Path, shared: Path, categories: list[str]) -> Path:
     from somad.demo import generate
 
     root = work / "data"
+    if root.is_dir():  # --work of an earlier run: reused
+        return root
     root.mkdir(parents=True)
     demo = generate(work / "demo")
     for cat in categories:
@@ -135,6 +137,8 @@ def build_predict_set(work: Path, shared: Path, n: int) -> Path:
 
     src = sorted((shared / REAL["magnetic_tile"] / "test").rglob("*.jpg"))
     out = work / "predict"
+    if out.is_dir() and len(list(out.iterdir())) >= n:  # --work of an earlier run: reused
+        return out
     out.mkdir()
     flips = [lambda im: im, ImageOps.mirror, ImageOps.flip, lambda im: ImageOps.flip(ImageOps.mirror(im))]
     k = 0
@@ -164,9 +168,12 @@ def main() -> None:
                     help="extra fit options of every fit (default: --image-size 128)")
     ap.add_argument("--max-train-images", type=int, default=60)
     ap.add_argument("--predict-images", type=int, default=2000)
+    ap.add_argument("--predict-args", default="", help="extra predict options, e.g. --no-overlays")
     ap.add_argument("--modes", default="local,1,2", help="local and/or worker counts (default: local,1,2)")
     ap.add_argument("--stages", default="fit,predict")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one, removed)")
+    ap.add_argument("--append", action="store_true",
+                    help="add this run's stages and modes to --out instead of replacing it (with --work of that run)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale-out-cpu-2core.json")
     args = ap.parse_args()
 
@@ -174,9 +181,15 @@ def main() -> None:
     modes = args.modes.split(",")
     work = args.work or Path(tempfile.mkdtemp(prefix="somad-scale-out-"))
     env = dict(os.environ, PYTHONPATH=str(REPO), SOMAD_SCHEDULER="")
-    result = {"command": "python " + " ".join(sys.argv), "cores": _cores(), "nice": os.nice(0),
+    result = {"command": "python " + " ".join(sys.argv), "predict_args": args.predict_args, "cores": _cores(), "nice": os.nice(0),
               "loadavg_start": [round(x, 2) for x in os.getloadavg()], "categories": cats,
               "fit_args": args.fit_args, "max_train_images": args.max_train_images, "fit": {}, "predict": {}}
+    if args.append and args.out.is_file():
+        old = json.loads(args.out.read_text())
+        old.setdefault("appended", []).append({k: result[k] for k in ("command", "loadavg_start")})
+        for stage in ("fit", "predict"):
+            old.setdefault(stage, {})
+        result = old
     try:
         root = build_data(work, args.shared_data, cats)
         result["train_mb"] = {c: dir_mb(root / c / "train" / "good") for c in cats}
@@ -192,7 +205,7 @@ def main() -> None:
             print(f"fit {mode}: {r['wall_s']} s, rc {r['returncode']}, load {r['loadavg_after']}, "
                   f"peak {r['peak_rss_mb']}", flush=True)
             _save(args.out, result)
-        models = work / f"models-{modes[0]}"
+        models = next(m for m in [work / "models-local", *(work / f"models-{x}" for x in modes)] if m.is_dir())
         result["model_mb"] = {c: dir_mb(models / c / "default") for c in cats if (models / c / "default").is_dir()}
         if "predict" in args.stages:
             images = build_predict_set(work, args.shared_data, args.predict_images)
@@ -202,7 +215,8 @@ def main() -> None:
             for mode in modes:
                 extra = [] if mode == "local" else ["--workers", mode]
                 out = work / f"pred-{mode}"
-                r = run(["predict", "--model-dir", str(model), str(images), "--out", str(out), *extra], env)
+                r = run(["predict", "--model-dir", str(model), str(images), "--out", str(out),
+                         *args.predict_args.split(), *extra], env)
                 r["output_mb"] = dir_mb(out) if out.is_dir() else None
                 result["predict"][mode] = r
                 print(f"predict {mode}: {r['wall_s']} s, rc {r['returncode']}, load {r['loadavg_after']}, "
