@@ -1,10 +1,12 @@
-"""Command line: ``python -m somad {demo-data,fit,evaluate,predict}``.
+"""Command line: ``python -m somad {demo-data,fit,evaluate,report,predict}``.
 
 Every long step shows a tqdm progress bar. Bad input prints one ``error:``
 line naming the file or parameter and exits with status 2; nothing is written.
 ``fit`` and ``evaluate`` of several categories run one task per category (in this process, or on
 Dask with ``--workers`` / ``--scheduler``, see :mod:`somad.executor`): a failing category does not
 stop the others, a table ends the run and the exit status is 1 when any failed.
+``predict`` without ``--strict`` is the exception for unreadable image files: it
+scores the others and exits with :data:`EXIT_UNREADABLE` (see :data:`PREDICT_EXIT_HELP`).
 """
 from __future__ import annotations
 
@@ -33,6 +35,17 @@ from .store import (
 DEFAULT_DATA = demo.DEFAULT_DIR
 DEFAULT_MODELS = Path("models")
 PRINT_ROWS = 20
+EXIT_UNREADABLE = 3
+"""Exit status of ``predict`` when some files could not be read (the others were scored and written)."""
+PREDICT_EXIT_HELP = f"""\
+exit status:
+  0    every file scored; predictions.csv and the overlays written
+  2    bad input (model, --out, an argument naming no image file) or, with --strict, an
+       unreadable file: one error line, nothing written
+  {EXIT_UNREADABLE}    some files could not be read: every other file scored and written; each unreadable
+       file has a row with verdict 'error' and the reason, and one 'error:' line on stderr
+  1    an unexpected failure (a bug: the traceback says where)
+  130  interrupted (Ctrl-C): nothing written"""
 """``predict`` prints each image's row when it scores at most this many (a folder's rows stay in the CSV)."""
 
 
@@ -194,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metrics.json, per_image.csv and figures go to <results-dir>/<category>/ (default: results)")
     p.add_argument("--figures", type=_figures, default=6,
                    help="comparison PNGs per category: the hardest cases (default: 6)")
+    _add_keep_empty_masks(p)
     _add_cluster(p, "one evaluation per category")
 
     p = sub.add_parser("report", parents=common, help="write a self-contained HTML report of a saved model on its test split")
@@ -203,14 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "<results-dir>/<category>/report.html)")
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="folder of the default report path (default: results)")
+    _add_keep_empty_masks(p)
 
-    p = sub.add_parser("predict", parents=common, help="score image files, folders or glob patterns with a saved model")
+    p = sub.add_parser("predict", parents=common, help="score image files, folders or glob patterns with a saved model",
+                       epilog=PREDICT_EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", type=Path, required=True,
                    help="a saved model folder, e.g. models/<category>/default")
     p.add_argument("--out", type=Path, default=Path("predictions"),
-                   help="folder for the predictions CSV (path, score, verdict, overlay) and the heatmap overlays "
-                        "(default: predictions)")
+                   help="folder for the predictions CSV (path, score, verdict, overlay, error) and the heatmap "
+                        "overlays (default: predictions)")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="write only the CSV")
+    p.add_argument("--strict", action="store_true",
+                   help="all or nothing: stop at the first unreadable file and write nothing (default: give it a "
+                        "row with verdict 'error' and the reason, and score every other file)")
     _add_device(p)
     _add_cluster(p, "the scoring, in shards of files,")
     p.add_argument("--shard-size", type=_positive("--shard-size"), default=None, metavar="N",
@@ -228,6 +247,13 @@ def _positive(option: str):
 
     parse.__name__ = "integer"
     return parse
+
+
+def _add_keep_empty_masks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-empty-masks", action="store_true",
+                   help="count defective test images whose mask is empty (most likely a labelling mistake) in the "
+                        "pixel metrics, every pixel normal (default: leave them out of the pixel metrics, with a "
+                        "warning naming them; the image metrics always count them)")
 
 
 def _figures(text: str) -> int:
@@ -295,10 +321,10 @@ def _fit_checks(data_dir: str, cats: list[str], targets: list[str], force: bool)
 
 def cmd_fit(args) -> int:
     from .executor import fit_task, open_executor
-    from .model import SOMAD, param_specs
+    from .model import check_params, param_specs
 
     params = {spec.name: getattr(args, spec.name) for spec in param_specs()}
-    SOMAD(**params)._validate_params()  # before any data is touched
+    check_params(params)  # before any data is touched
     executor = open_executor(args.scheduler, args.workers)  # a missing package before any work
     cats = _categories(args)
     name = check_name(args.name) if args.name is not None else DEFAULT_MODEL_NAME
@@ -377,8 +403,8 @@ def cmd_evaluate(args) -> int:
     outs = {cat: Path(args.results_dir) / cat for cat in cats}
     _evaluate_checks([], [str(p) for p in outs.values()])  # before any scoring
     tasks = {cat: dict(data_dir=str(Path(args.data_dir).resolve()), category=cat, model_dir=str(dirs[cat].resolve()),
-                       results_dir=str(outs[cat].resolve()), n_figures=args.figures, device=args.device)
-             for cat in cats}
+                       results_dir=str(outs[cat].resolve()), n_figures=args.figures, device=args.device,
+                       keep_empty_masks=args.keep_empty_masks) for cat in cats}
     with executor:
         executor.check_on_workers("--models-dir / --results-dir", _evaluate_checks,
                                   [t["model_dir"] for t in tasks.values()], [t["results_dir"] for t in tasks.values()])
@@ -419,7 +445,8 @@ def cmd_report(args) -> int:
         check_output_file(target, "--out" if args.out else "--results-dir")
     for cat, model_dir in dirs.items():
         model = load_model(model_dir, device=args.device)
-        ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "))
+        ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "),
+                            keep_empty_masks=args.keep_empty_masks)
         out = write_report(model, ev, targets[cat], str(model_dir))
         print(f"{cat}: model {model_dir}: wrote {out}")
     return 0
@@ -449,6 +476,8 @@ def _predict_checks(model_dir: str, out: str) -> None:
 def cmd_predict(args) -> int:
     from functools import partial
 
+    from tqdm import tqdm
+
     from .executor import open_executor
     from .persistence import load_model
     from .pipeline import PREDICTIONS_CSV, expand_images, predict_folder
@@ -457,8 +486,9 @@ def cmd_predict(args) -> int:
     executor = open_executor(args.scheduler, args.workers)
     check_output_file(Path(args.out) / PREDICTIONS_CSV, "--out")
     paths = expand_images(args.images)
-    for p in paths:
-        data.check_image_file(p)  # every file's header checked before any work
+    if args.strict:
+        for p in paths:
+            data.check_image_file(p)  # every file's header checked before any work
     model = load_model(args.model_dir, device=args.device)
     with executor:
         score = None
@@ -467,15 +497,18 @@ def cmd_predict(args) -> int:
                                       str(Path(args.out).resolve()))
             print(f"{len(paths)} images {executor.where}", file=sys.stderr)
             score = partial(executor.iter_predictions, shard_size=args.shard_size)
-        res = predict_folder(model, paths, args.out, args.overlays, TqdmProgress(), score=score)
+        res = predict_folder(model, paths, args.out, args.overlays, TqdmProgress(), strict=args.strict,
+                             on_error=lambda row: tqdm.write(f"error: {row['error']}", file=sys.stderr), score=score)
     if res["n_images"] <= PRINT_ROWS:
         with open(res["csv"], newline="") as fh:
             for row in list(csv.reader(fh))[1:]:
-                print("\t".join(row))
-    print(f"{res['n_images']} images in {res['seconds']:.1f} s ({res['images_per_s']:.1f} images/s): "
-          f"{res['n_anomalous']} anomalous ({DECISION_RULE}, threshold {model.threshold_:.3f}); "
+                print("\t".join(row).rstrip("\t"))
+    failed = (f"{res['n_scored']:,} scored, {res['n_errors']:,} unreadable (rows with verdict 'error'); "
+              if res["n_errors"] else "")
+    print(f"{res['n_images']:,} images in {res['seconds']:.1f} s ({res['images_per_s']:.1f} images/s): {failed}"
+          f"{res['n_anomalous']:,} anomalous ({DECISION_RULE}, threshold {model.threshold_:.3f}); "
           f"wrote {res['csv']}" + (f" and overlays in {res['overlays']}" if res["overlays"] else ""))
-    return 0
+    return EXIT_UNREADABLE if res["n_errors"] else 0
 
 
 def cmd_demo(args) -> int:

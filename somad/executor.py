@@ -108,7 +108,7 @@ def fit_task(*, data_dir: str, category: str, out_dir: str, params: dict, max_tr
 
 
 def evaluate_task(*, data_dir: str, category: str, model_dir: str, results_dir: str, n_figures: int,
-                  device: str, progress: Progress | None = None) -> dict:
+                  device: str, keep_empty_masks: bool = False, progress: Progress | None = None) -> dict:
     """Evaluate one saved model on its category's test split and write the results folder
     (:func:`somad.pipeline.evaluate_model`, :func:`somad.pipeline.write_results`); returns
     ``{"metrics": metrics.json's content, "results_dir": folder}``."""
@@ -116,7 +116,7 @@ def evaluate_task(*, data_dir: str, category: str, model_dir: str, results_dir: 
     from .pipeline import evaluate_model, write_results
 
     model = load_model(model_dir, device=device)
-    ev = evaluate_model(model, data_dir, category, progress)
+    ev = evaluate_model(model, data_dir, category, progress, keep_empty_masks=keep_empty_masks)
     out = write_results(ev, model, results_dir, n_figures)
     return {"metrics": ev.metrics, "results_dir": str(out)}
 
@@ -157,14 +157,16 @@ def cached_model(model_dir: str | Path, device: str = "cpu"):
 
 
 def predict_shard(*, model_dir: str, device: str, paths: list[str], names: list[str] | None,
-                  overlay_dir: str | None, progress: Progress | None = None) -> list[dict]:
+                  overlay_dir: str | None, strict: bool = False, progress: Progress | None = None) -> list[dict]:
     """Score one shard of files with the worker's cached model (:func:`cached_model`): the rows of
     :func:`somad.pipeline.iter_predictions`, overlays written to ``overlay_dir`` under ``names``
-    (the names of the whole file list, so they are the ones one process would give)."""
+    (the names of the whole file list, so they are the ones one process would give). An unreadable
+    file is a row with verdict ``error`` (:func:`somad.pipeline.predict_batch`), or with ``strict``
+    the shard raises its DataError."""
     from .pipeline import iter_predictions
 
     model = cached_model(model_dir, device)
-    return list(iter_predictions(model, paths, overlay_dir, None, names=names))
+    return list(iter_predictions(model, paths, overlay_dir, None, strict=strict, names=names))
 
 
 # --------------------------------------------------------------------------- executors
@@ -197,11 +199,12 @@ class LocalExecutor:
                 continue
             yield TaskResult(name, True, time.perf_counter() - t0, value)
 
-    def iter_predictions(self, model, paths: list, overlay_dir, progress: Progress | None = None) -> Iterator[dict]:
+    def iter_predictions(self, model, paths: list, overlay_dir, progress: Progress | None = None, *,
+                         strict: bool = False) -> Iterator[dict]:
         """:func:`somad.pipeline.iter_predictions` in this process."""
         from .pipeline import iter_predictions
 
-        return iter_predictions(model, paths, overlay_dir, progress)
+        return iter_predictions(model, paths, overlay_dir, progress, strict=strict)
 
     def check_on_workers(self, what: str, fn: Callable[..., Any], *args) -> None:
         """Nothing to do: the client's own checks are the workers'."""
@@ -470,8 +473,8 @@ class DaskExecutor:
             why = f"the task was {fut.status}"
         return TaskResult(name, False, 0.0, error=why, attempts=attempts)
 
-    def iter_predictions(self, model, paths: list, overlay_dir, progress: Progress | None = None,
-                         shard_size: int | None = None) -> Iterator[dict]:
+    def iter_predictions(self, model, paths: list, overlay_dir, progress: Progress | None = None, *,
+                         strict: bool = False, shard_size: int | None = None) -> Iterator[dict]:
         """:func:`somad.pipeline.iter_predictions`, in shards on the workers: each worker loads the
         model once (:func:`cached_model`) and returns its rows; rows are yielded in input order as
         soon as every shard before them is in. ``overlay_dir`` must be visible to the workers.
@@ -494,7 +497,7 @@ class DaskExecutor:
         for s in starts:
             kwargs = dict(model_dir=model_dir, device=str(model.device),
                           paths=[str(Path(p).resolve()) for p in paths[s:s + size]],
-                          names=names[s:s + size] if names else None, overlay_dir=out)
+                          names=names[s:s + size] if names else None, overlay_dir=out, strict=strict)
             futures[self.client.submit(_predict_on_worker, threads, kwargs, pure=False)] = s
         ready: dict[int, list[dict]] = {}
         nxt, scored = 0, 0
@@ -507,7 +510,10 @@ class DaskExecutor:
                     progress(Stage.PREDICT, scored, n)
                 while nxt < len(starts) and starts[nxt] in ready:
                     for i, row in enumerate(ready.pop(starts[nxt])):
-                        row["path"] = str(paths[starts[nxt] + i])  # as given, like one process writes it
+                        given, sent = str(paths[starts[nxt] + i]), row["path"]
+                        row["path"] = given  # as given, like one process writes it
+                        if row.get("error"):
+                            row["error"] = row["error"].replace(sent, given)
                         yield row
                     nxt += 1
         finally:

@@ -91,14 +91,19 @@ def test_cluster_fit_and_predict_equal_one_process(cluster, in_process_threads, 
     assert metrics["n_test"] == 12 and 0.0 <= metrics["image_auroc"] <= 1.0
     assert "| tiles |" in capsys.readouterr().out
 
-    # predict: shards of 5 on the workers against one process; same rows, same overlays
+    # predict: shards of 5 on the workers against one process; same rows (an unreadable file's
+    # error row included), same overlays
     images = str(root / "tiles" / "test")
-    assert main(["predict", "--model-dir", str(local / "tiles" / "default"), images, "--out", str(tmp_path / "pa")]) == 0
+    bad = root / "tiles" / "test" / "good" / "zz_truncated.png"
+    bad.write_bytes(first.read_bytes())
+    assert main(["predict", "--model-dir", str(local / "tiles" / "default"), images, "--out", str(tmp_path / "pa")]) == 3
     assert main(["predict", "--model-dir", str(remote / "tiles" / "default"), images, "--out", str(tmp_path / "pb"),
-                 "--scheduler", address, "--shard-size", "5"]) == 0
+                 "--scheduler", address, "--shard-size", "5"]) == 3
     rows_a, rows_b = _rows(tmp_path / "pa" / "predictions.csv"), _rows(tmp_path / "pb" / "predictions.csv")
-    assert len(rows_a) == 13 and rows_a == rows_b  # header + 12 images, row for row
-    for row in rows_a[1:]:
+    assert len(rows_a) == 14 and rows_a == rows_b  # header + 13 files, row for row
+    (error,) = [r for r in rows_b if r[2] == "error"]
+    assert error[0] == str(bad) and str(bad) in error[4] and error[3] == ""
+    for row in [r for r in rows_a[1:] if r[2] != "error"]:
         pa, pb = (np.asarray(Image.open(tmp_path / d / row[3])) for d in ("pa", "pb"))
         assert pa.shape == pb.shape and np.array_equal(pa, pb)
 
