@@ -24,6 +24,7 @@ from .decision import DECISION_RULE
 from .devices import check_device
 from .errors import SomadError
 from .progress import Stage
+from .replay import REPLAY_HELP
 from .store import (
     DEFAULT_MODEL_NAME,
     check_name,
@@ -125,7 +126,7 @@ def _add_cluster(p: argparse.ArgumentParser, what: str) -> None:
 
 
 SAVED_NAME_HELP = ("the category's default model: the one marked in the dashboard, else the one named "
-                   f"'{DEFAULT_MODEL_NAME}', else the newest")
+                   f"'{DEFAULT_MODEL_NAME}', else the oldest")
 """What ``--name`` means when left out, for the commands that read a saved model."""
 
 
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", parents=common, help="fit a model on train/good of a category and save it")
     _add_data(p, DEFAULT_MODEL_NAME)
     p.add_argument("--force", action="store_true", help="overwrite an existing model")
+    p.add_argument("--replay", action="store_true", help=REPLAY_HELP)
     _add_hyperparameters(p)
     p.add_argument("--max-train-images", type=int, default=None,
                    help="fit on the first N training images (sorted by file name; default: all)")
@@ -332,7 +334,8 @@ def cmd_fit(args) -> int:
     targets = [str(p.resolve()) for p in outs.values()]
     _fit_checks(str(args.data_dir), cats, [str(p) for p in outs.values()], args.force)  # every target before any fit
     tasks = {cat: dict(data_dir=str(Path(args.data_dir).resolve()), category=cat, out_dir=str(outs[cat].resolve()),
-                       params=params, max_train_images=args.max_train_images, force=args.force) for cat in cats}
+                       params=params, max_train_images=args.max_train_images, force=args.force, replay=args.replay)
+             for cat in cats}
     with executor:
         executor.check_on_workers("--data-dir / --models-dir", _fit_checks, tasks[cats[0]]["data_dir"], cats, targets,
                                   args.force)
@@ -446,9 +449,9 @@ def cmd_report(args) -> int:
     for cat, model_dir in dirs.items():
         model = load_model(model_dir, device=args.device)
         ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "),
-                            keep_empty_masks=args.keep_empty_masks)
+                            keep_empty_masks=args.keep_empty_masks, return_patches=True)
         out = write_report(model, ev, targets[cat], str(model_dir))
-        print(f"{cat}: model {model_dir}: wrote {out}")
+        print(f"{cat}: model {model_dir}: wrote {out} ({out.stat().st_size / 1e6:.1f} MB, self-contained)")
     return 0
 
 

@@ -94,13 +94,13 @@ ProgressFor = Callable[[str], Progress]
 
 # --------------------------------------------------------------------------- tasks (run where the executor puts them)
 def fit_task(*, data_dir: str, category: str, out_dir: str, params: dict, max_train_images: int | None,
-             force: bool, progress: Progress | None = None) -> dict:
+             force: bool, replay: bool = False, progress: Progress | None = None) -> dict:
     """Fit one category and save it (:func:`somad.pipeline.fit_category`); returns a summary:
     ``model_dir``, ``n_train``, ``grid`` (rows, cols), ``quantization_error``, ``topographic_error``,
     ``threshold``, ``timings`` (seconds per :meth:`SOMAD.fit` stage)."""
     from .pipeline import fit_category
 
-    model = fit_category(data_dir, category, out_dir, params, max_train_images, force, progress)
+    model = fit_category(data_dir, category, out_dir, params, max_train_images, force, progress, replay=replay)
     return {"model_dir": str(out_dir), "n_train": int(model.n_train_), "grid": list(model.grid_),
             "quantization_error": float(model.quantization_error_),
             "topographic_error": float(model.topographic_error_), "threshold": float(model.threshold_),
