@@ -33,3 +33,22 @@ class Keys:
     W_RENAME = "w_rename"
     CONFIRM_DELETE = "_confirm_delete"  # name of the model whose deletion awaits confirmation
     MODEL_MESSAGE = "_model_message"  # error of the last rename, shown once
+    # issue 21: acting on the inspection (dashboard/teaching.py, dashboard/teach_panel.py)
+    THRESHOLD_ORIGIN = "_threshold_origin"  # (model_dir, rule of the last preset, moved by hand since?)
+    TEACH_PREVIEW = "_teach_preview"  # (model_dir, paths, Preview) of the last preview
+    TEACH_RESULT = "_teach_result"  # what the last "Mark as normal" did, shown once on the new version
+    SAVED_VERSION = "_saved_version"  # message of the last saved threshold version
+    VALIDATION = "_validation"  # (model_dir, folder, labels, scores) of the scored validation folder
+    W_TABLE_ROWS = "_w_table_rows"  # rows of the test table selected on the previous run
+    W_MARK_SCOPE = "w_mark_scope"
+    W_MARK_CONFIRM = "w_mark_confirm"
+    W_MARK_NOTE = "w_mark_note"
+    W_MARK_NAME = "w_mark_name"
+    W_FAR_TARGET = "w_far_target"
+    W_RECALL_TARGET = "w_recall_target"
+    W_VALIDATION_DIR = "w_validation_dir"
+    W_CURVE_SOURCE = "w_curve_source"
+    W_SAVE_NOTE = "w_save_note"
+    W_SAVE_NAME = "w_save_name"
+    W_SAVE_DEFAULT = "w_save_default"
+    W_UPLOAD_MARK = "w_upload_mark"

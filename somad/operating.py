@@ -327,3 +327,22 @@ def _real(p: str | Path) -> str:
         return str(Path(p).resolve())
     except OSError:
         return str(p)
+
+
+def score_files(model, paths: Sequence[str | Path], progress=None) -> np.ndarray:
+    """Image scores float64 ``(N,)`` of image files under ``model`` (e.g. a validation folder), read
+    with the model's intensity rule in batches of ``model.batch_size`` (memory bounded).
+
+    Args:
+        progress: optional ``progress(stage, done, total)`` callback (stage ``"validation"``).
+
+    Raises:
+        DataError: a file cannot be read or does not suit the model (named).
+    """
+    files = data.ImageFiles(paths, model.image_size, model.intensity_)
+    out = []
+    for s in range(0, len(files), model.batch_size):
+        out.append(np.asarray(model.score_samples(files[s:s + model.batch_size]), dtype=np.float64))
+        if progress:
+            progress("validation", min(s + model.batch_size, len(files)), len(files))
+    return np.concatenate(out) if out else np.zeros(0)
