@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import help, images, loaders, state
+from dashboard import help, images, loaders, roles, state, teach_panel, teaching
+from dashboard import config
 from dashboard.keys import Keys
 from somad import viz
 from somad.data import display_shape, resize_image, resize_to
@@ -13,9 +14,9 @@ from somad.decision import DECISION_RULE, is_anomalous
 from somad.errors import SomadError
 
 
-def read_uploads(files, rule) -> list[tuple[str, np.ndarray]]:
-    """``(file name, uint8 RGB)`` of every readable upload, read with the model's intensity ``rule``;
-    one message per unreadable file."""
+def read_uploads(files, rule) -> list[tuple[str, np.ndarray, bytes]]:
+    """``(file name, uint8 RGB, file bytes)`` of every readable upload, read with the model's intensity
+    ``rule``; one message per unreadable file."""
     decoded = []
     for f in files:
         try:
@@ -25,7 +26,7 @@ def read_uploads(files, rule) -> list[tuple[str, np.ndarray]]:
             continue
         for note in notes:
             st.warning(note)
-        decoded.append((f.name, rgb))
+        decoded.append((f.name, rgb, f.getvalue()))
     return decoded
 
 
@@ -68,6 +69,28 @@ def render_one(n: int, name: str, rgb, sc: float, verdict: str, amap, pix_thr: f
                       mime="image/png", key=f"dl_{n}")  # by position: MVTec reuses file names across folders
 
 
+def render_mark(cur, decoded, scores, thr: float) -> None:
+    """"Mark as normal" on chosen uploads: they are kept under the models folder and taught to a new version."""
+    if not roles.can_write():
+        return
+    with st.expander("Mark uploads as normal (teach a new version)"):
+        names = [n for n, _, _ in decoded]
+        picked = st.multiselect("Uploads to mark as normal", range(len(names)), format_func=lambda i: names[i],
+                                key=Keys.W_UPLOAD_MARK, placeholder="choose uploads...")
+        if not picked:
+            st.caption("Pick the uploads that are defect-free parts the model flags wrongly (a new normal: other "
+                       "light, supplier or camera).")
+            return
+        try:
+            paths = teaching.store_uploads(config.models_dir(), cur.category, [decoded[i][::2] for i in picked])
+        except SomadError as exc:
+            st.error(str(exc))
+            return
+        marked = teaching.Marked([names[i] for i in picked], paths, np.full(len(picked), -1),
+                                 np.asarray(scores, dtype=np.float64)[picked])
+        teach_panel.render_mark_panel(cur, marked, thr)
+
+
 state.ensure_navigation()
 st.title("Try an image")
 current = state.require_model()
@@ -80,7 +103,8 @@ files = st.file_uploader("Images (PNG, JPG, BMP, TIFF)", type=["png", "jpg", "jp
 if not files:
     st.info("Upload one or more images of the same kind of object as the model's category.")
     st.stop()
-uploads = read_uploads(files, model.intensity_)
+read = read_uploads(files, model.intensity_)
+uploads = [(name, rgb) for name, rgb, _ in read]
 if not uploads:
     st.stop()
 batch = np.stack([resize_image(rgb, model.image_size) for _, rgb in uploads])
@@ -94,3 +118,4 @@ pixel_thr = viz.pixel_threshold(evaluation.metrics, model.pixel_range_)
 for k, ((fname, rgb), s, v, amap, why) in enumerate(zip(uploads, upload_scores, upload_verdicts, upload_maps,
                                                        upload_reasons)):
     render_one(k, fname, rgb, float(s), str(v), amap, pixel_thr, why, model)
+render_mark(current, read, upload_scores, thr)

@@ -1,0 +1,118 @@
+"""Acting on the inspection, screen side (dashboard/teaching.py): the slider's rule, the CSV export,
+leaks and counts with and without them, uploads kept for provenance, confirmation and viewer refusal."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard import roles, teaching
+from somad import data, explain
+from somad.errors import SomadError
+
+
+def test_slider_rule_names_its_origin_or_the_hand():
+    assert teaching.slider_rule(31.2, "F1-optimal on 83 test images", by_hand=False) == "F1-optimal on 83 test images"
+    assert teaching.slider_rule(31.2, "F1-optimal on 83 test images", by_hand=True) == \
+        "set by hand at 31.2 from the F1-optimal on 83 test images"
+    assert teaching.slider_rule(5.0, None, by_hand=False) == "set by hand at 5"
+    assert teaching.f1_origin(83) == "F1-optimal on 83 test images"
+    assert teaching.curve_origin(0.05, 0.9, "40 validation images") == \
+        "point picked on the trade-off curve of 40 validation images (false-alarm rate 5 %, recall 90 %)"
+
+
+def test_export_table_keeps_rows_order_and_adds_path_threshold_notes():
+    table = pd.DataFrame({"#": [2, 0], "image": ["crack/c.png", "good/a.png"], "defect type": ["crack", "good"],
+                          "ground truth": ["anomalous", "normal"], "score": [3.5, 9.0],
+                          "predicted": ["normal", "anomalous"], "outcome": ["FN", "FP"]})
+    paths = [Path("/d/good/a.png"), Path("/d/good/b.png"), Path("/d/crack/c.png")]
+    out = teaching.export_table(table, paths, 4.25, notes=["taught to this model (leak)", "", ""])
+    assert list(out.columns) == list(teaching.CSV_COLUMNS)
+    assert out["path"].tolist() == ["/d/crack/c.png", "/d/good/a.png"]
+    assert out["note"].tolist() == ["", "taught to this model (leak)"]
+    assert (out["threshold"] == 4.25).all()
+    text = teaching.csv_bytes(out).decode()
+    assert text.splitlines()[0] == ",".join(teaching.CSV_COLUMNS)
+    assert text.splitlines()[1].startswith("crack/c.png,/d/crack/c.png,crack,anomalous,3.5,4.25,normal,FN,")
+
+
+def test_counts_with_and_without_leak():
+    labels = np.array([0, 0, 1, 1])
+    scores = np.array([5.0, 1.0, 6.0, 2.0])
+    every, clean = teaching.counts_with_and_without(labels, scores, 4.0, np.zeros(4, bool))
+    assert every == {"TP": 1, "FP": 1, "FN": 1, "TN": 1} and clean is None
+    every, clean = teaching.counts_with_and_without(labels, scores, 4.0, np.array([True, False, False, False]))
+    assert every == explain.outcome_counts(labels, scores, 4.0)
+    assert clean == {"TP": 1, "FP": 0, "FN": 1, "TN": 1}
+
+
+def _model_dir(folder: Path, provenance: dict | None) -> Path:
+    folder.mkdir(parents=True)
+    cfg = {"format_version": 0}
+    if provenance is not None:
+        cfg["provenance"] = provenance
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def test_provenance_chain_and_leak_mask(tmp_path, monkeypatch):
+    import dashboard.teaching as t
+
+    monkeypatch.setattr(t, "read_config", lambda d: json.loads((Path(d) / "config.json").read_text()))
+    test = tmp_path / "cat" / "test" / "good"
+    test.mkdir(parents=True)
+    a, b, c = (test / n for n in ("a.png", "b.png", "c.png"))
+    for i, p in enumerate((a, b, c)):
+        p.write_bytes(bytes([i]) * 10)
+    upload = tmp_path / "up.png"
+    upload.write_bytes(bytes([2]) * 10)  # the content of c.png, under another name
+    root = tmp_path / "models" / "cat"
+    _model_dir(root / "base", None)
+    _model_dir(root / "v1", {"parent": "base", "kind": "teach",
+                             "added": [{"path": str(upload), "sha256": t.operating.sha256_file(upload)}]})
+    v2 = _model_dir(root / "v2", {"parent": str(root / "v1"), "kind": "threshold", "added": []})
+    chain = teaching.provenance_chain(v2)
+    assert [p["kind"] for p in chain] == ["threshold", "teach"]
+    assert [f["path"] for f in teaching.taught_files(v2)] == [str(upload)]
+
+    class M:
+        train_paths_ = [str(a)]
+
+    samples = [data.Sample(p, "good") for p in (a, b, c)]
+    assert teaching.leak_mask(M(), v2, samples).tolist() == [True, False, True]
+    assert teaching.leak_mask(M(), root / "base", samples).tolist() == [True, False, False]
+
+
+def test_store_uploads_content_named_once_and_refused_for_viewers(tmp_path, monkeypatch):
+    got = teaching.store_uploads(tmp_path, "tiles", [("a b.png", b"xx"), ("again.png", b"xx"), ("c.png", b"yy")])
+    assert [p.parent for p in got] == [tmp_path / "tiles" / teaching.UPLOADS_DIR] * 3
+    assert got[0].name.endswith("-a_b.png") and got[0].read_bytes() == b"xx"
+    assert got[0].name[:16] == got[1].name[:16] != got[2].name[:16]
+    monkeypatch.setenv(roles.READ_ONLY_ENV, "1")
+    with pytest.raises(roles.ViewerRefused, match="teach the model"):
+        teaching.store_uploads(tmp_path, "tiles", [("d.png", b"zz")])
+    with pytest.raises(roles.ViewerRefused, match="save a threshold"):
+        teaching.save_threshold_version(tmp_path, 1.0, "rule")
+    with pytest.raises(roles.ViewerRefused, match="mark a model as the default"):
+        teaching.make_default(tmp_path / "tiles" / "x")
+    marked = teaching.Marked(["good/a.png"], [tmp_path / "a.png"], np.array([0]), np.array([1.0]))
+    with pytest.raises(roles.ViewerRefused):
+        teaching.teach_version(tmp_path, marked)
+    assert not (tmp_path / "tiles" / teaching.UPLOADS_DIR / "d.png").exists()
+
+
+def test_marking_defective_images_needs_confirmation(dash_eval):
+    bad = int(np.flatnonzero(dash_eval.labels == 1)[0])
+    good = int(np.flatnonzero(dash_eval.labels == 0)[0])
+    marked = teaching.marked_from_split(dash_eval, [good, bad])
+    assert marked.names == [f"good/{dash_eval.samples[good].path.name}",
+                            f"{dash_eval.samples[bad].defect}/{dash_eval.samples[bad].path.name}"]
+    assert marked.labels.tolist() == [0, 1] and marked.defective == [dash_eval.samples[bad].path]
+    assert marked.scores_now.tolist() == pytest.approx([dash_eval.scores[good], dash_eval.scores[bad]])
+    with pytest.raises(SomadError, match="1 of the marked images are labelled defective"):
+        teaching.check_confirmed(marked, confirmed=False)
+    teaching.check_confirmed(marked, confirmed=True)
+    teaching.check_confirmed(teaching.marked_from_split(dash_eval, [good]), confirmed=False)
