@@ -116,3 +116,48 @@ def test_marking_defective_images_needs_confirmation(dash_eval):
         teaching.check_confirmed(marked, confirmed=False)
     teaching.check_confirmed(marked, confirmed=True)
     teaching.check_confirmed(teaching.marked_from_split(dash_eval, [good]), confirmed=False)
+
+
+def _version(models: Path, name: str, base_cfg: dict, saved_at: str, provenance: dict | None = None,
+             threshold: float | None = None) -> Path:
+    folder = models / "tiles" / name
+    folder.mkdir(parents=True)
+    cfg = dict(base_cfg, saved_at=saved_at)
+    if threshold is not None:
+        cfg["threshold"] = threshold
+    if provenance:
+        cfg["provenance"] = provenance
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def test_version_table_and_compare(dash_model_env, tmp_path):
+    from dashboard import versions_view
+
+    base_cfg = json.loads((dash_model_env[1] / "config.json").read_text())
+    thr0 = base_cfg["threshold"]
+    _version(tmp_path, "base", base_cfg, "2026-01-01T00:00:00")
+    _version(tmp_path, "taught", base_cfg, "2026-01-02T00:00:00", threshold=thr0 + 1, provenance={
+        "parent": str(tmp_path / "tiles" / "base"), "kind": "teach", "time": "2026-01-02T00:00:00Z",
+        "note": "warm light", "added": [{"path": "/x/a.png", "sha256": "00"}, {"path": "/x/b.png", "sha256": "11"}],
+        "confirmed_defective": ["/x/b.png"], "threshold_before": thr0, "threshold_after": thr0 + 1})
+    _version(tmp_path, "thr", base_cfg, "2026-01-03T00:00:00", threshold=7.25, provenance={
+        "parent": "taught", "kind": "threshold", "time": "2026-01-03T00:00:00Z", "rule": "set by hand at 7.25",
+        "threshold_before": thr0 + 1, "threshold_after": 7.25, "added": []})
+    found = versions_view.category_versions(tmp_path, "tiles")
+    assert [v.name for v in found] == ["thr", "taught", "base"]
+    by = {v.name: v for v in found}
+    by["base"].metrics = {"image_auroc": 0.9}
+    by["taught"].metrics = versions_view.known_metrics({"image_auroc": 0.95, "pixel_auroc": None})
+    table = versions_view.version_table(found, default="base", loaded="thr").set_index("version")
+    assert table.loc["thr", "threshold"] == f"{thr0 + 1:.3f} → 7.250"
+    assert table.loc["thr", "rule"] == "set by hand at 7.25" and table.loc["thr", ""] == "open"
+    assert table.loc["taught", "images added"] == 2 and table.loc["taught", "parent"] == "base"
+    assert table.loc["taught", "image AUROC"] == "0.900 → 0.950"
+    assert table.loc["taught", "pixel AUROC"] == ""
+    assert "warm light" in table.loc["taught", "note"] and "1 defective-labelled" in table.loc["taught", "note"]
+    assert table.loc["base", "change"] == "fit" and table.loc["base", ""] == "default"
+    cmp = versions_view.compare(by["taught"], by["base"])
+    assert cmp.loc["images added (this step)", "taught"] == "a.png, b.png"
+    assert cmp.loc["image AUROC", "base"] == "0.900" and cmp.loc["AUPRO", "base"] == "not evaluated"
+    assert cmp.loc["parent", "base"] == "(a fit)"
