@@ -161,3 +161,52 @@ def test_version_table_and_compare(dash_model_env, tmp_path):
     assert cmp.loc["images added (this step)", "taught"] == "a.png, b.png"
     assert cmp.loc["image AUROC", "base"] == "0.900" and cmp.loc["AUPRO", "base"] == "not evaluated"
     assert cmp.loc["parent", "base"] == "(a fit)"
+
+
+# ---------------------------------------------------------------------- Test inspector (AppTest)
+def _inspector(monkeypatch=None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180)
+    at.run()
+    at.switch_page("pages/3_test_inspector.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _captions(at) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def test_false_alarm_target_sets_slider_and_rule(app_env, dash_eval):
+    from somad import operating
+
+    model = app_env[2]
+    at = _inspector()
+    assert any(c.startswith("Rule: deployable threshold (percentile") for c in _captions(at))
+    at.number_input(key="w_far_target").set_value(50.0).run()
+    want = operating.threshold_at_false_alarm_rate(model.train_scores_, 0.5)
+    next(b for b in at.button if b.key == "w_use_far").click().run()
+    assert not at.exception
+    assert at.session_state["threshold"] == pytest.approx(want.threshold)
+    assert f"Rule: {want.rule}." in _captions(at)
+    # moved by hand afterwards: the rule says so and where it started from
+    at.slider(key="w_threshold").set_value(want.threshold + 0.01).run()
+    rule = next(c for c in _captions(at) if c.startswith("Rule: "))
+    assert rule.startswith("Rule: set by hand at ") and rule.endswith(f"from the {want.rule}.")
+    # the trade-off curve of the test split is drawn, with the current threshold marked
+    assert any(m.proto.spec and "current threshold" in m.proto.spec for m in at.get("plotly_chart"))
+
+
+def test_viewer_sees_no_write_controls(app_env, monkeypatch):
+    from dashboard import roles
+
+    monkeypatch.setenv(roles.READ_ONLY_ENV, "1")
+    at = _inspector()
+    labels = [e.label for e in at.expander]
+    assert not any(lab.startswith(("Save this threshold", "Mark as normal")) for lab in labels), labels
+    monkeypatch.delenv(roles.READ_ONLY_ENV)
+    at = _inspector()
+    labels = [e.label for e in at.expander]
+    assert any(lab.startswith("Save this threshold") for lab in labels)
+    assert any(lab.startswith("Mark as normal") for lab in labels)
