@@ -48,6 +48,7 @@ class Keys:
     W_RECALL_TARGET = "w_recall_target"
     W_VALIDATION_DIR = "w_validation_dir"
     W_CURVE_SOURCE = "w_curve_source"
+    W_SHOW_CURVE = "w_show_curve"
     W_SAVE_NOTE = "w_save_note"
     W_SAVE_NAME = "w_save_name"
     W_SAVE_DEFAULT = "w_save_default"

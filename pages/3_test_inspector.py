@@ -77,7 +77,9 @@ def render_operating_point(cur, ev, thr: float) -> None:
             render_far_target(cur)
         with b:
             render_recall_target(cur)
-        render_tradeoff(cur, ev, thr)
+        if st.toggle("Show the trade-off curve (false-alarm rate against recall) to pick a point from",
+                     key=Keys.W_SHOW_CURVE):
+            render_tradeoff(cur, ev, thr)
 
 
 def render_far_target(cur) -> None:

@@ -194,8 +194,13 @@ def test_false_alarm_target_sets_slider_and_rule(app_env, dash_eval):
     at.slider(key="w_threshold").set_value(want.threshold + 0.01).run()
     rule = next(c for c in _captions(at) if c.startswith("Rule: "))
     assert rule.startswith("Rule: set by hand at ") and rule.endswith(f"from the {want.rule}.")
-    # the trade-off curve of the test split is drawn, with the current threshold marked
-    assert any(m.proto.spec and "current threshold" in m.proto.spec for m in at.get("plotly_chart"))
+    # the trade-off curve of the test split is drawn on demand, with the current threshold marked
+    def curves():
+        return [m for m in at.get("plotly_chart") if "current threshold" in (m.proto.spec or "")]
+
+    assert not curves()
+    at.toggle(key="w_show_curve").set_value(True).run()
+    assert not at.exception and len(curves()) == 1
 
 
 def test_viewer_sees_no_write_controls(app_env, monkeypatch):
