@@ -57,9 +57,11 @@ def render_threshold(cur, ev) -> float:
     c1, c2, c3 = st.columns([4, 1, 1])
     c1.slider("Image threshold (score ≥ threshold = anomalous)", lo, hi, step=(hi - lo) / 500,
               key=Keys.W_THRESHOLD, on_change=_slid, format="%.3f", help=help.THRESHOLDS)
-    c2.button(f"Deployable {deployable:.3f}", on_click=_set_threshold,
+    saved = bool(getattr(m, "threshold_manual_", None))
+    c2.button(f"{'Saved' if saved else 'Deployable'} {deployable:.3f}", on_click=_set_threshold,
               args=(deployable, teaching.deployable_origin(m)),
-              help="percentile of cross-fitted training scores: needs no defective images")
+              help=f"this version's threshold: {m.threshold_rule}" if saved else
+              "percentile of cross-fitted training scores: needs no defective images")
     if np.isfinite(f1_thr):
         c3.button(f"F1-optimal {f1_thr:.3f}", on_click=_set_threshold, args=(f1_thr, teaching.f1_origin(len(ev.labels))),
                   help="best F1 on this test split (optimistic: chosen with the test labels)")
