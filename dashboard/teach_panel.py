@@ -87,7 +87,8 @@ def apply(cur, marked: teaching.Marked, *, confirmed: bool, note: str, name: str
     box = st.container(border=True)
     try:
         new = teaching.teach_version(cur.model_dir, marked, confirmed=confirmed, note=note, name=name,
-                                     progress=_progress_bar(box, f"Teaching {len(marked.paths)} image(s)"))
+                                     progress=_progress_bar(box, f"Teaching {len(marked.paths)} image(s)"),
+                                     device=cur.device)
     except SomadError as exc:
         box.error(f"Not taught: {exc}")
         return

@@ -86,12 +86,26 @@ def csv_bytes(table: pd.DataFrame) -> bytes:
 
 
 # ------------------------------------------------------------------ leaks
+def parent_dir(model_dir: str | Path, prov: dict) -> Path | None:
+    """The parent model dir a ``provenance`` record names (``parent: {name, path}`` as
+    :mod:`somad.versions` writes it; a plain path or name also works), or None for a fit. A parent
+    that moved is looked for by name next to ``model_dir``."""
+    parent = prov.get("parent")
+    if isinstance(parent, dict):
+        path, name = parent.get("path"), parent.get("name")
+    else:
+        path, name = parent, Path(str(parent)).name if parent else None
+    if path and Path(str(path)).is_dir():
+        return Path(str(path))
+    return Path(model_dir).parent / str(name) if name else None
+
+
 def provenance_chain(model_dir: str | Path, limit: int = 1000) -> list[dict]:
     """The ``provenance`` records of a model and its ancestors, the model's own first (empty for a
-    plain fit). A parent is found as written (a path) or as a sibling folder of that name."""
+    plain fit)."""
     chain, seen = [], set()
-    here = Path(model_dir)
-    while len(chain) < limit:
+    here: Path | None = Path(model_dir)
+    while here is not None and len(chain) < limit:
         try:
             prov = read_config(here).get("provenance")
         except (SomadError, OSError):
@@ -100,11 +114,7 @@ def provenance_chain(model_dir: str | Path, limit: int = 1000) -> list[dict]:
             break
         seen.add(str(here.resolve()))
         chain.append(prov)
-        parent = prov.get("parent")
-        if not parent:
-            break
-        parent = Path(str(parent))
-        here = parent if parent.is_absolute() or parent.exists() else here.parent / parent.name
+        here = parent_dir(here, prov)
     return chain
 
 
@@ -226,7 +236,7 @@ def check_confirmed(marked: Marked, confirmed: bool) -> None:
 
 
 def teach_version(model_dir: str | Path, marked: Marked, *, confirmed: bool = False, note: str | None = None,
-                  name: str | None = None, progress=None) -> Path:
+                  name: str | None = None, progress=None, device: str = "cpu") -> Path:
     """Teach the marked images as normal: a new version next to ``model_dir`` (the parent is untouched).
 
     Raises:
@@ -238,7 +248,8 @@ def teach_version(model_dir: str | Path, marked: Marked, *, confirmed: bool = Fa
     from somad import versions
 
     return Path(versions.teach(model_dir, [str(p) for p in marked.paths], note=note or None, name=name or None,
-                               progress=progress, confirmed_defective=[str(p) for p in marked.defective]))
+                               progress=progress, confirmed_defective=[str(p) for p in marked.defective],
+                               device=device))
 
 
 def save_threshold_version(model_dir: str | Path, value: float, rule: str, *, note: str | None = None,

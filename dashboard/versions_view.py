@@ -3,8 +3,9 @@ parent (images added, threshold before and after, metrics before and after where
 exists), and a side-by-side comparison of two versions. Pure of Streamlit: tests call these.
 
 A version's story is its ``config.json`` ``provenance`` (written by :mod:`somad.versions`):
-``parent, kind ('teach' | 'threshold' | 'refit'), added [{path, sha256}], time, note,
-threshold_before, threshold_after, rule``. A plain fit has none.
+``kind ('teach' | 'threshold' | 'refit'), parent {name, path, ...}, added [{path, sha256,
+confirmed_defective}], time, note, threshold_before, threshold_after, rule, n_train_after``. A plain
+fit has none.
 """
 from __future__ import annotations
 
@@ -67,13 +68,15 @@ def read_version(model_dir: str | Path) -> Version:
         return Version(p, p.name, kind="(unreadable)")
     prov = cfg.get("provenance") if isinstance(cfg.get("provenance"), dict) else {}
     parent = prov.get("parent") or ""
+    parent = parent.get("name", "") if isinstance(parent, dict) else Path(str(parent)).name if parent else ""
+    added = [a for a in prov.get("added") or [] if isinstance(a, dict)]
     return Version(
-        p, p.name, parent=Path(str(parent)).name if parent else "", kind=prov.get("kind") or "fit",
+        p, p.name, parent=str(parent), kind=prov.get("kind") or "fit",
         time=str(prov.get("time") or cfg.get("saved_at") or ""), note=str(prov.get("note") or ""),
-        added=list(prov.get("added") or []), confirmed_defective=list(prov.get("confirmed_defective") or []),
+        added=added, confirmed_defective=[a.get("path") for a in added if a.get("confirmed_defective")],
         threshold=_num(prov.get("threshold_after", cfg.get("threshold"))),
         threshold_before=_num(prov.get("threshold_before")), rule=str(prov.get("rule") or cfg.get("threshold_rule") or ""),
-        n_train=cfg.get("n_train"))
+        n_train=prov.get("n_train_after", cfg.get("n_train")))
 
 
 def category_versions(models_dir: str | Path, category: str) -> list[Version]:

@@ -71,7 +71,7 @@ def test_provenance_chain_and_leak_mask(tmp_path, monkeypatch):
     upload.write_bytes(bytes([2]) * 10)  # the content of c.png, under another name
     root = tmp_path / "models" / "cat"
     _model_dir(root / "base", None)
-    _model_dir(root / "v1", {"parent": "base", "kind": "teach",
+    _model_dir(root / "v1", {"parent": {"name": "base", "path": "/moved/base"}, "kind": "teach",
                              "added": [{"path": str(upload), "sha256": t.operating.sha256_file(upload)}]})
     v2 = _model_dir(root / "v2", {"parent": str(root / "v1"), "kind": "threshold", "added": []})
     chain = teaching.provenance_chain(v2)
@@ -138,11 +138,12 @@ def test_version_table_and_compare(dash_model_env, tmp_path):
     thr0 = base_cfg["threshold"]
     _version(tmp_path, "base", base_cfg, "2026-01-01T00:00:00")
     _version(tmp_path, "taught", base_cfg, "2026-01-02T00:00:00", threshold=thr0 + 1, provenance={
-        "parent": str(tmp_path / "tiles" / "base"), "kind": "teach", "time": "2026-01-02T00:00:00Z",
-        "note": "warm light", "added": [{"path": "/x/a.png", "sha256": "00"}, {"path": "/x/b.png", "sha256": "11"}],
-        "confirmed_defective": ["/x/b.png"], "threshold_before": thr0, "threshold_after": thr0 + 1})
+        "parent": {"name": "base", "path": str(tmp_path / "tiles" / "base")}, "kind": "teach",
+        "time": "2026-01-02T00:00:00Z", "note": "warm light",
+        "added": [{"path": "/x/a.png", "sha256": "00"}, {"path": "/x/b.png", "sha256": "11", "confirmed_defective": True}],
+        "threshold_before": thr0, "threshold_after": thr0 + 1})
     _version(tmp_path, "thr", base_cfg, "2026-01-03T00:00:00", threshold=7.25, provenance={
-        "parent": "taught", "kind": "threshold", "time": "2026-01-03T00:00:00Z", "rule": "set by hand at 7.25",
+        "parent": {"name": "taught", "path": "/moved/elsewhere/taught"}, "kind": "threshold", "time": "2026-01-03T00:00:00Z", "rule": "set by hand at 7.25",
         "threshold_before": thr0 + 1, "threshold_after": 7.25, "added": []})
     found = versions_view.category_versions(tmp_path, "tiles")
     assert [v.name for v in found] == ["thr", "taught", "base"]
