@@ -39,9 +39,10 @@ def slider_rule(value: float, origin: str | None, by_hand: bool) -> str:
 
 def deployable_origin(model) -> str:
     """Rule of the model's own threshold: "deployable threshold (percentile 99 of ...)", or for a
-    version whose threshold was saved (``threshold_manual_``) "saved threshold (<its rule>)"."""
-    kind = "saved threshold" if getattr(model, "threshold_manual_", None) else "deployable threshold"
-    return f"{kind} ({model.threshold_rule})"
+    version whose threshold was saved (``threshold_manual_``) "saved threshold: <its rule>"."""
+    if getattr(model, "threshold_manual_", None):
+        return f"saved threshold: {model.threshold_rule}"
+    return f"deployable threshold ({model.threshold_rule})"
 
 
 def f1_origin(n_test: int) -> str:

@@ -92,7 +92,7 @@ def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env
         page.get_by_text("Save this threshold (").click()
         page.get_by_text("Make it the category's default").click()
         page.get_by_role("button", name="Save this threshold").click()
-        page.get_by_text("Saved threshold").wait_for()
+        page.get_by_text("as the new version").wait_for()
         _no_exception(page)
         names = {d.name for d in (models / "tiles").iterdir() if d.is_dir() and not d.name.startswith(".")}
         (saved_name,) = names - {"small", taught.name}
@@ -110,17 +110,16 @@ def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "teach_and_save_threshold.png"), full_page=True)
         browser.close()
-    # 4. predict and evaluate use the new version
-    env = dict(os.environ, SOMAD_MODELS_DIR=str(models))
+    # 4. predict and evaluate use the new version (the CLI's own entry, in this process)
+    from somad.cli import main
+
     image = demo_root / "tiles" / "test" / fp_name
     out = tmp_path / "pred"
-    subprocess.run([sys.executable, "-m", "somad", "predict", "--model-dir", str(saved), "--out", str(out),
-                    "--no-overlays", str(image)], cwd=REPO, env=env, check=True, capture_output=True)
+    assert main(["predict", "--model-dir", str(saved), "--out", str(out), "--no-overlays", str(image)]) == 0
     row = next(csv.DictReader(open(out / "predictions.csv")))
     assert row["verdict"] == ("anomalous" if float(row["score"]) >= value else "normal")
     res = tmp_path / "results"
-    subprocess.run([sys.executable, "-m", "somad", "evaluate", "--data-dir", str(demo_root), "--category", "tiles",
-                    "--models-dir", str(models), "--results-dir", str(res), "--figures", "0"],
-                   cwd=REPO, env=env, check=True, capture_output=True)
+    assert main(["evaluate", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(models),
+                 "--results-dir", str(res), "--figures", "0"]) == 0
     metrics = json.loads((res / "tiles" / "metrics.json").read_text())
     assert Path(metrics["model_dir"]).name == saved_name and metrics["threshold"] == pytest.approx(value)
