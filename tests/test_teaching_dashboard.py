@@ -216,3 +216,33 @@ def test_viewer_sees_no_write_controls(app_env, monkeypatch):
     labels = [e.label for e in at.expander]
     assert any(lab.startswith("Save this threshold") for lab in labels)
     assert any(lab.startswith("Mark as normal") for lab in labels)
+
+
+def test_model_page_lists_versions_opens_and_makes_default(monkeypatch, demo_root, tmp_path, dash_model_env):
+    """A saved threshold makes a version; the Model page lists it with its change, opens it and marks it default."""
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    versions = pytest.importorskip("somad.versions")  # TODO(i21dash): plain import once i21core is merged
+    from somad import store
+
+    models = tmp_path / "models"
+    shutil.copytree(dash_model_env[1], models / "tiles" / "small")
+    new = versions.save_threshold(models / "tiles" / "small", 4.5, rule="set by hand at 4.5", note="fewer alarms")
+    store.set_default(models, "tiles", "small")
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(models))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "1_model.py"), default_timeout=180)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Versions" in [s.value for s in at.subheader]
+    table = next(d.value for d in at.dataframe if "version" in d.value.columns).set_index("version")
+    assert table.loc[new.name, "change"] == "threshold" and table.loc[new.name, "parent"] == "small"
+    assert table.loc[new.name, "threshold"].endswith("→ 4.500") and table.loc[new.name, "note"] == "fewer alarms"
+    at.selectbox(key="w_version_pick").set_value(new.name).run()
+    next(b for b in at.button if b.key == "w_version_default").click().run()
+    assert store.marked_name(models, "tiles") == new.name
+    next(b for b in at.button if b.key == "w_version_open").click().run()
+    assert not at.exception
+    assert at.session_state["model_dir"] == str(new)
