@@ -36,6 +36,7 @@ class Keys:
     # issue 21: acting on the inspection (dashboard/teaching.py, dashboard/teach_panel.py)
     THRESHOLD_ORIGIN = "_threshold_origin"  # (model_dir, rule of the last preset, moved by hand since?)
     TEACH_PREVIEW = "_teach_preview"  # (model_dir, paths, Preview) of the last preview
+    TEACH_JOB = "_teach_job"  # the teaching job this session started, followed until it ends
     TEACH_RESULT = "_teach_result"  # what the last "Mark as normal" did, shown once on the new version
     SAVED_VERSION = "_saved_version"  # message of the last saved threshold version
     VALIDATION = "_validation"  # (model_dir, folder, labels, scores) of the scored validation folder

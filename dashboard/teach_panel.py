@@ -12,7 +12,7 @@ import streamlit as st
 from somad import explain
 from somad.errors import SomadError
 
-from . import roles, state, teaching
+from . import config, roles, state, teaching
 from .keys import Keys
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
@@ -83,7 +83,19 @@ def render_mark_panel(cur, marked: teaching.Marked, threshold: float, before: di
 
 def apply(cur, marked: teaching.Marked, *, confirmed: bool, note: str, name: str, threshold: float,
           before: dict | None) -> None:
-    """Teach with a progress bar, open the new version and remember what changed for :func:`render_result`."""
+    """Teach as a server-side job when :mod:`somad.jobs` is there (:func:`render_job` follows it), else
+    here with a progress bar; then open the new version and remember what changed for :func:`render_result`."""
+    pending = {"parent": cur.model_dir, "names": list(marked.names), "paths": [str(p) for p in marked.paths],
+               "before": before, "threshold_before": float(threshold)}
+    if teaching.jobs_available():
+        try:
+            job_id, new = teaching.submit_teach(config.models_dir(), cur.model_dir, marked, confirmed=confirmed,
+                                                note=note, name=name, device=cur.device)
+        except SomadError as exc:
+            st.error(f"Not taught: {exc}")
+            return
+        st.session_state[Keys.TEACH_JOB] = dict(pending, job=job_id, new=str(new))
+        st.rerun()
     box = st.container(border=True)
     try:
         new = teaching.teach_version(cur.model_dir, marked, confirmed=confirmed, note=note, name=name,
@@ -95,12 +107,48 @@ def apply(cur, marked: teaching.Marked, *, confirmed: bool, note: str, name: str
     except Exception as exc:  # never a traceback
         box.error(f"Teaching failed ({type(exc).__name__}: {exc}). The model was not changed.")
         return
-    st.session_state[Keys.TEACH_RESULT] = {
-        "new": str(new), "parent": cur.model_dir, "names": list(marked.names),
-        "paths": [str(p) for p in marked.paths], "before": before, "threshold_before": float(threshold)}
-    st.session_state.pop(Keys.TEACH_PREVIEW, None)
-    state.select_model(str(new), cur.data_dir, cur.category)
+    _open_taught(dict(pending, new=str(new)), cur)
     st.rerun()
+
+
+def _open_taught(result: dict, cur) -> None:
+    st.session_state[Keys.TEACH_RESULT] = result
+    st.session_state.pop(Keys.TEACH_PREVIEW, None)
+    state.select_model(result["new"], cur.data_dir, cur.category)
+
+
+def render_job(cur) -> None:
+    """The teaching job this session started, followed until it ends (then its version opens)."""
+    if st.session_state.get(Keys.TEACH_JOB):
+        _job_fragment(cur)
+
+
+@st.fragment(run_every=1.0)
+def _job_fragment(cur) -> None:
+    from somad import jobs
+
+    ss = st.session_state
+    pending = ss.get(Keys.TEACH_JOB)
+    if not pending:
+        return
+    try:
+        job = jobs.job_info(config.models_dir(), pending["job"])
+    except (SomadError, OSError) as exc:
+        ss.pop(Keys.TEACH_JOB, None)
+        st.error(f"The teaching job cannot be followed: {exc}")
+        return
+    if job.active:
+        frac = min(1.0, (job.done or 0) / job.total) if job.total else 0.0
+        what = f"{job.stage} {job.done}/{job.total}" if job.stage and job.total else job.status
+        st.progress(frac, text=f"Teaching {len(pending['names'])} image(s) → {Path(pending['new']).name}: {what}. "
+                               "It runs on the server and goes on if you leave this page.")
+        return
+    ss.pop(Keys.TEACH_JOB, None)
+    if job.status == "done" and Path(pending["new"]).is_dir():
+        _open_taught({k: v for k, v in pending.items() if k != "job"}, cur)
+        st.rerun(scope="app")
+    st.error(f"Teaching did not finish ({job.status}" + (f": {job.error}" if job.error else "") + "). "
+             "The model is unchanged.")
 
 
 def render_result(cur, ev, leak: np.ndarray) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -251,6 +252,58 @@ def teach_version(model_dir: str | Path, marked: Marked, *, confirmed: bool = Fa
     return Path(versions.teach(model_dir, [str(p) for p in marked.paths], note=note or None, name=name or None,
                                progress=progress, confirmed_defective=[str(p) for p in marked.defective],
                                device=device))
+
+
+def jobs_available() -> bool:
+    """True when :mod:`somad.jobs` (server-side jobs that survive the tab) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("somad.jobs") is not None
+
+
+def free_version_name(model_dir: str | Path) -> str:
+    """The first free ``<parent base>-vN`` next to ``model_dir`` (the name :mod:`somad.versions` would
+    pick); a job is given it, so the page knows where the version will be."""
+    parent = Path(model_dir)
+    base = re.sub(r"-v\d+$", "", parent.name)[:58] or "model"
+    i = 2
+    while (parent.parent / f"{base}-v{i}").exists():
+        i += 1
+    return f"{base}-v{i}"
+
+
+def teach_argv(model_dir: str | Path, marked: Marked, *, confirmed: bool, note: str | None, name: str,
+               device: str = "cpu") -> list[str]:
+    """``python -m somad`` arguments of the job that teaches ``marked`` (absolute paths)."""
+    argv = ["teach", "--model-dir", str(Path(model_dir).resolve()), "--name", name, "--device", device]
+    if note:
+        argv += ["--note", note]
+    if confirmed and marked.defective:
+        argv.append("--confirm-defective")
+    return argv + [str(Path(p).resolve()) for p in marked.paths]
+
+
+def submit_teach(models_dir: str | Path, model_dir: str | Path, marked: Marked, *, confirmed: bool = False,
+                 note: str | None = None, name: str | None = None, device: str = "cpu") -> tuple[str, Path]:
+    """Queue the teaching as a server-side job (it goes on when the tab closes); returns the job id
+    and the new version's dir (``name``, else :func:`free_version_name`).
+
+    Raises:
+        ViewerRefused: a viewer session. SomadError: unconfirmed defective images, a taken or bad name,
+        a job the CLI refuses.
+    """
+    require_writer("teach the model")
+    check_confirmed(marked, confirmed)
+    from somad import jobs
+
+    name = store.check_name(name) if name else free_version_name(model_dir)
+    target = Path(model_dir).parent / name
+    if target.exists():
+        raise ModelFileError(f"{target} already exists: choose another name (versions never overwrite).")
+    argv = teach_argv(model_dir, marked, confirmed=confirmed, note=note, name=name, device=device)
+    job_id = jobs.submit(models_dir, argv, kind="teach",
+                         title=f"teach {len(marked.paths)} image(s) to {Path(model_dir).name} → {name}")
+    return job_id, target
 
 
 def save_threshold_version(model_dir: str | Path, value: float, rule: str, *, note: str | None = None,

@@ -94,6 +94,7 @@ def render_mark(cur, decoded, scores, thr: float) -> None:
 state.ensure_navigation()
 st.title("Try an image")
 current = state.require_model()
+teach_panel.render_job(current)
 model = current.model
 thr = state.threshold(current)
 st.caption(f"Model for **{current.category}** ({model.image_size}px). Verdict: {DECISION_RULE}, threshold {thr:.3f} "

@@ -246,3 +246,18 @@ def test_model_page_lists_versions_opens_and_makes_default(monkeypatch, demo_roo
     next(b for b in at.button if b.key == "w_version_open").click().run()
     assert not at.exception
     assert at.session_state["model_dir"] == str(new)
+
+
+def test_teach_job_arguments_and_free_version_name(tmp_path):
+    for name in ("small", "small-v2", "small-v3"):
+        (tmp_path / "tiles" / name).mkdir(parents=True)
+    assert teaching.free_version_name(tmp_path / "tiles" / "small") == "small-v4"
+    assert teaching.free_version_name(tmp_path / "tiles" / "small-v3") == "small-v4"
+    a, b = tmp_path / "a.png", tmp_path / "test" / "crack" / "b.png"
+    marked = teaching.Marked(["good/a.png", "crack/b.png"], [a, b], np.array([0, 1]), np.array([1.0, 2.0]))
+    argv = teaching.teach_argv(tmp_path / "tiles" / "small", marked, confirmed=True, note="new light",
+                               name="small-v4", device="cpu")
+    assert argv == ["teach", "--model-dir", str((tmp_path / "tiles" / "small").resolve()), "--name", "small-v4",
+                    "--device", "cpu", "--note", "new light", "--confirm-defective", str(a.resolve()), str(b.resolve())]
+    plain = teaching.Marked(["good/a.png"], [a], np.array([0]), np.array([1.0]))
+    assert "--confirm-defective" not in teaching.teach_argv(tmp_path, plain, confirmed=True, note=None, name="x")
