@@ -5,8 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import help, images, loaders, roles, state, teach_panel, teaching
-from dashboard import config
+from dashboard import config, help, images, loaders, roles, state, teach_panel, teaching
 from dashboard.keys import Keys
 from somad import viz
 from somad.data import display_shape, resize_image, resize_to
@@ -14,9 +13,9 @@ from somad.decision import DECISION_RULE, is_anomalous
 from somad.errors import SomadError
 
 
-def read_uploads(files, rule) -> list[tuple[str, np.ndarray, bytes]]:
-    """``(file name, uint8 RGB, file bytes)`` of every readable upload, read with the model's intensity
-    ``rule``; one message per unreadable file."""
+def read_uploads(files, rule) -> list[tuple[str, np.ndarray]]:
+    """``(file name, uint8 RGB)`` of every readable upload, read with the model's intensity ``rule``;
+    one message per unreadable file."""
     decoded = []
     for f in files:
         try:
@@ -26,7 +25,7 @@ def read_uploads(files, rule) -> list[tuple[str, np.ndarray, bytes]]:
             continue
         for note in notes:
             st.warning(note)
-        decoded.append((f.name, rgb, f.getvalue()))
+        decoded.append((f.name, rgb))
     return decoded
 
 
@@ -69,25 +68,27 @@ def render_one(n: int, name: str, rgb, sc: float, verdict: str, amap, pix_thr: f
                       mime="image/png", key=f"dl_{n}")  # by position: MVTec reuses file names across folders
 
 
-def render_mark(cur, decoded, scores, thr: float) -> None:
-    """"Mark as normal" on chosen uploads: they are kept under the models folder and taught to a new version."""
+def render_mark(cur, files, names: list[str], scores, thr: float) -> None:
+    """"Mark as normal" on chosen uploads: they are kept under the models folder (by content hash) and
+    taught to a new version. ``names``, ``scores``: the scored uploads, as in the summary."""
     if not roles.can_write():
         return
     with st.expander("Mark uploads as normal (teach a new version)"):
-        names = [n for n, _, _ in decoded]
-        picked = st.multiselect("Uploads to mark as normal", range(len(names)), format_func=lambda i: names[i],
+        picked = st.multiselect("Uploads to mark as normal", range(len(files)), format_func=lambda i: files[i].name,
                                 key=Keys.W_UPLOAD_MARK, placeholder="choose uploads...")
         if not picked:
             st.caption("Pick the uploads that are defect-free parts the model flags wrongly (a new normal: other "
                        "light, supplier or camera).")
             return
         try:
-            paths = teaching.store_uploads(config.models_dir(), cur.category, [decoded[i][::2] for i in picked])
+            paths = teaching.store_uploads(config.models_dir(), cur.category,
+                                           [(files[i].name, files[i].getvalue()) for i in picked])
         except SomadError as exc:
             st.error(str(exc))
             return
-        marked = teaching.Marked([names[i] for i in picked], paths, np.full(len(picked), -1),
-                                 np.asarray(scores, dtype=np.float64)[picked])
+        score_of = dict(zip(reversed(names), reversed([float(s) for s in scores])))  # first of a repeated name
+        marked = teaching.Marked([files[i].name for i in picked], paths, np.full(len(picked), -1),
+                                 np.array([score_of.get(files[i].name, np.nan) for i in picked]))
         teach_panel.render_mark_panel(cur, marked, thr)
 
 
@@ -104,8 +105,7 @@ files = st.file_uploader("Images (PNG, JPG, BMP, TIFF)", type=["png", "jpg", "jp
 if not files:
     st.info("Upload one or more images of the same kind of object as the model's category.")
     st.stop()
-read = read_uploads(files, model.intensity_)
-uploads = [(name, rgb) for name, rgb, _ in read]
+uploads = read_uploads(files, model.intensity_)
 if not uploads:
     st.stop()
 batch = np.stack([resize_image(rgb, model.image_size) for _, rgb in uploads])
@@ -119,4 +119,4 @@ pixel_thr = viz.pixel_threshold(evaluation.metrics, model.pixel_range_)
 for k, ((fname, rgb), s, v, amap, why) in enumerate(zip(uploads, upload_scores, upload_verdicts, upload_maps,
                                                        upload_reasons)):
     render_one(k, fname, rgb, float(s), str(v), amap, pixel_thr, why, model)
-render_mark(current, read, upload_scores, thr)
+render_mark(current, files, [name for name, _ in uploads], upload_scores, thr)
