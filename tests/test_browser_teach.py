@@ -70,7 +70,7 @@ def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2400})
-        page.set_default_timeout(120_000)
+        page.set_default_timeout(300_000)  # the first visit may wait for a scoring job
         page.goto(f"{url}/test_inspector?model=small&image={fp_name}&thr={thr:.6g}")
         page.get_by_text(f"{fp_name}: score").wait_for()
         page.get_by_text(f"{fp_name}: score").filter(has_text="→ FP").wait_for()  # it is a false positive
