@@ -306,6 +306,19 @@ def submit_teach(models_dir: str | Path, model_dir: str | Path, marked: Marked, 
     return job_id, target
 
 
+def submit_refit(models_dir: str | Path, model_dir: str | Path, note: str | None = None) -> str:
+    """Queue a refit of the SOM itself, on the training and taught images, as a new version (a job).
+
+    Raises:
+        ViewerRefused: a viewer session. SomadError: the job cannot be queued.
+    """
+    require_writer("refit a model")
+    from somad import jobs
+
+    argv = ["refit", "--model-dir", str(Path(model_dir).resolve())] + (["--note", note] if note else [])
+    return jobs.submit(models_dir, argv, kind="refit", title=f"refit {Path(model_dir).name} (SOM included)")
+
+
 def save_threshold_version(model_dir: str | Path, value: float, rule: str, *, note: str | None = None,
                            name: str | None = None, make_default: bool = False) -> Path:
     """Save ``value`` as the threshold of a new version next to ``model_dir``, with its rule in words;

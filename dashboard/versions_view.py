@@ -34,6 +34,7 @@ class Version:
         note: the engineer's note. added: files taught (``{path, sha256}``), confirmed_defective: those
             labelled defective that were taught on confirmation. threshold, threshold_before: the image
             threshold now and in the parent (NaN when unknown). rule: how the threshold was set.
+        refit_advice: why the SOM itself should be refitted, when the teaching says so ('' otherwise).
         metrics: ``{key: value}`` of an evaluation of this version, if one exists (see :func:`known_metrics`).
     """
 
@@ -49,6 +50,7 @@ class Version:
     threshold_before: float = math.nan
     rule: str = ""
     n_train: int | None = None
+    refit_advice: str = ""
     metrics: dict = field(default_factory=dict)
 
 
@@ -76,7 +78,7 @@ def read_version(model_dir: str | Path) -> Version:
         added=added, confirmed_defective=[a.get("path") for a in added if a.get("confirmed_defective")],
         threshold=_num(prov.get("threshold_after", cfg.get("threshold"))),
         threshold_before=_num(prov.get("threshold_before")), rule=str(prov.get("rule") or cfg.get("threshold_rule") or ""),
-        n_train=prov.get("n_train_after", cfg.get("n_train")))
+        n_train=prov.get("n_train_after", cfg.get("n_train")), refit_advice=str(prov.get("refit_advice") or ""))
 
 
 def category_versions(models_dir: str | Path, category: str) -> list[Version]:

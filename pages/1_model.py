@@ -190,6 +190,23 @@ def _make_default_version(path: str) -> None:
         ss[Keys.MODEL_MESSAGE] = str(exc)
 
 
+def _refit(path: str) -> None:
+    try:
+        teaching.submit_refit(models_dir, path)
+    except SomadError as exc:
+        ss[Keys.MODEL_MESSAGE] = str(exc)
+
+
+def render_refit_advice(v) -> None:
+    """When teaching says the SOM itself should be refitted: why, and the refit as a job (a new version)."""
+    if not v.refit_advice:
+        return
+    st.warning(f"**{v.name}**: {v.refit_advice}")
+    if roles.can_write() and teaching.jobs_available():
+        st.button("Refit the SOM on the training and taught images (a job; a new version)", key="w_version_refit",
+                  on_click=_refit, args=(str(v.path),))
+
+
 def render_versions() -> None:
     """Every version of the category with what changed; open, compare with another, make default."""
     found = versions_view.category_versions(models_dir, category)
@@ -218,6 +235,7 @@ def render_versions() -> None:
     if roles.can_write():
         c2.button("Make default", key="w_version_default", on_click=_make_default_version, args=(str(chosen.path),),
                   disabled=default is not None and chosen.path == default)
+    render_refit_advice(chosen)
     if other:
         with st.expander(f"Compare {pick} with {other}", expanded=True):
             st.dataframe(versions_view.compare(chosen, next(v for v in found if v.name == other)), width="stretch")
