@@ -291,7 +291,10 @@ def render_mark(cur, ev, thr: float, selected: list[int], index: int, leak: np.n
     """"Mark as normal" on the image shown or on every selected row (a new version, after a preview)."""
     if not roles.can_write():
         return
-    with st.expander(f"Mark as normal ({len(selected)} row(s) selected)", expanded=False):
+    # kept open across reruns once a preview exists (an element above it may come and go, e.g. a
+    # scoring job's progress, and Streamlit then draws the expander anew)
+    with st.expander(f"Mark as normal ({len(selected)} row(s) selected)",
+                     expanded=bool(st.session_state.get(Keys.TEACH_PREVIEW))):
         scope = st.radio("Mark", MARK_SCOPES, horizontal=True, key=Keys.W_MARK_SCOPE,
                          format_func=lambda s: f"{s} ({len(selected)})" if s == MARK_SCOPES[1] else s)
         indices = [index] if scope == MARK_SCOPES[0] else selected
