@@ -54,3 +54,7 @@ class Keys:
     W_SAVE_NAME = "w_save_name"
     W_SAVE_DEFAULT = "w_save_default"
     W_UPLOAD_MARK = "w_upload_mark"
+    PRESENTER = "_presenter"  # True once this session typed the presenter password (dashboard.roles)
+    ROLE_MESSAGE = "_role_message"  # outcome of the last unlock try, shown once
+    W_PASSWORD = "w_password"
+    LINK_REFUSED = "_link_refused"  # the refusal of a link's data root, shown once above the page

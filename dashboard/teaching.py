@@ -22,6 +22,7 @@ from somad.atomic import atomic_path
 from somad.errors import ModelFileError, SomadError
 from somad.persistence import load_model, read_config
 
+from . import actions
 from .roles import require_writer
 
 UPLOADS_DIR = ".taught-uploads"
@@ -335,7 +336,7 @@ def save_threshold_version(model_dir: str | Path, value: float, rule: str, *, no
 
     new = Path(versions.save_threshold(model_dir, float(value), rule=rule, note=note or None, name=name or None))
     if make_default:
-        store.set_default(new.parent.parent, new.parent.name, new.name)
+        actions.make_default(new.parent.parent, new.parent.name, new.name)
     return new
 
 
@@ -345,9 +346,8 @@ def make_default(model_dir: str | Path) -> None:
     Raises:
         ViewerRefused: a viewer session. ModelFileError: no such saved model.
     """
-    require_writer("mark a model as the default")
     p = Path(model_dir)
-    store.set_default(p.parent.parent, p.parent.name, p.name)
+    actions.make_default(p.parent.parent, p.parent.name, p.name)
 
 
 def store_uploads(models_dir: str | Path, category: str, files: Sequence[tuple[str, bytes]]) -> list[Path]:
