@@ -1,4 +1,4 @@
-"""Command line: ``python -m somad {demo-data,fit,evaluate,report,predict}``.
+"""Command line: ``python -m somad {demo-data,fit,evaluate,report,predict,teach,threshold,refit}``.
 
 Every long step shows a tqdm progress bar. Bad input prints one ``error:``
 line naming the file or parameter and exits with status 2; nothing is written.
@@ -213,6 +213,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "row with verdict 'error' and the reason, and score every other file)")
     _add_device(p)
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+
+    p = sub.add_parser("teach", parents=common,
+                       help="add defect-free images to a saved model (SOM fixed) as a new version next to it")
+    p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
+    p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
+    p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
+    p.add_argument("--confirm-defective", action="store_true",
+                   help="teach images from MVTec test/<defect>/ folders as normal anyway (recorded)")
+    _add_device(p)
+    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+
+    p = sub.add_parser("refit", parents=common,
+                       help="refit a saved model, SOM included, on its training and taught images as a new version")
+    p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
+    p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
+    p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
+    _add_device(p)
+
+    p = sub.add_parser("threshold", parents=common,
+                       help="save a model with another image threshold as a new version next to it")
+    p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
+    p.add_argument("--set", dest="value", type=float, required=True,
+                   help="the image threshold (Mahalanobis units; anomalous at score >= threshold)")
+    p.add_argument("--rule", default=None,
+                   help="how the value was chosen, in words (default: 'set by hand at VALUE')")
+    p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
+    p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
     return parser
 
 
@@ -391,6 +418,48 @@ def cmd_predict(args) -> int:
     return EXIT_UNREADABLE if res["n_errors"] else 0
 
 
+def cmd_teach(args) -> int:
+    from .pipeline import expand_images
+    from .versions import provenance, teach
+
+    check_device(args.device)
+    paths = expand_images(args.images)
+    out = teach(args.model_dir, paths, note=args.note, name=args.name, progress=TqdmProgress(),
+                confirmed_defective=paths if args.confirm_defective else (), device=args.device)
+    _print_version(out, provenance(out))
+    return 0
+
+
+def cmd_refit(args) -> int:
+    from .versions import provenance, refit
+
+    check_device(args.device)
+    out = refit(args.model_dir, note=args.note, name=args.name, progress=TqdmProgress(), device=args.device)
+    _print_version(out, provenance(out))
+    return 0
+
+
+def cmd_threshold(args) -> int:
+    from .versions import provenance, save_threshold
+
+    rule = args.rule or f"set by hand at {args.value:g} (python -m somad threshold)"
+    out = save_threshold(args.model_dir, args.value, rule=rule, note=args.note, name=args.name)
+    _print_version(out, provenance(out))
+    return 0
+
+
+def _print_version(out: Path, prov: dict) -> None:
+    """What a new version changed: threshold and training images before and after, refit advice."""
+    print(f"saved new version {out} (parent {prov['parent']['name']} unchanged; not made the default)")
+    print(f"threshold: {prov['threshold_before']:.3f} -> {prov['threshold_after']:.3f} ({prov['rule']})")
+    print(f"training images: {prov['n_train_before']} -> {prov['n_train_after']}"
+          + (f" ({len(prov['added'])} taught; partial_fit {prov['partial_fit_seconds']:.1f} s)"
+             if prov.get("partial_fit_seconds") is not None else
+             f" (SOM refitted on them, {len(prov['added'])} of them taught)" if prov["kind"] == "refit" else ""))
+    if prov.get("refit_advice"):
+        print(prov["refit_advice"])
+
+
 def cmd_demo(args) -> int:
     root = demo.generate(args.out, seed=args.seed, force=args.force)
     print(f"demo data in {root}: " + ", ".join(data.list_categories(root)))
@@ -398,7 +467,8 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report, "predict": cmd_predict,
-            "demo-data": cmd_demo}
+            "demo-data": cmd_demo, "teach": cmd_teach, "threshold": cmd_threshold,
+            "refit": cmd_refit}
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:
