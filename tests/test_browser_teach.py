@@ -27,7 +27,6 @@ from test_browser import ARGS, CHROMIUM, REPO, SHOTS, _free_port, _no_exception
 def teach_env(tmp_path_factory, dash_model_env, dash_eval, demo_root):
     """``(models_dir, url, fp_name, thr)``: a server on a copy of the small model, with a threshold
     just under the highest-scored good test image (so that image is a false positive)."""
-    pytest.importorskip("somad.versions")  # TODO(i21dash): drop once i21core is merged
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")

@@ -224,8 +224,7 @@ def test_model_page_lists_versions_opens_and_makes_default(monkeypatch, demo_roo
 
     from streamlit.testing.v1 import AppTest
 
-    versions = pytest.importorskip("somad.versions")  # TODO(i21dash): plain import once i21core is merged
-    from somad import store
+    from somad import store, versions
 
     models = tmp_path / "models"
     shutil.copytree(dash_model_env[1], models / "tiles" / "small")
