@@ -54,6 +54,9 @@ class Keys:
     W_SAVE_NAME = "w_save_name"
     W_SAVE_DEFAULT = "w_save_default"
     W_UPLOAD_MARK = "w_upload_mark"
+    W_OPEN_OPERATING = "w_open_operating"  # toggles that open the issue-21 sections (dashboard.teach_panel.section)
+    W_OPEN_SAVE = "w_open_save"
+    W_OPEN_MARK = "w_open_mark"
     PRESENTER = "_presenter"  # True once this session typed the presenter password (dashboard.roles)
     ROLE_MESSAGE = "_role_message"  # outcome of the last unlock try, shown once
     W_PASSWORD = "w_password"

@@ -18,6 +18,13 @@ from .keys import Keys
 OUTCOMES = ("TP", "FP", "FN", "TN")
 
 
+def section(label: str, key: str) -> bool:
+    """A section opened by a toggle: unlike an expander, a keyed widget keeps its state when an element
+    above it comes or goes between reruns (e.g. a scoring job's progress), so a click inside it never
+    folds it away. Returns True when open."""
+    return st.toggle(label, key=key)
+
+
 def _progress_bar(box, label: str):
     bar = box.progress(0.0, text=label)
     t0 = time.perf_counter()
@@ -59,6 +66,7 @@ def render_mark_panel(cur, marked: teaching.Marked, threshold: float, before: di
                         placeholder="e.g. new supplier's caps, warmer light since May")
     name = b.text_input("Name of the new version (optional)", key=Keys.W_MARK_NAME, placeholder="automatic")
     key = (cur.model_dir, tuple(str(p) for p in marked.paths))
+    st.caption(f"{len(marked.names)} image(s) chosen.")
     c1, c2 = st.columns(2)
     if c1.button("Preview the scores after", icon=":material/preview:"):
         try:

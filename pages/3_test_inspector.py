@@ -73,7 +73,10 @@ def render_threshold(cur, ev) -> float:
 def render_operating_point(cur, ev, thr: float) -> None:
     """Other ways to choose the threshold: a false-alarm rate on the cross-fitted training scores (no
     labels), a recall on a labelled validation folder, or a point of the trade-off curve."""
-    with st.expander("Choose the operating point: false-alarm rate, recall on a validation folder, trade-off curve"):
+    if not teach_panel.section("Choose the operating point: false-alarm rate, recall on a validation folder, "
+                               "trade-off curve", Keys.W_OPEN_OPERATING):
+        return
+    with st.container(border=True):
         a, b = st.columns(2)
         with a:
             render_far_target(cur)
@@ -185,8 +188,10 @@ def render_save_threshold(cur, thr: float, rule: str) -> None:
     """"Save this threshold": a new version with the slider's threshold and its rule. Hidden for viewers."""
     if not roles.can_write():
         return
-    with st.expander(f"Save this threshold ({thr:.3f}) as a new version"):
-        st.caption(f"Rule saved with it: {rule}. The current version stays as it is.")
+    if not teach_panel.section("Save this threshold as a new version", Keys.W_OPEN_SAVE):
+        return
+    with st.container(border=True):
+        st.caption(f"Threshold {thr:.3f}; rule saved with it: {rule}. The current version stays as it is.")
         a, b = st.columns(2)
         note = a.text_input("Note", key=Keys.W_SAVE_NOTE, placeholder="why this threshold")
         name = b.text_input("Name of the new version (optional)", key=Keys.W_SAVE_NAME, placeholder="automatic")
@@ -291,10 +296,9 @@ def render_mark(cur, ev, thr: float, selected: list[int], index: int, leak: np.n
     """"Mark as normal" on the image shown or on every selected row (a new version, after a preview)."""
     if not roles.can_write():
         return
-    # kept open across reruns once a preview exists (an element above it may come and go, e.g. a
-    # scoring job's progress, and Streamlit then draws the expander anew)
-    with st.expander(f"Mark as normal ({len(selected)} row(s) selected)",
-                     expanded=bool(st.session_state.get(Keys.TEACH_PREVIEW))):
+    if not teach_panel.section("Mark as normal", Keys.W_OPEN_MARK):
+        return
+    with st.container(border=True):
         scope = st.radio("Mark", MARK_SCOPES, horizontal=True, key=Keys.W_MARK_SCOPE,
                          format_func=lambda s: f"{s} ({len(selected)})" if s == MARK_SCOPES[1] else s)
         indices = [index] if scope == MARK_SCOPES[0] else selected

@@ -78,7 +78,9 @@ def render_mark(cur, files, names: list[str], scores, thr: float) -> None:
     taught to a new version. ``names``, ``scores``: the scored uploads, as in the summary."""
     if not roles.can_write():
         return
-    with st.expander("Mark uploads as normal (teach a new version)"):
+    if not teach_panel.section("Mark uploads as normal (teach a new version)", Keys.W_OPEN_MARK):
+        return
+    with st.container(border=True):
         picked = st.multiselect("Uploads to mark as normal", range(len(files)), format_func=lambda i: files[i].name,
                                 key=Keys.W_UPLOAD_MARK, placeholder="choose uploads...")
         if not picked:

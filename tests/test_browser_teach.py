@@ -74,7 +74,7 @@ def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env
         page.get_by_text(f"{fp_name}: score").wait_for()
         page.get_by_text(f"{fp_name}: score").filter(has_text="→ FP").wait_for()  # it is a false positive
         # 1. mark the FP shown as normal: preview, then a new version
-        page.get_by_text("Mark as normal (").click()
+        page.get_by_text("Mark as normal", exact=True).click()
         page.get_by_role("button", name="Preview the scores after").click()
         page.get_by_text("(the taught images join its cross-fitting)").wait_for()
         page.get_by_role("button", name="Mark 1 as normal: save a new version").click()
@@ -89,9 +89,9 @@ def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env
         # the taught test image now leaks: the page says so
         page.get_by_text("were taught to this model (a leak)").wait_for()
         # 2. save the slider's threshold as a new version, made the default
-        page.get_by_text("Save this threshold (").click()
+        page.get_by_text("Save this threshold as a new version", exact=True).click()
         page.get_by_text("Make it the category's default").click()
-        page.get_by_role("button", name="Save this threshold").click()
+        page.get_by_role("button", name="Save this threshold", exact=True).click()
         page.get_by_text("as the new version").wait_for()
         _no_exception(page)
         names = {d.name for d in (models / "tiles").iterdir() if d.is_dir() and not d.name.startswith(".")}

@@ -185,6 +185,7 @@ def test_false_alarm_target_sets_slider_and_rule(app_env, dash_eval):
     model = app_env[2]
     at = _inspector()
     assert any(c.startswith("Rule: deployable threshold (percentile") for c in _captions(at))
+    at.toggle(key="w_open_operating").set_value(True).run()
     at.number_input(key="w_far_target").set_value(50.0).run()
     want = operating.threshold_at_false_alarm_rate(model.train_scores_, 0.5)
     next(b for b in at.button if b.key == "w_use_far").click().run()
@@ -209,11 +210,11 @@ def test_viewer_sees_no_write_controls(app_env, monkeypatch):
 
     monkeypatch.setenv(roles.READ_ONLY_ENV, "1")
     at = _inspector()
-    labels = [e.label for e in at.expander]
+    labels = [t.label for t in at.toggle]
     assert not any(lab.startswith(("Save this threshold", "Mark as normal")) for lab in labels), labels
     monkeypatch.delenv(roles.READ_ONLY_ENV)
     at = _inspector()
-    labels = [e.label for e in at.expander]
+    labels = [t.label for t in at.toggle]
     assert any(lab.startswith("Save this threshold") for lab in labels)
     assert any(lab.startswith("Mark as normal") for lab in labels)
 
