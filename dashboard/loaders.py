@@ -207,6 +207,7 @@ def get_leak(model_dir, data_dir, category, device: str = "cpu") -> np.ndarray:
     """bool ``(N,)``: test images the model has learned from (:func:`dashboard.teaching.leak_mask`, cached)."""
     return _leak(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
 
+
 # ------------------------------------------------------------------ regions and the training replay
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _regions(model_dir: str, mtime: float, device: str, n_regions: int | None):

@@ -307,6 +307,7 @@ def render_versions() -> None:
         with st.expander(f"Compare {pick} with {other}", expanded=True):
             st.dataframe(versions_view.compare(chosen, next(v for v in found if v.name == other)), width="stretch")
 
+
 # ------------------------------------------------- headline metrics of the saved models (issue 19 item 7)
 def render_model_metrics() -> None:
     """Each saved model's headline metrics where this server has evaluated it, and the way to compare two."""

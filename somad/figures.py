@@ -322,6 +322,8 @@ def tradeoff_figure(false_alarm_rate: np.ndarray, recall: np.ndarray, thresholds
                       dragmode=False, margin=dict(l=50, r=10, t=40, b=40), legend=dict(x=0.55, y=0.08),
                       xaxis=dict(range=[-0.02, 1.02], tickformat=".0%"),
                       yaxis=dict(range=[-0.02, 1.05], tickformat=".0%"))
+    return fig
+
 
 # ------------------------------------------------------------------ regions
 REGION_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
