@@ -233,8 +233,8 @@ def test_model_page_lists_versions_opens_and_makes_default(monkeypatch, demo_roo
     store.set_default(models, "tiles", "small")
     monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
     monkeypatch.setenv("SOMAD_MODELS_DIR", str(models))
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "1_model.py"), default_timeout=180)
-    at.run()
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180)
+    at.run()  # the Model page is the default page
     assert not at.exception, [e.value for e in at.exception]
     assert "Versions" in [s.value for s in at.subheader]
     table = next(d.value for d in at.dataframe if "version" in d.value.columns).set_index("version")
