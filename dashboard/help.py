@@ -56,3 +56,7 @@ The model only knows the category it was trained on. An upload is flagged **unli
 images** when its score is far beyond every training and test score seen, or when its size or
 colour statistics differ strongly from the category's images: its verdict then says little.
 """
+
+FAR_TARGET = """The share of defect-free images you accept to see flagged. The threshold is read from the
+model's cross-fitted training scores: each training image scored by a model fitted without it, so no
+defective image and no label is needed. With T such scores the rate moves in steps of 1/T."""

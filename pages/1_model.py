@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import actions, config, form, loaders, roles, state, widgets
+from dashboard import actions, config, form, loaders, roles, state, teaching, versions_view, widgets
 from dashboard.keys import Keys
 from somad import compare, pipeline, store
 from somad.errors import SomadError
@@ -240,6 +240,74 @@ def _model_row(p: Path, is_default: bool) -> dict:
     return row
 
 
+# -------------------------------------------------------------------- versions
+def _version_metrics(v) -> dict:
+    """Metrics of a version where an evaluation exists (computed in this session)."""
+    data_dir = str(Path(root).resolve())
+    if not loaders.has_evaluation(v.path, data_dir, category, ss.get(Keys.DEVICE, "cpu")):
+        return {}
+    return versions_view.known_metrics(loaders.get_evaluation(v.path, data_dir, category,
+                                                              ss.get(Keys.DEVICE, "cpu")).metrics)
+
+
+def _make_default_version(path: str) -> None:
+    try:
+        teaching.make_default(path)
+    except SomadError as exc:
+        ss[Keys.MODEL_MESSAGE] = str(exc)
+
+
+def _refit(path: str) -> None:
+    try:
+        teaching.submit_refit(models_dir, path)
+    except SomadError as exc:
+        ss[Keys.MODEL_MESSAGE] = str(exc)
+
+
+def render_refit_advice(v) -> None:
+    """When teaching says the SOM itself should be refitted: why, and the refit as a job (a new version)."""
+    if not v.refit_advice:
+        return
+    st.warning(f"**{v.name}**: {v.refit_advice}")
+    if roles.can_write() and teaching.jobs_available():
+        st.button("Refit the SOM on the training and taught images (a job; a new version)", key="w_version_refit",
+                  on_click=_refit, args=(str(v.path),))
+
+
+def render_versions() -> None:
+    """Every version of the category with what changed; open, compare with another, make default."""
+    found = versions_view.category_versions(models_dir, category)
+    if not any(v.kind != "fit" for v in found):
+        return  # no taught or re-thresholded version yet: the saved-models list says it all
+    st.subheader("Versions")
+    st.caption("Teaching images and saving a threshold each make a new version next to its parent; nothing is "
+               "overwritten. Undo means opening the parent. Metrics appear for versions evaluated in this session.")
+    for v in found:
+        v.metrics = _version_metrics(v)
+    default = store.default_model(models_dir, category)
+    loaded = Path(ss[Keys.MODEL_DIR]).name if ss.get(Keys.MODEL_DIR) else ""
+    st.dataframe(versions_view.version_table(found, default.name if default else "", loaded), hide_index=True,
+                 width="stretch")
+    names = [v.name for v in found]
+    a, b = st.columns(2)
+    pick = a.selectbox("Version", names, key="w_version_pick")
+    chosen = next(v for v in found if v.name == pick)
+    other_names = [n for n in names if n != pick]
+    default_other = chosen.parent if chosen.parent in other_names else (other_names[0] if other_names else None)
+    other = b.selectbox("Compare with", other_names, index=other_names.index(default_other) if default_other else None,
+                        key="w_version_other")
+    c1, c2, c3 = st.columns([1, 1, 3])
+    c1.button("Open", key="w_version_open", on_click=_load, args=(str(chosen.path),),
+              disabled=str(chosen.path) == ss.get(Keys.MODEL_DIR))
+    if roles.can_write():
+        c2.button("Make default", key="w_version_default", on_click=_make_default_version, args=(str(chosen.path),),
+                  disabled=default is not None and chosen.path == default)
+    render_refit_advice(chosen)
+    if other:
+        with st.expander(f"Compare {pick} with {other}", expanded=True):
+            st.dataframe(versions_view.compare(chosen, next(v for v in found if v.name == other)), width="stretch")
+
+
 # ------------------------------------------------- headline metrics of the saved models (issue 19 item 7)
 def render_model_metrics() -> None:
     """Each saved model's headline metrics where this server has evaluated it, and the way to compare two."""
@@ -341,6 +409,7 @@ models_dir = config.models_dir()
 saved = pipeline.list_models(models_dir, category)
 current = state.current(show_errors=True)
 render_saved_models()
+render_versions()
 render_model_metrics()
 render_fit_form()
 render_model_card(current)

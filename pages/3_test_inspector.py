@@ -1,31 +1,53 @@
 """Test inspector: all test images with outcomes at a threshold; why one pixel scored what it did."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import events, help, images, loaders, state, widgets
+from dashboard import events, help, images, loaders, roles, state, teach_panel, teaching, widgets
 from dashboard.keys import Keys
-from somad import explain, figures, viz
+from somad import explain, figures, operating, viz
+from somad.errors import SomadError
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
 
 
-def _set_threshold(value: float) -> None:
-    st.session_state[Keys.THRESHOLD] = st.session_state[Keys.W_THRESHOLD] = float(value)
+def _set_threshold(value: float, origin: str | None = None) -> None:
+    """Move the slider to ``value``, a preset whose rule in words is ``origin``."""
+    ss = st.session_state
+    ss[Keys.THRESHOLD] = ss[Keys.W_THRESHOLD] = float(value)
+    ss[Keys.THRESHOLD_ORIGIN] = (ss.get(Keys.MODEL_DIR), origin, False)
 
 
 def _slid() -> None:
-    st.session_state[Keys.THRESHOLD] = float(st.session_state[Keys.W_THRESHOLD])
+    ss = st.session_state
+    ss[Keys.THRESHOLD] = float(ss[Keys.W_THRESHOLD])
+    model_dir, origin, _ = ss.get(Keys.THRESHOLD_ORIGIN) or (ss.get(Keys.MODEL_DIR), None, True)
+    ss[Keys.THRESHOLD_ORIGIN] = (model_dir, origin, True)
+
+
+def threshold_rule(cur, thr: float) -> str:
+    """The slider threshold's rule in words (:func:`dashboard.teaching.slider_rule`)."""
+    model_dir, origin, by_hand = st.session_state.get(Keys.THRESHOLD_ORIGIN) or (None, None, False)
+    if model_dir != cur.model_dir:  # nothing picked on this model yet: its own threshold, or a link's value
+        origin = teaching.deployable_origin(cur.model)
+        by_hand = not np.isclose(thr, cur.model.threshold_, rtol=0, atol=1e-6)
+        origin = None if by_hand else origin
+    return teaching.slider_rule(thr, origin, by_hand)
 
 
 def render_threshold(cur, ev) -> float:
     """Image threshold slider with the deployable and F1-optimal presets; returns the threshold."""
     ss = st.session_state
-    deployable = float(cur.model.threshold_)
+    m = cur.model
+    deployable = float(m.threshold_)
     f1_thr = float(ev.metrics.get("image_f1_threshold", np.nan))
-    marks = [v for v in (deployable, f1_thr) if np.isfinite(v)]
+    train = np.asarray(getattr(m, "train_scores_", []), dtype=float)
+    extremes = (train.min(), train.max()) if len(train) else ()  # where false-alarm targets land
+    marks = [v for v in (deployable, f1_thr, *extremes) if np.isfinite(v)]
     lo, hi = float(min(ev.scores.min(), *marks)), float(max(ev.scores.max(), *marks))
     pad = 0.05 * max(hi - lo, 1e-6)  # a fixed range per model, so the slider keeps its identity
     lo, hi = lo - pad, hi + pad
@@ -35,19 +57,171 @@ def render_threshold(cur, ev) -> float:
     c1, c2, c3 = st.columns([4, 1, 1])
     c1.slider("Image threshold (score ≥ threshold = anomalous)", lo, hi, step=(hi - lo) / 500,
               key=Keys.W_THRESHOLD, on_change=_slid, format="%.3f", help=help.THRESHOLDS)
-    c2.button(f"Deployable {deployable:.3f}", on_click=_set_threshold, args=(deployable,),
-              help="percentile of cross-fitted training scores: needs no defective images")
+    saved = bool(getattr(m, "threshold_manual_", None))
+    c2.button(f"{'Saved' if saved else 'Deployable'} {deployable:.3f}", on_click=_set_threshold,
+              args=(deployable, teaching.deployable_origin(m)),
+              help=f"this version's threshold: {m.threshold_rule}" if saved else
+              "percentile of cross-fitted training scores: needs no defective images")
     if np.isfinite(f1_thr):
-        c3.button(f"F1-optimal {f1_thr:.3f}", on_click=_set_threshold, args=(f1_thr,),
+        c3.button(f"F1-optimal {f1_thr:.3f}", on_click=_set_threshold, args=(f1_thr, teaching.f1_origin(len(ev.labels))),
                   help="best F1 on this test split (optimistic: chosen with the test labels)")
     ss[Keys.THRESHOLD] = thr = float(ss[Keys.W_THRESHOLD])
+    st.caption(f"Rule: {threshold_rule(cur, thr)}.")
     return thr
 
 
-def render_counts(ev, thr: float) -> None:
-    counts = explain.outcome_counts(ev.labels, ev.scores, thr)
+def render_operating_point(cur, ev, thr: float) -> None:
+    """Other ways to choose the threshold: a false-alarm rate on the cross-fitted training scores (no
+    labels), a recall on a labelled validation folder, or a point of the trade-off curve."""
+    if not teach_panel.section("Choose the operating point: false-alarm rate, recall on a validation folder, "
+                               "trade-off curve", Keys.W_OPEN_OPERATING):
+        return
+    with st.container(border=True):
+        a, b = st.columns(2)
+        with a:
+            render_far_target(cur)
+        with b:
+            render_recall_target(cur)
+        if st.toggle("Show the trade-off curve (false-alarm rate against recall) to pick a point from",
+                     key=Keys.W_SHOW_CURVE):
+            render_tradeoff(cur, ev, thr)
+
+
+def render_far_target(cur) -> None:
+    st.markdown("**Target false-alarm rate** (no labels needed)")
+    scores = np.asarray(getattr(cur.model, "train_scores_", []), dtype=float)
+    target = st.number_input("False alarms allowed on defect-free images (%)", 0.0, 100.0, 1.0, step=0.5,
+                             key=Keys.W_FAR_TARGET, help=help.FAR_TARGET)
+    try:
+        op = operating.threshold_at_false_alarm_rate(scores, target / 100)
+    except SomadError as exc:
+        st.warning(str(exc))
+        return
+    st.caption(f"→ threshold **{op.threshold:.3f}**: {op.rule}.")
+    st.button("Use this threshold", key="w_use_far", on_click=_set_threshold, args=(op.threshold, op.rule))
+
+
+def _validation(cur):
+    """``(folder, labels, scores)`` of the validation folder scored for this model, or None."""
+    got = st.session_state.get(Keys.VALIDATION)
+    return got[1:] if got and got[0] == cur.model_dir else None
+
+
+def render_recall_target(cur) -> None:
+    st.markdown("**Target recall on a validation folder** (labelled, kept apart from the test split)")
+    folder = st.text_input("Validation folder (good/ and <defect>/ sub-folders, MVTec layout)",
+                           key=Keys.W_VALIDATION_DIR, placeholder="/data/bottle_validation")
+    if st.button("Score the validation folder", key="w_score_val", disabled=not folder.strip()):
+        score_validation(cur, folder)
+    val = _validation(cur)
+    if val is None:
+        return
+    where, labels, scores = val
+    target = st.number_input("Defective images to find (%)", 0.0, 100.0, 95.0, step=1.0, key=Keys.W_RECALL_TARGET)
+    try:
+        op = operating.threshold_at_recall(labels, scores, target / 100, source=f"the validation folder {where}")
+    except SomadError as exc:
+        st.warning(str(exc))
+        return
+    st.caption(f"→ threshold **{op.threshold:.3f}**: {op.rule}.")
+    st.button("Use this threshold", key="w_use_recall", on_click=_set_threshold, args=(op.threshold, op.rule))
+
+
+def score_validation(cur, folder: str) -> None:
+    """Score a validation folder with a progress bar; keep its labels and scores for this model."""
+    try:
+        test_split = Path(cur.data_dir) / cur.category / "test"
+        samples = operating.validation_samples(folder, test_split=test_split)
+        bar = st.progress(0.0, text=f"Scoring {len(samples)} validation images")
+        scores = operating.score_files(cur.model, [s.path for s in samples],
+                                       progress=lambda _s, d, t: bar.progress(d / max(t, 1),
+                                                                              text=f"Scoring validation images {d}/{t}"))
+    except SomadError as exc:
+        st.error(str(exc))
+        return
+    except Exception as exc:  # never a traceback
+        st.error(f"Scoring the validation folder failed ({type(exc).__name__}: {exc}).")
+        return
+    st.session_state[Keys.VALIDATION] = (cur.model_dir, folder.strip(),
+                                         np.array([s.label for s in samples]), scores)
+
+
+CURVE_SOURCES = ("test split", "validation folder")
+
+
+def render_tradeoff(cur, ev, thr: float) -> None:
+    """False-alarm rate against recall, current point marked; a click picks that threshold."""
+    val = _validation(cur)
+    source = st.radio("Trade-off curve of", CURVE_SOURCES if val else CURVE_SOURCES[:1], horizontal=True,
+                      key=Keys.W_CURVE_SOURCE)
+    if source == "validation folder" and val:
+        where, labels, scores = val
+        name = f"{len(labels)} validation images"
+    else:
+        labels, scores, name = ev.labels, ev.scores, f"{len(ev.labels)} test images"
+    if len(set(np.asarray(labels).tolist())) < 2:
+        st.info(f"The {source} has only one class of images: no trade-off curve.")
+        return
+    curve = operating.tradeoff_curve(labels, scores)
+    marks = {"deployable": operating.point_at(labels, scores, cur.model.threshold_)}
+    fig = figures.tradeoff_figure(curve.false_alarm_rate, curve.recall, curve.thresholds,
+                                  current=operating.point_at(labels, scores, thr), marks=marks,
+                                  title=f"Trade-off on {name}: click a point to use its threshold")
+    event = widgets.chart(fig, "w_tradeoff", clickable=True)
+    picked = widgets.new_click("w_tradeoff", events.selected_point(event, curve=figures.CLICK_TRACE))
+    if picked is not None and 0 <= picked < len(curve.thresholds):
+        far, rec = curve.false_alarm_rate[picked], curve.recall[picked]
+        _set_threshold(float(curve.thresholds[picked]), teaching.curve_origin(far, rec, name))
+        st.rerun()
+    if source == "test split":
+        st.caption("Chosen on the test split, a threshold is judged on the images it was chosen with: optimistic. "
+                   "A validation folder or the false-alarm target avoids that.")
+
+
+def render_saved_message() -> None:
+    msg = st.session_state.pop(Keys.SAVED_VERSION, None)
+    if msg:
+        st.success(msg)
+
+
+def render_save_threshold(cur, thr: float, rule: str) -> None:
+    """"Save this threshold": a new version with the slider's threshold and its rule. Hidden for viewers."""
+    if not roles.can_write():
+        return
+    if not teach_panel.section("Save this threshold as a new version", Keys.W_OPEN_SAVE):
+        return
+    with st.container(border=True):
+        st.caption(f"Threshold {thr:.3f}; rule saved with it: {rule}. The current version stays as it is.")
+        a, b = st.columns(2)
+        note = a.text_input("Note", key=Keys.W_SAVE_NOTE, placeholder="why this threshold")
+        name = b.text_input("Name of the new version (optional)", key=Keys.W_SAVE_NAME, placeholder="automatic")
+        default = st.checkbox("Make it the category's default (what predict and evaluate use without --model-dir)",
+                              key=Keys.W_SAVE_DEFAULT)
+        if st.button("Save this threshold", type="primary", icon=":material/save:", key="w_save_threshold"):
+            try:
+                new = teaching.save_threshold_version(cur.model_dir, thr, rule, note=note, name=name,
+                                                      make_default=default)
+            except SomadError as exc:
+                st.error(f"Not saved: {exc}")
+                return
+            except Exception as exc:  # never a traceback
+                st.error(f"Saving failed ({type(exc).__name__}: {exc}). Nothing was written.")
+                return
+            st.session_state[Keys.SAVED_VERSION] = (
+                f"Saved threshold {thr:.3f} as the new version **{new.name}** (now open"
+                + (", and the category's default" if default else "") + f"). Undo: open {Path(cur.model_dir).name}.")
+            state.select_model(str(new), cur.data_dir, cur.category)
+            st.rerun()
+
+
+def render_counts(ev, thr: float, leak: np.ndarray) -> None:
+    every, clean = teaching.counts_with_and_without(ev.labels, ev.scores, thr, leak)
     for col, name in zip(st.columns(4), OUTCOMES):
-        col.metric(name, counts[name])
+        col.metric(name, every[name], help=None if clean is None else f"{clean[name]} without the taught images")
+    if clean is not None:
+        st.warning(f"{int(leak.sum())} test image(s) were taught to this model (a leak): they are in its training "
+                   "set, so the counts above flatter it. Without them: "
+                   + ", ".join(f"{k} {clean[k]}" for k in OUTCOMES) + ".")
     with st.expander("What do TP, FP, FN, TN and the thresholds mean?"):
         st.markdown(help.TEST_TABLE + "\n" + help.THRESHOLDS)
 
@@ -70,8 +244,9 @@ def image_names(ev) -> list[str]:
     return [f"{s.defect}/{s.path.name}" for s in ev.samples]
 
 
-def render_table(ev, thr: float) -> None:
-    """Filterable test table; a clicked row selects its image."""
+def render_table(cur, ev, thr: float, leak: np.ndarray) -> list[int]:
+    """Filterable test table with a CSV export; a clicked row selects its image. Returns the test
+    indices of the selected rows."""
     table = _table(ev, thr)
     f1, f2, f3, f4 = st.columns([2, 2, 2, 1])
     defects = f1.multiselect("Defect type", sorted(table["defect type"].unique()), key="w_filter_defect")
@@ -91,15 +266,46 @@ def render_table(ev, thr: float) -> None:
     table = table[keep]
     if table.empty:
         st.info("No test image matches these filters.")
-        return
+        return []
     height = 38 + 35 * min(len(table), 10 if n_rows == "all" else n_rows)
-    sel = st.dataframe(table, key="w_table", on_select="rerun", selection_mode="single-row", hide_index=True,
+    sel = st.dataframe(table, key="w_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
                        width="stretch", height=height)
-    st.caption(f"{len(table)} of {len(ev.labels)} images; scroll the table for more.")
-    rows = tuple(sel.selection.rows) if sel is not None else ()
-    picked = widgets.new_click("w_table", (rows, tuple(table["#"])) if rows else None)
-    if picked is not None:
-        state.select_image(str(table.iloc[rows[0]]["image"]))
+    notes = np.where(leak, "taught to this model (leak)", "")
+    export = teaching.export_table(table, [s.path for s in ev.samples], thr, notes)
+    c1, c2 = st.columns([3, 1])
+    c1.caption(f"{len(table)} of {len(ev.labels)} images; scroll the table for more. Click rows to select them "
+               "(the last one clicked is shown below).")
+    c2.download_button("Export CSV", teaching.csv_bytes(export), mime="text/csv", on_click="ignore",
+                       file_name=f"somad_{cur.category}_{Path(cur.model_dir).name}_thr{thr:.4g}.csv",
+                       icon=":material/download:", key="w_export_csv",
+                       help="the rows shown (filters applied) with path, score, threshold, outcome and notes")
+    rows = list(sel.selection.rows) if sel is not None else []
+    previous = set(st.session_state.get(Keys.W_TABLE_ROWS, ()))
+    st.session_state[Keys.W_TABLE_ROWS] = tuple(rows)
+    added = [r for r in rows if r not in previous]
+    picked = widgets.new_click("w_table", (tuple(rows), tuple(table["#"])) if rows else None)
+    if picked is not None and added:
+        state.select_image(str(table.iloc[added[-1]]["image"]))
+    return [int(table.iloc[r]["#"]) for r in rows if r < len(table)]
+
+
+MARK_SCOPES = ("the image shown below", "the selected rows")
+
+
+def render_mark(cur, ev, thr: float, selected: list[int], index: int, leak: np.ndarray) -> None:
+    """"Mark as normal" on the image shown or on every selected row (a new version, after a preview)."""
+    if not roles.can_write():
+        return
+    if not teach_panel.section("Mark as normal", Keys.W_OPEN_MARK):
+        return
+    with st.container(border=True):
+        scope = st.radio("Mark", MARK_SCOPES, horizontal=True, key=Keys.W_MARK_SCOPE,
+                         format_func=lambda s: f"{s} ({len(selected)})" if s == MARK_SCOPES[1] else s)
+        indices = [index] if scope == MARK_SCOPES[0] else selected
+        marked = teaching.marked_from_split(ev, indices)
+        st.caption("Teaching adds these images to the training set with the SOM kept fixed (seconds). They then "
+                   "leak into this test split's metrics: the counts are shown with and without them.")
+        teach_panel.render_mark_panel(cur, marked, thr, before=teach_panel.outcome_counts(ev, thr))
 
 
 def current_image(ev, thr: float) -> int:
@@ -200,10 +406,17 @@ state.ensure_navigation()
 st.title("Test inspector")
 current = state.require_model()
 evaluation = state.require_evaluation(current)
+leaked = loaders.get_leak(current.model_dir, current.data_dir, current.category, current.device)
+teach_panel.render_job(current)
+teach_panel.render_result(current, evaluation, leaked)
+render_saved_message()
 threshold = render_threshold(current, evaluation)
-render_counts(evaluation, threshold)
-render_table(evaluation, threshold)
+render_operating_point(current, evaluation, threshold)
+render_counts(evaluation, threshold, leaked)
+render_save_threshold(current, threshold, threshold_rule(current, threshold))
+selected_rows = render_table(current, evaluation, threshold, leaked)
 index = current_image(evaluation, threshold)
+render_mark(current, evaluation, threshold, selected_rows, index, leaked)
 selected_cell = render_image(current, evaluation, index, threshold)
 if selected_cell is None:
     st.info("Click a pixel of the heatmap to see its BMU, its k nearest neurons and why it scored what it did.")

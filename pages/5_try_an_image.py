@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import help, images, loaders, state
+from dashboard import config, help, images, loaders, roles, state, teach_panel, teaching
 from dashboard.keys import Keys
 from somad import viz
 from somad.data import display_shape, resize_image, resize_to
@@ -73,9 +73,36 @@ def render_one(n: int, name: str, rgb, sc: float, verdict: str, amap, pix_thr: f
                       mime="image/png", key=f"dl_{n}")  # by position: MVTec reuses file names across folders
 
 
+def render_mark(cur, files, names: list[str], scores, thr: float) -> None:
+    """"Mark as normal" on chosen uploads: they are kept under the models folder (by content hash) and
+    taught to a new version. ``names``, ``scores``: the scored uploads, as in the summary."""
+    if not roles.can_write():
+        return
+    if not teach_panel.section("Mark uploads as normal (teach a new version)", Keys.W_OPEN_MARK):
+        return
+    with st.container(border=True):
+        picked = st.multiselect("Uploads to mark as normal", range(len(files)), format_func=lambda i: files[i].name,
+                                key=Keys.W_UPLOAD_MARK, placeholder="choose uploads...")
+        if not picked:
+            st.caption("Pick the uploads that are defect-free parts the model flags wrongly (a new normal: other "
+                       "light, supplier or camera).")
+            return
+        try:
+            paths = teaching.store_uploads(config.models_dir(), cur.category,
+                                           [(files[i].name, files[i].getvalue()) for i in picked])
+        except SomadError as exc:
+            st.error(str(exc))
+            return
+        score_of = dict(zip(reversed(names), reversed([float(s) for s in scores])))  # first of a repeated name
+        marked = teaching.Marked([files[i].name for i in picked], paths, np.full(len(picked), -1),
+                                 np.array([score_of.get(files[i].name, np.nan) for i in picked]))
+        teach_panel.render_mark_panel(cur, marked, thr)
+
+
 state.ensure_navigation()
 st.title("Try an image")
 current = state.require_model()
+teach_panel.render_job(current)
 model = current.model
 thr = state.threshold(current)
 chosen = "the deployable threshold" if thr == float(model.threshold_) else (
@@ -102,3 +129,4 @@ heat_scale = viz.heat_scale(model.pixel_range_, evaluation.metrics)
 for k, ((fname, rgb), s, v, amap, why) in enumerate(zip(uploads, upload_scores, upload_verdicts, upload_maps,
                                                        upload_reasons)):
     render_one(k, fname, rgb, float(s), str(v), amap, pixel_thr, why, heat_scale)
+render_mark(current, files, [name for name, _ in uploads], upload_scores, thr)

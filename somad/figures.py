@@ -289,6 +289,42 @@ def contributions_figure(top: list[tuple[int, int, float, float]], title: str = 
     return fig
 
 
+def tradeoff_figure(false_alarm_rate: np.ndarray, recall: np.ndarray, thresholds: np.ndarray,
+                    current: tuple[float, float] | None = None, title: str = "Trade-off: false alarms against recall",
+                    marks: dict[str, tuple[float, float]] | None = None) -> go.Figure:
+    """False-alarm rate (x) against recall (y) at every threshold, to pick an operating point from.
+
+    Trace :data:`CLICK_TRACE` holds one point per threshold, its value in ``customdata`` (read a click
+    with the point's index into ``thresholds``); the current threshold is a marked point.
+
+    Args:
+        false_alarm_rate, recall, thresholds: float ``(K,)`` as :func:`somad.operating.tradeoff_curve`
+            returns them (rates in [0, 1]; thresholds in Mahalanobis units).
+        current: ``(false-alarm rate, recall)`` of the current threshold, drawn as a red star.
+        marks: other named points ``{label: (false-alarm rate, recall)}`` (e.g. deployable, F1-optimal).
+    """
+    far, rec, thr = (np.asarray(a, dtype=float) for a in (false_alarm_rate, recall, thresholds))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=far, y=rec, mode="lines", line=dict(shape="hv", color="#457b9d", width=2),
+                             hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter(x=far, y=rec, mode="markers", customdata=thr, name="thresholds",
+                             marker=dict(size=9, color="#457b9d", opacity=0.35), showlegend=False,
+                             hovertemplate="threshold %{customdata:.4g}<br>false-alarm rate %{x:.1%}"
+                                           "<br>recall %{y:.1%}<extra>click to pick</extra>"))
+    for name, (x, y) in (marks or {}).items():
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name, hoverinfo="name",
+                                 marker=dict(size=11, symbol="diamond-open", line=dict(width=2))))
+    if current is not None:
+        fig.add_trace(go.Scatter(x=[current[0]], y=[current[1]], mode="markers", name="current threshold",
+                                 hoverinfo="name", marker=dict(size=16, symbol="star", color=SELECT_COLOR)))
+    fig.update_layout(title=title, xaxis_title="false-alarm rate (good images flagged)",
+                      yaxis_title="recall (defective images found)", height=380, clickmode="event+select",
+                      dragmode=False, margin=dict(l=50, r=10, t=40, b=40), legend=dict(x=0.55, y=0.08),
+                      xaxis=dict(range=[-0.02, 1.02], tickformat=".0%"),
+                      yaxis=dict(range=[-0.02, 1.05], tickformat=".0%"))
+    return fig
+
+
 # ------------------------------------------------------------------ regions
 REGION_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",

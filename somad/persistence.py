@@ -98,7 +98,7 @@ def write_model_files(model: SOMAD, folder: Path, extra: dict | None = None) -> 
     makes the folder appear atomically (:func:`save_model`, :func:`somad.versions.teach`)."""
     save_file(_tensors_to_save(model), str(folder / TENSORS))
     save_file(model.extractor.body_state(), str(folder / BACKBONE))
-    if getattr(model, "replay_", None) is not None:
+    if getattr(model, "replay_", None) is not None:  # optional (somad.replay); a taught version keeps its SOM's
         save_file(model.replay_.to_tensors(), str(folder / REPLAY_FILE))
     write_json(folder / CONFIG, _config(model, extra))
 
