@@ -20,7 +20,6 @@ class Keys:
     CELL = "cell"  # (row, col) feature cell of IMAGE
     THRESHOLD = "threshold"  # image threshold
     LAST_CLICK = "_last_click"  # see dashboard.widgets.new_click
-    EVALUATED = "_evaluated"
     W_DATA_DIR = "w_data_dir"
     W_ROOT_PICK = "w_root_pick"
     W_CATEGORY = "w_category"
@@ -33,3 +32,7 @@ class Keys:
     W_RENAME = "w_rename"
     CONFIRM_DELETE = "_confirm_delete"  # name of the model whose deletion awaits confirmation
     MODEL_MESSAGE = "_model_message"  # error of the last rename, shown once
+    MY_JOBS = "_my_jobs"  # ids of the jobs this session submitted
+    JOBS_SEEN = "_jobs_seen"  # ids of the finished jobs the job list showed last time
+    JOB_MESSAGE = "_job_message"  # error of the last cancel, shown once
+    LOAD_AFTER_JOB = "_load_after_job"  # model dir a finished fit of this session wrote, loaded on the next run

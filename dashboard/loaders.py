@@ -1,5 +1,6 @@
-"""Cached loaders (``st.cache_resource``): models, test-split evaluations, per-image features,
-training images. Keys include the model directory's mtime, so a refitted model is reloaded."""
+"""Cached loaders (``st.cache_resource``): models, test-split evaluations (read from the on-disk
+cache of :mod:`somad.scorecache`), per-image features, training images. Keys include the model
+directory's mtime (and the evaluation's cache key), so a refitted model is reloaded."""
 from __future__ import annotations
 
 import threading
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from somad import data, explain, figures, metrics, pipeline
+from somad import data, explain, figures, metrics, scorecache
 from somad.persistence import CONFIG, load_model
 
 from . import images
@@ -67,25 +68,30 @@ def get_model(model_dir: str | Path, device: str = "cpu"):
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
+def _cached_evaluation(model_dir: str, key: str, data_dir: str, category: str):
+    return scorecache.load(model_dir, data_dir, category, key)
+
+
 def _evaluation(model_dir: str, mtime: float, device: str, data_dir: str, category: str):
-    model = _model(model_dir, mtime, device)
-    return pipeline.evaluate_model(model, data_dir, category, return_patches=True)
+    """The evaluation from the on-disk cache (:mod:`somad.scorecache`), held in memory per cache key,
+    so a changed model or test file is read anew. Raises NotCached when it was never scored."""
+    return _cached_evaluation(model_dir, scorecache.cache_key(model_dir, data_dir, category), data_dir, category)
 
 
 def get_evaluation(model_dir: str | Path, data_dir: str | Path, category: str, device: str = "cpu"):
-    """:class:`somad.pipeline.Evaluation` (with patch scores) of the model on the category's test split (cached)."""
+    """:class:`somad.pipeline.Evaluation` (with patch scores) of the model on the category's test split,
+    read from the cache next to the model that a "score" job writes (see
+    :func:`dashboard.state.require_evaluation`).
+
+    Raises:
+        somad.scorecache.NotCached: not scored yet for this model and these test files.
+    """
     return _evaluation(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
 
 
 def has_evaluation(model_dir: str | Path, data_dir: str | Path, category: str, device: str = "cpu") -> bool:
-    """True when the evaluation is already computed (cheap check used by the model card)."""
-    key = (str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
-    return key in st.session_state.get(Keys.EVALUATED, set())
-
-
-def mark_evaluated(model_dir, data_dir, category, device="cpu") -> None:
-    st.session_state.setdefault(Keys.EVALUATED, set()).add(
-        (str(model_dir), model_mtime(model_dir), device, str(data_dir), category))
+    """True when the test split's scores are in the on-disk cache (cheap check used by the model card)."""
+    return scorecache.is_cached(model_dir, data_dir, category)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)

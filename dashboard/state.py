@@ -262,9 +262,25 @@ def require_model() -> Current:
 
 
 def require_evaluation(cur: Current):
-    """The cached evaluation of the current model on its category's test split, or stop with a message."""
+    """The evaluation of the current model on its category's test split, or stop with a message.
+
+    Read from the cache next to the model (:mod:`somad.scorecache`); on the first visit a "score"
+    job computes it (one per model and data, shared by every session and kept over restarts) while
+    the page shows the count of images scored and the time left (:func:`dashboard.jobs_view.wait_for_scores`).
+    """
+    from somad.scorecache import NotCached
+
+    from . import jobs_view
+
     try:
-        with st.spinner(f"Scoring the test images of '{cur.category}' (once per model)..."):
+        try:
+            ev = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
+        except NotCached:
+            job = jobs_view.wait_for_scores(config.models_dir(), cur.model_dir, cur.data_dir, cur.category, cur.device)
+            if job.status != "done":
+                st.warning(f"Scoring the test split of '{cur.category}' did not finish ({job.status}"
+                           + (f": {job.error}" if job.error else "") + "). Reload the page to try again.")
+                st.stop()
             ev = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
     except SomadError as exc:
         st.warning(f"Cannot evaluate on the test split of '{cur.category}' under {cur.data_dir}: {exc}")
@@ -272,7 +288,6 @@ def require_evaluation(cur: Current):
     except Exception as exc:
         st.error(f"Scoring the test images failed ({type(exc).__name__}: {exc}).")
         st.stop()
-    loaders.mark_evaluated(cur.model_dir, cur.data_dir, cur.category, cur.device)
     return ev
 
 
