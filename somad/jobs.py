@@ -173,7 +173,7 @@ def submit(models_dir: str | Path, argv: list[str], *, kind: str, title: str, ow
     check_argv(argv)
     max_jobs()
     _reap()
-    job_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    job_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}-{secrets.token_hex(2)}"  # sorts by time
     folder = jobs_dir(models_dir) / job_id
     write_json(folder / RECORD, {"id": job_id, "kind": kind, "title": title, "owner": owner, "argv": argv,
                                  "created": time.time(), "cwd": os.getcwd()})
