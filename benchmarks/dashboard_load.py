@@ -87,7 +87,7 @@ def make_jpegs(data_dir: Path, category: str, folder: Path, n: int, px: int) -> 
     for i in range(n):
         rgb = data.read_raw(samples[(i * 7) % len(samples)].path)
         big = np.asarray(Image.fromarray(rgb).resize((px, px), Image.BILINEAR), dtype=np.int16)
-        big = np.clip(big + rng.integers(-6, 7, big.shape), 0, 255).astype(np.uint8)
+        big = np.clip(big + rng.integers(-10, 11, big.shape), 0, 255).astype(np.uint8)
         path = folder / f"large_{i:02d}.jpg"
         Image.fromarray(big).save(path, quality=95)
         out.append(path)

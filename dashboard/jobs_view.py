@@ -45,12 +45,16 @@ def submit_fit(models_dir: str | Path, root: str | Path, category: str, name: st
 
     Raises:
         ViewerRefused: a viewer session. ModelFileError: the name is taken (without ``force``).
+        SomadError: the same fit is already queued or running.
         ParameterError: a hyperparameter the CLI refuses.
     """
     roles.require_writer("start a fit")
     pipeline.check_writable(pipeline.model_path(models_dir, category, name), force)
-    job_id = jobs.submit(models_dir, fit_argv(root, category, models_dir, name, params, force, max_train),
-                         kind="fit", title=f"fit {category} → {name}")
+    argv = fit_argv(root, category, models_dir, name, params, force, max_train)
+    same = next((j for j in jobs.list_jobs(models_dir) if j.active and j.argv == argv), None)
+    if same is not None:
+        raise SomadError(f"this fit is already {same.status} (job {same.id}): see Jobs below.")
+    job_id = jobs.submit(models_dir, argv, kind="fit", title=f"fit {category} → {name}")
     st.session_state.setdefault(Keys.MY_JOBS, []).append(job_id)
     return job_id
 

@@ -32,6 +32,8 @@ class Keys:
     W_RENAME = "w_rename"
     CONFIRM_DELETE = "_confirm_delete"  # name of the model whose deletion awaits confirmation
     MODEL_MESSAGE = "_model_message"  # error of the last rename, shown once
+    UPLOADS = "_uploads"  # dashboard.images.UploadStore: the Try an image uploads held at their shown size
+    UPLOADS_PIXEL_THR = "_uploads_pixel_thr"  # the pixel threshold their overlays were drawn at
     MY_JOBS = "_my_jobs"  # ids of the jobs this session submitted
     JOBS_SEEN = "_jobs_seen"  # ids of the finished jobs the job list showed last time
     JOB_MESSAGE = "_job_message"  # error of the last cancel, shown once

@@ -99,7 +99,7 @@ def save(ev, model_dir: str | Path, data_dir: str | Path, category: str, key: st
         np.savez(tmp / ARRAYS, **arrays)
         meta = {"cache_version": CACHE_VERSION, "key": key, "model_dir": str(Path(model_dir).resolve()),
                 "model": Path(model_dir).name, "data_dir": str(Path(data_dir).resolve()), "category": category,
-                "paths": [str(s.path) for s in ev.samples], "metrics": ev.metrics}
+                "paths": [str(Path(s.path).resolve()) for s in ev.samples], "metrics": ev.metrics}
         (tmp / META).write_text(json.dumps(meta, default=_json_default), encoding="utf-8")
     _prune(model_dir, dest)
     return dest
@@ -144,7 +144,7 @@ def load(model_dir: str | Path, data_dir: str | Path, category: str, key: str | 
     except (OSError, ValueError) as exc:
         raise NotCached(f"the test split of {Path(model_dir).name} has not been scored yet ({type(exc).__name__}).") from None
     samples = data.test_samples(data_dir, category)
-    if meta.get("key") != key or [str(s.path) for s in samples] != meta.get("paths"):
+    if meta.get("key") != key or [str(Path(s.path).resolve()) for s in samples] != meta.get("paths"):
         raise NotCached(f"the cached scores of {Path(model_dir).name} are for other files.")
     patches = None
     if "patch_scores" in arrays:
