@@ -91,6 +91,8 @@ def save(ev, model_dir: str | Path, data_dir: str | Path, category: str, key: st
     dest = entry_path(model_dir, key)
     arrays = {"labels": ev.labels.astype(np.int64), "scores": ev.scores, "maps": ev.maps, "masks": ev.masks,
               "images": ev.images}
+    if ev.pixel_images is not None:
+        arrays["pixel_images"] = np.asarray(ev.pixel_images, bool)
     if ev.patches is not None:
         arrays.update(patch_scores=ev.patches.scores.cpu().numpy(),
                       patch_neighbours=ev.patches.neighbours.cpu().numpy(),
@@ -151,7 +153,7 @@ def load(model_dir: str | Path, data_dir: str | Path, category: str, key: str | 
         patches = PatchScores(torch.from_numpy(arrays["patch_scores"]), torch.from_numpy(arrays["patch_neighbours"]),
                               torch.from_numpy(arrays["patch_mahalanobis"]))
     return Evaluation(samples, arrays["labels"], arrays["scores"], arrays["maps"], arrays["masks"], arrays["images"],
-                      meta["metrics"], patches)
+                      meta["metrics"], patches, arrays.get("pixel_images"))
 
 
 def score_into_cache(model_dir: str | Path, data_dir: str | Path, category: str, device: str = "cpu",
