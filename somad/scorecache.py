@@ -27,7 +27,7 @@ from .errors import SomadError
 from .persistence import CONFIG, TENSORS
 
 CACHE_DIR = ".scores"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: evaluations with pixel_images (empty masks left out of the pixel metrics)
 ARRAYS, META = "arrays.npz", "meta.json"
 
 
