@@ -33,8 +33,12 @@ class Keys:
     CONFIRM_DELETE = "_confirm_delete"  # name of the model whose deletion awaits confirmation
     MODEL_MESSAGE = "_model_message"  # error of the last rename, shown once
     UPLOADS = "_uploads"  # dashboard.images.UploadStore: the Try an image uploads held at their shown size
-    UPLOADS_PIXEL_THR = "_uploads_pixel_thr"  # the pixel threshold their overlays were drawn at
+    UPLOADS_PIXEL_THR = "_uploads_pixel_thr"  # (pixel threshold, colour scale) their overlays were drawn at
     MY_JOBS = "_my_jobs"  # ids of the jobs this session submitted
     JOBS_SEEN = "_jobs_seen"  # ids of the finished jobs the job list showed last time
     JOB_MESSAGE = "_job_message"  # error of the last cancel, shown once
     LOAD_AFTER_JOB = "_load_after_job"  # model dir a finished fit of this session wrote, loaded on the next run
+    PRESENTER = "_presenter"  # True once this session typed the presenter password (dashboard.roles)
+    ROLE_MESSAGE = "_role_message"  # outcome of the last unlock try, shown once
+    W_PASSWORD = "w_password"
+    LINK_REFUSED = "_link_refused"  # the refusal of a link's data root, shown once above the page

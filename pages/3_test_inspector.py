@@ -133,18 +133,19 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
     heat = loaders.get_heat_overlay(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
     cell = pick_cell(cur, i)
     pix_thr = viz.pixel_threshold(ev.metrics, m.pixel_range_)
+    shape = loaders.shown_shape(ev.samples[i].path, 520)  # the input's own aspect ratio
+    img, mask, amap = (images.at_shape(a, shape) for a in (ev.images[i], ev.masks[i], ev.maps[i]))
     a, b, c = st.columns([1, 1.35, 1])
     with a:
-        st.image(ev.images[i], caption="input", width=260)
-        st.image(images.contours(ev.images[i], ev.masks[i]), caption="ground truth (green)", width=260)
+        st.image(img, caption="input", width=260)
+        st.image(images.contours(img, mask), caption="ground truth (green)", width=260)
     with b:
-        widgets.chart(figures.image_figure(heat, (h, w), "heatmap: click a pixel", cell_scores, cell, size=400),
+        widgets.chart(figures.image_figure(images.at_shape(heat, shape), (h, w), "heatmap: click a pixel", cell_scores,
+                                           cell, size=400, model_size=m.image_size),
                       f"heat_{i}", clickable=True, width="content")
-        st.caption(f"One colour scale for the category: {m.pixel_range_[0]:.2f} (blue) to {m.pixel_range_[1]:.2f} "
-                   "(red), Mahalanobis units.")
+        st.caption(viz.heat_scale(m.pixel_range_, ev.metrics).describe())
     with c:
-        st.image(images.contours(ev.images[i], ev.masks[i], ev.maps[i], pix_thr), width=260,
-                 caption=viz.region_caption(ev.maps[i], pix_thr))
+        st.image(images.contours(img, mask, amap, pix_thr), width=260, caption=viz.region_caption(ev.maps[i], pix_thr))
         st.caption("The pixel threshold is the pixel-level F1-optimal one of this evaluation; it is not the image "
                    "threshold above.")
     return cell

@@ -67,19 +67,24 @@ def render_summary(held, scores, verdicts, reasons) -> None:
         st.markdown(help.UPLOADS)
 
 
-def render_one(n: int, u: images.Upload, verdict: str, pix_thr: float, reasons, m) -> None:
+def render_one(n: int, u: images.Upload, verdict: str, pix_thr: float, reasons, scale) -> None:
     """One upload at its own aspect ratio (longest side capped, :func:`somad.data.display_shape`);
-    the overlay is drawn once per upload and pixel threshold and kept as PNG bytes."""
+    the overlay is drawn once per upload, pixel threshold and colour scale, and kept as PNG bytes."""
     st.subheader(f"{u.name}: score {u.score:.3f} → {verdict}")
     for reason in reasons:
         st.warning(f"Unlike the training images: {reason}.")
     if u.overlay_png is None:
         amap = resize_to(u.amap, u.shown.shape[:2])
-        u.overlay_png = images.to_png(images.contours(images.heat_overlay(u.shown, amap, m.pixel_range_), None,
-                                                      amap, pix_thr))
+        u.overlay_png = images.to_png(images.contours(images.heat_overlay(u.shown, amap, scale), None, amap, pix_thr))
+        u.map_top = float(np.max(amap))
+        u.caption = "heatmap overlay; " + viz.region_caption(amap, pix_thr).replace("; truth (green)", "")
+    if verdict == "ANOMALOUS" and not is_anomalous(u.map_top, pix_thr):
+        st.info(f"Flagged by its image score, but no pixel of its heatmap reaches the pixel threshold {pix_thr:.3f} "
+                f"(map top {u.map_top:.3f}): no region is outlined. The image threshold cuts the image score, "
+                "the pixel threshold cuts the map: a wide, moderately warm area can flag an image without a hot spot.")
     a, b = st.columns(2)
     a.image(u.shown, caption="input", width=300)
-    b.image(u.overlay_png, caption=f"heatmap overlay, region ≥ pixel threshold {pix_thr:.3f} outlined red", width=300)
+    b.image(u.overlay_png, caption=u.caption, width=300)
     stem = u.name.rsplit(".", 1)[0]
     b.download_button("Download overlay PNG", u.overlay_png, file_name=f"{stem}_overlay.png",
                       mime="image/png", key=f"dl_{n}")  # by position: MVTec reuses file names across folders
@@ -91,8 +96,10 @@ st.title("Try an image")
 current = state.require_model()
 model = current.model
 thr = state.threshold(current)
-st.caption(f"Model for **{current.category}** ({model.image_size}px). Verdict: {DECISION_RULE}, threshold {thr:.3f} "
-           "(change it on the Test inspector page).")
+chosen = "the deployable threshold" if thr == float(model.threshold_) else (
+    f"**not** the deployable {float(model.threshold_):.3f}: set in this session or by the link")
+st.caption(f"Model for **{current.category}** ({model.image_size}px). Verdict: {DECISION_RULE}, threshold {thr:.3f}, "
+           f"{chosen} (change it on the Test inspector page).")
 files = st.file_uploader("Images (PNG, JPG, BMP, TIFF)", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
                          accept_multiple_files=True, key=Keys.W_UPLOADS)
 if not files:
@@ -109,9 +116,10 @@ upload_verdicts = np.where(is_anomalous(upload_scores, thr), "ANOMALOUS", "norma
 upload_reasons = [images.unlike_training(u.score, u.shown, reference) for u in held]
 render_summary(held, upload_scores, upload_verdicts, upload_reasons)
 pixel_thr = viz.pixel_threshold(evaluation.metrics, model.pixel_range_)
-if ss.get(Keys.UPLOADS_PIXEL_THR) != pixel_thr:
+heat_scale = viz.heat_scale(model.pixel_range_, evaluation.metrics)
+if ss.get(Keys.UPLOADS_PIXEL_THR) != (pixel_thr, heat_scale):
     for u in held:
         u.overlay_png = None
-    ss[Keys.UPLOADS_PIXEL_THR] = pixel_thr
+    ss[Keys.UPLOADS_PIXEL_THR] = (pixel_thr, heat_scale)
 for k, (u, v, why) in enumerate(zip(held, upload_verdicts, upload_reasons)):
-    render_one(k, u, str(v), pixel_thr, why, model)
+    render_one(k, u, str(v), pixel_thr, why, heat_scale)
