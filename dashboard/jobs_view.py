@@ -23,13 +23,14 @@ STATUS_WORDS = {"queued": "⏳ queued", "running": "▶ running", "done": "✅ f
 
 
 def fit_argv(root: str | Path, category: str, models_dir: str | Path, name: str, params: dict,
-             force: bool = False, max_train: int | None = None) -> list[str]:
-    """``python -m somad`` arguments of a fit job (absolute paths, every hyperparameter as a flag)."""
+             force: bool = False, max_train: int | None = None, replay: bool = False) -> list[str]:
+    """``python -m somad`` arguments of a fit job (absolute paths, every hyperparameter as a flag;
+    ``replay`` keeps the training replay, ``fit --replay``)."""
     argv = ["fit", "--data-dir", str(Path(root).resolve()), "--category", category,
             "--models-dir", str(Path(models_dir).resolve()), "--name", name] + hyperparameter_argv(params)
     if max_train:
         argv += ["--max-train-images", str(int(max_train))]
-    return argv + (["--force"] if force else [])
+    return argv + (["--force"] if force else []) + (["--replay"] if replay else [])
 
 
 def score_argv(model_dir: str | Path, data_dir: str | Path, category: str, device: str) -> list[str]:
@@ -39,7 +40,7 @@ def score_argv(model_dir: str | Path, data_dir: str | Path, category: str, devic
 
 
 def submit_fit(models_dir: str | Path, root: str | Path, category: str, name: str, params: dict,
-               force: bool = False, max_train: int | None = None) -> str:
+               force: bool = False, max_train: int | None = None, replay: bool = False) -> str:
     """Queue a fit job (refused for a viewer); returns the job id. The session remembers it, so the
     model it writes is loaded here when it finishes.
 
@@ -50,7 +51,7 @@ def submit_fit(models_dir: str | Path, root: str | Path, category: str, name: st
     """
     roles.require_writer("start a fit")
     pipeline.check_writable(pipeline.model_path(models_dir, category, name), force)
-    argv = fit_argv(root, category, models_dir, name, params, force, max_train)
+    argv = fit_argv(root, category, models_dir, name, params, force, max_train, replay)
     same = next((j for j in jobs.list_jobs(models_dir) if j.active and j.argv == argv), None)
     if same is not None:
         raise SomadError(f"this fit is already {same.status} (job {same.id}): see Jobs below.")

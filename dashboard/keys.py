@@ -19,6 +19,8 @@ class Keys:
     IMAGE = "image"  # test image as "<defect>/<file name>"
     CELL = "cell"  # (row, col) feature cell of IMAGE
     THRESHOLD = "threshold"  # image threshold
+    N_REGIONS = "n_regions"  # regions of the SOM explorer's region map (None = chosen automatically)
+    COMPARE = "compare"  # name of the model the Compare page sets against the current one
     LAST_CLICK = "_last_click"  # see dashboard.widgets.new_click
     W_DATA_DIR = "w_data_dir"
     W_ROOT_PICK = "w_root_pick"
@@ -27,6 +29,10 @@ class Keys:
     W_NEURON_COL = "w_neuron_col"
     W_THRESHOLD = "w_threshold"
     W_CPLANE_DIM = "w_cplane_dim"
+    W_N_REGIONS = "w_n_regions"
+    W_REGION_IMAGE = "w_region_image"
+    W_COMPARE = "w_compare"
+    W_COMPARE_IMAGE = "w_compare_image"
     W_UPLOADS = "w_uploads"
     W_SAVED_MODEL = "w_saved_model"
     W_RENAME = "w_rename"

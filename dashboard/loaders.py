@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from somad import data, explain, figures, metrics, scorecache
+from somad import data, explain, figures, metrics, regions, scorecache
 from somad.persistence import CONFIG, load_model
 
 from . import images
@@ -75,7 +75,20 @@ def _cached_evaluation(model_dir: str, key: str, data_dir: str, category: str):
 def _evaluation(model_dir: str, mtime: float, device: str, data_dir: str, category: str):
     """The evaluation from the on-disk cache (:mod:`somad.scorecache`), held in memory per cache key,
     so a changed model or test file is read anew. Raises NotCached when it was never scored."""
-    return _cached_evaluation(model_dir, scorecache.cache_key(model_dir, data_dir, category), data_dir, category)
+    ev = _cached_evaluation(model_dir, scorecache.cache_key(model_dir, data_dir, category), data_dir, category)
+    _EVALUATED_METRICS[(model_dir, mtime, data_dir, category)] = ev.metrics
+    return ev
+
+
+_EVALUATED_METRICS: dict[tuple, dict] = {}
+"""Metrics of every evaluation this server process read, by (model dir, mtime, data dir, category):
+small dicts kept after the evaluation itself leaves the cache, for the Model page's model list."""
+
+
+def evaluated_metrics(model_dir: str | Path, data_dir: str | Path, category: str) -> dict | None:
+    """The metrics of the model's evaluation on the category's test split when this server read one
+    (in any session), else None."""
+    return _EVALUATED_METRICS.get((str(model_dir), model_mtime(model_dir), str(data_dir), category))
 
 
 def get_evaluation(model_dir: str | Path, data_dir: str | Path, category: str, device: str = "cpu"):
@@ -185,3 +198,41 @@ def _reference(model_dir: str, mtime: float, device: str, data_dir: str, categor
 def get_reference(model_dir, data_dir, category, device: str = "cpu") -> images.Reference:
     """:class:`dashboard.images.Reference` of the category, from the cached evaluation (cached)."""
     return _reference(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
+
+
+# ------------------------------------------------------------------ regions and the training replay
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _regions(model_dir: str, mtime: float, device: str, n_regions: int | None):
+    return regions.model_regions(_model(model_dir, mtime, device), n_regions)
+
+
+def get_regions(model_dir: str | Path, n_regions: int | None = None, device: str = "cpu") -> regions.Regions:
+    """:func:`somad.regions.model_regions` of the model (cached per number of regions; None = automatic).
+
+    Raises:
+        ValueError: ``n_regions`` out of range for the map (the message gives the range).
+    """
+    return _regions(str(model_dir), model_mtime(model_dir), device, None if n_regions is None else int(n_regions))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _mean_training_image(model_dir: str, mtime: float, device: str, limit: int) -> np.ndarray | None:
+    model = _model(model_dir, mtime, device)
+    paths = list(getattr(model, "train_paths_", []) or [])
+    picks = [paths[int(i)] for i in np.unique(np.linspace(0, len(paths) - 1, min(limit, len(paths))).round())] \
+        if paths else []
+    total, n = None, 0
+    for p in picks:
+        try:
+            img = load_training_image(p, model.image_size, model.intensity_).astype(np.float64)
+        except Exception:  # unreadable files: the mean of the others
+            continue
+        total = img if total is None else total + img
+        n += 1
+    return None if total is None else (total / n).round().astype(np.uint8)
+
+
+def get_mean_training_image(model_dir: str | Path, device: str = "cpu", limit: int = 32) -> np.ndarray | None:
+    """uint8 ``(S, S, 3)`` mean of up to ``limit`` evenly spaced training images at the model's size
+    (cached); None when none can be read (moved or deleted since fitting)."""
+    return _mean_training_image(str(model_dir), model_mtime(model_dir), device, int(limit))

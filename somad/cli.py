@@ -22,6 +22,7 @@ from .decision import DECISION_RULE
 from .devices import check_device
 from .errors import SomadError
 from .progress import Stage
+from .replay import REPLAY_HELP
 from .store import (
     DEFAULT_MODEL_NAME,
     check_name,
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", parents=common, help="fit a model on train/good of a category and save it")
     _add_data(p, DEFAULT_MODEL_NAME)
     p.add_argument("--force", action="store_true", help="overwrite an existing model")
+    p.add_argument("--replay", action="store_true", help=REPLAY_HELP)
     _add_hyperparameters(p)
     p.add_argument("--max-train-images", type=int, default=None,
                    help="fit on the first N training images (sorted by file name; default: all)")
@@ -369,7 +371,7 @@ def cmd_fit(args) -> int:
         out = model_path(args.models_dir, cat, name)
         t0 = time.perf_counter()
         model = fit_category(args.data_dir, cat, out, params, args.max_train_images, args.force,
-                             _progress(args, f"{cat}: "))
+                             _progress(args, f"{cat}: "), replay=args.replay)
         _result(args, out.resolve())
         t = model.timings_
         print(f"{cat}: saved {out}  ({model.n_train_} images, grid {model.grid_[0]}x{model.grid_[1]}, "
@@ -432,10 +434,10 @@ def cmd_report(args) -> int:
     for cat, model_dir in dirs.items():
         model = load_model(model_dir, device=args.device)
         ev = evaluate_model(model, args.data_dir, cat, _progress(args, f"{cat}: "),
-                            keep_empty_masks=args.keep_empty_masks)
+                            keep_empty_masks=args.keep_empty_masks, return_patches=True)
         out = write_report(model, ev, targets[cat], str(model_dir))
         _result(args, Path(out).resolve())
-        print(f"{cat}: model {model_dir}: wrote {out}")
+        print(f"{cat}: model {model_dir}: wrote {out} ({out.stat().st_size / 1e6:.1f} MB, self-contained)")
     return 0
 
 
