@@ -322,6 +322,27 @@ def require_model() -> Current:
     return cur
 
 
+def scored_evaluation(model_dir: str, data_dir: str, category: str, device: str):
+    """The evaluation of ``model_dir`` on the test split from the on-disk cache, after waiting for a
+    "score" job when it is not there yet (count and time left shown, :func:`dashboard.jobs_view.wait_for_scores`).
+
+    Raises:
+        SomadError: the split cannot be scored, or the job failed or was cancelled (its reason).
+    """
+    from somad.scorecache import NotCached
+
+    from . import jobs_view
+
+    try:
+        return loaders.get_evaluation(model_dir, data_dir, category, device)
+    except NotCached:
+        job = jobs_view.wait_for_scores(config.models_dir(), model_dir, data_dir, category, device)
+        if job.status != "done":
+            raise SomadError(f"scoring the test split did not finish ({job.status}"
+                             + (f": {job.error}" if job.error else "") + "); reload the page to try again") from None
+        return loaders.get_evaluation(model_dir, data_dir, category, device)
+
+
 def require_evaluation(cur: Current):
     """The evaluation of the current model on its category's test split, or stop with a message.
 
