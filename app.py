@@ -8,6 +8,7 @@ import streamlit as st
 
 st.set_page_config(page_title="somad: SOM anomaly detection", page_icon=":material/grid_on:", layout="wide")
 
-from dashboard import state  # noqa: E402
+from dashboard import memory, state  # noqa: E402
 
+memory.tune_allocator()  # once per server process: large buffers go back to the system when freed
 state.run_app()

@@ -137,3 +137,65 @@ def unlike_training(score: float, rgb: np.ndarray, ref: Reference) -> list[str]:
         reasons.append(f"its shape ({rgb.shape[1]}x{rgb.shape[0]}) differs from the category's images "
                        f"(width/height {ref.aspect:.2f})")
     return reasons
+
+
+@dataclass
+class Upload:
+    """One uploaded image as the Try an image page holds it: at the size it is shown, never the
+    decoded original (a 2500x2500 JPEG is 19 MB decoded; its shown form is a few hundred KB).
+
+    Attributes:
+        name: file name. original_shape: (H, W) of the upload as displayed.
+        shown: uint8 ``(h, w, 3)`` the upload at :func:`somad.data.display_shape` (longest side <= 1024 px).
+        model_input: uint8 ``(S, S, 3)`` what the model scores. notes: what was converted.
+        score, amap: image score and float32 ``(S, S)`` anomaly map, None until scored.
+        overlay_png: PNG bytes of the heatmap overlay at the shown size, None until drawn.
+        map_top: the highest value of the map at the shown size; caption: the overlay's caption
+            (both set when the overlay is drawn).
+    """
+
+    name: str
+    original_shape: tuple[int, int]
+    shown: np.ndarray
+    model_input: np.ndarray
+    notes: list[str]
+    score: float | None = None
+    amap: np.ndarray | None = None
+    overlay_png: bytes | None = None
+    map_top: float | None = None
+    caption: str = ""
+
+
+def prepare_upload(name: str, payload: bytes, image_size: int, rule: data.IntensityRule | None = None) -> Upload:
+    """Decode an upload (:func:`decode_upload`) and keep only its shown and model-sized forms; the
+    full-size decode is dropped before this returns.
+
+    Raises:
+        DataError: see :func:`decode_upload`.
+    """
+    rgb, notes = decode_upload(name, payload, rule=rule)
+    shape = rgb.shape[:2]
+    shown = data.resize_to(rgb, data.display_shape(shape))
+    model_input = data.resize_image(rgb, image_size)
+    del rgb
+    return Upload(name, shape, np.ascontiguousarray(shown), model_input, notes)
+
+
+class UploadStore:
+    """The uploads a session holds, keyed by Streamlit's file id, for one model: what the uploader
+    dropped is released at the next run (:meth:`keep_only`), a new model starts empty, and the
+    session's end drops the store with the session state."""
+
+    def __init__(self, model_key: tuple):
+        self.model_key = model_key
+        self.items: dict[str, Upload] = {}
+
+    def keep_only(self, file_ids: list[str]) -> None:
+        """Forget the uploads whose id is not in ``file_ids`` (the uploader's current files)."""
+        for fid in set(self.items) - set(file_ids):
+            del self.items[fid]
+
+    def held_bytes(self) -> int:
+        """Bytes held by the stored arrays and PNGs."""
+        return sum(u.shown.nbytes + u.model_input.nbytes + (u.amap.nbytes if u.amap is not None else 0)
+                   + len(u.overlay_png or b"") for u in self.items.values())

@@ -22,7 +22,6 @@ class Keys:
     N_REGIONS = "n_regions"  # regions of the SOM explorer's region map (None = chosen automatically)
     COMPARE = "compare"  # name of the model the Compare page sets against the current one
     LAST_CLICK = "_last_click"  # see dashboard.widgets.new_click
-    EVALUATED = "_evaluated"
     W_DATA_DIR = "w_data_dir"
     W_ROOT_PICK = "w_root_pick"
     W_CATEGORY = "w_category"
@@ -63,6 +62,12 @@ class Keys:
     W_OPEN_OPERATING = "w_open_operating"  # toggles that open the issue-21 sections (dashboard.teach_panel.section)
     W_OPEN_SAVE = "w_open_save"
     W_OPEN_MARK = "w_open_mark"
+    UPLOADS = "_uploads"  # dashboard.images.UploadStore: the Try an image uploads held at their shown size
+    UPLOADS_PIXEL_THR = "_uploads_pixel_thr"  # (pixel threshold, colour scale) their overlays were drawn at
+    MY_JOBS = "_my_jobs"  # ids of the jobs this session submitted
+    JOBS_SEEN = "_jobs_seen"  # ids of the finished jobs the job list showed last time
+    JOB_MESSAGE = "_job_message"  # error of the last cancel, shown once
+    LOAD_AFTER_JOB = "_load_after_job"  # model dir a finished fit of this session wrote, loaded on the next run
     PRESENTER = "_presenter"  # True once this session typed the presenter password (dashboard.roles)
     ROLE_MESSAGE = "_role_message"  # outcome of the last unlock try, shown once
     W_PASSWORD = "w_password"

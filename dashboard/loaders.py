@@ -1,5 +1,6 @@
-"""Cached loaders (``st.cache_resource``): models, test-split evaluations, per-image features,
-training images. Keys include the model directory's mtime, so a refitted model is reloaded."""
+"""Cached loaders (``st.cache_resource``): models, test-split evaluations (read from the on-disk
+cache of :mod:`somad.scorecache`), per-image features, training images. Keys include the model
+directory's mtime (and the evaluation's cache key), so a refitted model is reloaded."""
 from __future__ import annotations
 
 import threading
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from somad import data, explain, figures, metrics, pipeline, regions
+from somad import data, explain, figures, metrics, regions, scorecache
 from somad.persistence import CONFIG, load_model
 
 from . import images
@@ -67,38 +68,43 @@ def get_model(model_dir: str | Path, device: str = "cpu"):
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
+def _cached_evaluation(model_dir: str, key: str, data_dir: str, category: str):
+    return scorecache.load(model_dir, data_dir, category, key)
+
+
 def _evaluation(model_dir: str, mtime: float, device: str, data_dir: str, category: str):
-    model = _model(model_dir, mtime, device)
-    ev = pipeline.evaluate_model(model, data_dir, category, return_patches=True)
+    """The evaluation from the on-disk cache (:mod:`somad.scorecache`), held in memory per cache key,
+    so a changed model or test file is read anew. Raises NotCached when it was never scored."""
+    ev = _cached_evaluation(model_dir, scorecache.cache_key(model_dir, data_dir, category), data_dir, category)
     _EVALUATED_METRICS[(model_dir, mtime, data_dir, category)] = ev.metrics
     return ev
 
 
 _EVALUATED_METRICS: dict[tuple, dict] = {}
-"""Metrics of every evaluation this server process computed, by (model dir, mtime, data dir, category):
+"""Metrics of every evaluation this server process read, by (model dir, mtime, data dir, category):
 small dicts kept after the evaluation itself leaves the cache, for the Model page's model list."""
 
 
 def evaluated_metrics(model_dir: str | Path, data_dir: str | Path, category: str) -> dict | None:
-    """The metrics of the model's evaluation on the category's test split when this server computed one
+    """The metrics of the model's evaluation on the category's test split when this server read one
     (in any session), else None."""
     return _EVALUATED_METRICS.get((str(model_dir), model_mtime(model_dir), str(data_dir), category))
 
 
 def get_evaluation(model_dir: str | Path, data_dir: str | Path, category: str, device: str = "cpu"):
-    """:class:`somad.pipeline.Evaluation` (with patch scores) of the model on the category's test split (cached)."""
+    """:class:`somad.pipeline.Evaluation` (with patch scores) of the model on the category's test split,
+    read from the cache next to the model that a "score" job writes (see
+    :func:`dashboard.state.require_evaluation`).
+
+    Raises:
+        somad.scorecache.NotCached: not scored yet for this model and these test files.
+    """
     return _evaluation(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
 
 
 def has_evaluation(model_dir: str | Path, data_dir: str | Path, category: str, device: str = "cpu") -> bool:
-    """True when the evaluation is already computed (cheap check used by the model card)."""
-    key = (str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
-    return key in st.session_state.get(Keys.EVALUATED, set())
-
-
-def mark_evaluated(model_dir, data_dir, category, device="cpu") -> None:
-    st.session_state.setdefault(Keys.EVALUATED, set()).add(
-        (str(model_dir), model_mtime(model_dir), device, str(data_dir), category))
+    """True when the test split's scores are in the on-disk cache (cheap check used by the model card)."""
+    return scorecache.is_cached(model_dir, data_dir, category)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)

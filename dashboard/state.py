@@ -322,10 +322,47 @@ def require_model() -> Current:
     return cur
 
 
-def require_evaluation(cur: Current):
-    """The cached evaluation of the current model on its category's test split, or stop with a message."""
+def scored_evaluation(model_dir: str, data_dir: str, category: str, device: str):
+    """The evaluation of ``model_dir`` on the test split from the on-disk cache, after waiting for a
+    "score" job when it is not there yet (count and time left shown, :func:`dashboard.jobs_view.wait_for_scores`).
+
+    Raises:
+        SomadError: the split cannot be scored, or the job failed or was cancelled (its reason).
+    """
+    from somad.scorecache import NotCached
+
+    from . import jobs_view
+
     try:
-        with st.spinner(f"Scoring the test images of '{cur.category}' (once per model)..."):
+        return loaders.get_evaluation(model_dir, data_dir, category, device)
+    except NotCached:
+        job = jobs_view.wait_for_scores(config.models_dir(), model_dir, data_dir, category, device)
+        if job.status != "done":
+            raise SomadError(f"scoring the test split did not finish ({job.status}"
+                             + (f": {job.error}" if job.error else "") + "); reload the page to try again") from None
+        return loaders.get_evaluation(model_dir, data_dir, category, device)
+
+
+def require_evaluation(cur: Current):
+    """The evaluation of the current model on its category's test split, or stop with a message.
+
+    Read from the cache next to the model (:mod:`somad.scorecache`); on the first visit a "score"
+    job computes it (one per model and data, shared by every session and kept over restarts) while
+    the page shows the count of images scored and the time left (:func:`dashboard.jobs_view.wait_for_scores`).
+    """
+    from somad.scorecache import NotCached
+
+    from . import jobs_view
+
+    try:
+        try:
+            ev = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
+        except NotCached:
+            job = jobs_view.wait_for_scores(config.models_dir(), cur.model_dir, cur.data_dir, cur.category, cur.device)
+            if job.status != "done":
+                st.warning(f"Scoring the test split of '{cur.category}' did not finish ({job.status}"
+                           + (f": {job.error}" if job.error else "") + "). Reload the page to try again.")
+                st.stop()
             ev = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
     except SomadError as exc:
         st.warning(f"Cannot evaluate on the test split of '{cur.category}' under {cur.data_dir}: {exc}")
@@ -333,7 +370,6 @@ def require_evaluation(cur: Current):
     except Exception as exc:
         st.error(f"Scoring the test images failed ({type(exc).__name__}: {exc}).")
         st.stop()
-    loaders.mark_evaluated(cur.model_dir, cur.data_dir, cur.category, cur.device)
     return ev
 
 

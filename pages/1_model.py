@@ -1,13 +1,12 @@
 """Model page: dataset root, category, saved models, fit form with live progress, model card."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import actions, config, form, loaders, roles, state, teaching, versions_view, widgets
+from dashboard import actions, config, form, jobs_view, loaders, roles, state, teaching, versions_view, widgets
 from dashboard.keys import Keys
 from somad import compare, pipeline, store
 from somad.errors import SomadError
@@ -120,36 +119,13 @@ def _pick_category(root: str) -> None:
 
 # ---------------------------------------------------------------- saved models
 def fit_now(params: dict, name: str, force: bool, max_train: int | None, replay: bool = False) -> None:
-    """Fit with one live progress bar per stage, save, and make it the current model."""
+    """Queue the fit as a server-side job (it outlives this tab); the job list below shows it."""
     try:
-        actions.check_fit()
+        jobs_view.submit_fit(models_dir, root, category, name, params, force, max_train, replay)
     except SomadError as exc:
-        st.error(str(exc))
+        st.error(f"The fit was not started: {exc}")
         return
-    out = pipeline.model_path(models_dir, category, name)
-    box = st.container(border=True)
-    box.write(f"Fitting **{category}** → `{out}`")
-    bars: dict[str, object] = {}
-    t0 = time.perf_counter()
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in bars:
-            bars[stage] = box.progress(0.0, text=stage)
-        frac = min(1.0, done / max(total, 1))
-        bars[stage].progress(frac, text=f"{stage}: {done}/{total}  ({time.perf_counter() - t0:.1f} s)")
-
-    try:
-        pipeline.fit_category(Path(root).resolve(), category, out, params, max_train_images=max_train,
-                              force=force, progress=progress, replay=replay)
-    except SomadError as exc:
-        box.error(f"Fitting failed: {exc}")
-        return
-    except Exception as exc:  # never a traceback in the page
-        box.error(f"Fitting failed ({type(exc).__name__}: {exc}). Check the hyperparameters and try again.")
-        return
-    box.success(f"Fitted and saved in {time.perf_counter() - t0:.1f} s: {out}")
-    state.select_model(str(out), str(Path(root).resolve()), category)
-    st.rerun()
+    st.toast(f"Fit of **{category}** → `{name}` queued: it runs on the server, see Jobs below.")
 
 
 def _load(path: str) -> None:
@@ -399,17 +375,21 @@ def render_model_card(cur) -> None:
             st.caption(f"{mt['n_test']} test images ({mt['n_anomalous']} defective); details on the Metrics page.")
             widgets.report_button(cur)
         else:
-            st.caption("Not evaluated yet in this session (the other pages evaluate on first use).")
+            st.caption("The test split is not scored yet for this model: the button, or the first page that "
+                       "needs it, scores it once as a job on the server (kept next to the model).")
 
 
 render_role()
 root, cats = render_root()
 category = render_category(root, cats)
 models_dir = config.models_dir()
+if ss.get(Keys.LOAD_AFTER_JOB):  # a fit this session started has finished: show it
+    state.select_model(*ss.pop(Keys.LOAD_AFTER_JOB))
 saved = pipeline.list_models(models_dir, category)
 current = state.current(show_errors=True)
 render_saved_models()
 render_versions()
 render_model_metrics()
 render_fit_form()
+jobs_view.render_jobs(models_dir)
 render_model_card(current)

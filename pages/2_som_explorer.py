@@ -170,12 +170,11 @@ def _evaluation_or_reason(cur):
     """The cached evaluation, or (None, why) without stopping the page."""
     try:
         with st.spinner(f"Scoring the test images of '{cur.category}' (once per model)..."):
-            ev = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
+            ev = state.scored_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
     except SomadError as exc:
         return None, f"the test split of '{cur.category}' cannot be scored ({exc})."
     except Exception as exc:  # never a traceback in the page
         return None, f"scoring the test images failed ({type(exc).__name__}: {exc})."
-    loaders.mark_evaluated(cur.model_dir, cur.data_dir, cur.category, cur.device)
     return ev, ""
 
 

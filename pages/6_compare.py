@@ -46,16 +46,14 @@ def _load_other(cur, name: str):
     try:
         other = loaders.get_model(path, cur.device)
         with st.spinner(f"Scoring the test images of '{cur.category}' with both models (once per model)..."):
-            ev_a = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
-            ev_b = loaders.get_evaluation(path, cur.data_dir, cur.category, cur.device)
+            ev_a = state.scored_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
+            ev_b = state.scored_evaluation(path, cur.data_dir, cur.category, cur.device)
     except SomadError as exc:
         st.error(f"Cannot compare with '{name}': {exc}")
         return None
     except Exception as exc:  # never a traceback in the page
         st.error(f"Cannot compare with '{name}' ({type(exc).__name__}: {exc}).")
         return None
-    loaders.mark_evaluated(cur.model_dir, cur.data_dir, cur.category, cur.device)
-    loaders.mark_evaluated(path, cur.data_dir, cur.category, cur.device)
     return other, ev_a, ev_b
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m somad {demo-data,fit,evaluate,report,predict,teach,threshold,refit}``.
+"""Command line: ``python -m somad {demo-data,fit,evaluate,report,predict,teach,threshold,refit,score,jobs}``.
 
 Every long step shows a tqdm progress bar. Bad input prints one ``error:``
 line naming the file or parameter and exits with status 2; nothing is written.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import sys
 import time
@@ -82,6 +83,40 @@ class TqdmProgress:
         if self.bar is not None:
             self.bar.close()
         self.bar, self.stage = None, None
+
+
+class _Tee:
+    """Calls every progress callback it holds (the terminal's bar and the job's progress file)."""
+
+    def __init__(self, *callbacks):
+        self.callbacks = callbacks
+
+    def __call__(self, stage, done: int, total: int) -> None:
+        for cb in self.callbacks:
+            cb(stage, done, total)
+
+
+def _progress(args, prefix: str = ""):
+    """The command's progress callback: a tqdm bar per stage, and with ``--progress-file`` also
+    :class:`somad.jobs.FileProgress` (what a job's record shows to every dashboard session)."""
+    bar = TqdmProgress(prefix)
+    if getattr(args, "progress_file", None) is None:
+        return bar
+    if getattr(args, "_file_progress", None) is None:
+        from .jobs import FileProgress
+
+        args._file_progress = FileProgress(args.progress_file)
+    return _Tee(bar, args._file_progress)
+
+
+def _result(args, value) -> None:
+    """Record what the command wrote (a model dir, a results folder) in ``--progress-file``, if given."""
+    if getattr(args, "progress_file", None) is not None:
+        from .jobs import FileProgress
+
+        if getattr(args, "_file_progress", None) is None:
+            args._file_progress = FileProgress(args.progress_file)
+        args._file_progress.result(value)
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -162,6 +197,27 @@ def _add_hyperparameters(p: argparse.ArgumentParser) -> None:
                        help=f"{spec.help} (default: {shown})")
 
 
+def hyperparameter_argv(params: dict) -> list[str]:
+    """The ``fit`` flags that give these hyperparameter values (the inverse of the flags
+    :func:`_add_hyperparameters` defines): ``{"grid": (8, 10), "sigma": None}`` ->
+    ``["--grid", "8x10", "--sigma", "none"]``.
+
+    Raises:
+        ParameterError: a name that is not a hyperparameter of SOMAD.
+    """
+    from .errors import ParameterError
+    from .model import param_specs
+
+    names = {spec.name for spec in param_specs()}
+    out = []
+    for name, value in params.items():
+        if name not in names:
+            raise ParameterError(f"'{name}' is not a hyperparameter of SOMAD (see `python -m somad fit --help`).")
+        text = "none" if value is None else "x".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+        out += [f"--{name.replace('_', '-')}", text]
+    return out
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the CLI's one-line errors: ``error: <what is wrong> (see <prog> --help)`` and
     exit status 2, like every other user error, instead of the usage block (subcommands inherit it)."""
@@ -187,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="log each step's details")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step's details")
     sub = parser.add_subparsers(dest="command", required=True)
-    common = [verbose]  # -v also after the subcommand
+    verbose.add_argument("--progress-file", type=Path, default=argparse.SUPPRESS,
+                         help="also write each stage's progress and the result as JSON to this file "
+                              "(what a job's record holds; see `python -m somad jobs`)")
+    common = [verbose]  # -v and --progress-file also after the subcommand
 
     p = sub.add_parser("demo-data", parents=common, help="write the synthetic demo dataset (MVTec layout)")
     p.add_argument("--out", type=Path, default=DEFAULT_DATA, help=f"where to write it (default: {DEFAULT_DATA})")
@@ -264,6 +323,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the value was chosen, in words (default: 'set by hand at VALUE')")
     p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
     p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
+
+    p = sub.add_parser("score", parents=common,
+                       help="score the test split of a category with a saved model into the cache next to the model "
+                            "(what the dashboard reads)")
+    _add_data(p, SAVED_NAME_HELP)
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="a saved model folder (default: <models-dir>/<category>/<name or the default model>)")
+    p.add_argument("--force", action="store_true", help="score again even when the cache holds this model and data")
+
+    p = sub.add_parser("jobs", parents=common, help="list, queue or cancel background jobs (fits, scoring)")
+    where = _Parser(add_help=False)
+    where.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
+                       help=f"the models root whose .jobs/ folder holds the job records (default: {DEFAULT_MODELS})")
+    jobs = p.add_subparsers(dest="jobs_command", required=True)
+    q = jobs.add_parser("list", parents=[where], help="every job, newest first: status, stage, progress, time left, result or error")
+    q.add_argument("--json", action="store_true", help="one JSON object per job")
+    q = jobs.add_parser("cancel", parents=[where], help="cancel a queued or running job (nothing partial is left)")
+    q.add_argument("id", help="the job id (see `jobs list`)")
+    q = jobs.add_parser("submit", parents=[where], help="queue a somad command as a background job, e.g. "
+                                       "`jobs submit -- fit --data-dir D --category C`")
+    q.add_argument("--title", default=None, help="a line for the job list (default: the command)")
+    q.add_argument("argv", nargs=argparse.REMAINDER, help="the command after `--`")
+    q = jobs.add_parser("run", parents=[where], help=argparse.SUPPRESS)  # the job process itself (started by submit)
+    q.add_argument("id")
+    q.add_argument("--lock-fd", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -366,7 +450,8 @@ def cmd_fit(args) -> int:
     with executor:
         executor.check_on_workers("--data-dir / --models-dir", _fit_checks, tasks[cats[0]]["data_dir"], cats, targets,
                                   args.force)
-        results = _run(executor, fit_task, tasks, lambda cat, r: _fit_line(cat, outs[cat], r))
+        results = _run(executor, fit_task, tasks, lambda cat, r: _fit_line(cat, outs[cat], r), args,
+                       lambda cat: outs[cat].resolve())
     return _finish(results, lambda cat, r: str(outs[cat]) if r.ok else r.error, "model or error")
 
 
@@ -379,15 +464,17 @@ def _fit_line(cat: str, out: Path, r) -> str:
             + ", ".join(f"{k} {t:.1f}" for k, t in v["timings"].items()) + " s)")
 
 
-def _run(executor, fn, tasks: dict[str, dict], line) -> dict:
+def _run(executor, fn, tasks: dict[str, dict], line, args, written) -> dict:
     """Run one task per category on ``executor``, printing ``line(cat, result)`` (or the error) as
-    each ends; returns ``{category: TaskResult}`` in the categories' order."""
+    each ends and recording ``written(cat)`` in a job's ``--progress-file``; returns
+    ``{category: TaskResult}`` in the categories' order."""
     if executor.name != "local":
         print(f"{len(tasks)} task(s) {executor.where}", file=sys.stderr)
     results = {}
-    for r in executor.run_tasks(fn, tasks, lambda cat: TqdmProgress(f"{cat}: ")):
+    for r in executor.run_tasks(fn, tasks, lambda cat: _progress(args, f"{cat}: ")):
         results[r.name] = r
         if r.ok:
+            _result(args, written(r.name))
             print(line(r.name, r) + ("" if r.attempts == 1 else f" [after {r.attempts - 1} retry]"))
         elif len(tasks) > 1:
             print(f"{r.name}: failed: {r.error}", file=sys.stderr)
@@ -439,7 +526,8 @@ def cmd_evaluate(args) -> int:
         executor.check_on_workers("--models-dir / --results-dir", _evaluate_checks,
                                   [t["model_dir"] for t in tasks.values()], [t["results_dir"] for t in tasks.values()])
         results = _run(executor, evaluate_task, tasks,
-                       lambda cat, r: f"{cat}: model {dirs[cat]}: wrote {outs[cat]}/metrics.json, per_image.csv, figures/")
+                       lambda cat, r: f"{cat}: model {dirs[cat]}: wrote {outs[cat]}/metrics.json, per_image.csv, figures/",
+                       args, lambda cat: outs[cat].resolve())
     done = {cat: r.value["metrics"] for cat, r in results.items() if r.ok}
     if done:
         print("\n| category | image AUROC | pixel AUROC | AUPRO | image F1-max | pixel F1-max | eval s |")
@@ -475,9 +563,10 @@ def cmd_report(args) -> int:
         check_output_file(target, "--out" if args.out else "--results-dir")
     for cat, model_dir in dirs.items():
         model = load_model(model_dir, device=args.device)
-        ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "),
+        ev = evaluate_model(model, args.data_dir, cat, _progress(args, f"{cat}: "),
                             keep_empty_masks=args.keep_empty_masks, return_patches=True)
         out = write_report(model, ev, targets[cat], str(model_dir))
+        _result(args, Path(out).resolve())
         print(f"{cat}: model {model_dir}: wrote {out} ({out.stat().st_size / 1e6:.1f} MB, self-contained)")
     return 0
 
@@ -527,8 +616,9 @@ def cmd_predict(args) -> int:
                                       str(Path(args.out).resolve()))
             print(f"{len(paths)} images {executor.where}", file=sys.stderr)
             score = partial(executor.iter_predictions, shard_size=args.shard_size)
-        res = predict_folder(model, paths, args.out, args.overlays, TqdmProgress(), strict=args.strict,
+        res = predict_folder(model, paths, args.out, args.overlays, _progress(args), strict=args.strict,
                              on_error=lambda row: tqdm.write(f"error: {row['error']}", file=sys.stderr), score=score)
+    _result(args, Path(res["csv"]).resolve())
     if res["n_images"] <= PRINT_ROWS:
         with open(res["csv"], newline="") as fh:
             for row in list(csv.reader(fh))[1:]:
@@ -547,8 +637,9 @@ def cmd_teach(args) -> int:
 
     check_device(args.device)
     paths = expand_images(args.images)
-    out = teach(args.model_dir, paths, note=args.note, name=args.name, progress=TqdmProgress(),
+    out = teach(args.model_dir, paths, note=args.note, name=args.name, progress=_progress(args),
                 confirmed_defective=paths if args.confirm_defective else (), device=args.device)
+    _result(args, Path(out).resolve())
     _print_version(out, provenance(out))
     return 0
 
@@ -557,7 +648,8 @@ def cmd_refit(args) -> int:
     from .versions import provenance, refit
 
     check_device(args.device)
-    out = refit(args.model_dir, note=args.note, name=args.name, progress=TqdmProgress(), device=args.device)
+    out = refit(args.model_dir, note=args.note, name=args.name, progress=_progress(args), device=args.device)
+    _result(args, Path(out).resolve())
     _print_version(out, provenance(out))
     return 0
 
@@ -567,6 +659,7 @@ def cmd_threshold(args) -> int:
 
     rule = args.rule or f"set by hand at {args.value:g} (python -m somad threshold)"
     out = save_threshold(args.model_dir, args.value, rule=rule, note=args.note, name=args.name)
+    _result(args, Path(out).resolve())
     _print_version(out, provenance(out))
     return 0
 
@@ -589,9 +682,59 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from .scorecache import score_into_cache
+
+    check_device(args.device)
+    if args.model_dir is not None:
+        if args.category == "all":
+            raise SomadError("--model-dir scores one category: give --category too.")
+        cats, dirs = [args.category], {args.category: args.model_dir}
+        data.category_dir(args.data_dir, args.category)
+    else:
+        cats = _categories(args)
+        dirs = _saved_models(args, cats)
+    for cat in cats:
+        t0 = time.perf_counter()
+        out = score_into_cache(dirs[cat], args.data_dir, cat, args.device, _progress(args, f"{cat}: "), args.force)
+        _result(args, out.resolve())
+        print(f"{cat}: model {dirs[cat]}: test split scores in {out} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    from . import jobs
+
+    if args.jobs_command == "run":
+        return jobs.run(args.models_dir, args.id)
+    if args.jobs_command == "cancel":
+        jobs.cancel(args.models_dir, args.id)
+        print(f"job {args.id}: {jobs.job_info(args.models_dir, args.id).status}")
+        return 0
+    if args.jobs_command == "submit":
+        argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if not argv:
+            raise SomadError("jobs submit needs a command after `--`, e.g. `jobs submit -- fit --category bottle`.")
+        job_id = jobs.submit(args.models_dir, argv, kind=argv[0], title=args.title or "somad " + " ".join(argv))
+        print(f"job {job_id} queued; records in {jobs.jobs_dir(args.models_dir) / job_id}")
+        return 0
+    found = jobs.list_jobs(args.models_dir)
+    if getattr(args, "json", False):
+        for j in found:
+            print(json.dumps(j.to_dict()))
+        return 0
+    if not found:
+        print(f"no jobs in {jobs.jobs_dir(args.models_dir)}")
+    for j in found:
+        where = f"{j.stage} {j.done}/{j.total} {jobs.format_eta(j.eta_s)}".strip() if j.stage else ""
+        tail = j.error if j.status == "failed" else (j.result or "") if j.status == "done" else where
+        print(f"{j.id}  {j.status:<9}  {j.kind:<6}  {j.title}" + (f"  [{tail}]" if tail else ""))
+    return 0
+
+
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report, "predict": cmd_predict,
             "demo-data": cmd_demo, "teach": cmd_teach, "threshold": cmd_threshold,
-            "refit": cmd_refit}
+            "refit": cmd_refit, "score": cmd_score, "jobs": cmd_jobs}
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:
@@ -599,13 +742,18 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
+def run_command(args) -> int:
+    """Run parsed ``args`` (logging and warnings set up as for the CLI); SomadError propagates."""
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    warnings.formatwarning = _warning_line
+    return COMMANDS[args.command](args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    warnings.formatwarning = _warning_line
     try:
-        return COMMANDS[args.command](args)
+        return run_command(args)
     except SomadError as exc:  # user errors; anything else is a bug and keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

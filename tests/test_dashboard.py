@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from dashboard import events, images
-from somad import data, figures
+from somad import data, figures, jobs
 from somad.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,6 +102,13 @@ def test_fit_form_fits_and_saves(monkeypatch, demo_root, tmp_path):
     submit.click().run()
     _clean(at)
     assert not at.error, [e.value for e in at.error]
+    (job,) = jobs.list_jobs(models)  # the fit runs as a job, outside the session
+    assert job.kind == "fit" and job.status in ("queued", "running")
+    while jobs.job_info(models, job.id).active:
+        time.sleep(0.5)
+    assert jobs.job_info(models, job.id).status == "done", jobs.job_info(models, job.id).error
+    at.run()  # the job list sees the finished fit, and the session that started it loads its model
+    _clean(at)
     out = models / "tiles" / "formfit"
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["hyperparameters"]["image_size"] == 64 and cfg["hyperparameters"]["d"] == 16

@@ -1,0 +1,284 @@
+"""Load test of the dashboard: N browser sessions (Playwright + Chromium) on one Streamlit server.
+
+Each session opens the app, then loops until the time is up: the SOM explorer (neuron clicks on the
+U-matrix), the Test inspector (heatmap-cell clicks), Try an image (one more large JPEG uploaded and
+held each round), changing pages through the navigation. It reports click latency (click to the
+updated heading) p50 / p95, the server's resident memory (RSS, of the Streamlit process) at the
+start, at its peak and at the end after every session closed and the server had time to drop
+them, the RSS growth per upload held, and the number of exceptions (shown in a page or logged).
+
+    python benchmarks/dashboard_load.py --viewers 1 4 8 --seconds 120 \\
+        --data-dir ../shared/data/mvtec_ad --category bottle --out benchmarks/results/dashboard_load.json
+
+Needs a fitted model of the category in ``--models-dir`` (``python -m somad fit --data-dir
+../shared/data/mvtec_ad --category bottle``) and Debian's chromium. The large JPEGs (2500x2500,
+about 2.5 MB) are made from the category's test images in a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+CHROMIUM = os.environ.get("SOMAD_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+NAV = {"som": "SOM explorer", "inspector": "Test inspector", "try": "Try an image", "model": "Model"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB (VmRSS of /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's RSS every ``every`` seconds; ``peak`` and ``samples`` (time, MB)."""
+
+    def __init__(self, pid: int, every: float = 0.5):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.samples, self.stop_flag = pid, every, [], False
+
+    def run(self) -> None:
+        while not self.stop_flag:
+            try:
+                self.samples.append((time.time(), rss_mb(self.pid)))
+            except OSError:
+                return
+            time.sleep(self.every)
+
+    @property
+    def peak(self) -> float:
+        return max(v for _, v in self.samples)
+
+
+def make_jpegs(data_dir: Path, category: str, folder: Path, n: int, px: int) -> list[Path]:
+    """``n`` large JPEGs (``px`` x ``px``) from the category's test images, with a little noise so
+    that each file is distinct."""
+    from somad import data
+
+    samples = data.test_samples(data_dir, category)
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        rgb = data.read_raw(samples[(i * 7) % len(samples)].path)
+        big = np.asarray(Image.fromarray(rgb).resize((px, px), Image.BILINEAR), dtype=np.int16)
+        big = np.clip(big + rng.integers(-10, 11, big.shape), 0, 255).astype(np.uint8)
+        path = folder / f"large_{i:02d}.jpg"
+        Image.fromarray(big).save(path, quality=95)
+        out.append(path)
+    return out
+
+
+def start_server(models_dir: Path, data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, SOMAD_DATA_DIR=str(data_dir), SOMAD_MODELS_DIR=str(models_dir),
+               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1"],
+                            cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("streamlit did not start: " + log.read_text()[-2000:])
+
+
+async def click_data_point(page, x: float, y: float) -> None:
+    px, py = await page.evaluate(
+        """([x, y]) => {
+            const gd = document.querySelectorAll('.js-plotly-plot')[0];
+            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            const r = gd.getBoundingClientRect();
+            return [r.left + xa._offset + xa.l2p(x), r.top + ya._offset + ya.l2p(y)];
+        }""", [x, y])
+    await page.mouse.click(px, py)
+
+
+async def count_exceptions(page) -> int:
+    return await page.locator("[data-testid='stException']").count()
+
+
+async def session(browser, url: str, model, jpegs: list[Path], until: float, stats: dict, rng: random.Random,
+                  max_uploads: int, pid: int | None = None) -> None:
+    """One viewer: rounds of neuron clicks, cell clicks, an upload and page changes until ``until``."""
+    ctx = await browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = await ctx.new_page()
+    page.set_default_timeout(180_000)
+    rows, cols = model.grid_
+    h, w = model.feature_shape_
+    s = model.image_size
+    held = 0
+    try:
+        await page.goto(f"{url}/som_explorer")
+        await page.get_by_text("Nearest training patches of neuron").first.wait_for()
+        while time.time() < until:
+            await page.get_by_role("link", name=NAV["som"]).first.click()
+            await page.get_by_text("Nearest training patches of neuron").first.wait_for()
+            await page.locator("[data-testid='stPlotlyChart'] rect.nsewdrag").first.wait_for()
+            for _ in range(2):
+                r, c = rng.randrange(rows), rng.randrange(cols)
+                t0 = time.perf_counter()
+                await click_data_point(page, c, r)
+                await page.get_by_text(f"Nearest training patches of neuron ({r}, {c})").first.wait_for()
+                stats["clicks"].append(("neuron", time.perf_counter() - t0))
+            stats["exceptions"] += await count_exceptions(page)
+            await page.get_by_role("link", name=NAV["inspector"]).first.click()
+            await page.get_by_text("Click a pixel of the heatmap").first.wait_for()
+            await page.locator("[data-testid='stPlotlyChart'] rect.nsewdrag").first.wait_for()
+            for _ in range(2):
+                r, c = rng.randrange(h), rng.randrange(w)
+                t0 = time.perf_counter()
+                await click_data_point(page, (c + 0.5) * s / w, (r + 0.5) * s / h)
+                await page.get_by_text(f"Cell ({r}, {c}): BMU").first.wait_for()
+                stats["clicks"].append(("cell", time.perf_counter() - t0))
+            stats["exceptions"] += await count_exceptions(page)
+            if held < max_uploads and time.time() < until:
+                await page.get_by_role("link", name=NAV["try"]).first.click()
+                chooser = page.locator("[data-testid='stFileUploaderDropzoneInput']")
+                await chooser.wait_for(state="attached")
+                before = rss_mb(pid) if pid else None
+                t0 = time.perf_counter()
+                await chooser.set_input_files(str(jpegs[rng.randrange(len(jpegs))]))
+                held += 1
+                await page.get_by_text(" → ").nth(held - 1).wait_for()
+                stats["uploads"].append(time.perf_counter() - t0)
+                if pid:
+                    await asyncio.sleep(1)
+                    stats["upload_rss_mb"].append(rss_mb(pid) - before)
+                stats["held"] += 1
+                stats["exceptions"] += await count_exceptions(page)
+                # the uploads stay held while the session lives: move on to the other pages
+    except Exception as exc:  # a timeout or a crash of the page counts as an exception of the run
+        stats["errors"].append(f"{type(exc).__name__}: {str(exc)[:300]}")
+    finally:
+        await ctx.close()
+
+
+async def run_viewers(url: str, n: int, seconds: float, model, jpegs, max_uploads: int, sampler, pid) -> dict:
+    from playwright.async_api import async_playwright
+
+    stats = {"clicks": [], "uploads": [], "upload_rss_mb": [], "exceptions": 0, "errors": [], "held": 0}
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        until = time.time() + seconds
+        await asyncio.gather(*(session(browser, url, model, jpegs, until, stats, random.Random(i), max_uploads, pid)
+                               for i in range(n)))
+        await browser.close()
+    return stats
+
+
+def percentile(values, q) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "mvtec_ad")
+    ap.add_argument("--category", default="bottle")
+    ap.add_argument("--models-dir", type=Path, default=REPO / "models")
+    ap.add_argument("--viewers", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--seconds", type=float, default=120, help="how long the sessions of one run click")
+    ap.add_argument("--uploads", type=int, default=5, help="large JPEGs each session uploads and holds (at most)")
+    ap.add_argument("--image-px", type=int, default=2500)
+    ap.add_argument("--settle", type=float, default=150,
+                    help="seconds to wait after the sessions closed before the end RSS (Streamlit keeps a "
+                         "disconnected session 120 s)")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    from somad import store
+    from somad.persistence import load_model
+
+    model_dir = store.default_model(args.models_dir, args.category)
+    if model_dir is None:
+        raise SystemExit(f"no model of {args.category} in {args.models_dir}: run `python -m somad fit --data-dir "
+                         f"{args.data_dir} --category {args.category}` first.")
+    model = load_model(model_dir)
+    results = {"command": " ".join(sys.argv), "model": str(model_dir), "cpus": os.cpu_count(), "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        jpegs = make_jpegs(args.data_dir, args.category, Path(tmp), 4, args.image_px)
+        results["jpeg_mb"] = round(float(np.mean([p.stat().st_size for p in jpegs])) / 1e6, 2)
+        for n in args.viewers:
+            log = Path(tmp) / f"server-{n}.log"
+            proc, url = start_server(args.models_dir, args.data_dir, log)
+            try:
+                # warm-up: one session scores the test split (or reads its cache) and loads the model
+                asyncio.run(run_viewers(url, 1, 1, model, jpegs, 0, None, proc.pid))
+                time.sleep(5)
+                start = rss_mb(proc.pid)
+                sampler = RssSampler(proc.pid)
+                sampler.start()
+                load0 = os.getloadavg()
+                t0 = time.time()
+                stats = asyncio.run(run_viewers(url, n, args.seconds, model, jpegs, args.uploads, sampler, proc.pid))
+                wall = time.time() - t0
+                load1 = os.getloadavg()
+                peak_held = sampler.peak
+                time.sleep(args.settle)
+                end = rss_mb(proc.pid)
+                sampler.stop_flag = True
+                logged = len(re.findall(r"Traceback \(most recent call last\)", log.read_text(errors="replace")))
+            finally:
+                proc.terminate()
+                proc.wait(20)
+            clicks = [t for _, t in stats["clicks"]]
+            run = {"viewers": n, "seconds": round(wall, 1), "clicks": len(clicks),
+                   "click_p50_s": percentile(clicks, 50), "click_p95_s": percentile(clicks, 95),
+                   "neuron_p50_s": percentile([t for k, t in stats["clicks"] if k == "neuron"], 50),
+                   "cell_p50_s": percentile([t for k, t in stats["clicks"] if k == "cell"], 50),
+                   "uploads_held": stats["held"], "upload_p50_s": percentile(stats["uploads"], 50),
+                   "rss_start_mb": round(start, 1), "rss_peak_mb": round(peak_held, 1), "rss_end_mb": round(end, 1),
+                   "rss_growth_to_peak_per_upload_mb": round((peak_held - start) / stats["held"], 1) if stats["held"] else None,
+                   # RSS just after an upload was scored and shown minus just before it (other sessions
+                   # work meanwhile, so this is an upper bound of what one held upload costs)
+                   "rss_growth_per_upload_mb": percentile(stats["upload_rss_mb"], 50),
+                   "exceptions_in_pages": stats["exceptions"], "exceptions_logged": logged,
+                   "session_errors": stats["errors"], "loadavg_before": load0, "loadavg_after": load1}
+            results["runs"].append(run)
+            print(json.dumps(run), flush=True)
+    print("\n| viewers | clicks | click p50 / p95 s | uploads held | RSS start / peak / end MB | growth per upload MB "
+          "(median) | exceptions | load average (1 min) before / after |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results["runs"]:
+        growth = r["rss_growth_per_upload_mb"]
+        print(f"| {r['viewers']} | {r['clicks']} | {r['click_p50_s'] or float('nan'):.2f} / "
+              f"{r['click_p95_s'] or float('nan'):.2f} | {r['uploads_held']} | {r['rss_start_mb']:.0f} / "
+              f"{r['rss_peak_mb']:.0f} / {r['rss_end_mb']:.0f} | {'n/a' if growth is None else f'{growth:.0f}'} | "
+              f"{r['exceptions_in_pages'] + r['exceptions_logged'] + len(r['session_errors'])} | "
+              f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f} |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
