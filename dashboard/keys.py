@@ -19,6 +19,7 @@ class Keys:
     IMAGE = "image"  # test image as "<defect>/<file name>"
     CELL = "cell"  # (row, col) feature cell of IMAGE
     THRESHOLD = "threshold"  # image threshold
+    FOOTPRINT = "footprint"  # "1": the SOM explorer overlays IMAGE's footprint on the U-matrix
     LAST_CLICK = "_last_click"  # see dashboard.widgets.new_click
     EVALUATED = "_evaluated"
     W_DATA_DIR = "w_data_dir"
@@ -28,6 +29,8 @@ class Keys:
     W_NEURON_COL = "w_neuron_col"
     W_THRESHOLD = "w_threshold"
     W_CPLANE_DIM = "w_cplane_dim"
+    W_FOOTPRINT = "w_footprint"
+    W_FOOTPRINT_IMAGE = "w_footprint_image"
     W_UPLOADS = "w_uploads"
     W_SAVED_MODEL = "w_saved_model"
     W_RENAME = "w_rename"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from somad import data, explain, figures, metrics, pipeline
+from somad import data, explain, figures, metrics, pipeline, projection
 from somad.persistence import CONFIG, load_model
 
 from . import images
@@ -162,3 +162,15 @@ def _reference(model_dir: str, mtime: float, device: str, data_dir: str, categor
 def get_reference(model_dir, data_dir, category, device: str = "cpu") -> images.Reference:
     """:class:`dashboard.images.Reference` of the category, from the cached evaluation (cached)."""
     return _reference(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _mean_training_image(model_dir: str, mtime: float, device: str):
+    model = _model(model_dir, mtime, device)
+    return projection.mean_image(getattr(model, "train_paths_", []) or [], model.image_size, load_training_image,
+                                 model.intensity_)
+
+
+def get_mean_training_image(model_dir, device: str = "cpu") -> np.ndarray | None:
+    """uint8 ``(S, S, 3)`` mean of up to 64 training images (None when none can be read; cached)."""
+    return _mean_training_image(str(model_dir), model_mtime(model_dir), device)

@@ -16,11 +16,11 @@ from .keys import Keys
 
 
 SELECTIONS = (Keys.NEURON, Keys.IMAGE, Keys.CELL, Keys.THRESHOLD, Keys.W_THRESHOLD, Keys.W_NEURON_ROW,
-              Keys.W_NEURON_COL, Keys.LAST_CLICK)
+              Keys.W_NEURON_COL, Keys.LAST_CLICK, Keys.W_FOOTPRINT_IMAGE)
 """What a change of model resets."""
 
 URL_KEYS = {"root": Keys.DATA_DIR, "category": Keys.CATEGORY, "model": Keys.MODEL_DIR, "image": Keys.IMAGE,
-            "neuron": Keys.NEURON, "cell": Keys.CELL, "thr": Keys.THRESHOLD}
+            "neuron": Keys.NEURON, "cell": Keys.CELL, "thr": Keys.THRESHOLD, "footprint": Keys.FOOTPRINT}
 """Query parameter -> session key of the view state kept in the URL."""
 
 
@@ -184,6 +184,8 @@ def _restore_selection(url: dict[str, str]) -> None:
         st.toast("Part of the link could not be read (neuron, cell or threshold): default shown instead.")
     if Keys.IMAGE in url:
         ss[Keys.IMAGE] = url[Keys.IMAGE]
+    if url.get(Keys.FOOTPRINT) == "1":
+        ss[Keys.FOOTPRINT] = "1"
 
 
 def _pair(text: str) -> tuple[int, int]:
@@ -263,17 +265,31 @@ def require_model() -> Current:
 
 def require_evaluation(cur: Current):
     """The cached evaluation of the current model on its category's test split, or stop with a message."""
+    ev = evaluation(cur)
+    if ev is None:
+        st.stop()
+    return ev
+
+
+def evaluation(cur: Current):
+    """The cached evaluation of the current model on its category's test split, or None after a
+    message saying why there is none (the page goes on)."""
     try:
         with st.spinner(f"Scoring the test images of '{cur.category}' (once per model)..."):
             ev = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
     except SomadError as exc:
         st.warning(f"Cannot evaluate on the test split of '{cur.category}' under {cur.data_dir}: {exc}")
-        st.stop()
+        return None
     except Exception as exc:
         st.error(f"Scoring the test images failed ({type(exc).__name__}: {exc}).")
-        st.stop()
+        return None
     loaders.mark_evaluated(cur.model_dir, cur.data_dir, cur.category, cur.device)
     return ev
+
+
+def image_names(ev) -> list[str]:
+    """``"<defect>/<file name>"`` of every test image of an evaluation (the key of :data:`Keys.IMAGE`)."""
+    return [f"{s.defect}/{s.path.name}" for s in ev.samples]
 
 
 def threshold(cur: Current) -> float:
