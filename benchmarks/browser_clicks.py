@@ -145,8 +145,10 @@ def main() -> None:
             page.get_by_text("heatmap: click a pixel").first.wait_for()
             page.locator(".js-plotly-plot").first.wait_for()
             settle(page)
-            idx = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].findIndex(
-                gd => (gd._fullLayout.title.text || '').startsWith('heatmap'))""")
+            find = """() => [...document.querySelectorAll('.js-plotly-plot')].findIndex(
+                gd => gd._fullLayout && ((gd._fullLayout.title || {}).text || '').startsWith('heatmap'))"""
+            page.wait_for_function(f"() => ({find})() >= 0")
+            idx = page.evaluate(find)
             times = []
             for n, (r, c) in enumerate(cells):
                 t = timed_click(page, idx, (c + 0.5) * s / w, (r + 0.5) * s / h, f"Cell ({r}, {c}): BMU")

@@ -29,6 +29,7 @@ class Keys:
     W_NEURON_COL = "w_neuron_col"
     W_THRESHOLD = "w_threshold"
     W_CPLANE_DIM = "w_cplane_dim"
+    W_CPLANE = "w_cplane"  # the component plane is drawn only when this toggle is on
     W_FOOTPRINT = "w_footprint"
     W_FOOTPRINT_IMAGE = "w_footprint_image"
     W_UPLOADS = "w_uploads"

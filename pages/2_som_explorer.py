@@ -158,13 +158,15 @@ def render_neuron_positions(cur, neuron) -> None:
 
 def render_component_plane(cur, views, neuron) -> None:
     m = cur.model
-    with st.expander("Component plane (weight of one feature dimension across the map)"):
-        st.markdown(help.COMPONENT_PLANE)
-        dim = st.slider("Feature dimension", 0, len(m.channel_idx_) - 1, 0, key=Keys.W_CPLANE_DIM)
-        st.caption(f"dimension {dim} = {explain.channel_label(m, dim)}")
-        widgets.chart(figures.som_map(m.component_plane(dim), m.topology, f"Component plane {dim}", "RdBu_r",
-                                      {"U": views["u"], "hits": views["hits"]}, neuron, colorbar_title="weight"),
-                      "som_cplane", clickable=True, width="content")
+    # a toggle, not an expander: an expander's content is built and re-sent on every click even when closed
+    if not st.toggle("Component plane (weight of one feature dimension across the map)", key=Keys.W_CPLANE):
+        return
+    st.markdown(help.COMPONENT_PLANE)
+    dim = st.slider("Feature dimension", 0, len(m.channel_idx_) - 1, 0, key=Keys.W_CPLANE_DIM)
+    st.caption(f"dimension {dim} = {explain.channel_label(m, dim)}")
+    widgets.chart(figures.som_map(m.component_plane(dim), m.topology, f"Component plane {dim}", "RdBu_r",
+                                  {"U": views["u"], "hits": views["hits"]}, neuron, colorbar_title="weight"),
+                  "som_cplane", clickable=True, width="content")
 
 
 def render_training_patches(cur, neuron) -> None:
@@ -225,18 +227,27 @@ def render_test_images(cur, neuron) -> None:
                 st.switch_page(state.PAGES["inspector"])
 
 
+@st.fragment
+def render_explorer(cur, views) -> None:
+    """Everything that follows a click on the maps, rerun alone on such a click (a fragment): the
+    header and the app around it are not rebuilt or re-sent. Ends by writing the view into the URL,
+    which ``app.py`` does only on a full run."""
+    foot_ev, foot_image = render_footprint_pick(cur)
+    foot = None if foot_ev is None else projection.image_footprint(
+        foot_ev.patches, foot_image, cur.model.feature_shape_, cur.model.grid_, foot_ev.masks[foot_image])
+    selected = pick_neuron(cur, views)
+    render_maps(cur, views, selected, foot)
+    state.write_url()  # before anything that may stop the fragment
+    if foot is not None:
+        render_footprint_cells(cur, foot_ev, foot_image, foot, selected)
+    render_component_plane(cur, views, selected)
+    render_training_patches(cur, selected)
+    render_test_images(cur, selected)
+
+
 state.ensure_navigation()
 st.title("SOM explorer")
 current = state.require_model()
 som_views = loaders.get_som_views(current.model_dir, current.device)
 render_header(current, som_views)
-foot_ev, foot_image = render_footprint_pick(current)
-foot = None if foot_ev is None else projection.image_footprint(
-    foot_ev.patches, foot_image, current.model.feature_shape_, current.model.grid_, foot_ev.masks[foot_image])
-selected = pick_neuron(current, som_views)
-render_maps(current, som_views, selected, foot)
-if foot is not None:
-    render_footprint_cells(current, foot_ev, foot_image, foot, selected)
-render_component_plane(current, som_views, selected)
-render_training_patches(current, selected)
-render_test_images(current, selected)
+render_explorer(current, som_views)

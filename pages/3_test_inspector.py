@@ -264,6 +264,19 @@ def render_contributions(cur, i: int, cell: tuple[int, int], ex) -> None:
     st.markdown(help.CONTRIBUTIONS)
 
 
+@st.fragment
+def render_selected_image(cur, ev, i: int, thr: float) -> None:
+    """The selected image and its clicked cell, rerun alone on a heatmap click (a fragment): the
+    threshold, counts and table above are not rebuilt or re-sent. Writes the view into the URL,
+    which ``app.py`` does only on a full run."""
+    cell = render_image(cur, ev, i, thr)
+    state.write_url()
+    if cell is None:
+        st.info("Click a pixel of the heatmap to see its BMU, its k nearest neurons and why it scored what it did.")
+    else:
+        render_cell(cur, ev, i, cell)
+
+
 state.ensure_navigation()
 st.title("Test inspector")
 current = state.require_model()
@@ -271,9 +284,4 @@ evaluation = state.require_evaluation(current)
 threshold = render_threshold(current, evaluation)
 render_counts(evaluation, threshold)
 render_table(evaluation, threshold)
-index = current_image(evaluation, threshold)
-selected_cell = render_image(current, evaluation, index, threshold)
-if selected_cell is None:
-    st.info("Click a pixel of the heatmap to see its BMU, its k nearest neurons and why it scored what it did.")
-else:
-    render_cell(current, evaluation, index, selected_cell)
+render_selected_image(current, evaluation, current_image(evaluation, threshold), threshold)
