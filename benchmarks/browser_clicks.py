@@ -104,6 +104,10 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=15)
     ap.add_argument("--chromium", default=os.environ.get("SOMAD_CHROMIUM", "/usr/bin/chromium"))
     ap.add_argument("--json", help="append the result as one JSON line to this file")
+    ap.add_argument("--shot-image", help='after the clicks, screenshot this test image ("<defect>/<file>") on '
+                                         "the map (SOM explorer with its footprint) into --shots")
+    ap.add_argument("--shot-cell", default="", help="and the Test inspector with this cell 'r,c' clicked")
+    ap.add_argument("--shots", default="benchmarks/results/screenshots")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -126,6 +130,7 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 2000})
             page.set_default_timeout(600_000)
+            print("opening the SOM explorer (the first load scores the test split)", flush=True)
             page.goto(f"{url}/som_explorer{query}")
             page.get_by_text("Test images where this neuron is the BMU").first.wait_for()
             page.get_by_role("button", name="Inspect").first.wait_for()
@@ -139,6 +144,7 @@ def main() -> None:
                 t = timed_click(page, 0, x, y, f"Nearest training patches of neuron ({r}, {c})")
                 if n >= 2:
                     times.append(t)
+                print(f"neuron ({r}, {c}): {t[0]:.2f} s shown, {t[1]:.2f} s settled", flush=True)
                 page.wait_for_timeout(300)
             out["neuron"] = times
             page.goto(f"{url}/test_inspector{query}")
@@ -154,8 +160,24 @@ def main() -> None:
                 t = timed_click(page, idx, (c + 0.5) * s / w, (r + 0.5) * s / h, f"Cell ({r}, {c}): BMU")
                 if n >= 2:
                     times.append(t)
+                print(f"cell ({r}, {c}): {t[0]:.2f} s shown, {t[1]:.2f} s settled", flush=True)
                 page.wait_for_timeout(300)
             out["cell"] = times
+            if args.shot_image:
+                shots = Path(args.shots)
+                shots.mkdir(parents=True, exist_ok=True)
+                stem = args.shot_image.replace("/", "_").rsplit(".", 1)[0]
+                page.goto(f"{url}/som_explorer{query}&footprint=1&image={args.shot_image}")
+                page.get_by_text("Footprint of the image on the U-matrix").first.wait_for()
+                settle(page)
+                page.screenshot(path=str(shots / f"footprint_{stem}.png"), full_page=True)
+                cell = f"&cell={args.shot_cell}" if args.shot_cell else ""
+                page.goto(f"{url}/test_inspector{query}&image={args.shot_image}{cell}")
+                page.get_by_text("heatmap: click a pixel").first.wait_for()
+                if args.shot_cell:
+                    page.get_by_text("Distance of cell").first.wait_for()
+                settle(page)
+                page.screenshot(path=str(shots / f"inspector_{stem}.png"), full_page=True)
             browser.close()
     finally:
         proc.terminate()
