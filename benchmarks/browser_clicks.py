@@ -88,9 +88,14 @@ def settle(page) -> None:
 def timed_click(page, chart: int, x: float, y: float, text: str) -> tuple[float, float]:
     t0 = time.perf_counter()
     click_data_point(page, chart, x, y)
-    page.get_by_text(text).first.wait_for()
-    shown = time.perf_counter() - t0
-    page.wait_for_function(SETTLED_JS, polling=50)
+    try:
+        page.get_by_text(text).first.wait_for(timeout=120_000)
+        shown = time.perf_counter() - t0
+        page.wait_for_function(SETTLED_JS, polling=50, timeout=120_000)
+    except Exception:
+        page.screenshot(path="browser_clicks_failed.png", full_page=True)
+        print(f"waiting for '{text}' failed: see browser_clicks_failed.png", flush=True)
+        raise
     return shown, time.perf_counter() - t0
 
 
@@ -104,6 +109,8 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=15)
     ap.add_argument("--chromium", default=os.environ.get("SOMAD_CHROMIUM", "/usr/bin/chromium"))
     ap.add_argument("--json", help="append the result as one JSON line to this file")
+    ap.add_argument("--footprint", action="store_true",
+                    help="neuron clicks with a test image's footprint on the U-matrix (footprint=1 in the URL)")
     ap.add_argument("--shot-image", help='after the clicks, screenshot this test image ("<defect>/<file>") on '
                                          "the map (SOM explorer with its footprint) into --shots")
     ap.add_argument("--shot-cell", default="", help="and the Test inspector with this cell 'r,c' clicked")
@@ -131,7 +138,7 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 2000})
             page.set_default_timeout(600_000)
             print("opening the SOM explorer (the first load scores the test split)", flush=True)
-            page.goto(f"{url}/som_explorer{query}")
+            page.goto(f"{url}/som_explorer{query}" + ("&footprint=1" if args.footprint else ""))
             page.get_by_text("Test images where this neuron is the BMU").first.wait_for()
             page.get_by_role("button", name="Inspect").first.wait_for()
             settle(page)
@@ -187,7 +194,7 @@ def main() -> None:
             proc.kill()
     load = os.getloadavg()
     result = {"app_dir": str(Path(args.app_dir).resolve()), "model": f"{args.category}/{args.model}",
-              "grid": list(model.grid_), "clicks": args.clicks, "loadavg": [round(v, 2) for v in load]}
+              "grid": list(model.grid_), "clicks": args.clicks, "footprint": args.footprint, "loadavg": [round(v, 2) for v in load]}
     for kind, label in (("neuron", "neuron click (SOM explorer)"), ("cell", "heatmap-cell click (Test inspector)")):
         shown = [t[0] for t in out[kind]]
         settled = [t[1] for t in out[kind]]
