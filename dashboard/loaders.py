@@ -115,7 +115,7 @@ def get_heat_overlay(model_dir, data_dir, category, index: int, device: str = "c
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _pro(model_dir: str, mtime: float, device: str, data_dir: str, category: str):
     ev = _evaluation(model_dir, mtime, device, data_dir, category)
-    return figures.thin_curve(*metrics.pro_curve(ev.masks, ev.maps))
+    return figures.thin_curve(*metrics.pro_curve(*ev.pixel_arrays()))  # the images the metrics count
 
 
 def get_pro_curve(model_dir, data_dir, category, device: str = "cpu"):

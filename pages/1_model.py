@@ -11,6 +11,7 @@ from dashboard import config, form, loaders, state, widgets
 from dashboard.keys import Keys
 from somad import pipeline, store
 from somad.errors import SomadError
+from somad.model import check_params
 from somad.persistence import read_config
 
 state.ensure_navigation()
@@ -184,6 +185,7 @@ def render_fit_form() -> None:
             submitted = st.form_submit_button("Fit", type="primary")
         if submitted:
             try:
+                check_params(params)  # the CLI's check, before any work (somad.model)
                 fit_now(params, store.check_name(name), force, int(max_train) or None)
             except SomadError as exc:
                 st.error(str(exc))

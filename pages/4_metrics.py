@@ -16,6 +16,10 @@ def _fmt(v) -> str:
 def render_summary(cur, ev) -> None:
     mt = ev.metrics
     st.caption(f"{cur.category}: {mt['n_test']} test images, {mt['n_anomalous']} defective.")
+    if mt.get("n_empty_masks"):
+        st.warning(f"{mt['n_empty_masks']} defective test image(s) have an empty mask (no pixel marked), most "
+                   "likely a labelling mistake: " + ", ".join(mt["empty_masks"]) + ". They are left out of the "
+                   "pixel metrics and the PRO curve; the image metrics count them as defective.")
     widgets.report_button(cur)
     k = st.columns(4)
     k[0].metric("Image AUROC", _fmt(mt["image_auroc"]),
@@ -36,7 +40,7 @@ def render_curves(cur, ev) -> None:
         else:
             st.info("The test split has a single class: no ROC curve.")
     with b:
-        if ev.masks.any():
+        if ev.pixel_arrays()[0].any():
             fpr, pro = loaders.get_pro_curve(cur.model_dir, cur.data_dir, cur.category, cur.device)
             widgets.chart(figures.pro_figure(fpr, pro, mt["aupro"]), "m_pro")
         else:

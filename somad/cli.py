@@ -1,7 +1,9 @@
-"""Command line: ``python -m somad {demo-data,fit,evaluate,predict}``.
+"""Command line: ``python -m somad {demo-data,fit,evaluate,report,predict}``.
 
 Every long step shows a tqdm progress bar. Bad input prints one ``error:``
 line naming the file or parameter and exits with status 2; nothing is written.
+``predict`` without ``--strict`` is the exception for unreadable image files: it
+scores the others and exits with :data:`EXIT_UNREADABLE` (see :data:`PREDICT_EXIT_HELP`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,17 @@ from .store import (
 DEFAULT_DATA = demo.DEFAULT_DIR
 DEFAULT_MODELS = Path("models")
 PRINT_ROWS = 20
+EXIT_UNREADABLE = 3
+"""Exit status of ``predict`` when some files could not be read (the others were scored and written)."""
+PREDICT_EXIT_HELP = f"""\
+exit status:
+  0    every file scored; predictions.csv and the overlays written
+  2    bad input (model, --out, an argument naming no image file) or, with --strict, an
+       unreadable file: one error line, nothing written
+  {EXIT_UNREADABLE}    some files could not be read: every other file scored and written; each unreadable
+       file has a row with verdict 'error' and the reason, and one 'error:' line on stderr
+  1    an unexpected failure (a bug: the traceback says where)
+  130  interrupted (Ctrl-C): nothing written"""
 """``predict`` prints each image's row when it scores at most this many (a folder's rows stay in the CSV)."""
 
 
@@ -176,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metrics.json, per_image.csv and figures go to <results-dir>/<category>/ (default: results)")
     p.add_argument("--figures", type=_figures, default=6,
                    help="comparison PNGs per category: the hardest cases (default: 6)")
+    _add_keep_empty_masks(p)
 
     p = sub.add_parser("report", parents=common, help="write a self-contained HTML report of a saved model on its test split")
     _add_data(p, SAVED_NAME_HELP)
@@ -184,17 +198,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "<results-dir>/<category>/report.html)")
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="folder of the default report path (default: results)")
+    _add_keep_empty_masks(p)
 
-    p = sub.add_parser("predict", parents=common, help="score image files, folders or glob patterns with a saved model")
+    p = sub.add_parser("predict", parents=common, help="score image files, folders or glob patterns with a saved model",
+                       epilog=PREDICT_EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", type=Path, required=True,
                    help="a saved model folder, e.g. models/<category>/default")
     p.add_argument("--out", type=Path, default=Path("predictions"),
-                   help="folder for the predictions CSV (path, score, verdict, overlay) and the heatmap overlays "
-                        "(default: predictions)")
+                   help="folder for the predictions CSV (path, score, verdict, overlay, error) and the heatmap "
+                        "overlays (default: predictions)")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="write only the CSV")
+    p.add_argument("--strict", action="store_true",
+                   help="all or nothing: stop at the first unreadable file and write nothing (default: give it a "
+                        "row with verdict 'error' and the reason, and score every other file)")
     _add_device(p)
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     return parser
+
+
+def _add_keep_empty_masks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-empty-masks", action="store_true",
+                   help="count defective test images whose mask is empty (most likely a labelling mistake) in the "
+                        "pixel metrics, every pixel normal (default: leave them out of the pixel metrics, with a "
+                        "warning naming them; the image metrics always count them)")
 
 
 def _figures(text: str) -> int:
@@ -246,11 +272,11 @@ def _saved_models(args, cats: list[str]) -> dict[str, Path]:
 
 
 def cmd_fit(args) -> int:
-    from .model import SOMAD, param_specs
+    from .model import check_params, param_specs
     from .pipeline import check_writable, fit_category
 
     params = {spec.name: getattr(args, spec.name) for spec in param_specs()}
-    SOMAD(**params)._validate_params()  # before any data is touched
+    check_params(params)  # before any data is touched
     cats = _categories(args)
     name = check_name(args.name) if args.name is not None else DEFAULT_MODEL_NAME
     for cat in cats:  # check every target before fitting any
@@ -281,7 +307,8 @@ def cmd_evaluate(args) -> int:
     rows = []
     for cat in cats:
         model = load_model(dirs[cat], device=args.device)
-        ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "))
+        ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "),
+                            keep_empty_masks=args.keep_empty_masks)
         out = write_results(ev, model, args.results_dir / cat, args.figures)
         m = ev.metrics
         rows.append([cat] + [_metric_cell(m, k) for k in TABLE_METRICS] + [f"{m['timings']['total']:.1f}"])
@@ -318,7 +345,8 @@ def cmd_report(args) -> int:
         check_output_file(target, "--out" if args.out else "--results-dir")
     for cat, model_dir in dirs.items():
         model = load_model(model_dir, device=args.device)
-        ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "))
+        ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "),
+                            keep_empty_masks=args.keep_empty_masks)
         out = write_report(model, ev, targets[cat], str(model_dir))
         print(f"{cat}: model {model_dir}: wrote {out}")
     return 0
@@ -337,24 +365,30 @@ def _report_path(args, category: str) -> Path:
 
 
 def cmd_predict(args) -> int:
+    from tqdm import tqdm
+
     from .persistence import load_model
     from .pipeline import PREDICTIONS_CSV, expand_images, predict_folder
 
     check_device(args.device)
     check_output_file(Path(args.out) / PREDICTIONS_CSV, "--out")
     paths = expand_images(args.images)
-    for p in paths:
-        data.check_image_file(p)  # every file's header checked before any work
+    if args.strict:
+        for p in paths:
+            data.check_image_file(p)  # every file's header checked before any work
     model = load_model(args.model_dir, device=args.device)
-    res = predict_folder(model, paths, args.out, args.overlays, TqdmProgress())
+    res = predict_folder(model, paths, args.out, args.overlays, TqdmProgress(), strict=args.strict,
+                         on_error=lambda row: tqdm.write(f"error: {row['error']}", file=sys.stderr))
     if res["n_images"] <= PRINT_ROWS:
         with open(res["csv"], newline="") as fh:
             for row in list(csv.reader(fh))[1:]:
-                print("\t".join(row))
-    print(f"{res['n_images']} images in {res['seconds']:.1f} s ({res['images_per_s']:.1f} images/s): "
-          f"{res['n_anomalous']} anomalous ({DECISION_RULE}, threshold {model.threshold_:.3f}); "
+                print("\t".join(row).rstrip("\t"))
+    failed = (f"{res['n_scored']:,} scored, {res['n_errors']:,} unreadable (rows with verdict 'error'); "
+              if res["n_errors"] else "")
+    print(f"{res['n_images']:,} images in {res['seconds']:.1f} s ({res['images_per_s']:.1f} images/s): {failed}"
+          f"{res['n_anomalous']:,} anomalous ({DECISION_RULE}, threshold {model.threshold_:.3f}); "
           f"wrote {res['csv']}" + (f" and overlays in {res['overlays']}" if res["overlays"] else ""))
-    return 0
+    return EXIT_UNREADABLE if res["n_errors"] else 0
 
 
 def cmd_demo(args) -> int:

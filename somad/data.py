@@ -269,7 +269,7 @@ def read_raw(source: Source, name: str | None = None) -> np.ndarray:
         img = Image.open(io.BytesIO(payload))
         img.load()
     except Image.DecompressionBombError as exc:
-        raise DataError(f"image {label} is too large ({exc}): downscale it first.") from None
+        raise too_large(label, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if is_tiff(payload):
             return _read_tiff(io.BytesIO(payload), label)
@@ -280,6 +280,12 @@ def read_raw(source: Source, name: str | None = None) -> np.ndarray:
     code = img.getexif().get(ORIENTATION_TAG, 1)
     arr = np.asarray(img) if img.mode in HIGH_BIT_MODES else _pillow_8bit(img)
     return _orient(arr, code)
+
+
+def too_large(label: str, exc: Exception) -> DataError:
+    """The one message for an image over Pillow's decompression-bomb limit
+    (``Image.MAX_IMAGE_PIXELS``), for every reader: ``fit``, ``evaluate``, ``predict`` and uploads."""
+    return DataError(f"image {label} is too large ({exc}): downscale it first.")
 
 
 def _kind(arr: np.ndarray, label: str) -> str:
@@ -314,8 +320,11 @@ class IntensityRule:
     used as they are.
 
     Attributes:
-        kind: ``"8-bit"`` (every training image was 8-bit; images with more bits are refused,
-            since nothing says which of their values is white), ``"integer"`` or ``"float"``.
+        kind: ``"8-bit"`` (every training image was 8-bit: float images within [0, 1] are read
+            with white = 1.0, the field's convention for float images (scikit-image, torchvision)
+            and the rule a float-trained model would use; integers of more than 8 bits and floats
+            outside [0, 1] are refused, since nothing says which of their values is white),
+            ``"integer"`` or ``"float"``.
         white: the sample value shown as white: ``2**bits - 1`` for integers (e.g. 4095 for
             12-bit camera data in 16-bit files), 1.0 for floats within [0, 1].
     """
@@ -353,10 +362,32 @@ class IntensityRule:
                              f"'{rule.describe()}'")
         return rule
 
+    def white_of(self, arr: np.ndarray, label: str = "image") -> float:
+        """The sample value of ``arr`` shown as white under this rule: 255 for 8-bit samples,
+        1.0 for float samples on an 8-bit rule (the [0, 1] convention), else :attr:`white`.
+
+        Raises:
+            DataError: see :meth:`check`.
+        """
+        self.check(arr, label)
+        kind = _kind(arr, label)
+        return 255.0 if kind == "8-bit" else 1.0 if kind == "float" and self.kind == "8-bit" else self.white
+
     def check(self, arr: np.ndarray, label: str) -> None:
         """Raise DataError when the samples of image ``label`` cannot be read by this rule."""
         kind = _kind(arr, label)
         if kind == "8-bit":
+            return
+        if self.kind == "8-bit" and kind == "float":  # [0, 1], white 1.0: the field's float convention
+            if not np.isfinite(arr).all():
+                raise DataError(f"image {label} holds NaN or infinite values: it cannot be shown as an image.")
+            lo, hi = float(arr.min()), float(arr.max())
+            if lo < 0 or hi > 1 + 1e-6:
+                raise DataError(f"image {label} has float samples in [{lo:g}, {hi:g}] but the model's training "
+                                "images were 8-bit: a float image is read with white = 1.0 (the [0, 1] "
+                                "convention), and these values lie outside [0, 1], so nothing says which value "
+                                "is white: scale it to [0, 1], or convert it to 8 bits the way the training "
+                                "images were.")
             return
         if self.kind == "8-bit":
             raise DataError(f"image {label} has {kind} samples ({arr.dtype}) but the intensity rule in use is "
@@ -380,9 +411,7 @@ class IntensityRule:
         Raises:
             DataError: see :meth:`check`.
         """
-        self.check(arr, label)
-        white = 255.0 if _kind(arr, label) == "8-bit" else self.white
-        x = arr.astype(np.float32) / white
+        x = arr.astype(np.float32) / self.white_of(arr, label)
         if x.ndim == 2:
             x = x[..., None]
         if x.shape[2] in (2, 4):  # alpha composited on black
@@ -400,8 +429,8 @@ def _header_is_8bit(path: Path) -> bool:
     try:
         with Image.open(path) as img:
             return _is_8bit(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return False
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False  # read_raw reads it and says what is wrong
 
 
 def intensity_rule(paths: Sequence[str | Path]) -> IntensityRule:
@@ -542,8 +571,8 @@ def iter_batches(samples: Sequence[Sample], image_size: int, batch_size: int = 3
 class ImageFiles:
     """Image files read on demand: ``len(files)`` and ``files[a:b]`` -> uint8 ``(B, S, S, 3)``.
 
-    Lets ``SOMAD.fit`` and ``predict`` walk a folder of any size with one batch of images in
-    memory; each slice is decoded in threads.
+    Lets ``SOMAD.fit`` walk a folder of any size with one batch of images in memory; each slice
+    is decoded in threads.
 
     Args:
         paths: image files. image_size: side every image is resized to. rule: the category's
@@ -563,10 +592,6 @@ class ImageFiles:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def originals(self, index: slice) -> list[np.ndarray]:
-        """uint8 RGB ``(H, W, 3)`` of the files in ``index`` at their own size, read with ``rule``."""
-        return in_threads(lambda p: read_image(p, self.rule), self.paths[index], self.workers)
-
     def __getitem__(self, index: slice) -> np.ndarray:
         if not isinstance(index, slice):
             raise TypeError("ImageFiles takes slices, e.g. files[0:32].")
@@ -581,7 +606,8 @@ def check_image_file(path: str | Path) -> None:
     """A fast check that ``path`` is an image file somad can read (its header only, no decoding).
 
     Raises:
-        DataError: the file is missing or not an image (named in the message).
+        DataError: the file is missing, not an image, or too large (more pixels than Pillow's
+            decompression-bomb limit; named in the message).
     """
     path = Path(path)
     if not path.is_file():
@@ -589,6 +615,8 @@ def check_image_file(path: str | Path) -> None:
     try:
         with Image.open(path):
             return
+    except Image.DecompressionBombError as exc:  # the header alone says it is too large
+        raise too_large(str(path), exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         with open(path, "rb") as fh:
             if is_tiff(fh.read(4)):

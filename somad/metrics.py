@@ -254,8 +254,9 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = FPR_LIMIT) -> 
     return area_under_pro(*pro_curve(masks, maps), fpr_limit)
 
 
-def _metrics(image_counts: RankCounts, pixels: PixelRanking, images: np.ndarray | None) -> dict[str, float]:
-    pixel_counts, fpr, pro = pixels.curves(images)
+def _metrics(image_counts: RankCounts, pixels: PixelRanking, pixel_images: np.ndarray | None) -> dict[str, float]:
+    """Image metrics from ``image_counts``; pixel metrics over the pixels of ``pixel_images`` (None = all)."""
+    pixel_counts, fpr, pro = pixels.curves(pixel_images)
     img_f1, img_thr = image_counts.f1_max()
     pix_f1, pix_thr = pixel_counts.f1_max()
     has_region = len(pixel_counts.tp) > 0 and pixel_counts.tp[-1] > 0
@@ -297,13 +298,17 @@ def undefined_reasons(labels: np.ndarray, masks: np.ndarray) -> dict[str, str]:
 
 
 def evaluate_groups(labels: np.ndarray, image_scores: np.ndarray, masks: np.ndarray, maps: np.ndarray,
-                    groups: dict[str, np.ndarray] | None = None) -> tuple[dict[str, float], dict[str, dict]]:
+                    groups: dict[str, np.ndarray] | None = None, pixel_images: np.ndarray | None = None
+                    ) -> tuple[dict[str, float], dict[str, dict]]:
     """All metrics for a set of images and for subsets of it, from one sort of the pixels.
 
     Args:
         labels: int ``(N,)`` 1 = defective. image_scores: float ``(N,)``.
         masks: bool ``(N, H, W)``. maps: float ``(N, H, W)``.
         groups: name -> bool ``(N,)`` images of a subset (e.g. the good images plus one defect type).
+        pixel_images: bool ``(N,)`` the images whose pixels count in the pixel-level metrics (pixel
+            AUROC, AUPRO, pixel F1-max), e.g. without defective images whose mask is empty; None =
+            all. Image-level metrics always use every image of the set.
 
     Returns:
         ``(overall, {name: metrics})``; each metrics dict has ``image_auroc``, ``pixel_auroc``,
@@ -313,12 +318,14 @@ def evaluate_groups(labels: np.ndarray, image_scores: np.ndarray, masks: np.ndar
     image_scores = np.asarray(image_scores)
     pixels = PixelRanking(masks, maps)
     masks = np.asarray(masks).astype(bool)
-    overall = _with_reasons(_metrics(rank_counts(labels, image_scores), pixels, None), labels, masks)
+    use = np.ones(len(labels), bool) if pixel_images is None else np.asarray(pixel_images, dtype=bool)
+    overall = _with_reasons(_metrics(rank_counts(labels, image_scores), pixels, None if use.all() else use),
+                            labels, masks[use])
     per_group = {}
     for name, sel in (groups or {}).items():
         sel = np.asarray(sel, dtype=bool)
-        per_group[name] = _with_reasons(_metrics(rank_counts(labels[sel], image_scores[sel]), pixels, sel),
-                                        labels[sel], masks[sel])
+        per_group[name] = _with_reasons(_metrics(rank_counts(labels[sel], image_scores[sel]), pixels, sel & use),
+                                        labels[sel], masks[sel & use])
     return overall, per_group
 
 

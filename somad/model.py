@@ -133,6 +133,18 @@ FITTED_TENSORS = {
 """The fitted arrays: saving, loading, shape checks and device moves all read this table."""
 
 
+def check_params(params: dict) -> None:
+    """Check hyperparameters ``{name: value}`` (any subset of :func:`param_specs`) as ``fit`` does,
+    before any work: the one check that the CLI's ``fit``, :func:`somad.pipeline.fit_category` and
+    the dashboard's fit form run.
+
+    Raises:
+        ParameterError: a value that cannot work (e.g. ``k`` above the number of neurons, a SOM
+            grid of one neuron), named in the message with what to do.
+    """
+    SOMAD(**params)._validate_params()
+
+
 def _finite(value) -> float:
     """``float(value)`` for a finite number (not a bool); ValueError otherwise."""
     if isinstance(value, bool) or not np.isfinite(x := float(value)):
@@ -293,13 +305,13 @@ class SOMAD:
             raise ParameterError(f"k={self.k} nearest neurons but the SOM grid {rows}x{cols} has only "
                                  f"{rows * cols} neurons: lower k or enlarge the grid.")
         check_device(self.device)
-        try:  # the SOM checks its own hyperparameters (topology, backend, epochs, sigma, learning rates)
-            self._som()
+        try:  # the SOM checks its own hyperparameters (size, topology, backend, epochs, sigma, learning rates)
+            self._som((rows, cols))
         except ValueError as exc:
             raise ParameterError(str(exc)) from None
 
-    def _som(self, grid: tuple[int, int] | None = None) -> SOM:
-        return SOM(grid or self.grid or (1, 1), self.topology, self.sigma, self.sigma_final, self.learning_rate,
+    def _som(self, grid: tuple[int, int]) -> SOM:
+        return SOM(grid, self.topology, self.sigma, self.sigma_final, self.learning_rate,
                    self.learning_rate_final, self.epochs, self.som_backend, self.device, self.search_radius,
                    self.seed)
 

@@ -13,10 +13,11 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from .atomic import (
     write_text,
 )
 from .decision import is_anomalous
-from .errors import ParameterError
+from .errors import DataError, ParameterError
 from .metrics import evaluate_groups
 from .model import SOMAD
 from .persistence import load_model, save_model
@@ -113,6 +114,8 @@ class Evaluation:
             ``threshold`` and ``timings``.
         patches: the :class:`~somad.scoring.PatchScores` of every test patch (flat over N, h, w)
             when asked for with ``return_patches``, else None.
+        pixel_images: bool ``(N,)`` the images whose pixels count in the pixel metrics (all but
+            defective images with an empty mask, unless kept); None = all.
     """
 
     samples: list
@@ -123,11 +126,36 @@ class Evaluation:
     images: np.ndarray
     metrics: dict = field(default_factory=dict)
     patches: object = None
+    pixel_images: np.ndarray | None = None
+
+    def pixel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(masks, maps)`` of the images the pixel metrics count (:attr:`pixel_images`), for pixel
+        curves that must match ``metrics`` (the PRO curve of the Metrics page and the report)."""
+        if self.pixel_images is None or self.pixel_images.all():
+            return self.masks, self.maps
+        return self.masks[self.pixel_images], self.maps[self.pixel_images]
+
+
+EMPTY_MASKS_NAMED = 10
+"""Empty masks named in the warning of :func:`evaluate_model` (``metrics.json`` lists them all)."""
+
+
+def empty_masks(samples: list, masks: np.ndarray) -> list:
+    """The defective samples whose mask file marks no pixel (every value 0): almost always a
+    labelling mistake. ``masks`` bool ``(N, S, S)`` as loaded; only files whose resized mask is
+    empty are read again, to tell an empty file from a defect too small for ``S`` pixels."""
+    return [s for s, m in zip(samples, masks)
+            if s.label and not m.any() and not (data.read_raw(s.mask_path) > 0).any()]
 
 
 def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: Progress | None = None,
-                   return_patches: bool = False) -> Evaluation:
+                   return_patches: bool = False, keep_empty_masks: bool = False) -> Evaluation:
     """Score every test image of a category and compute all metrics, overall and per defect type.
+
+    A defective image whose mask is empty (:func:`empty_masks`) is named in a warning and counted
+    in ``metrics["n_empty_masks"]`` (its masks under ``"empty_masks"``). It stays in the image
+    metrics; the pixel metrics leave it out, unless ``keep_empty_masks`` (then all its pixels count
+    as normal). ``metrics["empty_masks_in_pixel_metrics"]`` says which.
 
     Raises:
         DataError: the category has no usable test split.
@@ -144,11 +172,25 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
     defects = np.array([s.defect for s in samples])
     # per defect type: the good images plus that type's, all read from one sort of the pixels
     groups = {d: good | (defects == d) for d in sorted(set(defects) - {data.GOOD})}
-    overall, per_defect = evaluate_groups(labels, scores, masks, maps, groups)
+    empty = empty_masks(samples, masks)
+    if empty:
+        names = ", ".join(str(s.mask_path) for s in empty[:EMPTY_MASKS_NAMED])
+        extra = len(empty) - EMPTY_MASKS_NAMED
+        more = f" and {extra} more (all in metrics.json)" if extra > 0 else ""
+        warnings.warn(f"{len(empty)} defective test image(s) of '{category}' have an empty mask (no pixel > 0), "
+                      f"most likely a labelling mistake: {names}{more}. " + (
+                          "All their pixels count as normal in the pixel metrics (kept on request)." if keep_empty_masks
+                          else "They are left out of the pixel metrics (keep them, all pixels normal, with "
+                               "--keep-empty-masks); the image metrics count them as defective."), stacklevel=2)
+    left_out = set() if keep_empty_masks else set(empty)
+    pixel_images = np.array([s not in left_out for s in samples]) if left_out else None
+    overall, per_defect = evaluate_groups(labels, scores, masks, maps, groups, pixel_images)
     for defect, sel in groups.items():
         per_defect[defect]["n_images"] = int((~good[sel]).sum())
     t3 = time.perf_counter()
     overall.update({
+        "n_empty_masks": len(empty), "empty_masks": [str(s.mask_path) for s in empty],
+        "empty_masks_in_pixel_metrics": bool(keep_empty_masks),
         "category": category,
         "model_dir": str(Path(model.model_dir_).resolve()) if getattr(model, "model_dir_", None) else None,
         "n_test": len(samples), "n_anomalous": int(labels.sum()),
@@ -156,7 +198,7 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
         "timings": {"load": t1 - t0, "score": t2 - t1, "metrics": t3 - t2, "total": t3 - t0,
                     "score_ms_per_image": 1000 * (t2 - t1) / max(1, len(samples))},
     })
-    return Evaluation(samples, labels, scores, maps, masks, images, overall, scored.patches)
+    return Evaluation(samples, labels, scores, maps, masks, images, overall, scored.patches, pixel_images)
 
 
 METRICS_JSON, PER_IMAGE_CSV, RESULT_FIGURES = "metrics.json", "per_image.csv", "figures"
@@ -215,8 +257,13 @@ PREDICTIONS_CSV = "predictions.csv"
 """File name of the per-image predictions that ``predict`` writes in its output folder."""
 OVERLAY_SUFFIX = "_overlay.png"
 """End of every overlay file name ``predict`` writes (see :func:`overlay_names`)."""
-PREDICTION_COLUMNS = ("path", "score", "verdict", "overlay")
-"""Columns of :data:`PREDICTIONS_CSV`; ``overlay`` is the overlay's file name in the same folder."""
+PREDICTION_COLUMNS = ("path", "score", "verdict", "overlay", "error")
+"""Columns of :data:`PREDICTIONS_CSV`: ``score`` (empty for an unreadable file), ``verdict`` (one of
+:data:`VERDICTS`), ``overlay`` (the overlay's file name in the same folder, or empty) and ``error``
+(why the file could not be read, for verdict ``error``; else empty)."""
+VERDICTS = ("anomalous", "normal", "error")
+"""Verdicts of ``predict``: ``anomalous`` / ``normal`` by :func:`somad.decision.is_anomalous` at the
+model's threshold; ``error``: the file could not be read (see :func:`predict_batch`)."""
 
 
 def expand_images(items: list[str | Path]) -> list[Path]:
@@ -242,31 +289,89 @@ def expand_images(items: list[str | Path]) -> list[Path]:
     return list(found)
 
 
-def iter_predictions(model: SOMAD, paths: list[str | Path], overlay_dir: str | Path | None = None,
-                     progress: Progress | None = None) -> Iterator[dict]:
-    """Score image files in batches of ``model.batch_size``, one batch of images and maps in memory.
+def _read_or_error(path: str | Path, rule: data.IntensityRule) -> np.ndarray | DataError:
+    """uint8 RGB ``(H, W, 3)`` of one file read with ``rule``, or the DataError that says why it cannot be."""
+    try:
+        return data.read_image(path, rule)
+    except DataError as exc:
+        return exc
 
-    Yields:
-        one dict per file, in order: ``path``, ``score``, ``anomalous`` (:func:`somad.decision.is_anomalous`
-        at ``model.threshold_``), ``overlay`` (``<overlay_dir>/<overlay name>`` written, or None).
+
+def predict_batch(model: SOMAD, paths: Sequence[str | Path], overlay_paths: Sequence[str | Path] | None = None,
+                  *, strict: bool = False) -> list[dict]:
+    """Read and score one batch of image files: one row per file, in order. The per-file logic of
+    ``predict`` (:func:`iter_predictions`, :func:`predict_folder`, and any scale-out that shards the
+    files: call this on each shard's batches and the rows are the same).
+
+    Each file is read with the model's intensity rule (decoding in threads); the readable ones are
+    scored together in one :meth:`SOMAD.anomaly_maps` call, so keep a batch to about
+    ``model.batch_size`` files (their images and maps are all in memory). A file that cannot be read
+    (missing, truncated, not an image, too large, pixel values the rule cannot read) gets an error
+    row instead of stopping the batch, unless ``strict``.
+
+    Args:
+        paths: the image files. overlay_paths: where each file's overlay PNG goes (same length as
+            ``paths``; :func:`overlay_names` gives distinct names over a whole run), or None for none.
+        strict: raise on the first unreadable file (in ``paths`` order) instead.
+
+    Returns:
+        one dict per file: ``path`` (str), ``score`` (float, Mahalanobis units; None when unreadable),
+        ``anomalous`` (bool, :func:`somad.decision.is_anomalous` at ``model.threshold_``; None when
+        unreadable), ``verdict`` (one of :data:`VERDICTS`), ``overlay`` (the overlay written, or None),
+        ``error`` (the reason a file could not be read, naming it; None when scored).
 
     Raises:
-        DataError: a file cannot be read (when its batch is reached).
+        DataError: with ``strict``, a file that cannot be read (named).
+        OutputError: an overlay cannot be written.
     """
-    files = data.ImageFiles(paths, model.image_size, model.intensity_)
+    if overlay_paths is not None and len(overlay_paths) != len(paths):
+        raise ValueError(f"{len(overlay_paths)} overlay paths for {len(paths)} files.")
+    originals = data.in_threads(lambda p: _read_or_error(p, model.intensity_), list(paths))
+    errors = [o for o in originals if isinstance(o, DataError)]
+    if strict and errors:
+        raise errors[0]
+    rows = [{"path": str(p), "score": None, "anomalous": None, "verdict": "error", "overlay": None,
+             "error": str(o) if isinstance(o, DataError) else None} for p, o in zip(paths, originals)]
+    ok = [i for i, o in enumerate(originals) if not isinstance(o, DataError)]
+    if not ok:
+        return rows
+    res = model.anomaly_maps(np.stack([data.resize_image(originals[i], model.image_size) for i in ok]))
+    for i, score, amap in zip(ok, res.scores, res.maps):
+        anomalous = bool(is_anomalous(score, model.threshold_))
+        rows[i].update(score=float(score), anomalous=anomalous, verdict=VERDICTS[0] if anomalous else VERDICTS[1])
+        if overlay_paths is not None:
+            rgb = originals[i]
+            shown = data.resize_to(rgb, data.display_shape(rgb.shape[:2]))
+            rows[i]["overlay"] = str(write_overlay(model, shown, amap, Path(overlay_paths[i])))
+    return rows
+
+
+def csv_row(row: dict) -> list[str]:
+    """The :data:`PREDICTION_COLUMNS` cells of a row of :func:`predict_batch` (overlay as its file name)."""
+    return [row["path"], "" if row["score"] is None else f"{row['score']:.6g}", row["verdict"],
+            Path(row["overlay"]).name if row["overlay"] else "", row["error"] or ""]
+
+
+def iter_predictions(model: SOMAD, paths: list[str | Path], overlay_dir: str | Path | None = None,
+                     progress: Progress | None = None, *, strict: bool = False) -> Iterator[dict]:
+    """Score image files in batches of ``model.batch_size`` (:func:`predict_batch`), one batch of
+    images and maps in memory.
+
+    Yields:
+        one row per file, in order (see :func:`predict_batch`); ``overlay`` is
+        ``<overlay_dir>/<overlay name>`` (:func:`overlay_names`) when ``overlay_dir`` is given.
+        An unreadable file gets a row with verdict ``error`` and its reason, unless ``strict``.
+
+    Raises:
+        DataError: with ``strict``, a file cannot be read (when its batch is reached).
+    """
     names = overlay_names(paths) if overlay_dir is not None else None
-    for s in range(0, len(files), model.batch_size):
-        originals = files.originals(slice(s, s + model.batch_size))
-        res = model.anomaly_maps(np.stack([data.resize_image(rgb, model.image_size) for rgb in originals]))
-        for i, (rgb, score, amap) in enumerate(zip(originals, res.scores, res.maps)):
-            row = {"path": str(paths[s + i]), "score": float(score),
-                   "anomalous": bool(is_anomalous(score, model.threshold_)), "overlay": None}
-            if names is not None:
-                shown = data.resize_to(rgb, data.display_shape(rgb.shape[:2]))
-                row["overlay"] = str(write_overlay(model, shown, amap, Path(overlay_dir) / names[s + i]))
-            yield row
+    for s in range(0, len(paths), model.batch_size):
+        batch = slice(s, s + model.batch_size)
+        dests = [Path(overlay_dir) / n for n in names[batch]] if names is not None else None
+        yield from predict_batch(model, paths[batch], dests, strict=strict)
         if progress:
-            progress(Stage.PREDICT, min(s + model.batch_size, len(files)), len(files))
+            progress(Stage.PREDICT, min(s + model.batch_size, len(paths)), len(paths))
 
 
 def write_overlay(model: SOMAD, image: np.ndarray, amap: np.ndarray, dest: Path) -> Path:
@@ -287,27 +392,34 @@ def write_overlay(model: SOMAD, image: np.ndarray, amap: np.ndarray, dest: Path)
     return dest
 
 
-def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | None = None) -> list[dict]:
+def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | None = None, *,
+                  strict: bool = False) -> list[dict]:
     """:func:`iter_predictions` as a list (for a handful of files)."""
-    return list(iter_predictions(model, paths, out_dir))
+    return list(iter_predictions(model, paths, out_dir, strict=strict))
 
 
 def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, overlays: bool = True,
-                   progress: Progress | None = None) -> dict:
+                   progress: Progress | None = None, *, strict: bool = False,
+                   on_error: Callable[[dict], None] | None = None) -> dict:
     """Score any number of image files with bounded memory; write ``<out_dir>/predictions.csv``
-    (:data:`PREDICTION_COLUMNS`: path, score, verdict, overlay file name or empty) and, with
-    ``overlays``, one overlay PNG per image.
+    (:data:`PREDICTION_COLUMNS`: path, score, verdict, overlay file name or empty, error) and, with
+    ``overlays``, one overlay PNG per scored image.
 
-    All or nothing: rows and overlays go to a hidden staging folder in ``out_dir`` and move into
-    place only when every image is scored, so a file that turns out unreadable leaves
-    ``out_dir`` as it was. A finished run replaces the previous one: the overlays the earlier
-    ``predictions.csv`` listed are removed, so the folder never mixes two runs.
+    A file that cannot be read gets a row with verdict ``error`` and the reason, and ``on_error(row)``
+    is called as it is met; every other file is scored. With ``strict``, the first unreadable file
+    stops the run instead and nothing is written.
+
+    Rows and overlays go to a hidden staging folder in ``out_dir`` and move into place only when
+    the run ends, so a failed run (``strict``, an output error, an interrupt) leaves ``out_dir`` as
+    it was. A finished run replaces the previous one: the overlays the earlier ``predictions.csv``
+    listed are removed, so the folder never mixes two runs.
 
     Returns:
-        ``{"n_images", "n_anomalous", "seconds", "images_per_s", "csv", "overlays" (folder or None)}``.
+        ``{"n_images", "n_scored", "n_errors", "n_anomalous", "seconds", "images_per_s" (files per
+        second, unreadable ones included), "csv", "overlays" (folder or None)}``.
 
     Raises:
-        DataError: a file cannot be read (named).
+        DataError: with ``strict``, a file cannot be read (named).
         OutputError: ``out_dir`` cannot be made or written.
     """
     out_dir = Path(out_dir)
@@ -316,18 +428,18 @@ def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, o
     with output_errors(out_dir):
         stage = Path(tempfile.mkdtemp(prefix=".somad-predict-", dir=out_dir))
     t0 = time.perf_counter()
-    n_anomalous = 0
+    counts = Counter()
     done = False
     try:
         with output_errors(out_dir):
             with open(stage / PREDICTIONS_CSV, "w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(PREDICTION_COLUMNS)
-                for row in iter_predictions(model, paths, stage if overlays else None, progress):
-                    n_anomalous += row["anomalous"]
-                    writer.writerow([row["path"], f"{row['score']:.6g}",
-                                     "anomalous" if row["anomalous"] else "normal",
-                                     Path(row["overlay"]).name if row["overlay"] else ""])
+                for row in iter_predictions(model, paths, stage if overlays else None, progress, strict=strict):
+                    counts[row["verdict"]] += 1
+                    writer.writerow(csv_row(row))
+                    if row["error"] and on_error:
+                        on_error(row)
             for name in _listed_overlays(out_dir / PREDICTIONS_CSV):
                 (out_dir / name).unlink(missing_ok=True)
             for f in stage.iterdir():
@@ -338,9 +450,10 @@ def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, o
         if created and not done and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a folder this call made for nothing goes too
     sec = time.perf_counter() - t0
-    return {"n_images": len(paths), "n_anomalous": n_anomalous, "seconds": sec,
-            "images_per_s": len(paths) / max(sec, 1e-9), "csv": str(out_dir / PREDICTIONS_CSV),
-            "overlays": str(out_dir) if overlays else None}
+    n_errors = counts[VERDICTS[2]]
+    return {"n_images": len(paths), "n_scored": len(paths) - n_errors, "n_errors": n_errors,
+            "n_anomalous": counts[VERDICTS[0]], "seconds": sec, "images_per_s": len(paths) / max(sec, 1e-9),
+            "csv": str(out_dir / PREDICTIONS_CSV), "overlays": str(out_dir) if overlays else None}
 
 
 def _listed_overlays(csv_path: Path) -> list[str]:

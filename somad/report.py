@@ -113,8 +113,9 @@ def build_report(model, ev, model_dir: str | None = None, title: str | None = No
     if ev.labels.min() != ev.labels.max():
         fpr, tpr, _ = metrics.roc(ev.labels, ev.scores)
         plots.append(figures.roc_figure(fpr, tpr, mt["image_auroc"]))
-    if ev.masks.any():
-        plots.append(figures.pro_figure(*figures.thin_curve(*metrics.pro_curve(ev.masks, ev.maps)), mt["aupro"]))
+    pixel_masks, pixel_maps = ev.pixel_arrays()  # the images the pixel metrics count
+    if pixel_masks.any():
+        plots.append(figures.pro_figure(*figures.thin_curve(*metrics.pro_curve(pixel_masks, pixel_maps)), mt["aupro"]))
     plots.append(figures.score_histogram(ev.scores, ev.labels, model.threshold_, mt.get("image_f1_threshold")))
     maps = [figures.som_map(model.u_matrix(), model.topology, "U-matrix", "Viridis", colorbar_title="U"),
             figures.som_map(model.hit_map(), model.topology, "Hit map", "Blues", colorbar_title="hits")]

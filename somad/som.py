@@ -224,6 +224,10 @@ class SOM:
     def _validate(self) -> None:
         if min(self.shape) < 1:
             raise ValueError(f"grid shape must be positive, got {self.shape}.")
+        if self.n_neurons < 2:
+            raise ValueError(f"the SOM grid {self.shape[0]}x{self.shape[1]} has one neuron: a map needs at least 2 "
+                             "(the topographic error compares each vector's two nearest neurons, and one neuron "
+                             "is a single Gaussian, not a map): use a grid of at least 1x2.")
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {TOPOLOGIES}, got '{self.topology}'.")
         if self.backend not in SOM_BACKENDS:

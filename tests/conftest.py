@@ -13,7 +13,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("SOMAD_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA_ENV = "SOMAD_SHARED_DATA"
+"""Environment variable naming the folder that holds the real datasets (``mvtec_ad/``, ``magnetic_tile_defects/``)."""
+SHARED_DATA = Path(os.environ.get(SHARED_DATA_ENV, REPO.parent / "shared" / "data"))
+REAL_DATASETS = ("mvtec_ad", "magnetic_tile_defects")
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
@@ -43,8 +46,32 @@ def real_root(name: str) -> Path:
     """Root of a real dataset under ../shared/data, or skip the test."""
     root = SHARED_DATA / name
     if not root.is_dir():
-        pytest.skip(f"real data {root} is not on this machine")
+        pytest.skip(f"real data {root} is not on this machine: set {SHARED_DATA_ENV} to the folder holding {name}/")
     return root
+
+
+def _missing_real_data() -> list[str]:
+    return [name for name in REAL_DATASETS if not (SHARED_DATA / name).is_dir()]
+
+
+def pytest_report_header(config) -> str:
+    """Says at the top of every run where the real datasets are looked for, and whether they are there."""
+    missing = _missing_real_data()
+    state = f"missing {', '.join(missing)}: their acceptance tests skip" if missing else "found"
+    return f"real data: {SHARED_DATA} ({state}; set {SHARED_DATA_ENV} to another folder)"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: runs after the skip reasons are printed
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """After the skip reasons (``-ra`` in pyproject.toml), one line just above the final count when
+    real-data tests were skipped, so "N skipped" never hides that the acceptance tests did not run."""
+    result = yield
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "real data" in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(f"{len(skipped)} real-data acceptance test(s) skipped: no "
+                                    f"{', '.join(_missing_real_data())} under {SHARED_DATA}; set {SHARED_DATA_ENV} "
+                                    "to the folder holding them to run them.", yellow=True, bold=True)
+    return result
 
 
 def rng_images(n: int, size: int, seed: int = 0) -> np.ndarray:

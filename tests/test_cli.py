@@ -52,7 +52,7 @@ def test_predict_prints_verdicts_and_writes_overlays(fitted, demo_root, tmp_path
     out = capsys.readouterr().out
     with open(tmp_path / "predictions.csv", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["path", "score", "verdict", "overlay"] and [r[0] for r in rows[1:]] == list(map(str, imgs))
+    assert rows[0] == ["path", "score", "verdict", "overlay", "error"] and [r[0] for r in rows[1:]] == list(map(str, imgs))
     assert [r[3] for r in rows[1:]] == ["good_000_overlay.png", "hole_000_overlay.png"]
     assert all(r[2] in ("anomalous", "normal") for r in rows[1:])
     assert "hole/000.png\t" in out and "2 images in" in out and "images/s" in out
@@ -88,20 +88,20 @@ def test_predict_streams_folders_and_globs_in_batches(fitted, demo_root, tmp_pat
     np.testing.assert_allclose([float(r[1]) for r in rows[n_good:]], scores, rtol=1e-5)
 
 
-def test_predict_with_a_truncated_file_writes_nothing(fitted, demo_root, tmp_path, capsys):
+def test_predict_strict_with_a_truncated_file_writes_nothing(fitted, demo_root, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
     good = demo_root / "tiles" / "test" / "good" / "000.png"
     (folder / "a.png").write_bytes(good.read_bytes())
     (folder / "b.png").write_bytes(good.read_bytes()[:200])  # header fine, pixels cut off
-    assert main(["predict", "--model-dir", str(fitted / "tiles" / "default"), "--out", str(tmp_path / "out"),
-                 str(folder)]) == 2
+    assert main(["predict", "--strict", "--model-dir", str(fitted / "tiles" / "default"), "--out",
+                 str(tmp_path / "out"), str(folder)]) == 2
     assert "b.png" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # the folder it would have made is not left behind
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    assert main(["predict", "--model-dir", str(fitted / "tiles" / "default"), "--out", str(tmp_path / "out"),
-                 str(folder)]) == 2
+    assert main(["predict", "--strict", "--model-dir", str(fitted / "tiles" / "default"), "--out",
+                 str(tmp_path / "out"), str(folder)]) == 2
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]  # an existing folder stays as it was
 
 
@@ -136,7 +136,8 @@ def test_fit_refuses_to_overwrite(fitted, demo_root, capsys):
     (["evaluate", "--category", "tiles", "--name", "nope"], "models --name nope` first"),
     (["fit", "--category", "tiles", "--epochs", "0"], "epochs must be >= 1"),
     (["fit", "--category", "tiles", "--topology", "hexagonal", "--learning-rate", "2"], "learning rates"),
-    (["predict", "--model-dir", "/nonexistent/model", "README.md"], "cannot read image README.md"),
+    (["predict", "--strict", "--model-dir", "/nonexistent/model", "README.md"], "cannot read image README.md"),
+    (["predict", "--model-dir", "/nonexistent/model", "README.md"], "/nonexistent/model"),
     (["fit", "--category", "tiles", "--max-train-images", "-3"], "max_train_images must be >= 1"),
     (["fit", "--category", "tiles", "--name", "../elsewhere"], "not a plain folder name"),
     (["evaluate", "--category", "tiles", "--name", "../elsewhere"], "not a plain folder name"),

@@ -77,7 +77,12 @@ def test_float_colour_tiff_uploads_use_the_model_rule():
     tifffile.imwrite(buf, rgb8.astype(np.float32) / 255)  # Pillow cannot open float colour TIFFs
     got, notes = decode_upload("f.tif", buf.getvalue(), rule=data.IntensityRule("float", 1.0))
     assert np.abs(got.astype(int) - rgb8).max() <= 1 and "tifffile" in notes[0]
-    with pytest.raises(DataError, match=r"f\.tif has float samples .* rule in use is 8-bit"):
+    got, _ = decode_upload("f.tif", buf.getvalue())  # on an 8-bit model: white = 1.0, the [0, 1] convention
+    assert np.abs(got.astype(int) - rgb8).max() <= 1
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, rgb8.astype(np.float32))  # 0..255 in floats: which value is white?
+    with pytest.raises(DataError, match=r"f\.tif has float samples in \[0, 255\] but the model's training images "
+                                        r"were 8-bit"):
         decode_upload("f.tif", buf.getvalue())
 
 
