@@ -82,7 +82,7 @@ def click_data_point(page, chart_index: int, x: float, y: float) -> None:
 
 def settle(page) -> None:
     page.wait_for_timeout(300)
-    page.wait_for_function(SETTLED_JS, polling=50)
+    page.wait_for_function(SETTLED_JS, polling=50, timeout=300_000)
 
 
 def timed_click(page, chart: int, x: float, y: float, text: str) -> tuple[float, float]:
@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=15)
     ap.add_argument("--chromium", default=os.environ.get("SOMAD_CHROMIUM", "/usr/bin/chromium"))
     ap.add_argument("--json", help="append the result as one JSON line to this file")
+    ap.add_argument("--only", choices=("neuron", "cell"), help="time only this kind of click")
     ap.add_argument("--footprint", action="store_true",
                     help="neuron clicks with a test image's footprint on the U-matrix (footprint=1 in the URL)")
     ap.add_argument("--shot-image", help='after the clicks, screenshot this test image ("<defect>/<file>") on '
@@ -143,7 +144,7 @@ def main() -> None:
             page.get_by_role("button", name="Inspect").first.wait_for()
             settle(page)
             times = []
-            for n, (r, c) in enumerate(neurons):
+            for n, (r, c) in enumerate(neurons if args.only != "cell" else []):
                 if model.topology == "hexagonal":
                     x, y = c + 0.5 * (r % 2), r * 3 ** 0.5 / 2
                 else:
@@ -155,7 +156,7 @@ def main() -> None:
                 page.wait_for_timeout(300)
             out["neuron"] = times
             page.goto(f"{url}/test_inspector{query}")
-            page.get_by_text("heatmap: click a pixel").first.wait_for()
+            page.get_by_text("Click a pixel of the heatmap").first.wait_for()
             page.locator(".js-plotly-plot").first.wait_for()
             settle(page)
             find = """() => [...document.querySelectorAll('.js-plotly-plot')].findIndex(
@@ -163,7 +164,7 @@ def main() -> None:
             page.wait_for_function(f"() => ({find})() >= 0")
             idx = page.evaluate(find)
             times = []
-            for n, (r, c) in enumerate(cells):
+            for n, (r, c) in enumerate(cells if args.only != "neuron" else []):
                 t = timed_click(page, idx, (c + 0.5) * s / w, (r + 0.5) * s / h, f"Cell ({r}, {c}): BMU")
                 if n >= 2:
                     times.append(t)
@@ -196,6 +197,8 @@ def main() -> None:
     result = {"app_dir": str(Path(args.app_dir).resolve()), "model": f"{args.category}/{args.model}",
               "grid": list(model.grid_), "clicks": args.clicks, "footprint": args.footprint, "loadavg": [round(v, 2) for v in load]}
     for kind, label in (("neuron", "neuron click (SOM explorer)"), ("cell", "heatmap-cell click (Test inspector)")):
+        if not out.get(kind):
+            continue
         shown = [t[0] for t in out[kind]]
         settled = [t[1] for t in out[kind]]
         result[kind] = {"shown_median_s": round(statistics.median(shown), 3),
