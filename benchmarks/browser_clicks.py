@@ -82,7 +82,10 @@ def click_data_point(page, chart_index: int, x: float, y: float) -> None:
 
 def settle(page) -> None:
     page.wait_for_timeout(300)
-    page.wait_for_function(SETTLED_JS, polling=50, timeout=300_000)
+    try:
+        page.wait_for_function(SETTLED_JS, polling=50, timeout=120_000)
+    except Exception:
+        print("the page did not settle within 120 s; going on", flush=True)
 
 
 def timed_click(page, chart: int, x: float, y: float, text: str) -> tuple[float, float]:
@@ -90,12 +93,17 @@ def timed_click(page, chart: int, x: float, y: float, text: str) -> tuple[float,
     click_data_point(page, chart, x, y)
     try:
         page.get_by_text(text).first.wait_for(timeout=120_000)
-        shown = time.perf_counter() - t0
-        page.wait_for_function(SETTLED_JS, polling=50, timeout=120_000)
     except Exception:
         page.screenshot(path="browser_clicks_failed.png", full_page=True)
         print(f"waiting for '{text}' failed: see browser_clicks_failed.png", flush=True)
         raise
+    shown = time.perf_counter() - t0
+    try:
+        page.wait_for_function(SETTLED_JS, polling=50, timeout=60_000)
+    except Exception:  # the page never reported the end of the run: count the click as not settled
+        page.screenshot(path="browser_clicks_unsettled.png", full_page=True)
+        print("the page did not settle within 60 s: see browser_clicks_unsettled.png", flush=True)
+        return shown, float("nan")
     return shown, time.perf_counter() - t0
 
 
@@ -159,10 +167,7 @@ def main() -> None:
             page.get_by_text("Click a pixel of the heatmap").first.wait_for()
             page.locator(".js-plotly-plot").first.wait_for()
             settle(page)
-            find = """() => [...document.querySelectorAll('.js-plotly-plot')].findIndex(
-                gd => gd._fullLayout && ((gd._fullLayout.title || {}).text || '').startsWith('heatmap'))"""
-            page.wait_for_function(f"() => ({find})() >= 0")
-            idx = page.evaluate(find)
+            idx = 0  # the clickable heatmap is the page's first plotly chart
             times = []
             for n, (r, c) in enumerate(cells if args.only != "neuron" else []):
                 t = timed_click(page, idx, (c + 0.5) * s / w, (r + 0.5) * s / h, f"Cell ({r}, {c}): BMU")
@@ -200,7 +205,7 @@ def main() -> None:
         if not out.get(kind):
             continue
         shown = [t[0] for t in out[kind]]
-        settled = [t[1] for t in out[kind]]
+        settled = [t[1] for t in out[kind] if t[1] == t[1]] or [float("nan")]
         result[kind] = {"shown_median_s": round(statistics.median(shown), 3),
                         "settled_median_s": round(statistics.median(settled), 3),
                         "settled_max_s": round(max(settled), 3)}
