@@ -107,7 +107,6 @@ def render_footprint_pick(cur):
 
 def render_footprint_cells(cur, ev, i: int, footprint, neuron) -> None:
     """The reverse of the footprint: which cells of the image chose the selected neuron."""
-    m = cur.model
     name = state.image_names(ev)[i]
     cells = footprint.cells_of(neuron)
     n_defect = int((cells & footprint.defect).sum())
@@ -170,7 +169,6 @@ def render_component_plane(cur, views, neuron) -> None:
 
 
 def render_training_patches(cur, neuron) -> None:
-    m = cur.model
     st.subheader(f"Nearest training patches of neuron ({neuron[0]}, {neuron[1]})")
     gallery, where = st.columns([2, 1])
     with where:

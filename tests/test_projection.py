@@ -3,8 +3,6 @@ torch.cdist, neuron positions vs a loop over the training patches; the map figur
 100x100 grids, rectangular and hexagonal."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
