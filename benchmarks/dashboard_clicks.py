@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 from dashboard import images
-from somad import data, explain, figures, pipeline, projection
+from somad import data, explain, figures, pipeline, projection, viz
 from somad.persistence import load_model
 
 
@@ -86,7 +86,8 @@ def main() -> None:
     ev = pipeline.evaluate_model(model, args.data_dir, args.category, return_patches=True)
     views = {"u": model.u_matrix(), "hits": model.hit_map(),
              "mean_dist": explain.bmu_index(model).mean_dist.reshape(model.grid_)}
-    heats = [images.heat_overlay(img, amap, model.pixel_range_) for img, amap in zip(ev.images, ev.maps)]
+    scale = viz.heat_scale(model.pixel_range_, ev.metrics)
+    heats = [images.heat_overlay(img, amap, scale) for img, amap in zip(ev.images, ev.maps)]
     load = lru_cache(maxsize=None)(data.load_image)
     for p in model.train_paths_:
         load(p, model.image_size, model.intensity_)  # the call patch_crops makes

@@ -9,19 +9,24 @@ from PIL import Image, UnidentifiedImageError
 
 from somad import data
 from somad.errors import DataError
-from somad.viz import GT_COLOR, PRED_COLOR, draw_contours, overlay, region_contours  # noqa: F401
+from somad.viz import GT_COLOR, PRED_COLOR, draw_contours, heat_scale, overlay, region_contours  # noqa: F401
+from somad.viz import at_shape as viz_at_shape
 
 from .config import MAX_UPLOAD_PIXELS
 
 CELL_COLOR = (255, 45, 85)
 
 
-def heat_overlay(image: np.ndarray, amap: np.ndarray, pixel_range: tuple[float, float]) -> np.ndarray:
-    """Heatmap overlay on the model's fixed colour range (never per image): uint8 ``(S, S, 3)``."""
-    return overlay(image, amap, pixel_range[0], pixel_range[1])
+def heat_overlay(image: np.ndarray, amap: np.ndarray, scale) -> np.ndarray:
+    """Heatmap overlay on the category's colour ``scale`` (:func:`somad.viz.heat_scale`, never per
+    image): uint8 ``(H, W, 3)`` like ``image``."""
+    return overlay(image, amap, scale)
 
 
 contours = region_contours  # ground truth green, predicted region red (shared with the CLI's figures)
+
+
+at_shape = viz_at_shape  # square pictures back to their image's aspect ratio (somad.viz.at_shape)
 
 
 def highlight_cells(image: np.ndarray, cells: np.ndarray, color=CELL_COLOR, alpha: float = 0.55) -> np.ndarray:

@@ -37,3 +37,7 @@ class Keys:
     W_RENAME = "w_rename"
     CONFIRM_DELETE = "_confirm_delete"  # name of the model whose deletion awaits confirmation
     MODEL_MESSAGE = "_model_message"  # error of the last rename, shown once
+    PRESENTER = "_presenter"  # True once this session typed the presenter password (dashboard.roles)
+    ROLE_MESSAGE = "_role_message"  # outcome of the last unlock try, shown once
+    W_PASSWORD = "w_password"
+    LINK_REFUSED = "_link_refused"  # the refusal of a link's data root, shown once above the page

@@ -104,7 +104,7 @@ def get_image_features(model_dir, data_dir, category, index: int, device: str = 
 def _heat_overlay(model_dir: str, mtime: float, device: str, data_dir: str, category: str, index: int):
     model = _model(model_dir, mtime, device)
     ev = _evaluation(model_dir, mtime, device, data_dir, category)
-    return images.heat_overlay(ev.images[index], ev.maps[index], model.pixel_range_)
+    return images.heat_overlay(ev.images[index], ev.maps[index], images.heat_scale(model.pixel_range_, ev.metrics))
 
 
 def get_heat_overlay(model_dir, data_dir, category, index: int, device: str = "cpu") -> np.ndarray:
@@ -128,6 +128,23 @@ def load_training_image(path: str, image_size: int, rule: data.IntensityRule | N
     """uint8 ``(S, S, 3)`` training image read with the model's intensity ``rule`` (LRU-cached,
     shared by all sessions)."""
     return data.load_image(path, image_size, rule)
+
+
+@lru_cache(maxsize=4096)
+def image_shape(path: str) -> tuple[int, int]:
+    """``(H, W)`` of an image file as displayed (:func:`somad.data.image_shape`; LRU-cached, shared by
+    all sessions); ``(1, 1)`` when it cannot be read, so a missing file is shown square."""
+    try:
+        return data.image_shape(path)
+    except Exception:  # noqa: BLE001 (the page that needs the pixels says what is wrong)
+        return (1, 1)
+
+
+def shown_shape(path: str | Path, side: int) -> tuple[int, int]:
+    """``(H, W)`` at which a picture of image ``path`` is drawn: its own aspect ratio, longest side ``side`` px."""
+    h, w = image_shape(str(path))
+    scale = side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 @st.cache_data(show_spinner=False, ttl=30)

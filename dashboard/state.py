@@ -10,8 +10,9 @@ import streamlit as st
 
 from somad import data, demo, pipeline, store
 from somad.errors import SomadError
+from somad.persistence import is_model_dir
 
-from . import config, loaders
+from . import config, links, loaders, roles
 from .keys import Keys
 
 
@@ -76,6 +77,8 @@ def run_app() -> None:
     """
     init()
     nav = navigation()
+    if st.session_state.get(Keys.LINK_REFUSED):
+        st.error(st.session_state.pop(Keys.LINK_REFUSED), icon=":material/block:")
     sidebar(current(show_errors=False))
     write_url()
     _entry.active = True
@@ -119,9 +122,9 @@ def categories(root: str | Path) -> tuple[list[str], str | None]:
 
 
 def init() -> None:
-    """Fill defaults once per session: the view state from the URL where it has one, else the data
-    root (demo data generated if needed), the first category that has a saved model, and its
-    default model (:func:`somad.store.default_model`)."""
+    """Fill defaults once per session: the view state from the URL where it checks out
+    (:func:`restore_link`), else the data root (demo data generated if needed), the first category
+    that has a saved model, and its default model (:func:`somad.store.default_model`)."""
     ss = st.session_state
     if ss.get(Keys.INIT):
         return
@@ -133,15 +136,73 @@ def init() -> None:
         st.stop()
     ss[Keys.INIT] = True
     _ensure_demo(config.data_dir())
-    url = {key: st.query_params.get(param) for param, key in URL_KEYS.items() if st.query_params.get(param)}
-    ss.setdefault(Keys.DATA_DIR, url.get(Keys.DATA_DIR, str(config.data_dir())))
     ss.setdefault(Keys.DEVICE, device)
+    restore_link({param: st.query_params.get(param) for param in st.query_params})
+
+
+def roots_fixed() -> bool:
+    """True when the data roots are a fixed list (``SOMAD_DATA_ROOTS`` set, or a viewer session):
+    no free-text root, and a link's root must be one of :func:`dashboard.config.offered_roots`."""
+    return config.allowed_roots() is not None or not roles.can_write()
+
+
+def root_permitted(root: str) -> bool:
+    """May this session open dataset root ``root``? (Always, unless :func:`roots_fixed`.)"""
+    return not roots_fixed() or config.root_allowed(root, config.offered_roots())
+
+
+def restore_link(params: dict[str, str]) -> None:
+    """Set the session's view from a link's query parameters, checking every value
+    (:mod:`dashboard.links`): a root outside the allowed ones is refused with
+    :data:`dashboard.config.ROOT_REFUSED`; an unknown category or model, a non-finite or negative
+    threshold, a neuron, cell or image the model does not have, and unknown parameters are dropped;
+    one toast says what was dropped."""
+    ss = st.session_state
+    values, dropped = links.parse_link(params, URL_KEYS)
+    root = values.get("root")
+    if root is not None and not root_permitted(str(root)):
+        ss[Keys.LINK_REFUSED] = config.ROOT_REFUSED  # shown by run_app, above the page
+        root = None
+    ss.setdefault(Keys.DATA_DIR, str(root) if root is not None else str(config.data_dir()))
     cats, _ = categories(ss[Keys.DATA_DIR])
     with_model = [c for c in cats if store.default_model(config.models_dir(), c)]
-    category = url.get(Keys.CATEGORY) if url.get(Keys.CATEGORY) in cats else None
+    category = values.get("category")
+    if category is not None and category not in cats:
+        dropped.append(f"category {str(category)[:40]!r} is not in this data set")
+        category = None
     ss.setdefault(Keys.CATEGORY, category or (with_model or cats or [None])[0])
-    _restore_model(url.get(Keys.MODEL_DIR))
-    _restore_selection(url)
+    dropped += _restore_model(values.get("model"))
+    if {"neuron", "cell", "image"} & set(values):
+        dropped += links.check_ranges(values, *_link_context())
+    for param in ("neuron", "cell", "thr", "image"):
+        if param in values:
+            ss[URL_KEYS[param]] = values[param]
+    if "footprint" in values:
+        if values["footprint"] == "1":
+            ss[Keys.FOOTPRINT] = "1"
+        else:
+            dropped.append(f"footprint {str(values['footprint'])[:20]!r} is not '1': the map is shown without it")
+    if dropped:
+        st.toast(links.dropped_message(dropped), icon=":material/link_off:", duration="long")
+
+
+def _link_context() -> tuple[tuple[int, int] | None, tuple[int, int] | None, list[str] | None]:
+    """(SOM grid, feature map shape, test image names) of the session's model, for
+    :func:`dashboard.links.check_ranges`; None for what cannot be read (the page then says why)."""
+    ss = st.session_state
+    grid = shape = names = None
+    if ss.get(Keys.MODEL_DIR):
+        try:
+            model = loaders.get_model(ss[Keys.MODEL_DIR], ss.get(Keys.DEVICE, "cpu"))
+            grid, shape = tuple(model.grid_), tuple(model.feature_shape_)
+        except Exception:  # a damaged model: the pages show the loading error
+            pass
+        root, category = ss.get(Keys.MODEL_DATA, (ss.get(Keys.DATA_DIR), ss.get(Keys.CATEGORY)))
+        try:
+            names = [f"{s.defect}/{s.path.name}" for s in data.test_samples(root, category)]
+        except Exception:  # no usable test split: the pages say so
+            pass
+    return grid, shape, names
 
 
 def _ensure_demo(root: Path) -> None:
@@ -153,45 +214,24 @@ def _ensure_demo(root: Path) -> None:
             st.error(f"Cannot write the demo data to {root}: {exc}. Set SOMAD_DATA_DIR to a writable folder.")
 
 
-def _restore_model(name: str | None) -> None:
-    """Select the URL's model of the session's category, else that category's default model."""
+def _restore_model(name: str | None) -> list[str]:
+    """Select the URL's model of the session's category, else that category's default model;
+    returns the reason when the link's model was not used."""
     ss = st.session_state
     category = ss.get(Keys.CATEGORY)
     if not category:
-        return
+        return []
     chosen = pipeline.model_path(config.models_dir(), category, name) if name else None
+    dropped = []
     if chosen is None or chosen not in pipeline.list_models(config.models_dir(), category):
         fallback = store.default_model(config.models_dir(), category)
         if name:
-            st.toast(f"The link's model '{name}' is not saved for '{category}': "
-                     + ("opened the default model." if fallback else "no model is saved for it yet."))
+            dropped.append(f"model {str(name)[:40]!r} is not saved for '{category}': "
+                           + ("opened the default model" if fallback else "no model is saved for it yet"))
         chosen = fallback
     if chosen is not None:
         select_model(str(chosen), ss[Keys.DATA_DIR], category)
-
-
-def _restore_selection(url: dict[str, str]) -> None:
-    """Neuron, image, cell and threshold from the URL (unreadable values are ignored)."""
-    ss = st.session_state
-    try:
-        if Keys.NEURON in url:
-            ss[Keys.NEURON] = _pair(url[Keys.NEURON])
-        if Keys.CELL in url:
-            ss[Keys.CELL] = _pair(url[Keys.CELL])
-        if Keys.THRESHOLD in url:
-            ss[Keys.THRESHOLD] = float(url[Keys.THRESHOLD])
-    except ValueError:
-        st.toast("Part of the link could not be read (neuron, cell or threshold): default shown instead.")
-    if Keys.IMAGE in url:
-        ss[Keys.IMAGE] = url[Keys.IMAGE]
-    if url.get(Keys.FOOTPRINT) == "1":
-        ss[Keys.FOOTPRINT] = "1"
-
-
-def _pair(text: str) -> tuple[int, int]:
-    """``"r,c"`` -> ``(r, c)``; raises ValueError."""
-    r, c = text.split(",")
-    return int(r), int(c)
+    return dropped
 
 
 def write_url() -> None:
@@ -238,10 +278,16 @@ def current(show_errors: bool = True) -> Current | None:
     if not model_dir:
         return None
     data_dir, category = ss.get(Keys.MODEL_DATA, (ss.get(Keys.DATA_DIR), ss.get(Keys.CATEGORY)))
+    if not is_model_dir(model_dir):  # renamed or deleted since (by another session, or on disk)
+        model_dir = _replace_vanished(model_dir, data_dir, category)
+        if model_dir is None:
+            return None
     device = ss.get(Keys.DEVICE, "cpu")
     try:
         model = loaders.get_model(model_dir, device)
     except SomadError as exc:
+        if not is_model_dir(model_dir):  # removed while loading: the same browser-worded message
+            return current(show_errors) if _replace_vanished(model_dir, data_dir, category) else None
         if show_errors:
             st.error(f"The model at {model_dir} could not be loaded: {exc}")
         return None
@@ -251,6 +297,22 @@ def current(show_errors: bool = True) -> Current | None:
                      "Fit it again on the Model page.")
         return None
     return Current(model, str(model_dir), str(data_dir), str(category), device)
+
+
+def vanished_message(name: str, category: str, fallback: str | None) -> str:
+    """Browser-worded: the session's model ``name`` is gone, and what opened instead."""
+    instead = (f"the default model **{fallback}** of **{category}** is shown instead." if fallback else
+               f"no other model of **{category}** is saved: fit one on the Model page.")
+    return f"The model **{name}** you were looking at was renamed or deleted (perhaps from another browser): {instead}"
+
+
+def _replace_vanished(model_dir: str, data_dir: str, category: str) -> str | None:
+    """Open the category's default model in place of the vanished ``model_dir`` and say so; returns it (or None)."""
+    fallback = store.default_model(config.models_dir(), category) if category else None
+    st.warning(vanished_message(Path(model_dir).name, category, fallback.name if fallback else None),
+               icon=":material/info:")
+    select_model(str(fallback) if fallback else None, data_dir, category)
+    return str(fallback) if fallback else None
 
 
 def require_model() -> Current:
@@ -303,6 +365,9 @@ def threshold(cur: Current) -> float:
 def sidebar(cur: Current | None) -> None:
     """Short summary of the current model in the sidebar."""
     with st.sidebar:
+        if roles.read_only_server():
+            st.caption(":material/visibility: **Viewer**: this dashboard is shared read-only." if not roles.can_write()
+                       else ":material/edit: **Presenter** mode (this browser tab).")
         if cur is None:
             st.caption("No model loaded.")
             return

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import config, form, loaders, state, widgets
+from dashboard import actions, config, form, loaders, roles, state, widgets
 from dashboard.keys import Keys
 from somad import pipeline, store
 from somad.errors import SomadError
@@ -18,6 +18,36 @@ state.ensure_navigation()
 ss = st.session_state
 st.title("Model")
 st.caption("Pick a dataset and a category, then load a saved SOM or fit a new one.")
+
+
+# ------------------------------------------------------------------ role (viewer / presenter)
+def _unlock() -> None:
+    ok, message = roles.unlock(ss.pop(Keys.W_PASSWORD, ""))
+    ss[Keys.ROLE_MESSAGE] = (ok, message)
+
+
+def render_role() -> None:
+    """On a read-only server: who this session is, and the presenter unlock (password from secrets.toml)."""
+    if not roles.read_only_server():
+        return
+    ok_message = ss.pop(Keys.ROLE_MESSAGE, None)
+    if roles.is_presenter():
+        c1, c2 = st.columns([5, 1])
+        c1.success(ok_message[1] if ok_message and ok_message[0] else
+                   "Presenter mode (this browser tab only): you can fit, rename, delete and mark models.",
+                   icon=":material/edit:")
+        c2.button("Lock", on_click=roles.lock, help="back to viewer mode in this tab")
+        return
+    st.info("**Viewer mode.** This dashboard is shared read-only: browse every page, try your own images and "
+            "download reports; fitting, renaming, deleting and marking models are off.", icon=":material/visibility:")
+    if roles.unlock_offered():
+        with st.expander("Presenter? Unlock this tab"):
+            with st.form("unlock_form", clear_on_submit=True, border=False):
+                st.text_input("Presenter password", type="password", key=Keys.W_PASSWORD)
+                st.form_submit_button("Unlock presenter mode", on_click=_unlock)
+    if ok_message and not ok_message[0]:
+        st.error(ok_message[1], icon=":material/lock:")
+
 
 # ------------------------------------------------------------------ dataset root
 def _pick_root() -> None:
@@ -30,13 +60,24 @@ def _typed_root() -> None:
 
 
 def render_root() -> tuple[str, list[str]]:
-    """Dataset root picker; returns the root and its categories (stops the page with a message if none)."""
-    ss.setdefault(Keys.W_DATA_DIR, ss.get(Keys.DATA_DIR, str(config.data_dir())))
-    c1, c2 = st.columns([3, 2])
-    c1.text_input("Dataset root (MVTec layout: <root>/<category>/train/good, test/<defect>, ground_truth/<defect>)",
-                  key=Keys.W_DATA_DIR, on_change=_typed_root)
-    c2.selectbox("or pick a known root", [str(r) for r in config.known_roots()], index=None,
-                 placeholder="known roots...", key=Keys.W_ROOT_PICK, on_change=_pick_root)
+    """Dataset root picker; returns the root and its categories (stops the page with a message if none).
+
+    With fixed roots (``SOMAD_DATA_ROOTS``, or a viewer session) only those are offered: no free text."""
+    if state.roots_fixed():
+        offered = [str(r) for r in config.offered_roots()]
+        current_root = next((r for r in offered if config.root_allowed(ss.get(Keys.DATA_DIR, ""), [r])), offered[0])
+        ss[Keys.DATA_DIR] = current_root
+        if ss.get(Keys.W_ROOT_PICK) != current_root:
+            ss[Keys.W_ROOT_PICK] = current_root
+        st.selectbox("Dataset root", offered, key=Keys.W_ROOT_PICK, on_change=_pick_root,
+                     help="the data sets this dashboard shows (fixed by whoever runs it)")
+    else:
+        ss.setdefault(Keys.W_DATA_DIR, ss.get(Keys.DATA_DIR, str(config.data_dir())))
+        c1, c2 = st.columns([3, 2])
+        c1.text_input("Dataset root (MVTec layout: <root>/<category>/train/good, test/<defect>, "
+                      "ground_truth/<defect>)", key=Keys.W_DATA_DIR, on_change=_typed_root)
+        c2.selectbox("or pick a known root", [str(r) for r in config.offered_roots()], index=None,
+                     placeholder="known roots...", key=Keys.W_ROOT_PICK, on_change=_pick_root)
     picked = ss.get(Keys.DATA_DIR, str(config.data_dir()))
     found, err = state.categories(picked)
     if err:
@@ -54,23 +95,36 @@ def render_category(root: str, cats: list[str]) -> str:
         return f"{c}  ({n['train']} train, {n['test']} test, {n['defect types']} defect types)"
 
     if ss.get(Keys.CATEGORY) not in cats:
-        ss[Keys.CATEGORY] = cats[0]
+        _open_category(root, cats[0])
     if ss.get(Keys.W_CATEGORY) not in cats:
         ss[Keys.W_CATEGORY] = ss[Keys.CATEGORY]
-    picked = st.selectbox("Category", cats, key=Keys.W_CATEGORY, format_func=label, on_change=_pick_category)
+    picked = st.selectbox("Category", cats, key=Keys.W_CATEGORY, format_func=label, on_change=_pick_category,
+                          args=(root,), help="changing it opens that category's default model")
     ss[Keys.CATEGORY] = picked
     if counts[picked]["train"] == 0:
         st.warning(f"'{picked}' has no readable training image in {Path(root) / picked / 'train' / 'good'}.")
     return picked
 
 
-def _pick_category() -> None:
-    ss[Keys.CATEGORY] = ss[Keys.W_CATEGORY]
+def _open_category(root: str, cat: str) -> None:
+    """Make ``cat`` the session's category and open its default model (none when it has no model yet)."""
+    ss[Keys.CATEGORY] = cat
+    default = store.default_model(config.models_dir(), cat)
+    state.select_model(str(default) if default else None, str(Path(root).resolve()), cat)
+
+
+def _pick_category(root: str) -> None:
+    _open_category(root, ss[Keys.W_CATEGORY])
 
 
 # ---------------------------------------------------------------- saved models
 def fit_now(params: dict, name: str, force: bool, max_train: int | None) -> None:
     """Fit with one live progress bar per stage, save, and make it the current model."""
+    try:
+        actions.check_fit()
+    except SomadError as exc:
+        st.error(str(exc))
+        return
     out = pipeline.model_path(models_dir, category, name)
     box = st.container(border=True)
     box.write(f"Fitting **{category}** → `{out}`")
@@ -102,12 +156,15 @@ def _load(path: str) -> None:
 
 
 def _make_default(name: str) -> None:
-    store.set_default(models_dir, category, name)
+    try:
+        actions.make_default(models_dir, category, name)
+    except SomadError as exc:
+        ss[Keys.MODEL_MESSAGE] = str(exc)
 
 
 def _rename(name: str) -> None:
     try:
-        new = store.rename_model(models_dir, category, name, ss.get(Keys.W_RENAME, ""))
+        new = actions.rename(models_dir, category, name, ss.get(Keys.W_RENAME, ""))
     except SomadError as exc:
         ss[Keys.MODEL_MESSAGE] = str(exc)
         return
@@ -118,8 +175,12 @@ def _rename(name: str) -> None:
 
 def _delete(name: str) -> None:
     was_current = ss.get(Keys.MODEL_DIR) == str(pipeline.model_path(models_dir, category, name))
-    store.delete_model(models_dir, category, name)
     ss.pop(Keys.CONFIRM_DELETE, None)
+    try:
+        actions.delete(models_dir, category, name)
+    except SomadError as exc:
+        ss[Keys.MODEL_MESSAGE] = str(exc)
+        return
     ss.pop(Keys.W_SAVED_MODEL, None)
     if was_current:
         nxt = store.default_model(models_dir, category)
@@ -130,6 +191,9 @@ def render_saved_models() -> None:
     """The category's models: load one, mark the default (opened by new sessions), rename, delete."""
     st.subheader("Saved models")
     if not saved:
+        if not roles.can_write():
+            st.info(f"No model is saved for **{category}** yet: the presenter can fit one.")
+            return
         st.info(f"No saved model for **{category}** in `{models_dir}` yet. Fit one: the demo settings take "
                 "about 15 s on a quiet 2-core CPU (longer while other jobs run).")
         settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in config.DEMO_PARAMS.items())
@@ -146,6 +210,8 @@ def render_saved_models() -> None:
     loaded = ss.get(Keys.MODEL_DIR) == pick
     a, b, c, d = st.columns([1, 1, 2, 1])
     a.button("Loaded" if loaded else "Load", disabled=loaded, type="primary", on_click=_load, args=(pick,))
+    if not roles.can_write():  # viewers load models for their own session; every change is refused anyway
+        return
     b.button("Default" if Path(pick) == default else "Make default", disabled=Path(pick) == default,
              on_click=_make_default, args=(name,), help="the model a new session (or a link without a model) opens")
     c.text_input("New name", key=Keys.W_RENAME, placeholder="new name", label_visibility="collapsed")
@@ -175,6 +241,8 @@ def _model_row(p: Path, is_default: bool) -> dict:
 
 # -------------------------------------------------------------------- fit form
 def render_fit_form() -> None:
+    if not roles.can_write():
+        return
     with st.expander("Fit a new model", expanded=False):
         with st.form("fit_form"):
             params = form.fit_form_params()
@@ -219,7 +287,8 @@ def render_model_card(cur) -> None:
                  f"Feature map {m.feature_shape_[0]}x{m.feature_shape_[1]} cells, d = {len(m.channel_idx_)}  \n"
                  f"Deployable threshold **{m.threshold_:.3f}** ({m.threshold_rule})  \n"
                  f"Pixel values: {m.intensity_.describe()}  \n"
-                 f"Pixel colour range {m.pixel_range_[0]:.2f} – {m.pixel_range_[1]:.2f} (one scale for the category)")
+                 f"Pixel scores of the training images {m.pixel_range_[0]:.2f} – {m.pixel_range_[1]:.2f} (the heatmaps' "
+                 "blue range)")
         st.caption("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in m.timings_.items()))
         st.markdown("**Evaluation**")
         if loaders.has_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device) or st.button(
@@ -237,6 +306,7 @@ def render_model_card(cur) -> None:
             st.caption("Not evaluated yet in this session (the other pages evaluate on first use).")
 
 
+render_role()
 root, cats = render_root()
 category = render_category(root, cats)
 models_dir = config.models_dir()

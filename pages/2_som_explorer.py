@@ -112,7 +112,8 @@ def render_footprint_cells(cur, ev, i: int, footprint, neuron) -> None:
     n_defect = int((cells & footprint.defect).sum())
     left, right = st.columns([1, 2])
     heat = loaders.get_heat_overlay(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
-    left.image(images.contours(images.highlight_cells(heat, cells), ev.masks[i]), width=300,
+    picture = images.contours(images.highlight_cells(heat, cells), ev.masks[i])
+    left.image(images.at_shape(picture, loaders.shown_shape(ev.samples[i].path, 300)), width=300,
                caption=f"{name}: the {int(cells.sum())} cells whose BMU is neuron ({neuron[0]}, {neuron[1]}) "
                        "(tinted); ground truth green")
     with right:
@@ -185,7 +186,9 @@ def _gallery(cur, neuron) -> None:
                 "Pick a neuron with hits.")
         return
     crops = explain.patch_crops(m, patches, loaders.load_training_image, context=2, out_size=CROP)
-    shown = [cr if cr is not None else np.full((CROP, CROP, 3), 60, np.uint8) for cr in crops]
+    # each crop at its image's own aspect ratio (the model sees a square; the part is not square)
+    shown = [images.at_shape(cr, loaders.shown_shape(p.path, CROP)) if cr is not None
+             else np.full((CROP, CROP, 3), 60, np.uint8) for p, cr in zip(patches, crops)]
     caps = [f"#{i + 1} d={p.distance:.2f} · {Path(p.path).name or f'image {p.image}'} ({p.row},{p.col})"
             for i, p in enumerate(patches)]
     st.image(shown, caption=caps, width=CROP)
@@ -194,7 +197,7 @@ def _gallery(cur, neuron) -> None:
         st.warning(f"{missing} training image(s) could not be read (moved or deleted since fitting); "
                    "shown as grey squares.")
     st.caption("Each crop is a 5x5-cell neighbourhood around the patch; the box marks the feature cell "
-               "(its receptive field centre). Sorted by distance to the neuron's weights; captions give the "
+               "(its receptive field centre); grey diagonal hatching is outside the image (a cell at its border). Sorted by distance to the neuron's weights; captions give the "
                "training file and the cell (row, col).")
 
 
@@ -218,7 +221,8 @@ def render_test_images(cur, neuron) -> None:
         heat = loaders.get_heat_overlay(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
         name = f"{ev.samples[i].defect}/{ev.samples[i].path.name}"
         with grid_cols[n % 3]:
-            st.image(images.highlight_cells(heat, cells), width=260,
+            st.image(images.at_shape(images.highlight_cells(heat, cells), loaders.shown_shape(ev.samples[i].path, 520)),
+                     width=260,
                      caption=f"{name} · score {ev.scores[i]:.2f} · {int(nh.hits[i])} cells, "
                              f"max cell score {nh.max_score[i]:.2f}")
             if st.button("Inspect", key=f"inspect_{i}", on_click=_inspect, args=(name,)):

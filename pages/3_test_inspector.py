@@ -134,18 +134,19 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
     heat = loaders.get_heat_overlay(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
     cell = pick_cell(cur, i)
     pix_thr = viz.pixel_threshold(ev.metrics, m.pixel_range_)
+    shape = loaders.shown_shape(ev.samples[i].path, 520)  # the input's own aspect ratio
+    img, mask, amap = (images.at_shape(a, shape) for a in (ev.images[i], ev.masks[i], ev.maps[i]))
     a, b, c = st.columns([1, 1.35, 1])
     with a:
-        st.image(ev.images[i], caption="input", width=260)
-        st.image(images.contours(ev.images[i], ev.masks[i]), caption="ground truth (green)", width=260)
+        st.image(img, caption="input", width=260)
+        st.image(images.contours(img, mask), caption="ground truth (green)", width=260)
     with b:
-        widgets.chart(figures.image_figure(heat, (h, w), "heatmap: click a pixel", cell_scores, cell, size=400),
+        widgets.chart(figures.image_figure(images.at_shape(heat, shape), (h, w), "heatmap: click a pixel", cell_scores,
+                                           cell, size=400, model_size=m.image_size),
                       f"heat_{i}", clickable=True, width="content")
-        st.caption(f"One colour scale for the category: {m.pixel_range_[0]:.2f} (blue) to {m.pixel_range_[1]:.2f} "
-                   "(red), Mahalanobis units.")
+        st.caption(viz.heat_scale(m.pixel_range_, ev.metrics).describe())
     with c:
-        st.image(images.contours(ev.images[i], ev.masks[i], ev.maps[i], pix_thr), width=260,
-                 caption=viz.region_caption(ev.maps[i], pix_thr))
+        st.image(images.contours(img, mask, amap, pix_thr), width=260, caption=viz.region_caption(ev.maps[i], pix_thr))
         st.caption("The pixel threshold is the pixel-level F1-optimal one of this evaluation; it is not the image "
                    "threshold above.")
     return cell
@@ -198,7 +199,8 @@ def render_why_pictures(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
     dist = projection.distance_map(m.som_weights_, feats[:, r, c], m.grid_)
     maha = {(nr, nc): d for nr, nc, d in ex.neighbours}
     st.markdown("**Why this score, in pictures**")
-    st.image(explain.crop_patch(ev.images[i], r, c, m.feature_shape_, context=2, out_size=CROP), width=CROP,
+    crop = explain.crop_patch(ev.images[i], r, c, m.feature_shape_, context=2, out_size=CROP)
+    st.image(images.at_shape(crop, loaders.shown_shape(ev.samples[i].path, CROP)), width=CROP,
              caption=f"this cell · score {ex.score:.2f}")
     roles = [("its BMU (nearest neuron)", ex.bmu)]
     roles += [] if ex.best == ex.bmu else [("the neuron that gave its score", ex.best)]
@@ -211,7 +213,8 @@ def render_why_pictures(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
             st.info("This neuron wins no training patch (it lies between groups of the map).")
             continue
         crops = explain.patch_crops(m, patches, loaders.load_training_image, context=2, out_size=CROP)
-        st.image([cr if cr is not None else np.full((CROP, CROP, 3), 60, np.uint8) for cr in crops], width=CROP,
+        st.image([images.at_shape(cr, loaders.shown_shape(p.path, CROP)) if cr is not None
+                  else np.full((CROP, CROP, 3), 60, np.uint8) for p, cr in zip(patches, crops)], width=CROP,
                  caption=[f"d={p.distance:.2f}" for p in patches])
     st.caption("Every crop is 5x5 feature cells at the same scale, the box marks the cell. Distances are "
                "Euclidean, in feature units: a cell much farther from the neuron than its normal patches is unlike them.")

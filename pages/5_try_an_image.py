@@ -52,17 +52,22 @@ def render_summary(decoded, scores, verdicts, reasons) -> None:
         st.markdown(help.UPLOADS)
 
 
-def render_one(n: int, name: str, rgb, sc: float, verdict: str, amap, pix_thr: float, reasons, m) -> None:
+def render_one(n: int, name: str, rgb, sc: float, verdict: str, amap, pix_thr: float, reasons, scale) -> None:
     """One upload at its own aspect ratio (longest side capped, :func:`somad.data.display_shape`)."""
     st.subheader(f"{name}: score {sc:.3f} → {verdict}")
     for reason in reasons:
         st.warning(f"Unlike the training images: {reason}.")
     shape = display_shape(rgb.shape[:2])
     img, amap = resize_to(rgb, shape), resize_to(amap, shape)
-    pic = images.contours(images.heat_overlay(img, amap, m.pixel_range_), None, amap, pix_thr)
+    pic = images.contours(images.heat_overlay(img, amap, scale), None, amap, pix_thr)
+    if verdict == "ANOMALOUS" and not is_anomalous(float(np.max(amap)), pix_thr):
+        st.info(f"Flagged by its image score, but no pixel of its heatmap reaches the pixel threshold {pix_thr:.3f} "
+                f"(map top {float(np.max(amap)):.3f}): no region is outlined. The image threshold cuts the image score, "
+                "the pixel threshold cuts the map: a wide, moderately warm area can flag an image without a hot spot.")
     a, b = st.columns(2)
     a.image(img, caption="input", width=300)
-    b.image(pic, caption=f"heatmap overlay, region ≥ pixel threshold {pix_thr:.3f} outlined red", width=300)
+    b.image(pic, caption="heatmap overlay; " + viz.region_caption(amap, pix_thr).replace("; truth (green)", ""),
+            width=300)
     stem = name.rsplit(".", 1)[0]
     b.download_button("Download overlay PNG", images.to_png(pic), file_name=f"{stem}_overlay.png",
                       mime="image/png", key=f"dl_{n}")  # by position: MVTec reuses file names across folders
@@ -73,8 +78,10 @@ st.title("Try an image")
 current = state.require_model()
 model = current.model
 thr = state.threshold(current)
-st.caption(f"Model for **{current.category}** ({model.image_size}px). Verdict: {DECISION_RULE}, threshold {thr:.3f} "
-           "(change it on the Test inspector page).")
+chosen = "the deployable threshold" if thr == float(model.threshold_) else (
+    f"**not** the deployable {float(model.threshold_):.3f}: set in this session or by the link")
+st.caption(f"Model for **{current.category}** ({model.image_size}px). Verdict: {DECISION_RULE}, threshold {thr:.3f}, "
+           f"{chosen} (change it on the Test inspector page).")
 files = st.file_uploader("Images (PNG, JPG, BMP, TIFF)", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
                          accept_multiple_files=True, key=Keys.W_UPLOADS)
 if not files:
@@ -91,6 +98,7 @@ upload_verdicts = np.where(is_anomalous(upload_scores, thr), "ANOMALOUS", "norma
 upload_reasons = [images.unlike_training(float(s), rgb, reference) for s, (_, rgb) in zip(upload_scores, uploads)]
 render_summary(uploads, upload_scores, upload_verdicts, upload_reasons)
 pixel_thr = viz.pixel_threshold(evaluation.metrics, model.pixel_range_)
+heat_scale = viz.heat_scale(model.pixel_range_, evaluation.metrics)
 for k, ((fname, rgb), s, v, amap, why) in enumerate(zip(uploads, upload_scores, upload_verdicts, upload_maps,
                                                        upload_reasons)):
-    render_one(k, fname, rgb, float(s), str(v), amap, pixel_thr, why, model)
+    render_one(k, fname, rgb, float(s), str(v), amap, pixel_thr, why, heat_scale)

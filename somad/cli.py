@@ -108,7 +108,7 @@ def _add_data(p: argparse.ArgumentParser, name_help: str) -> None:
 
 
 SAVED_NAME_HELP = ("the category's default model: the one marked in the dashboard, else the one named "
-                   f"'{DEFAULT_MODEL_NAME}', else the newest")
+                   f"'{DEFAULT_MODEL_NAME}', else the oldest")
 """What ``--name`` means when left out, for the commands that read a saved model."""
 
 

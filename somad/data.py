@@ -507,6 +507,22 @@ def resize_image(rgb: np.ndarray, image_size: int) -> np.ndarray:
     return resize_to(rgb, (image_size, image_size))
 
 
+def image_shape(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file as displayed (EXIF/TIFF orientation applied), from its header
+    when Pillow can read it, else by decoding it with :func:`read_raw`.
+
+    Raises:
+        DataError: the file cannot be read at all.
+    """
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that swap the axes
+        return (w, h) if rotated else (h, w)
+    except (OSError, ValueError, UnidentifiedImageError):
+        return tuple(read_raw(path).shape[:2])
+
+
 def display_shape(shape: tuple[int, int], max_side: int = MAX_DISPLAY_SIDE) -> tuple[int, int]:
     """Shape (H, W) at which results for an ``shape`` input are shown: the input's own, scaled
     down (aspect ratio kept) so that the longest side is at most ``max_side`` pixels."""

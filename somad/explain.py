@@ -145,9 +145,26 @@ def nearest_training_patches(model, row: int, col: int, n: int = 16) -> list[Pat
     return out
 
 
+PAD_COLORS = ((70, 70, 70), (150, 150, 150))
+"""The two greys of the diagonal hatching that marks crop pixels outside the image (never image content)."""
+PAD_STRIPE_PX = 4
+"""Width of one hatching stripe, in pixels of the returned crop."""
+
+
+def hatch(shape: tuple[int, int]) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` diagonal stripes of :data:`PAD_COLORS`, :data:`PAD_STRIPE_PX` wide."""
+    r, c = np.indices(shape)
+    stripes = ((r + c) // PAD_STRIPE_PX) % 2
+    return np.asarray(PAD_COLORS, np.uint8)[stripes]
+
+
 def crop_patch(image: np.ndarray, row: int, col: int, feature_shape: tuple[int, int], context: int = 1,
                out_size: int | None = 96, color=(255, 64, 0)) -> np.ndarray:
     """Crop the receptive field of feature cell ``(row, col)`` with the cell's box drawn.
+
+    A cell at the image border keeps the cell in the same place of the crop: the part of the
+    crop outside the image is padded with grey diagonal hatching (:func:`hatch`), so it reads as
+    "no image here" and never as dark image content (MVTec bottle's own border is black).
 
     Args:
         image: uint8 ``(S, S, 3)`` at the model's image size.
@@ -155,7 +172,7 @@ def crop_patch(image: np.ndarray, row: int, col: int, feature_shape: tuple[int, 
         out_size: side of the returned crop in pixels (nearest-neighbour upscale); None = native.
 
     Returns:
-        uint8 ``(out, out, 3)`` crop (clipped at the image border, then padded black to square).
+        uint8 ``(out, out, 3)`` crop.
     """
     from PIL import Image
 
@@ -166,14 +183,19 @@ def crop_patch(image: np.ndarray, row: int, col: int, feature_shape: tuple[int, 
     cx0, cy0 = int(round((col - context) * cw)), int(round((row - context) * ch))
     cx1, cy1 = int(round((col + context + 1) * cw)), int(round((row + context + 1) * ch))
     canvas = np.zeros((cy1 - cy0, cx1 - cx0, 3), np.uint8)
+    inside = np.zeros(canvas.shape[:2], bool)
     sx0, sy0, sx1, sy1 = max(cx0, 0), max(cy0, 0), min(cx1, s), min(cy1, s)
     canvas[sy0 - cy0:sy1 - cy0, sx0 - cx0:sx1 - cx0] = image[sy0:sy1, sx0:sx1]
+    inside[sy0 - cy0:sy1 - cy0, sx0 - cx0:sx1 - cx0] = True
     if out_size:
         canvas = np.asarray(Image.fromarray(canvas).resize((out_size, out_size), Image.NEAREST))
+        inside = np.asarray(Image.fromarray(inside).resize((out_size, out_size), Image.NEAREST))
+    out = canvas.copy()
+    if not inside.all():
+        out[~inside] = hatch(inside.shape)[~inside]
     scale = canvas.shape[0] / (cy1 - cy0)
     bx0, by0 = int((x0 - cx0) * scale), int((y0 - cy0) * scale)
     bx1, by1 = int(np.ceil((x1 - cx0) * scale)) - 1, int(np.ceil((y1 - cy0) * scale)) - 1
-    out = canvas.copy()
     t = max(1, canvas.shape[0] // 48)
     out[by0:by0 + t, bx0:bx1 + 1] = color
     out[by1 - t + 1:by1 + 1, bx0:bx1 + 1] = color

@@ -184,39 +184,48 @@ def png_source(image: np.ndarray) -> str:
 
 def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str = "",
                  cell_values: np.ndarray | None = None, selected: tuple[int, int] | None = None,
-                 size: int = 420, value_label: str = "patch score") -> go.Figure:
+                 size: int = 420, value_label: str = "patch score", model_size: int | None = None) -> go.Figure:
     """An RGB image with one nearly transparent clickable square per feature cell.
 
     Args:
-        image: uint8 ``(S, S, 3)`` (e.g. a heatmap overlay).
+        image: uint8 ``(H, W, 3)`` (e.g. a heatmap overlay), square at the model's size or at the
+            input's own aspect ratio: it is drawn at that aspect ratio.
         feature_shape: (h, w) feature cells; point ``j`` of trace :data:`CLICK_TRACE` is cell
             ``(j // w, j % w)``.
         cell_values: optional float ``(h, w)`` shown on hover.
         selected: cell (row, col) outlined.
+        size: figure width in pixels (the height follows the image's aspect ratio).
+        model_size: the model's image size S: data coordinates are model pixels, ``[0, S]`` on both
+            axes, whatever ``image``'s shape (default: the image's height, for a square image).
     """
-    s = image.shape[0]
+    ih, iw = image.shape[:2]
+    s = model_size or ih
     h, w = feature_shape
     ch, cw = s / h, s / w
     r, c = np.divmod(np.arange(h * w), w)
     xs, ys = (c + 0.5) * cw, (r + 0.5) * ch
     vals = np.zeros(h * w) if cell_values is None else np.asarray(cell_values, dtype=float).ravel()
-    plot = size - 20
-    traces = [go.Image(source=png_source(image), hoverinfo="skip"), go.Scatter(
+    plot_w = size - 20
+    plot_h = plot_w * ih / iw
+    cell_px = min(plot_w / w, plot_h / h)
+    traces = [go.Image(source=png_source(image), hoverinfo="skip", x0=s / iw / 2, dx=s / iw, y0=s / ih / 2, dy=s / ih), go.Scatter(
         x=xs, y=ys, mode="markers", customdata=np.stack([r, c, vals], 1), showlegend=False,
         hovertemplate="cell (row %{customdata[0]}, col %{customdata[1]})"
                       + (f"<br>{value_label} %{{customdata[2]:.3f}}" if cell_values is not None else "")
                       + "<extra></extra>",
-        marker=dict(symbol="square", size=max(plot / w * 0.95, 3), color="rgba(255,255,255,0.01)", line=dict(width=0)),
+        marker=dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)", line=dict(width=0)),
     )]
     if selected is not None:
         traces.append(go.Scatter(x=[(selected[1] + 0.5) * cw], y=[(selected[0] + 0.5) * ch], mode="markers",
                                  hoverinfo="skip", showlegend=False,
-                                 marker=dict(symbol="square-open", size=max(plot / w * 1.2, 10), color="white",
+                                 marker=dict(symbol="square-open", size=max(cell_px * 1.2, 10), color="white",
                                              line=dict(width=3))))
-    return go.Figure(traces, dict(title=dict(text=title, x=0.02, font=dict(size=13)), width=size, height=size + 30,
-                                  margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select", dragmode=False,
-                                  xaxis=dict(visible=False, range=[0, s]),
-                                  yaxis=dict(visible=False, range=[s, 0], scaleanchor="x")))
+    return go.Figure(traces, dict(title=dict(text=title, x=0.02, font=dict(size=13)), width=size,
+                                  height=round(plot_h) + 50, margin=dict(l=10, r=10, t=40, b=10),
+                                  clickmode="event+select", dragmode=False,
+                                  xaxis=dict(visible=False, range=[0, s], constrain="domain"),
+                                  yaxis=dict(visible=False, range=[s, 0], scaleanchor="x", scaleratio=ih / iw,
+                                             constrain="domain")))
 
 
 PLOT_POINTS = 4000

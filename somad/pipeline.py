@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import data
+from . import data, store
 from .atomic import (
     atomic_dir,
     atomic_path,
@@ -83,6 +83,8 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
     model.fit(data.ImageFiles(paths, model.image_size, rule), [str(p) for p in paths], progress=progress,
               intensity=rule)
     model.extra_ = {"data_dir": str(Path(data_dir).resolve()), "category": category}
+    if out_dir.parent.name == category:  # the store's layout: a new fit never takes the default over
+        store.pin_default(out_dir.parent.parent, category)
     save_model(model, out_dir, force=force, extra=model.extra_)
     model.model_dir_ = str(out_dir)
     return model
@@ -228,7 +230,7 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
         OutputError: ``results_dir`` cannot be made or written.
     """
     from .explain import outcomes
-    from .viz import comparison_figure, pixel_threshold
+    from .viz import as_shown, comparison_figure, heat_scale, pixel_threshold
 
     out = make_dir(results_dir, "--results-dir")
     write_json(out / METRICS_JSON, ev.metrics)
@@ -238,7 +240,7 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
     for s, lab, sc, out_ in zip(ev.samples, ev.labels, ev.scores, outcomes(ev.labels, ev.scores, model.threshold_)):
         writer.writerow([str(s.path), s.defect, int(lab), f"{sc:.6g}", int(is_anomalous(sc, model.threshold_)), out_])
     write_text(out / PER_IMAGE_CSV, buf.getvalue())
-    lo, hi = model.pixel_range_
+    scale = heat_scale(model.pixel_range_, ev.metrics)
     pix_thr = pixel_threshold(ev.metrics, model.pixel_range_)
     # the hardest cases: lowest-scored anomalies and highest-scored normals
     normals = [int(i) for i in np.flatnonzero(ev.labels == 0)[np.argsort(-ev.scores[ev.labels == 0])]]
@@ -247,7 +249,7 @@ def write_results(ev: Evaluation, model: SOMAD, results_dir: str | Path, n_figur
     with atomic_dir(out / RESULT_FIGURES) as figures:
         for i in picks:
             s = ev.samples[i]
-            comparison_figure(ev.images[i], ev.masks[i], ev.maps[i], lo, hi, pix_thr,
+            comparison_figure(*as_shown(s.path, ev.images[i], ev.masks[i], ev.maps[i]), scale, pix_thr,
                               f"{s.defect}/{s.path.name}  score {ev.scores[i]:.2f}  threshold {model.threshold_:.2f}",
                               figures / f"{s.defect}_{s.path.stem}.png")
     return out
@@ -375,18 +377,18 @@ def iter_predictions(model: SOMAD, paths: list[str | Path], overlay_dir: str | P
 
 
 def write_overlay(model: SOMAD, image: np.ndarray, amap: np.ndarray, dest: Path) -> Path:
-    """Write the heatmap overlay of one image atomically: colours on the model's fixed range
-    ``model.pixel_range_``, and the predicted region outlined red at the pixel threshold without an
+    """Write the heatmap overlay of one image atomically: colours on the model's scale
+    (:func:`somad.viz.heat_scale` without an evaluation), and the predicted region outlined red at the pixel threshold without an
     evaluation (:func:`somad.viz.pixel_threshold` of no metrics: the top of that range, from training
     data; the dashboard's Try an image page uses the same until the test split is evaluated).
     ``image`` uint8 ``(H, W, 3)`` at any geometry; ``amap`` float ``(S, S)`` is resized to it."""
     from PIL import Image
 
-    from .viz import overlay, pixel_threshold, region_contours
+    from .viz import heat_scale, overlay, pixel_threshold, region_contours
 
-    lo, hi = model.pixel_range_
     amap = data.resize_to(amap, image.shape[:2])
-    pic = region_contours(overlay(image, amap, lo, hi), None, amap, pixel_threshold(None, model.pixel_range_))
+    pic = region_contours(overlay(image, amap, heat_scale(model.pixel_range_)), None, amap,
+                          pixel_threshold(None, model.pixel_range_))
     with atomic_path(dest) as tmp:
         Image.fromarray(pic).save(tmp)
     return dest

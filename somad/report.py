@@ -73,7 +73,7 @@ def _model_card(model, model_dir: str | None) -> list[dict]:
             ("topographic error", float(model.topographic_error_)),
             ("deployable image threshold", float(model.threshold_)),
             ("decision rule", f"anomalous when {DECISION_RULE}"),
-            ("pixel colour range", f"{model.pixel_range_[0]:.3f} – {model.pixel_range_[1]:.3f}"),
+            ("pixel score range of the training images", f"{model.pixel_range_[0]:.3f} – {model.pixel_range_[1]:.3f}"),
             ("fit time (s)", float(sum(model.timings_.values())))]
     card += list(model.params_summary().items())
     return [{"": k, "value": v} for k, v in card]
@@ -86,12 +86,13 @@ def _failing(model, ev, pix_thr: float) -> str:
     out = []
     for i in order:
         s = ev.samples[i]
-        heat = viz.overlay(ev.images[i], ev.maps[i], *model.pixel_range_)
-        region = viz.region_contours(ev.images[i], ev.masks[i], ev.maps[i], pix_thr)
+        img, mask, amap = viz.as_shown(s.path, ev.images[i], ev.masks[i], ev.maps[i], side=400)  # its own aspect
+        heat = viz.overlay(img, amap, viz.heat_scale(model.pixel_range_, ev.metrics))
+        region = viz.region_contours(img, mask, amap, pix_thr)
         kind = "false positive" if ev.labels[i] == 0 else "false negative"
         caption = viz.region_caption(ev.maps[i], pix_thr)
         out.append(f"<figure><figcaption>{html.escape(f'{s.defect}/{s.path.name}')}: score {ev.scores[i]:.3f}, "
-                   f"{kind}; right: {html.escape(caption)}</figcaption>{_png(ev.images[i], 'input')}"
+                   f"{kind}; right: {html.escape(caption)}</figcaption>{_png(img, 'input')}"
                    f"{_png(heat, 'heatmap')}{_png(region, caption)}</figure>")
     return "".join(out)
 

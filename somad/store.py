@@ -4,7 +4,12 @@ Layout: ``<models_dir>/<category>/<name>/`` (see :func:`model_path`); the defaul
 model's name is kept in ``<models_dir>/<category>/.default`` (one line of text; hidden, so no model
 name can collide with it, on case-insensitive file systems either; a ``DEFAULT`` file written by
 earlier versions is still read). Without that file
-(or when it names a model that is gone) the default is the model named ``default``, else the newest.
+(or when it names a model that is gone) the default is the model named ``default``, else the oldest.
+
+The default only moves when someone moves it (:func:`set_default`, a rename of it, its deletion): a
+new fit is never the default unless it is the category's first model. Before a fit saves into a
+category that has models but no marker, :func:`pin_default` writes the marker for the model that is
+the default then, so a new model named ``default`` (or a later rule) cannot take over either.
 Every change is atomic: a rename is one ``os.replace``; a delete first renames the model to a hidden
 folder (so it disappears from every listing at once) and then removes that folder.
 """
@@ -72,12 +77,29 @@ def check_name(name: str) -> str:
 
 
 def default_model(models_dir: str | Path, category: str) -> Path | None:
-    """The category's default model dir (marked, else named ``default``, else the newest), or None."""
+    """The category's default model dir (marked, else named ``default``, else the oldest), or None.
+
+    Never "the newest": what someone fitted last does not become what every new session opens."""
     saved = list_models(models_dir, category)
     if not saved:
         return None
     by_name = {p.name: p for p in saved}
-    return by_name.get(marked_name(models_dir, category)) or by_name.get(DEFAULT_MODEL_NAME) or saved[0]
+    return by_name.get(marked_name(models_dir, category)) or by_name.get(DEFAULT_MODEL_NAME) or saved[-1]
+
+
+def pin_default(models_dir: str | Path, category: str) -> str | None:
+    """Before a new model of ``category`` is saved: mark the current default when the category has
+    saved models but no marker naming one of them, so the new model does not become the default.
+
+    Returns:
+        the name now marked, or None when nothing was written (no model yet, or already marked).
+    """
+    saved = list_models(models_dir, category)
+    if not saved or marked_name(models_dir, category) in {p.name for p in saved}:
+        return None
+    name = default_model(models_dir, category).name
+    set_default(models_dir, category, name)
+    return name
 
 
 def set_default(models_dir: str | Path, category: str, name: str) -> None:

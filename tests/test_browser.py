@@ -35,16 +35,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(dash_model_env, demo_root):
+def _serve(env_extra: dict[str, str], args: tuple[str, ...] = ()):
+    """Start ``streamlit run app.py`` on a free port with ``env_extra``; yields its URL, stops it after."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")
     port = _free_port()
-    env = dict(os.environ, SOMAD_DATA_DIR=str(demo_root), SOMAD_MODELS_DIR=str(dash_model_env[0]),
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", **env_extra)
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
+                             "--server.port", str(port), "--server.address", "127.0.0.1", *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -63,6 +62,11 @@ def server(dash_model_env, demo_root):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(dash_model_env, demo_root):
+    yield from _serve({"SOMAD_DATA_DIR": str(demo_root), "SOMAD_MODELS_DIR": str(dash_model_env[0])})
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +296,67 @@ def test_footprint_and_cell_on_map_with_url_round_trip(page, server, dash_model_
     page.get_by_text(f"Neuron ({br}, {bc}) was chosen by {int(counts[b])} cells").wait_for()
     _wait_url(page, "footprint", "1")
     _no_exception(page)
+
+
+# ------------------------------------------------------------------ a shared, read-only demo
+PRESENTER_PASSWORD = "correct horse"
+
+
+@pytest.fixture(scope="module")
+def viewer_server(dash_model_env, demo_root, tmp_path_factory):
+    """A server as the README's "Running a shared demo" starts it: read-only, the data roots fixed,
+    a presenter password in a secrets file."""
+    secrets = tmp_path_factory.mktemp("secrets") / "secrets.toml"
+    secrets.write_text(f'presenter_password = "{PRESENTER_PASSWORD}"\n')
+    yield from _serve({"SOMAD_DATA_DIR": str(demo_root), "SOMAD_MODELS_DIR": str(dash_model_env[0]),
+                       "SOMAD_READ_ONLY": "1", "SOMAD_DATA_ROOTS": str(demo_root)},
+                      ("--secrets.files", str(secrets)))
+
+
+def test_shared_demo_viewer_cannot_write_and_roots_are_fixed(page, viewer_server, dash_model_env, tmp_path):
+    """A viewer sees no write control; a crafted link and a wrong password change nothing; a root
+    outside the allowed ones is refused without saying anything about it; the presenter unlocks one tab."""
+    models = dash_model_env[0] / "tiles"
+    before = sorted(p.name for p in models.iterdir())
+    page.goto(f"{viewer_server}/?model=small&delete=small&default=small")
+    page.get_by_text("Viewer mode").wait_for()
+    page.get_by_text("Saved models").wait_for()
+    page.get_by_text("unknown link parameters 'default', 'delete' ignored").wait_for()
+    for label in ("Make default", "Default", "Rename", "Delete...", "Fit", "Fit a demo model"):
+        assert page.get_by_role("button", name=label, exact=True).count() == 0, label
+    assert page.get_by_text("Fit a new model").count() == 0
+    assert page.locator("input[type='text']").count() == 0  # no free-text root, no rename box
+    page.get_by_text("Presenter? Unlock this tab").click()
+    page.get_by_label("Presenter password").fill("guess")
+    page.get_by_role("button", name="Unlock presenter mode").click()
+    page.get_by_text("Wrong password").wait_for()
+    assert page.get_by_role("button", name="Rename").count() == 0
+    _no_exception(page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "shared_demo_viewer.png"), full_page=True)
+    assert sorted(p.name for p in models.iterdir()) == before  # nothing renamed, deleted or marked
+    # links outside the allowed roots: an existing folder and a missing one read alike
+    secret = tmp_path / "private"
+    (secret / "tiles").mkdir(parents=True)
+    texts = []
+    for root in (secret, tmp_path / "missing"):
+        page.goto(f"{viewer_server}/som_explorer?root={root}&category=tiles")
+        page.get_by_text("is not one of the data sets this dashboard shows").wait_for()
+        page.get_by_text("Nearest training patches of neuron").first.wait_for()
+        texts.append(page.locator("[data-testid='stAlertContentError']").all_inner_texts())
+        assert str(tmp_path) not in page.content()
+        _no_exception(page)
+    assert texts[0] == texts[1] and len(texts[0]) == 1
+    # the presenter unlocks this tab only (after the wait the wrong try started)
+    time.sleep(1.2)
+    page.goto(viewer_server)
+    page.get_by_text("Presenter? Unlock this tab").click()
+    page.get_by_label("Presenter password").fill(PRESENTER_PASSWORD)
+    page.get_by_role("button", name="Unlock presenter mode").click()
+    page.get_by_role("button", name="Rename").wait_for()
+    ctx = page.context.browser.new_context()
+    other = ctx.new_page()
+    other.goto(viewer_server)
+    other.get_by_text("Viewer mode").wait_for()
+    assert other.get_by_role("button", name="Rename").count() == 0
+    ctx.close()

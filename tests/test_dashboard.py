@@ -143,8 +143,8 @@ def test_link_to_a_missing_model_without_any_model(monkeypatch, demo_root, tmp_p
     at.query_params["model"] = "nope"
     at.run()
     _clean(at)
-    assert [t.value for t in at.toast] == ["The link's model 'nope' is not saved for 'tiles': no model is saved "
-                                           "for it yet."]
+    assert [t.value for t in at.toast] == ["Part of this link was not used: model 'nope' is not saved for 'tiles': "
+                                           "no model is saved for it yet."]
 
 
 def test_damaged_model_shows_error(monkeypatch, demo_root, tmp_path):
@@ -448,9 +448,10 @@ def test_model_list_default_rename_delete(monkeypatch, demo_root, tmp_path, dash
     assert list(at.dataframe[0].value["name"]) == [Path(opened).name]
 
 
-def test_default_marker_is_hidden_legacy_marker_read_newest_by_saved_at(dash_model_env, tmp_path):
+def test_default_marker_is_hidden_legacy_marker_read_oldest_by_saved_at(dash_model_env, tmp_path):
     """The marker cannot collide with a model folder (not even 'DEFAULT' or, where case is ignored,
-    'default'); a DEFAULT file of earlier versions still counts; 'newest' is the config's saved_at."""
+    'default'); a DEFAULT file of earlier versions still counts; unmarked, the default is the oldest
+    by the config's saved_at (never the newest: a new fit does not take it over)."""
     import json
     import os
     import shutil
@@ -464,9 +465,9 @@ def test_default_marker_is_hidden_legacy_marker_read_newest_by_saved_at(dash_mod
         (models / "tiles" / name / "config.json").write_text(json.dumps(dict(cfg, saved_at=saved)))
     (models / "tiles" / "older" / "notes.txt").write_text("touched later")
     os.utime(models / "tiles" / "older", None)
-    assert store.default_model(models, "tiles") == models / "tiles" / "DEFAULT"  # newest by saved_at
-    store.set_default(models, "tiles", "older")
-    assert store.default_model(models, "tiles") == models / "tiles" / "older"
+    assert store.default_model(models, "tiles") == models / "tiles" / "older"  # oldest by saved_at, not mtime
+    store.set_default(models, "tiles", "DEFAULT")
+    assert store.default_model(models, "tiles") == models / "tiles" / "DEFAULT"
     (models / "tiles" / store.DEFAULT_FILE).unlink()
     legacy = tmp_path / "legacy"
     for name in ("a", "default"):

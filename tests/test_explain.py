@@ -103,7 +103,10 @@ def test_crop_patch_draws_box_around_the_cell():
     assert tuple(crop[0, 0]) == (0, 0, 0)
     big = explain.crop_patch(img, 0, 0, (16, 16), context=1, out_size=96)  # at the corner: padded
     assert big.shape == (96, 96, 3)
-    assert big[:30, :30].max() == 0  # padding outside the image stays black
+    # outside the image: the grey hatching, not black (a border crop of a dark image must not read as content)
+    assert np.array_equal(big[:30, :30], explain.hatch((96, 96))[:30, :30])
+    assert {tuple(v) for v in big[:30, :30].reshape(-1, 3)} == set(explain.PAD_COLORS)
+    assert big[50:60, 50:60].max() == 0  # image pixels (black here) stay as they are
 
 
 def test_patch_crops_unreadable_image_gives_none(dash_model_env):

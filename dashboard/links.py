@@ -1,0 +1,114 @@
+"""Reading a link's query parameters without believing them (pure: no Streamlit calls).
+
+Every value of the view state in a URL (:data:`dashboard.state.URL_KEYS`) is checked before a page
+uses it. What cannot be used is dropped, and each drop comes back as one browser-worded reason, which
+the dashboard shows in a toast: a link never silently turns into another view or another verdict
+(``thr=nan`` used to call every image normal).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping
+
+PAIR_PARAMS = {"neuron": "neuron", "cell": "feature cell"}
+"""Parameters holding ``row,col`` pairs, and what they name in messages."""
+
+
+def parse_pair(text: str) -> tuple[int, int]:
+    """``"r,c"`` -> ``(r, c)``, both integers >= 0.
+
+    Raises:
+        ValueError: not two comma-separated non-negative integers.
+    """
+    parts = str(text).split(",")
+    if len(parts) != 2:
+        raise ValueError(text)
+    r, c = (int(p.strip()) for p in parts)
+    if r < 0 or c < 0:
+        raise ValueError(text)
+    return r, c
+
+
+def parse_threshold(text: str) -> float:
+    """A link's image threshold: a finite number >= 0 (image scores are distances, never negative).
+
+    Raises:
+        ValueError: not a number, NaN, infinite or negative.
+    """
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    text = str(text)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def parse_link(params: Mapping[str, str], known: Iterable[str]) -> tuple[dict[str, object], list[str]]:
+    """Split a link's query parameters into usable values and reasons for what was dropped.
+
+    Args:
+        params: query parameter -> text (one value each).
+        known: the parameter names the dashboard reads (:data:`dashboard.state.URL_KEYS`).
+
+    Returns:
+        ``(values, dropped)``: ``values`` maps each usable parameter to its value (``thr`` a float,
+        ``neuron``/``cell`` ``(row, col)`` int pairs, the others stripped text; range and name checks
+        that need the model come later, :func:`check_ranges`); ``dropped`` holds one reason per
+        value left out.
+    """
+    known = list(known)
+    values: dict[str, object] = {}
+    dropped: list[str] = []
+    unknown = sorted(k for k in params if k not in set(known))
+    if unknown:
+        dropped.append("unknown link parameter" + ("s " if len(unknown) > 1 else " ")
+                       + ", ".join(_shown(k, 20) for k in unknown) + " ignored")
+    for key in known:
+        text = params.get(key)
+        if text is None or not str(text).strip():
+            continue
+        text = str(text).strip()
+        if key == "thr":
+            try:
+                values[key] = parse_threshold(text)
+            except ValueError:
+                dropped.append(f"threshold {_shown(text)} is not a finite number ≥ 0: the model's deployable "
+                               "threshold is used")
+        elif key in PAIR_PARAMS:
+            try:
+                values[key] = parse_pair(text)
+            except ValueError:
+                dropped.append(f"{PAIR_PARAMS[key]} {_shown(text)} is not 'row,col': the page picks one")
+        else:
+            values[key] = text
+    return values, dropped
+
+
+def check_ranges(values: dict[str, object], grid: tuple[int, int] | None, feature_shape: tuple[int, int] | None,
+                 image_names: Iterable[str] | None) -> list[str]:
+    """Drop (in place) the link values outside the current model: a neuron off its SOM ``grid``
+    (rows, cols), a feature cell off its ``feature_shape`` (h, w), an image not in its test split
+    (``image_names``, "<defect>/<file>"). A check whose context is None is skipped.
+
+    Returns:
+        one reason per value dropped.
+    """
+    dropped = []
+    for key, shape in (("neuron", grid), ("cell", feature_shape)):
+        pair = values.get(key)
+        if pair is not None and shape is not None and not (pair[0] < shape[0] and pair[1] < shape[1]):
+            dropped.append(f"{PAIR_PARAMS[key]} {pair[0]},{pair[1]} is outside the model's {shape[0]}x{shape[1]} "
+                           f"{'SOM' if key == 'neuron' else 'feature map'}: the page picks one")
+            del values[key]
+    if values.get("image") is not None and image_names is not None and values["image"] not in set(image_names):
+        dropped.append(f"image {_shown(values['image'])} is not in this category's test split: the page picks one")
+        del values["image"]
+    return dropped
+
+
+def dropped_message(dropped: list[str]) -> str:
+    """One toast text for every reason of :func:`parse_link` and :func:`check_ranges`."""
+    return "Part of this link was not used: " + "; ".join(dropped) + "."
