@@ -20,6 +20,8 @@ class Keys:
     CELL = "cell"  # (row, col) feature cell of IMAGE
     THRESHOLD = "threshold"  # image threshold
     FOOTPRINT = "footprint"  # "1": the SOM explorer overlays IMAGE's footprint on the U-matrix
+    N_REGIONS = "n_regions"  # regions of the SOM explorer's region map (None = chosen automatically)
+    COMPARE = "compare"  # name of the model the Compare page sets against the current one
     LAST_CLICK = "_last_click"  # see dashboard.widgets.new_click
     EVALUATED = "_evaluated"
     W_DATA_DIR = "w_data_dir"
@@ -32,6 +34,10 @@ class Keys:
     W_CPLANE = "w_cplane"  # the component plane is drawn only when this toggle is on
     W_FOOTPRINT = "w_footprint"
     W_FOOTPRINT_IMAGE = "w_footprint_image"
+    W_N_REGIONS = "w_n_regions"
+    W_REGION_IMAGE = "w_region_image"
+    W_COMPARE = "w_compare"
+    W_COMPARE_IMAGE = "w_compare_image"
     W_UPLOADS = "w_uploads"
     W_SAVED_MODEL = "w_saved_model"
     W_RENAME = "w_rename"

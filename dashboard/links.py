@@ -41,6 +41,22 @@ def parse_threshold(text: str) -> float:
     return value
 
 
+MAX_REGIONS = 20
+"""Most regions a link may ask for (:data:`somad.regions.MAX_REGIONS`; a smaller map caps it on the page)."""
+
+
+def parse_regions(text: str) -> int:
+    """A link's number of map regions: a whole number from 0 (chosen automatically) to :data:`MAX_REGIONS`.
+
+    Raises:
+        ValueError: anything else.
+    """
+    value = int(str(text).strip())
+    if not 0 <= value <= MAX_REGIONS:
+        raise ValueError(text)
+    return value
+
+
 def _shown(text: str, limit: int = 40) -> str:
     text = str(text)
     return repr(text if len(text) <= limit else text[:limit] + "...")
@@ -77,6 +93,12 @@ def parse_link(params: Mapping[str, str], known: Iterable[str]) -> tuple[dict[st
             except ValueError:
                 dropped.append(f"threshold {_shown(text)} is not a finite number ≥ 0: the model's deployable "
                                "threshold is used")
+        elif key == "regions":
+            try:
+                values[key] = parse_regions(text)
+            except ValueError:
+                dropped.append(f"number of regions {_shown(text)} is not a whole number from 0 to {MAX_REGIONS}: "
+                               "chosen automatically")
         elif key in PAIR_PARAMS:
             try:
                 values[key] = parse_pair(text)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from somad import data, explain, figures, metrics, pipeline, projection
+from somad import data, explain, figures, metrics, pipeline, regions
 from somad.persistence import CONFIG, load_model
 
 from . import images
@@ -69,7 +69,20 @@ def get_model(model_dir: str | Path, device: str = "cpu"):
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _evaluation(model_dir: str, mtime: float, device: str, data_dir: str, category: str):
     model = _model(model_dir, mtime, device)
-    return pipeline.evaluate_model(model, data_dir, category, return_patches=True)
+    ev = pipeline.evaluate_model(model, data_dir, category, return_patches=True)
+    _EVALUATED_METRICS[(model_dir, mtime, data_dir, category)] = ev.metrics
+    return ev
+
+
+_EVALUATED_METRICS: dict[tuple, dict] = {}
+"""Metrics of every evaluation this server process computed, by (model dir, mtime, data dir, category):
+small dicts kept after the evaluation itself leaves the cache, for the Model page's model list."""
+
+
+def evaluated_metrics(model_dir: str | Path, data_dir: str | Path, category: str) -> dict | None:
+    """The metrics of the model's evaluation on the category's test split when this server computed one
+    (in any session), else None."""
+    return _EVALUATED_METRICS.get((str(model_dir), model_mtime(model_dir), str(data_dir), category))
 
 
 def get_evaluation(model_dir: str | Path, data_dir: str | Path, category: str, device: str = "cpu"):
@@ -181,13 +194,39 @@ def get_reference(model_dir, data_dir, category, device: str = "cpu") -> images.
     return _reference(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
 
 
+# ------------------------------------------------------------------ regions and the training replay
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _regions(model_dir: str, mtime: float, device: str, n_regions: int | None):
+    return regions.model_regions(_model(model_dir, mtime, device), n_regions)
+
+
+def get_regions(model_dir: str | Path, n_regions: int | None = None, device: str = "cpu") -> regions.Regions:
+    """:func:`somad.regions.model_regions` of the model (cached per number of regions; None = automatic).
+
+    Raises:
+        ValueError: ``n_regions`` out of range for the map (the message gives the range).
+    """
+    return _regions(str(model_dir), model_mtime(model_dir), device, None if n_regions is None else int(n_regions))
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _mean_training_image(model_dir: str, mtime: float, device: str):
+def _mean_training_image(model_dir: str, mtime: float, device: str, limit: int) -> np.ndarray | None:
     model = _model(model_dir, mtime, device)
-    return projection.mean_image(getattr(model, "train_paths_", []) or [], model.image_size, load_training_image,
-                                 model.intensity_)
+    paths = list(getattr(model, "train_paths_", []) or [])
+    picks = [paths[int(i)] for i in np.unique(np.linspace(0, len(paths) - 1, min(limit, len(paths))).round())] \
+        if paths else []
+    total, n = None, 0
+    for p in picks:
+        try:
+            img = load_training_image(p, model.image_size, model.intensity_).astype(np.float64)
+        except Exception:  # unreadable files: the mean of the others
+            continue
+        total = img if total is None else total + img
+        n += 1
+    return None if total is None else (total / n).round().astype(np.uint8)
 
 
-def get_mean_training_image(model_dir, device: str = "cpu") -> np.ndarray | None:
-    """uint8 ``(S, S, 3)`` mean of up to 64 training images (None when none can be read; cached)."""
-    return _mean_training_image(str(model_dir), model_mtime(model_dir), device)
+def get_mean_training_image(model_dir: str | Path, device: str = "cpu", limit: int = 32) -> np.ndarray | None:
+    """uint8 ``(S, S, 3)`` mean of up to ``limit`` evenly spaced training images at the model's size
+    (cached); None when none can be read (moved or deleted since fitting)."""
+    return _mean_training_image(str(model_dir), model_mtime(model_dir), device, int(limit))

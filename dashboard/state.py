@@ -17,11 +17,12 @@ from .keys import Keys
 
 
 SELECTIONS = (Keys.NEURON, Keys.IMAGE, Keys.CELL, Keys.THRESHOLD, Keys.W_THRESHOLD, Keys.W_NEURON_ROW,
-              Keys.W_NEURON_COL, Keys.LAST_CLICK, Keys.W_FOOTPRINT_IMAGE)
+              Keys.W_NEURON_COL, Keys.LAST_CLICK, Keys.N_REGIONS, Keys.W_N_REGIONS, Keys.W_FOOTPRINT_IMAGE)
 """What a change of model resets."""
 
 URL_KEYS = {"root": Keys.DATA_DIR, "category": Keys.CATEGORY, "model": Keys.MODEL_DIR, "image": Keys.IMAGE,
-            "neuron": Keys.NEURON, "cell": Keys.CELL, "thr": Keys.THRESHOLD, "footprint": Keys.FOOTPRINT}
+            "neuron": Keys.NEURON, "cell": Keys.CELL, "thr": Keys.THRESHOLD, "regions": Keys.N_REGIONS,
+            "vs": Keys.COMPARE, "footprint": Keys.FOOTPRINT}
 """Query parameter -> session key of the view state kept in the URL."""
 
 
@@ -42,6 +43,7 @@ PAGE_SPECS = {
                           "test_inspector"),
     "metrics": PageSpec("pages/4_metrics.py", "Metrics", ":material/monitoring:", "metrics"),
     "try": PageSpec("pages/5_try_an_image.py", "Try an image", ":material/upload:", "try_an_image"),
+    "compare": PageSpec("pages/6_compare.py", "Compare models", ":material/compare:", "compare"),
 }
 PAGES = {name: spec.path for name, spec in PAGE_SPECS.items()}
 
@@ -174,9 +176,9 @@ def restore_link(params: dict[str, str]) -> None:
     dropped += _restore_model(values.get("model"))
     if {"neuron", "cell", "image"} & set(values):
         dropped += links.check_ranges(values, *_link_context())
-    for param in ("neuron", "cell", "thr", "image"):
+    for param in ("neuron", "cell", "thr", "image", "regions", "vs"):
         if param in values:
-            ss[URL_KEYS[param]] = values[param]
+            ss[URL_KEYS[param]] = None if param == "regions" and values[param] == 0 else values[param]
     if "footprint" in values:
         if values["footprint"] == "1":
             ss[Keys.FOOTPRINT] = "1"

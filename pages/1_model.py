@@ -9,10 +9,11 @@ import streamlit as st
 
 from dashboard import actions, config, form, loaders, roles, state, widgets
 from dashboard.keys import Keys
-from somad import pipeline, store
+from somad import compare, pipeline, store
 from somad.errors import SomadError
 from somad.model import check_params
 from somad.persistence import read_config
+from somad.replay import REPLAY_HELP
 
 state.ensure_navigation()
 ss = st.session_state
@@ -118,7 +119,7 @@ def _pick_category(root: str) -> None:
 
 
 # ---------------------------------------------------------------- saved models
-def fit_now(params: dict, name: str, force: bool, max_train: int | None) -> None:
+def fit_now(params: dict, name: str, force: bool, max_train: int | None, replay: bool = False) -> None:
     """Fit with one live progress bar per stage, save, and make it the current model."""
     try:
         actions.check_fit()
@@ -139,7 +140,7 @@ def fit_now(params: dict, name: str, force: bool, max_train: int | None) -> None
 
     try:
         pipeline.fit_category(Path(root).resolve(), category, out, params, max_train_images=max_train,
-                              force=force, progress=progress)
+                              force=force, progress=progress, replay=replay)
     except SomadError as exc:
         box.error(f"Fitting failed: {exc}")
         return
@@ -239,6 +240,32 @@ def _model_row(p: Path, is_default: bool) -> dict:
     return row
 
 
+# ------------------------------------------------- headline metrics of the saved models (issue 19 item 7)
+def render_model_metrics() -> None:
+    """Each saved model's headline metrics where this server has evaluated it, and the way to compare two."""
+    if not saved:
+        return
+    data_dir = str(Path(root).resolve())
+    rows, missing = [], []
+    for p in saved:
+        mt = loaders.evaluated_metrics(p, data_dir, category)
+        if mt is None and current is not None and str(p) == current.model_dir:
+            mt = loaders.evaluated_metrics(p, current.data_dir, category)
+        if mt is None:
+            missing.append(p.name)
+            continue
+        rows.append({"model": p.name, **{k: round(v, 4) for k, v in compare.headline(mt).items()}})
+    with st.expander("Headline metrics of the saved models", expanded=bool(rows)):
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        if missing:
+            st.caption(f"Not evaluated in this server yet: {', '.join(missing)}. A model is evaluated when it is "
+                       "loaded and a page scores its test split, or when the **Compare models** page compares it.")
+        if len(saved) > 1:
+            st.page_link(state.PAGES["compare"], label="Compare two models of this category",
+                         icon=":material/compare:")
+
+
 # -------------------------------------------------------------------- fit form
 def render_fit_form() -> None:
     if not roles.can_write():
@@ -250,11 +277,12 @@ def render_fit_form() -> None:
             name = a.text_input("Model name", "default", key="fit_name")
             max_train = b.number_input("Max training images (0 = all)", 0, 100000, 0, key="fit_max_train")
             force = c.checkbox("Overwrite an existing model of that name", value=False, key="fit_force")
+            keep_replay = c.checkbox("Keep a training replay", value=False, key="fit_replay", help=REPLAY_HELP)
             submitted = st.form_submit_button("Fit", type="primary")
         if submitted:
             try:
                 check_params(params)  # the CLI's check, before any work (somad.model)
-                fit_now(params, store.check_name(name), force, int(max_train) or None)
+                fit_now(params, store.check_name(name), force, int(max_train) or None, keep_replay)
             except SomadError as exc:
                 st.error(str(exc))
 
@@ -313,5 +341,6 @@ models_dir = config.models_dir()
 saved = pipeline.list_models(models_dir, category)
 current = state.current(show_errors=True)
 render_saved_models()
+render_model_metrics()
 render_fit_form()
 render_model_card(current)

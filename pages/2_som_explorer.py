@@ -8,7 +8,8 @@ import streamlit as st
 
 from dashboard import events, help, images, loaders, state, widgets
 from dashboard.keys import Keys
-from somad import explain, figures, projection
+from somad import explain, figures, projection, regions, replay
+from somad.errors import SomadError
 
 CHARTS = ("som_umatrix", "som_hitmap", "som_cplane")
 CROP = 112
@@ -201,6 +202,139 @@ def _gallery(cur, neuron) -> None:
                "training file and the cell (row, col).")
 
 
+# ----------------------------------------------------------- regions (issue 19 item 4)
+def _typed_regions() -> None:
+    n = int(st.session_state[Keys.W_N_REGIONS])
+    st.session_state[Keys.N_REGIONS] = n or None
+
+
+def _picked_region_image() -> None:
+    state.select_image(st.session_state[Keys.W_REGION_IMAGE])
+
+
+def render_regions(cur, views) -> None:
+    """The map split into a few connected regions: what each stands for, where it sits in the images,
+    and what of the test split (and of one test image) lands in it."""
+    ss = st.session_state
+    m = cur.model
+    st.subheader("Regions of the map")
+    limit = min(m.grid_[0] * m.grid_[1], regions.MAX_REGIONS)
+    if ss.get(Keys.N_REGIONS) is not None and not 1 <= ss[Keys.N_REGIONS] <= limit:
+        ss[Keys.N_REGIONS] = None
+    ss[Keys.W_N_REGIONS] = ss.get(Keys.N_REGIONS) or 0
+    st.number_input(f"Number of regions (0 = automatic, at most {limit})", 0, limit, key=Keys.W_N_REGIONS,
+                    on_change=_typed_regions)
+    reg = loaders.get_regions(cur.model_dir, ss.get(Keys.N_REGIONS), cur.device)
+    st.caption(f"Method: {regions.METHOD}: every region is one connected piece of the map, and its borders "
+               f"follow the U-matrix ridges. {regions.how_chosen(reg)}")
+    ev, why = _evaluation_or_reason(cur)
+    image, marks, breakdown = _region_image_choice(cur, ev, reg)
+    left, right = st.columns(2)
+    with left:
+        widgets.chart(figures.region_map(reg.labels, m.topology, "Regions (R1 holds the most training patches)",
+                                         {"hits": views["hits"], "U": views["u"]}, reg.typical, marks,
+                                         "defect cells of the selected image" if marks is not None else "cells"),
+                      "som_regions", width="content")
+    with right:
+        mean_img = loaders.get_mean_training_image(cur.model_dir, cur.device)
+        major, agree = regions.region_positions(reg, m.train_bmu_, m.feature_shape_)
+        if mean_img is None:
+            st.info("The training images cannot be read (moved or deleted since fitting), so the regions' "
+                    "places in the image are not drawn.")
+        else:
+            st.image(figures.region_image(mean_img, major), width=380,
+                     caption="Where each region sits: every feature cell of the mean training image tinted with "
+                             f"the region most training images map it to ({100 * agree.mean():.0f}% of images "
+                             "agree on average; 100% = fully position-bound).")
+    st.caption("Typical training patch of each region (the nearest patch of the neuron closest to the region's "
+               "hit-weighted mean) and the region's share of training patches:")
+    render_region_cards(cur, reg)
+    mass = None
+    if ev is not None:
+        cells = regions.cell_masks(ev.masks, m.feature_shape_) if ev.masks.any() else None
+        mass = regions.region_mass(reg, ev.patches.neighbours[:, 0], ev.patches.scores, m.pixel_range_[1], cells)
+    st.dataframe(regions.summary_rows(reg, mass), hide_index=True, width="stretch")
+    if ev is None:
+        st.caption(f"Test shares are not shown: {why}")
+    else:
+        st.caption("Test anomaly mass: each test patch's score above the top of the training colour range "
+                   f"({m.pixel_range_[1]:.2f}), summed by the region of its BMU."
+                   + ("" if mass.defect_share is not None else " This test split has no ground-truth masks, so "
+                      "the defect-cell share cannot be given."))
+    if breakdown is not None:
+        st.markdown(f"**{regions.breakdown_sentence(reg, breakdown, image)}**")
+        st.dataframe(regions.breakdown_rows(reg, breakdown), hide_index=True, width="stretch")
+
+
+def _evaluation_or_reason(cur):
+    """The cached evaluation, or (None, why) without stopping the page."""
+    try:
+        with st.spinner(f"Scoring the test images of '{cur.category}' (once per model)..."):
+            ev = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
+    except SomadError as exc:
+        return None, f"the test split of '{cur.category}' cannot be scored ({exc})."
+    except Exception as exc:  # never a traceback in the page
+        return None, f"scoring the test images failed ({type(exc).__name__}: {exc})."
+    loaders.mark_evaluated(cur.model_dir, cur.data_dir, cur.category, cur.device)
+    return ev, ""
+
+
+def _region_image_choice(cur, ev, reg):
+    """The test image whose score is broken down by region (the session's selected image, else the
+    highest-scoring defective one), its defect cells on the map and the breakdown."""
+    ss = st.session_state
+    if ev is None:
+        return None, None, None
+    m = cur.model
+    names = [f"{s.defect}/{s.path.name}" for s in ev.samples]
+    if ss.get(Keys.IMAGE) not in names:
+        ss[Keys.IMAGE] = names[int(np.argmax(np.where(ev.labels == 1, ev.scores, -np.inf)))]
+    ss[Keys.W_REGION_IMAGE] = ss[Keys.IMAGE]
+    st.selectbox("Test image broken down by region", names, key=Keys.W_REGION_IMAGE, on_change=_picked_region_image)
+    i = names.index(ss[Keys.IMAGE])
+    cells = regions.cell_masks(ev.masks[i:i + 1], m.feature_shape_)[0] if ev.masks[i].any() else None
+    b = regions.image_breakdown(reg, ev.patches.neighbours[:, 0], ev.patches.scores, i, m.feature_shape_,
+                                m.pixel_range_[1], cells)
+    marks = None
+    if cells is not None:
+        marks = regions.cells_on_map(ev.patches.neighbours[:, 0], i, m.feature_shape_, cells, m.grid_)
+    return names[i], marks, b
+
+
+def render_region_cards(cur, reg) -> None:
+    """Each region's typical training patch (the nearest patch of its typical neuron) and share."""
+    m = cur.model
+    per_row = 8
+    for start in range(0, reg.n, per_row):
+        cols = st.columns(per_row)
+        for r, col in zip(range(start, min(reg.n, start + per_row)), cols):
+            patch = explain.nearest_training_patches(m, *reg.typical[r], n=1)
+            crop = explain.patch_crops(m, patch, loaders.load_training_image, context=2, out_size=CROP)
+            with col:
+                st.markdown(f"<span style='color:{figures.region_color(r)};font-size:1.4em'>■</span> "
+                            f"**{regions.Regions.name(r)}** · {100 * reg.train_share[r]:.0f}%",
+                            unsafe_allow_html=True, help="share of the training patches whose BMU is in this region")
+                if crop and crop[0] is not None:
+                    st.image(crop[0], width=CROP)
+                else:
+                    st.caption("(typical patch not readable)")
+
+
+# ------------------------------------------------------ training replay (issue 19 item 6)
+def render_replay(cur) -> None:
+    """The SOM's training replayed epoch by epoch, when the model kept snapshots."""
+    m = cur.model
+    st.subheader("Training replayed")
+    if getattr(m, "replay_", None) is None:
+        st.info(replay.HOW_TO_GET)
+        return
+    widgets.chart(figures.replay_figure(m.replay_, m.topology), "som_replay", width="content")
+    st.caption(f"{m.replay_.epochs} epochs kept ({m.replay_.nbytes / 1024:.0f} KB in the model). Press Play or "
+               "drag the slider: the U-matrix after each epoch on one colour range, with the quantization error "
+               "(mean distance of the training patches to their BMU) and the topographic error (share of patches "
+               "whose two nearest neurons are not neighbours) as the map organised itself.")
+
+
 def _inspect(name: str) -> None:
     state.select_image(name)
 
@@ -252,4 +386,6 @@ st.title("SOM explorer")
 current = state.require_model()
 som_views = loaders.get_som_views(current.model_dir, current.device)
 render_header(current, som_views)
-render_explorer(current, som_views)
+render_explorer(current, som_views)  # a fragment: a click on a map reruns only this part
+render_regions(current, som_views)
+render_replay(current)

@@ -21,6 +21,7 @@ from .decision import DECISION_RULE
 from .devices import check_device
 from .errors import SomadError
 from .progress import Stage
+from .replay import REPLAY_HELP
 from .store import (
     DEFAULT_MODEL_NAME,
     check_name,
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", parents=common, help="fit a model on train/good of a category and save it")
     _add_data(p, DEFAULT_MODEL_NAME)
     p.add_argument("--force", action="store_true", help="overwrite an existing model")
+    p.add_argument("--replay", action="store_true", help=REPLAY_HELP)
     _add_hyperparameters(p)
     p.add_argument("--max-train-images", type=int, default=None,
                    help="fit on the first N training images (sorted by file name; default: all)")
@@ -285,7 +287,7 @@ def cmd_fit(args) -> int:
         out = model_path(args.models_dir, cat, name)
         t0 = time.perf_counter()
         model = fit_category(args.data_dir, cat, out, params, args.max_train_images, args.force,
-                             TqdmProgress(f"{cat}: "))
+                             TqdmProgress(f"{cat}: "), replay=args.replay)
         t = model.timings_
         print(f"{cat}: saved {out}  ({model.n_train_} images, grid {model.grid_[0]}x{model.grid_[1]}, "
               f"QE {model.quantization_error_:.3f}, TE {model.topographic_error_:.3f}, "
@@ -346,9 +348,9 @@ def cmd_report(args) -> int:
     for cat, model_dir in dirs.items():
         model = load_model(model_dir, device=args.device)
         ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "),
-                            keep_empty_masks=args.keep_empty_masks)
+                            keep_empty_masks=args.keep_empty_masks, return_patches=True)
         out = write_report(model, ev, targets[cat], str(model_dir))
-        print(f"{cat}: model {model_dir}: wrote {out}")
+        print(f"{cat}: model {model_dir}: wrote {out} ({out.stat().st_size / 1e6:.1f} MB, self-contained)")
     return 0
 
 

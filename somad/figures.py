@@ -373,6 +373,83 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
         traces.append(go.Scatter(x=xy[ring, 0], y=xy[ring, 1], mode="markers", hoverinfo="skip", showlegend=False,
                                  marker=dict(symbol="circle-open", size=max(cell_px * 1.3, 7),
                                              color=FOOTPRINT_COLOR, line=dict(width=2))))
+
+
+# ------------------------------------------------------------------ regions
+REGION_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+                 "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
+"""One colour per region (plotly's D3 palette, then its light tones): R1 is the first."""
+
+
+def region_color(region: int) -> str:
+    """The colour of region index ``region`` (cycled past :data:`REGION_COLORS`)."""
+    return REGION_COLORS[int(region) % len(REGION_COLORS)]
+
+
+def _discrete_scale(n: int) -> list:
+    """A colorscale with one flat band per region ``0 .. n - 1`` (for ``zmin=-0.5, zmax=n-0.5``)."""
+    scale = []
+    for i in range(n):
+        scale += [[i / n, region_color(i)], [(i + 1) / n, region_color(i)]]
+    return scale
+
+
+def region_map(labels: np.ndarray, topology: str = "rectangular", title: str = "",
+               hover: dict[str, np.ndarray] | None = None, typical: list | None = None,
+               marks: np.ndarray | None = None, marks_label: str = "cells", selected: tuple[int, int] | None = None,
+               size: int = 420) -> go.Figure:
+    """The map coloured by region (:mod:`somad.regions`), each region named (R1, R2, ...) at its typical
+    neuron, for grids from 1x1 to 100x100, rectangular or hexagonal.
+
+    Args:
+        labels: int ``(rows, cols)`` region of each neuron, ``0 .. n - 1``.
+        hover: extra per-neuron arrays ``(rows, cols)`` shown on hover, by label.
+        typical: ``(row, col)`` per region where its name is written (default: none written).
+        marks: optional int ``(rows, cols)`` counts (e.g. one test image's defect cells per BMU): neurons
+            with a count get a black ring sized by it, labelled ``marks_label`` on hover.
+        selected: neuron (row, col) outlined in the selection colour.
+
+    Returns:
+        figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j``.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    shape = labels.shape
+    n = int(labels.max()) + 1 if labels.size else 1
+    xy = grid_coordinates(shape, topology)
+    plot_w, plot_h = _plot_px(shape, topology, size)
+    cell_px = min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
+    scale = _discrete_scale(n)
+    cbar = dict(title="region", thickness=12, len=1.0, tickvals=list(range(n)),
+                ticktext=[f"R{i + 1}" for i in range(n)])
+    custom, tmpl = _hover(labels.astype(float) + 1, hover or {})
+    tmpl = tmpl.replace("value %{customdata[2]:.4g}", "region R%{customdata[2]:.0f}")
+    if topology == "hexagonal":
+        base = go.Scatter(x=xy[:1, 0], y=xy[:1, 1], mode="markers", marker=dict(opacity=0), hoverinfo="skip",
+                          showlegend=False)
+        marker = dict(symbol="hexagon", size=cell_px * 1.12, color=labels.ravel(), colorscale=scale, cmin=-0.5,
+                      cmax=n - 0.5, line=dict(width=0), colorbar=cbar)
+    else:
+        base = go.Heatmap(z=labels, x0=0, dx=1, y0=0, dy=1, colorscale=scale, zmin=-0.5, zmax=n - 0.5,
+                          hoverinfo="skip", colorbar=cbar)
+        marker = dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)",
+                      line=dict(width=0))
+    traces = [base, go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, hovertemplate=tmpl,
+                               showlegend=False, marker=marker)]
+    if marks is not None:
+        counts = np.asarray(marks, dtype=float).ravel()
+        on = np.flatnonzero(counts > 0)
+        if len(on):
+            sizes = np.clip(cell_px * (0.5 + 0.5 * np.sqrt(counts[on] / counts[on].max())), 5, 40)
+            traces.append(go.Scatter(
+                x=xy[on, 0], y=xy[on, 1], mode="markers", showlegend=False, customdata=counts[on],
+                hovertemplate=f"%{{customdata:.0f}} {marks_label}<extra></extra>",
+                marker=dict(symbol="circle-open", size=sizes, color="black", line=dict(width=2))))
+    if typical:
+        tx = [xy[r * shape[1] + c, 0] for r, c in typical]
+        ty = [xy[r * shape[1] + c, 1] for r, c in typical]
+        traces.append(go.Scatter(x=tx, y=ty, mode="text", text=[f"<b>R{i + 1}</b>" for i in range(len(typical))],
+                                 textfont=dict(color="white", size=14), hoverinfo="skip", showlegend=False))
     if selected is not None:
         traces.append(_selection_trace(xy, selected[0] * shape[1] + selected[1], topology))
     layout = dict(title=dict(text=title, x=0.02, font=dict(size=14)), width=size, height=int(plot_h + 70),
@@ -424,3 +501,120 @@ def positions_figure(image: np.ndarray, counts: np.ndarray, title: str = "", siz
                           margin=dict(l=10, r=70, t=40, b=10), dragmode=False,
                           xaxis=dict(visible=False, range=[0, s]),
                           yaxis=dict(visible=False, range=[s, 0], scaleanchor="x")))
+
+
+def region_image(image: np.ndarray, majority: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """uint8 ``(S, S, 3)``: ``image`` tinted, feature cell by cell, with the colour of the region its
+    training patches map to (``majority`` int ``(h, w)`` from :func:`somad.regions.region_positions`)."""
+    s = image.shape[0]
+    h, w = majority.shape
+    rgb = np.array([[int(region_color(r)[i:i + 2], 16) for i in (1, 3, 5)] for r in range(int(majority.max()) + 1)],
+                   dtype=np.float64)
+    tint = rgb[majority]  # (h, w, 3)
+    rows = (np.arange(s) * h) // s
+    cols = (np.arange(s) * w) // s
+    tint = tint[rows][:, cols]
+    return np.clip((1 - alpha) * image.astype(np.float64) + alpha * tint, 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------ replay
+def replay_figure(replay, topology: str = "rectangular", size: int = 900) -> go.Figure:
+    """The SOM's training replayed (:class:`somad.replay.Replay`): the U-matrix after each epoch,
+    animated (plotly frames, a slider and a play button), next to the quantization and topographic
+    error curves with the shown epoch marked. The colour range is fixed over all epochs."""
+    from plotly.subplots import make_subplots
+
+    u = np.asarray(replay.umatrix, dtype=float)
+    e, rows, cols = u.shape
+    shape = (rows, cols)
+    epochs = np.arange(1, e + 1)
+    vmin, vmax = _range(u)
+    xy = grid_coordinates(shape, topology)
+    map_w = size * 0.5
+    plot_w, plot_h = _plot_px(shape, topology, int(map_w))
+    cell_px = min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
+    cbar = dict(title="U", thickness=12, len=0.8, x=0.41, xanchor="left")
+
+    def map_trace(t: int):
+        if topology == "hexagonal":
+            return go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", hoverinfo="skip", showlegend=False,
+                              marker=dict(symbol="hexagon", size=cell_px * 1.12, color=u[t].ravel(),
+                                          colorscale="Viridis", cmin=vmin, cmax=vmax, line=dict(width=0),
+                                          colorbar=cbar))
+        return go.Heatmap(z=u[t], x0=0, dx=1, y0=0, dy=1, colorscale="Viridis", zmin=vmin, zmax=vmax,
+                          colorbar=cbar, hovertemplate="row %{y}, col %{x}<br>U %{z:.4g}<extra></extra>")
+
+    def markers(t: int):
+        return [go.Scatter(x=[t + 1], y=[replay.quantization_error[t]], mode="markers", showlegend=False,
+                           marker=dict(size=11, color="#1f77b4"), hoverinfo="skip"),
+                go.Scatter(x=[t + 1], y=[replay.topographic_error[t]], mode="markers", showlegend=False,
+                           marker=dict(size=11, color="#d62728"), hoverinfo="skip", yaxis="y3", xaxis="x2")]
+
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.22,
+                        specs=[[{}, {"secondary_y": True}]],
+                        subplot_titles=("U-matrix after the epoch", "quantization and topographic error"))
+    fig.add_trace(map_trace(e - 1), 1, 1)
+    fig.add_trace(go.Scatter(x=epochs, y=replay.quantization_error, mode="lines+markers",
+                             name="quantization error", line=dict(color="#1f77b4")), 1, 2, secondary_y=False)
+    fig.add_trace(go.Scatter(x=epochs, y=replay.topographic_error, mode="lines+markers",
+                             name="topographic error", line=dict(color="#d62728", dash="dot")), 1, 2, secondary_y=True)
+    m = markers(e - 1)
+    fig.add_trace(m[0], 1, 2, secondary_y=False)
+    fig.add_trace(m[1], 1, 2, secondary_y=True)
+    frames = []
+    for t in range(e):
+        mk = markers(t)
+        mk[1].update(yaxis="y3", xaxis="x2")
+        mk[0].update(yaxis="y2", xaxis="x2")
+        frames.append(go.Frame(data=[map_trace(t), mk[0], mk[1]], traces=[0, 3, 4], name=str(t + 1),
+                               layout=dict(title_text=f"Training replay: epoch {t + 1} of {e}, "
+                                                      f"sigma {replay.sigma[t]:.2g}, QE "
+                                                      f"{replay.quantization_error[t]:.3f}, TE "
+                                                      f"{replay.topographic_error[t]:.3f}")))
+    fig.frames = frames
+    step = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
+    fig.update_layout(
+        title=dict(text=f"Training replay: epoch {e} of {e}", x=0.02, font=dict(size=14)),
+        width=size, height=int(max(plot_h, 260) + 150), margin=dict(l=40, r=40, t=60, b=90),
+        plot_bgcolor="white", legend=dict(orientation="h", x=0.55, y=-0.25),
+        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.12, xanchor="left", yanchor="top",
+                          buttons=[dict(label="▶ Play", method="animate",
+                                        args=[None, dict(frame=dict(duration=700, redraw=True), fromcurrent=True,
+                                                         transition=dict(duration=0), mode="immediate")]),
+                                   dict(label="❚❚ Pause", method="animate", args=[[None], step])])],
+        sliders=[dict(active=e - 1, x=0.2, y=-0.08, len=0.3, currentvalue=dict(prefix="epoch "),
+                      steps=[dict(label=str(t + 1), method="animate", args=[[str(t + 1)], step]) for t in range(e)])])
+    wc, hc = _extent(shape, topology)
+    fig.update_xaxes(range=[-0.6, wc - 0.4], showgrid=False, zeroline=False, constrain="domain", row=1, col=1)
+    fig.update_yaxes(range=[hc - 0.4, -0.6], showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1,
+                     row=1, col=1)
+    fig.update_xaxes(title_text="epoch", dtick=max(1, e // 10), row=1, col=2)
+    fig.update_yaxes(title_text="quantization error", row=1, col=2, secondary_y=False)
+    fig.update_yaxes(title_text="topographic error", row=1, col=2, secondary_y=True, rangemode="tozero")
+    return fig
+
+
+# ------------------------------------------------------------------ two models
+def roc_overlay(curves: list[tuple[str, np.ndarray, np.ndarray, float]], title: str = "Image ROC") -> go.Figure:
+    """Several ROC curves on one plot: ``(name, fpr, tpr, auroc)`` each, with the chance diagonal."""
+    fig = go.Figure()
+    for i, (name, fpr, tpr, auc) in enumerate(curves):
+        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name}: AUROC {auc:.3f}",
+                                 line=dict(width=2, color=REGION_COLORS[i], dash="solid" if i == 0 else "dash")))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
+                             showlegend=False, hoverinfo="skip"))
+    fig.update_layout(title=title, xaxis_title="false positive rate", yaxis_title="true positive rate",
+                      height=360, margin=dict(l=40, r=10, t=40, b=40), legend=dict(x=0.3, y=0.1))
+    return fig
+
+
+def pro_overlay(curves: list[tuple[str, np.ndarray, np.ndarray, float]], limit: float = 0.3) -> go.Figure:
+    """Several PRO curves on one plot: ``(name, fpr, pro, aupro)`` each, with the integration limit."""
+    fig = go.Figure()
+    for i, (name, fpr, pro, aupro) in enumerate(curves):
+        fig.add_trace(go.Scatter(x=fpr, y=pro, mode="lines", name=f"{name}: AUPRO@{limit:g} {aupro:.3f}",
+                                 line=dict(width=2, color=REGION_COLORS[i], dash="solid" if i == 0 else "dash")))
+    fig.add_vline(x=limit, line=dict(dash="dash", color="grey"))
+    fig.update_layout(title="PRO curve", xaxis_title="pixel false positive rate", yaxis_title="per-region overlap",
+                      height=360, margin=dict(l=40, r=10, t=40, b=40), legend=dict(x=0.3, y=0.1), xaxis_range=[0, 1])
+    return fig

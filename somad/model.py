@@ -38,6 +38,7 @@ from .gaussian import NeuronStats, accumulate, accumulate_chunks, gaussians, whi
 from .patches import PatchFile, PatchMemory, check_resources
 from .progress import Progress, Stage, counter, for_stage
 from .scoring import IMAGE_SCORES, PatchScores, anomaly_maps, image_scores, score_patches
+from .replay import ReplayRecorder
 from .som import SOM, SOM_BACKENDS, TOPOLOGIES, hit_map, u_matrix
 
 PARAM_HELP = {
@@ -215,6 +216,8 @@ class SOMAD:
         quantization_error_, topographic_error_: SOM quality on the training vectors.
         n_train_: training images. timings_: seconds per fit stage.
         cv_folds_used_: folds of the threshold's cross-fitting actually used (1 = in-sample).
+        replay_: the :class:`~somad.replay.Replay` (a snapshot of the SOM per epoch) when ``fit`` was
+            asked for it, else None (saved in an optional file, :data:`somad.replay.REPLAY_FILE`).
         intensity_: the :class:`~somad.data.IntensityRule` of the training images (how samples
             with more than 8 bits map to 8 bits); test images and uploads are read with it.
         stage_offsets_: float64 ``(3, 2)`` response offset in pixels (row, col) of the backbone's
@@ -379,7 +382,7 @@ class SOMAD:
     # ---------------------------------------------------------------------- fit
     def fit(self, images: np.ndarray | ImageFiles, paths: list[str] | None = None,
             progress: Progress | None = None, *, intensity: IntensityRule | None = None,
-            patch_store: str = "disk") -> "SOMAD":
+            patch_store: str = "disk", replay: bool = False) -> "SOMAD":
         """Fit on defect-free images: features, SOM, per-neuron Gaussians, deployable threshold.
 
         The fit streams: images are read one batch at a time and the patch vectors go to a
@@ -397,6 +400,8 @@ class SOMAD:
                 None = :data:`~somad.data.EIGHT_BIT`. Kept as ``intensity_`` for later images.
             patch_store: ``"disk"`` (default, bounded memory) or ``"memory"`` (all patch vectors in
                 one tensor; the reference the disk path is tested against).
+            replay: keep a snapshot of the SOM after every epoch as ``replay_`` (a
+                :class:`~somad.replay.Replay`; :data:`somad.replay.REPLAY_HELP`); else ``replay_`` is None.
 
         Returns:
             self
@@ -427,7 +432,7 @@ class SOMAD:
                 store, init = self._extract_patches(images, patch_store, progress)
                 self.channel_idx_ = self.extractor.channel_idx.copy()
             with timer(Stage.SOM):
-                self._fit_som(store, init, progress)
+                self._fit_som(store, init, progress, replay)
             with timer(Stage.GAUSSIANS):
                 stats = self._fit_gaussians(store, progress)
             with timer(Stage.THRESHOLD):
@@ -465,13 +470,15 @@ class SOMAD:
         init = F.adaptive_avg_pool2d(mean, self.grid_)[0].permute(1, 2, 0).reshape(-1, d)
         return (store if store is not None else PatchMemory(torch.cat(parts))), init
 
-    def _fit_som(self, store, init: torch.Tensor, progress: Progress | None) -> None:
+    def _fit_som(self, store, init: torch.Tensor, progress: Progress | None, replay: bool = False) -> None:
         """SOMAD step 2: the SOM on all patch vectors (a :mod:`somad.patches` store), each neuron
-        starting at the mean feature of its grid position."""
+        starting at the mean feature of its grid position; with ``replay``, a snapshot per epoch."""
         som = self._som(self.grid_)
+        recorder = ReplayRecorder(store, self.grid_, self.topology, som.schedule()) if replay else None
         som.fit(store, init=init, prior_bmu=_position_prior(self.n_train_, self.feature_shape_, self.grid_,
                                                             self.torch_device),
-                progress=for_stage(progress, Stage.SOM))
+                progress=for_stage(progress, Stage.SOM), on_epoch=recorder)
+        self.replay_ = recorder.result() if recorder is not None else None
         self.som_weights_ = som.weights_
         self.train_bmu_ = som.bmu_
         self.train_bmu_dist_ = som.bmu_dist_

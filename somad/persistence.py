@@ -31,6 +31,7 @@ from .devices import check_device
 from .errors import BackboneError, ModelFileError, ParameterError
 from .features import STRIDES, FeatureExtractor, backbone_spec
 from .gaussian import whitening_factors
+from .replay import REPLAY_FILE, Replay
 from .model import FITTED_TENSORS, FITTED_VALUES, PARAM_TYPES, RUNTIME_PARAMS, SOMAD, ParamSpec, param_specs
 
 FORMAT = "somad-model"
@@ -43,6 +44,8 @@ CONFIG = "config.json"
 TENSORS = "tensors.safetensors"
 BACKBONE = "backbone.safetensors"
 METRICS = "metrics.json"
+# optional: the training replay (somad.replay.REPLAY_FILE), written when the model has one; a model without
+# it loads with replay_ None, and a somad that does not know it ignores it (no format version change)
 
 
 
@@ -81,6 +84,8 @@ def save_model(model: SOMAD, path: str | Path, force: bool = False, extra: dict 
     with atomic_dir(path) as tmp:
         save_file(_tensors_to_save(model), str(tmp / TENSORS))
         save_file(model.extractor.body_state(), str(tmp / BACKBONE))
+        if getattr(model, "replay_", None) is not None:
+            save_file(model.replay_.to_tensors(), str(tmp / REPLAY_FILE))
         write_json(tmp / CONFIG, _config(model, extra))
     return path
 
@@ -165,6 +170,7 @@ def load_model(path: str | Path, device: str = "cpu") -> SOMAD:
         raise ModelFileError(f"{path / TENSORS}: a covariance is not positive definite: the model is damaged."
                              ) from None
     model.extra_ = dict(cfg.get("extra", {}))
+    model.replay_ = _load_replay(path / REPLAY_FILE, model.grid_)
     model.model_dir_ = str(path)
     model.backbone_weights_ = cfg.get("backbone_weights")
     model._extractor = _load_backbone(path, cfg.get("backbone_architecture"), model)
@@ -178,6 +184,21 @@ def load_model(path: str | Path, device: str = "cpu") -> SOMAD:
         raise ModelFileError(f"{path / CONFIG}: {exc} The model is damaged: fit it again.") from None
     model.stage_offsets_ = model._extractor.stage_offsets.copy()
     return model
+
+
+def _load_replay(rpath: Path, grid: tuple[int, int]) -> Replay | None:
+    """The optional training replay (None when the model has none).
+
+    Raises:
+        ModelFileError: the file exists but cannot be read or does not fit the SOM grid.
+    """
+    if not rpath.is_file():
+        return None
+    try:
+        return Replay.from_tensors(load_file(str(rpath)), grid)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{rpath} cannot be read ({exc}): the training replay is damaged; delete that "
+                             "file to use the model without a replay, or fit it again.") from None
 
 
 def _check_normalisation(saved: dict | None, extractor: FeatureExtractor, path: Path) -> None:

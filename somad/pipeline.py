@@ -58,8 +58,9 @@ def check_writable(out_dir: str | Path, force: bool = False) -> None:
 
 def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, params: dict | None = None,
                  max_train_images: int | None = None, force: bool = False,
-                 progress: Progress | None = None) -> SOMAD:
-    """Fit a model on ``train/good`` of a category and save it to ``out_dir``.
+                 progress: Progress | None = None, replay: bool = False) -> SOMAD:
+    """Fit a model on ``train/good`` of a category and save it to ``out_dir``; with ``replay``, keep
+    a snapshot of the SOM per epoch (:mod:`somad.replay`).
 
     Checks ``out_dir`` before any work, so an existing model is never lost. The images are read
     batch by batch during the features stage (its timing includes decoding them).
@@ -81,7 +82,7 @@ def fit_category(data_dir: str | Path, category: str, out_dir: str | Path, param
     rule = data.intensity_rule(paths)
     # streamed: one batch of images in memory at a time, decoded as the features stage reads it
     model.fit(data.ImageFiles(paths, model.image_size, rule), [str(p) for p in paths], progress=progress,
-              intensity=rule)
+              intensity=rule, replay=replay)
     model.extra_ = {"data_dir": str(Path(data_dir).resolve()), "category": category}
     if out_dir.parent.name == category:  # the store's layout: a new fit never takes the default over
         store.pin_default(out_dir.parent.parent, category)

@@ -2,7 +2,8 @@
 
 One file that opens offline in any browser: the model card and metrics, the ROC and PRO curves and
 the score histogram (interactive plotly; plotly.js is embedded once, no CDN), the U-matrix and hit
-map, the failing images with their heatmaps (embedded PNGs) and the per-defect table.
+map, the map's regions (:mod:`somad.regions`) with their typical patches and shares, the training replay
+when the model kept one (:mod:`somad.replay`), the failing images with their heatmaps (embedded PNGs) and the per-defect table.
 Written by the dashboard (Model and Metrics pages) and by ``python -m somad report``.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import figures, metrics, viz
+from . import data, explain, figures, metrics, regions, viz
 from .atomic import write_text
 from .decision import DECISION_RULE
 from .explain import failing_order, outcome_counts
@@ -97,6 +98,51 @@ def _failing(model, ev, pix_thr: float) -> str:
     return "".join(out)
 
 
+REPORT_TRAIN_IMAGES = 16
+"""Training images averaged for the report's picture of where each region sits."""
+
+
+def _regions_section(model, ev, reg, map_div: str) -> str:
+    """The regions view: the map by region, where each region sits in the mean training image, each
+    region's typical training patch and its shares of training patches and of the test split."""
+    mass = None
+    if getattr(ev, "patches", None) is not None:
+        cells = regions.cell_masks(ev.masks, model.feature_shape_) if ev.masks.any() else None
+        mass = regions.region_mass(reg, ev.patches.neighbours[:, 0], ev.patches.scores, model.pixel_range_[1], cells)
+    rows = regions.summary_rows(reg, mass)
+    pics = []
+    for r in range(reg.n):
+        crop = explain.patch_crops(model, explain.nearest_training_patches(model, *reg.typical[r], n=1), context=2)
+        if crop and crop[0] is not None:
+            pics.append(f'<figure style="display:inline-block"><figcaption style="color:{figures.region_color(r)}">'
+                        f"<b>{regions.Regions.name(r)}</b> {100 * reg.train_share[r]:.0f}%</figcaption>"
+                        f'{_png(crop[0], "typical patch")}</figure>')
+    mean = _mean_image(model)
+    where = ""
+    if mean is not None:
+        major, agree = regions.region_positions(reg, model.train_bmu_, model.feature_shape_)
+        where = (f"<figure>{_png(figures.region_image(mean, major), 'regions in the image')}<figcaption>each "
+                 f"feature cell of the mean training image tinted with the region most training images map it to "
+                 f"({100 * agree.mean():.0f}% agreement)</figcaption></figure>")
+    return (f"<h2>SOM regions</h2><p>{html.escape(regions.METHOD)}. {html.escape(regions.how_chosen(reg))}</p>"
+            f'<div class="plots">{map_div}{where}</div><p>Typical training patch of each region (the nearest '
+            f"patch of its typical neuron) and its share of training patches:</p>{''.join(pics)}{_table(rows)}")
+
+
+def _mean_image(model) -> np.ndarray | None:
+    """Mean of up to :data:`REPORT_TRAIN_IMAGES` readable training images at the model's size, or None."""
+    paths = list(getattr(model, "train_paths_", []) or [])
+    picks = [paths[int(i)] for i in np.unique(np.linspace(0, len(paths) - 1,
+                                                          min(REPORT_TRAIN_IMAGES, len(paths))).round())] if paths else []
+    imgs = []
+    for p in picks:
+        try:
+            imgs.append(data.load_image(p, model.image_size, getattr(model, "intensity_", None)).astype(np.float64))
+        except (data.DataError, OSError, ValueError):
+            continue
+    return np.mean(imgs, 0).round().astype(np.uint8) if imgs else None
+
+
 def build_report(model, ev, model_dir: str | None = None, title: str | None = None) -> str:
     """The HTML text of the report.
 
@@ -120,7 +166,16 @@ def build_report(model, ev, model_dir: str | None = None, title: str | None = No
     plots.append(figures.score_histogram(ev.scores, ev.labels, model.threshold_, mt.get("image_f1_threshold")))
     maps = [figures.som_map(model.u_matrix(), model.topology, "U-matrix", "Viridis", colorbar_title="U"),
             figures.som_map(model.hit_map(), model.topology, "Hit map", "Blues", colorbar_title="hits")]
-    divs = [_plot(f, first=(n == 0)) for n, f in enumerate(plots + maps)]
+    reg = regions.model_regions(model)
+    extra = [figures.region_map(reg.labels, model.topology, "Regions", typical=reg.typical)]
+    replay = getattr(model, "replay_", None)
+    if replay is not None:
+        extra.append(figures.replay_figure(replay, model.topology))
+    divs = [_plot(f, first=(n == 0)) for n, f in enumerate(plots + maps + extra)]
+    region_html = _regions_section(model, ev, reg, divs[len(plots) + len(maps)])
+    replay_html = (f"<h2>Training replayed</h2><p>{replay.epochs} epochs: press Play or drag the slider.</p>"
+                   f"{divs[-1]}" if replay is not None else "<h2>Training replayed</h2><p>This model was fitted "
+                   "without a training replay (<code>python -m somad fit --replay</code> keeps one).</p>")
     summary = [{"": METRIC_LABELS[k], "value": float(mt[k])} for k in METRIC_LABELS if k in mt]
     summary += [{"": f"{k} at the deployable threshold", "value": v} for k, v in counts.items()]
     return f"""<!DOCTYPE html>
@@ -135,7 +190,9 @@ region is the heatmap at or above the pixel threshold {pix_thr:.3f}.</p>
 <h2>Metrics</h2>{_table(summary)}
 <h2>Model card</h2>{_table(_model_card(model, model_dir))}
 <h2>Curves and scores</h2><div class="plots">{"".join(divs[:len(plots)])}</div>
-<h2>SOM: U-matrix and hit map</h2><div class="plots">{"".join(divs[len(plots):])}</div>
+<h2>SOM: U-matrix and hit map</h2><div class="plots">{"".join(divs[len(plots):len(plots) + len(maps)])}</div>
+{region_html}
+{replay_html}
 <h2>Failing images at the deployable threshold</h2>
 <p>input · heatmap (fixed colour range) · predicted region (red) and ground truth (green)</p>{_failing(model, ev, pix_thr)}
 <h2>Per defect type</h2>{_table(per_defect_rows(mt))}

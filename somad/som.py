@@ -145,6 +145,28 @@ def smallest_k(d: torch.Tensor, k: int, block: int = TOPK_BLOCK) -> tuple[torch.
     return val, cols.gather(1, pos)
 
 
+def exact_quality(source, weights: torch.Tensor, shape: tuple[int, int], topology: str = "rectangular"
+                  ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """Exact BMU of every vector of a chunked patch source (:mod:`somad.patches`), one chunk at a time.
+
+    Returns:
+        ``(bmu int64 (N,), dist float32 (N,), quantization error, topographic error)``: the mean BMU
+        distance (feature units) and the fraction of vectors whose two nearest neurons are not grid neighbours.
+    """
+    n = source.n_rows
+    bmu = torch.empty(n, dtype=torch.long, device=weights.device)
+    bmu_dist = torch.empty(n, dtype=torch.float32, device=weights.device)
+    breaks = 0
+    for start, xc in source.chunks():
+        idx, dist = exact_bmu(xc, weights, k=min(2, len(weights)))
+        bmu[start:start + len(xc)] = idx[:, 0]
+        bmu_dist[start:start + len(xc)] = dist[:, 0]
+        # the chunk's fraction times its size is its count of breaks (exact below 2**24 rows a chunk)
+        if idx.shape[1] == 2:
+            breaks += round(topographic_error(idx, shape, topology) * len(xc))
+    return bmu, bmu_dist, float(bmu_dist.mean()), breaks / n
+
+
 class _TileSearch:
     """Local BMU search: samples grouped by the grid tile of their previous BMU."""
 
@@ -256,7 +278,8 @@ class SOM:
     def fit(self, x: torch.Tensor | np.ndarray | PatchFile | PatchMemory,
             init: torch.Tensor | np.ndarray | None = None,
             prior_bmu: torch.Tensor | np.ndarray | None = None,
-            progress: Callable[[int, int], None] | None = None) -> "SOM":
+            progress: Callable[[int, int], None] | None = None,
+            on_epoch: Callable[[int, torch.Tensor], None] | None = None) -> "SOM":
         """Train on ``x``.
 
         Args:
@@ -267,6 +290,10 @@ class SOM:
             prior_bmu: int ``(N,)`` neuron expected to be near each sample's BMU (its grid position);
                 it seeds the local search of the first epoch.
             progress: called as ``progress(epoch, epochs)`` after every epoch.
+            on_epoch: called as ``on_epoch(epoch, weights)`` after every epoch's update, with the
+                1-based epoch and the current float32 ``(H*W, d)`` weights in somad's neuron order (read
+                them, do not keep or change them: the next epoch updates them in place); e.g. a
+                :class:`somad.replay.ReplayRecorder`.
 
         Returns:
             self
@@ -281,24 +308,14 @@ class SOM:
         if init.shape[1] != source.dim:
             raise ValueError(f"init has {init.shape[1]} features but x has {source.dim}.")
         data = source if self.backend == "torch" else source.tensor()
-        self.weights_ = SOM_BACKENDS[self.backend](self, data, init.clone(), prior_bmu, progress)
+        self.weights_ = SOM_BACKENDS[self.backend](self, data, init.clone(), prior_bmu, progress, on_epoch)
         self._final_bmus(source)
         return self
 
     def _final_bmus(self, source) -> None:
         """Exact BMU, its distance, the quantization and topographic errors, one chunk at a time."""
-        n = source.n_rows
-        self.bmu_ = torch.empty(n, dtype=torch.long, device=self.weights_.device)
-        self.bmu_dist_ = torch.empty(n, dtype=torch.float32, device=self.weights_.device)
-        breaks = 0
-        for start, xc in source.chunks():
-            idx, dist = exact_bmu(xc, self.weights_, k=2)
-            self.bmu_[start:start + len(xc)] = idx[:, 0]
-            self.bmu_dist_[start:start + len(xc)] = dist[:, 0]
-            # the chunk's fraction times its size is its count of breaks (exact below 2**24 rows a chunk)
-            breaks += round(topographic_error(idx, self.shape, self.topology) * len(xc))
-        self.quantization_error_ = float(self.bmu_dist_.mean())
-        self.topographic_error_ = breaks / n
+        self.bmu_, self.bmu_dist_, self.quantization_error_, self.topographic_error_ = exact_quality(
+            source, self.weights_, self.shape, self.topology)
 
     def _grid_d2(self, device: torch.device) -> torch.Tensor:
         xy = torch.as_tensor(grid_coordinates(self.shape, self.topology), dtype=torch.float32, device=device)
@@ -309,7 +326,7 @@ class SOM:
         return float(exact_bmu(torch.as_tensor(x, dtype=torch.float32), self.weights_.cpu())[1].mean())
 
 
-def _train_torch(som: SOM, x, w: torch.Tensor, prior_bmu, progress) -> torch.Tensor:
+def _train_torch(som: SOM, x, w: torch.Tensor, prior_bmu, progress, on_epoch=None) -> torch.Tensor:
     """Batch SOM epochs over a chunked source ``x``: per-neuron sums accumulate chunk by chunk
     (``index_add_`` into one accumulator, the same additions in the same order as one pass)."""
     dev = w.device
@@ -336,6 +353,8 @@ def _train_torch(som: SOM, x, w: torch.Tensor, prior_bmu, progress) -> torch.Ten
         num, den = _neighbourhood_sums(som, sums, counts, sigma, d2)
         ok = den > 1e-12 * max(1.0, float(counts.sum()))
         w[ok] = (1 - lr) * w[ok] + lr * (num[ok] / den[ok, None])
+        if on_epoch:
+            on_epoch(epoch + 1, w)
         if progress:
             progress(epoch + 1, som.epochs)
     return w
@@ -376,7 +395,7 @@ def _neighbourhood_sums(som: SOM, sums: torch.Tensor, counts: torch.Tensor, sigm
     return out[:, :-1].contiguous(), out[:, -1].contiguous()
 
 
-def _train_minisom(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress) -> torch.Tensor:
+def _train_minisom(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progress, on_epoch=None) -> torch.Tensor:
     """MiniSom's batch update (``train_batch_offline``), one call per epoch of ``som.schedule()``.
 
     MiniSom decays sigma and the learning rate by its own function of ``t / num_iteration``
@@ -395,11 +414,18 @@ def _train_minisom(som: SOM, x: torch.Tensor, w: torch.Tensor, prior_bmu, progre
         _set_codebook(ms, codebook)
         ms.train_batch_offline(data, 1)
         codebook = ms.get_weights()
+        if on_epoch:
+            on_epoch(epoch + 1, _from_minisom(codebook, order, x.device))
         if progress:
             progress(epoch + 1, som.epochs)
-    out = np.empty((som.n_neurons, data.shape[1]), dtype=np.float64)
-    out[order.ravel()] = codebook.reshape(som.n_neurons, -1)
-    return torch.as_tensor(out, dtype=torch.float32, device=x.device)
+    return _from_minisom(codebook, order, x.device)
+
+
+def _from_minisom(codebook: np.ndarray, order: np.ndarray, device) -> torch.Tensor:
+    """MiniSom's codebook ``(W, H, d)`` as somad's float32 ``(H*W, d)`` weights (see ``_minisom_lattice``)."""
+    out = np.empty((order.size, codebook.shape[-1]), dtype=np.float64)
+    out[order.ravel()] = codebook.reshape(order.size, -1)
+    return torch.as_tensor(out, dtype=torch.float32, device=device)
 
 
 def _minisom_lattice(shape: tuple[int, int], topology: str) -> np.ndarray:

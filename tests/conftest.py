@@ -109,3 +109,22 @@ def app_env(monkeypatch, dash_model_env, demo_root):
     monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
     monkeypatch.setenv("SOMAD_MODELS_DIR", str(dash_model_env[0]))
     return dash_model_env
+
+
+@pytest.fixture(scope="session")
+def two_models_env(tmp_path_factory, dash_model_env, demo_root):
+    """``(models_dir, small_dir, other_dir, other_model)``: a models dir with a copy of the dashboard model
+    (``small``: 64 px, 16x16 rectangular, no replay) and ``hex96``: 96 px, 8x12 hexagonal SOM, fitted
+    with a training replay (2 epochs): two models of one category that differ in image size and grid."""
+    import shutil
+
+    from somad import pipeline
+
+    models = tmp_path_factory.mktemp("two_models")
+    small = pipeline.model_path(models, "tiles", "small")
+    shutil.copytree(dash_model_env[1], small)
+    other = pipeline.model_path(models, "tiles", "hex96")
+    model = pipeline.fit_category(demo_root, "tiles", other,
+                                  dict(DASH_SMALL, image_size=96, grid=(8, 12), topology="hexagonal", epochs=2),
+                                  replay=True)
+    return models, small, other, model

@@ -16,7 +16,7 @@ def test_report_cli_writes_a_self_contained_report(dash_model_env, dash_eval, de
     assert f"tiles: model {model_dir}: wrote {out}" in capsys.readouterr().out
     text = out.read_text(encoding="utf-8")
     # plotly.js embedded once, no CDN or other remote resource
-    assert text.count("Plotly.newPlot(") == 5  # ROC, PRO, histogram, U-matrix, hit map
+    assert text.count("Plotly.newPlot(") == 6  # ROC, PRO, histogram, U-matrix, hit map, regions (no replay kept)
     assert len(text) > 3_000_000  # plotly.js itself is about 4.6 MB
     assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']https?:""", text)
     # metrics, failing images with their heatmaps, per-defect table
