@@ -234,8 +234,8 @@ def test_html_report_opens_offline(page, server, tmp_path):
     ctx.route(re.compile(r"^https?://"), lambda route: route.abort())  # nothing remote may load
     rep = ctx.new_page()
     rep.goto(path.as_uri())
-    rep.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5")
-    assert rep.locator(".js-plotly-plot").count() == 5
+    rep.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6")
+    assert rep.locator(".js-plotly-plot").count() == 6  # curves, histogram, U-matrix, hit map and (issue 19) the regions map
     assert rep.locator("img[alt='heatmap']").count() >= 1
     rep.screenshot(path=str(SHOTS / "report.png"), full_page=True)
     ctx.close()
@@ -320,7 +320,7 @@ def test_shared_demo_viewer_cannot_write_and_roots_are_fixed(page, viewer_server
     before = sorted(p.name for p in models.iterdir())
     page.goto(f"{viewer_server}/?model=small&delete=small&default=small")
     page.get_by_text("Viewer mode").wait_for()
-    page.get_by_text("Saved models").wait_for()
+    page.get_by_text("Saved models", exact=True).wait_for()
     page.get_by_text("unknown link parameters 'default', 'delete' ignored").wait_for()
     for label in ("Make default", "Default", "Rename", "Delete...", "Fit", "Fit a demo model"):
         assert page.get_by_role("button", name=label, exact=True).count() == 0, label
