@@ -1,7 +1,10 @@
-"""Command line: ``python -m somad {demo-data,fit,evaluate,report,predict}``.
+"""Command line: ``python -m somad {demo-data,fit,evaluate,report,predict,teach,threshold,refit}``.
 
 Every long step shows a tqdm progress bar. Bad input prints one ``error:``
 line naming the file or parameter and exits with status 2; nothing is written.
+``fit`` and ``evaluate`` of several categories run one task per category (in this process, or on
+Dask with ``--workers`` / ``--scheduler``, see :mod:`somad.executor`): a failing category does not
+stop the others, a table ends the run and the exit status is 1 when any failed.
 ``predict`` without ``--strict`` is the exception for unreadable image files: it
 scores the others and exits with :data:`EXIT_UNREADABLE` (see :data:`PREDICT_EXIT_HELP`).
 """
@@ -102,10 +105,24 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 def _add_data(p: argparse.ArgumentParser, name_help: str) -> None:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
                    help="root holding MVTec-layout categories (default: the demo data, generated if missing)")
-    p.add_argument("--category", default="all", help="category name, or 'all' (default)")
+    p.add_argument("--category", action="append", default=None,
+                   help="category name; several as a,b or the option repeated; or 'all' (default)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS, help=f"where models live (default: {DEFAULT_MODELS})")
     p.add_argument("--name", default=None, help=f"model name under <models-dir>/<category>/ (default: {name_help})")
     _add_device(p)
+
+
+def _add_cluster(p: argparse.ArgumentParser, what: str) -> None:
+    """``--scheduler`` and ``--workers``: where the work runs (:mod:`somad.executor`; default: this process)."""
+    from .executor import SCHEDULER_ENV
+
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help=f"run {what} on the Dask cluster of this scheduler, e.g. tcp://10.0.0.5:8786 (default: "
+                        f"${SCHEDULER_ENV} if set, else in this process; data, models and outputs must be on "
+                        "storage every worker sees)")
+    p.add_argument("--workers", type=_positive("--workers"), default=None, metavar="N",
+                   help=f"run {what} on a Dask LocalCluster of N worker processes started for this run, one task "
+                        "at a time each, the cores shared out so that none is oversubscribed")
 
 
 SAVED_NAME_HELP = ("the category's default model: the one marked in the dashboard, else the one named "
@@ -184,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hyperparameters(p)
     p.add_argument("--max-train-images", type=int, default=None,
                    help="fit on the first N training images (sorted by file name; default: all)")
+    _add_cluster(p, "one fit per category")
 
     p = sub.add_parser("evaluate", parents=common, help="evaluate saved models on test/ of a category")
     _add_data(p, SAVED_NAME_HELP)
@@ -192,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", type=_figures, default=6,
                    help="comparison PNGs per category: the hardest cases (default: 6)")
     _add_keep_empty_masks(p)
+    _add_cluster(p, "one evaluation per category")
 
     p = sub.add_parser("report", parents=common, help="write a self-contained HTML report of a saved model on its test split")
     _add_data(p, SAVED_NAME_HELP)
@@ -214,8 +233,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all or nothing: stop at the first unreadable file and write nothing (default: give it a "
                         "row with verdict 'error' and the reason, and score every other file)")
     _add_device(p)
+    _add_cluster(p, "the scoring, in shards of files,")
+    p.add_argument("--shard-size", type=_positive("--shard-size"), default=None, metavar="N",
+                   help="images per shard on a cluster (default: about 4 shards per worker, whole scoring batches)")
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+
+    p = sub.add_parser("teach", parents=common,
+                       help="add defect-free images to a saved model (SOM fixed) as a new version next to it")
+    p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
+    p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
+    p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
+    p.add_argument("--confirm-defective", action="store_true",
+                   help="teach images from MVTec test/<defect>/ folders as normal anyway (recorded)")
+    _add_device(p)
+    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+
+    p = sub.add_parser("refit", parents=common,
+                       help="refit a saved model, SOM included, on its training and taught images as a new version")
+    p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
+    p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
+    p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
+    _add_device(p)
+
+    p = sub.add_parser("threshold", parents=common,
+                       help="save a model with another image threshold as a new version next to it")
+    p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
+    p.add_argument("--set", dest="value", type=float, required=True,
+                   help="the image threshold (Mahalanobis units; anomalous at score >= threshold)")
+    p.add_argument("--rule", default=None,
+                   help="how the value was chosen, in words (default: 'set by hand at VALUE')")
+    p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
+    p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
     return parser
+
+
+def _positive(option: str):
+    def parse(text: str) -> int:
+        n = int(text)
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{option} must be >= 1, got {n}")
+        return n
+
+    parse.__name__ = "integer"
+    return parse
 
 
 def _add_keep_empty_masks(p: argparse.ArgumentParser) -> None:
@@ -233,12 +293,17 @@ def _figures(text: str) -> int:
 
 
 def _categories(args) -> list[str]:
+    """The ``--category`` values (``a,b``, repeated, or ``all``: every category of ``--data-dir``), each checked."""
     if args.data_dir == DEFAULT_DATA:
         demo.ensure_demo(DEFAULT_DATA)
+    asked = list(dict.fromkeys(c.strip() for given in (args.category or ["all"]) for c in given.split(",")))
+    if "" in asked:
+        raise data.DataError(f"--category {','.join(args.category)} has an empty name: give names separated by commas.")
+    if "all" not in asked:
+        for cat in asked:
+            data.category_dir(args.data_dir, cat)
+        return asked
     found = data.list_categories(args.data_dir)
-    if args.category != "all":
-        data.category_dir(args.data_dir, args.category)
-        return [args.category]
     if not found:
         raise data.DataError(f"no MVTec-layout category (a folder with train/good/) under {args.data_dir}.")
     return found
@@ -273,53 +338,116 @@ def _saved_models(args, cats: list[str]) -> dict[str, Path]:
     return dirs
 
 
+def _fit_checks(data_dir: str, cats: list[str], targets: list[str], force: bool) -> None:
+    """Before any fit, where it runs (here, and on every worker): each category and model target."""
+    from .pipeline import check_writable
+
+    for cat in cats:
+        data.category_dir(data_dir, cat)
+    for out in targets:
+        check_writable(out, force)
+
+
 def cmd_fit(args) -> int:
+    from .executor import fit_task, open_executor
     from .model import check_params, param_specs
-    from .pipeline import check_writable, fit_category
 
     params = {spec.name: getattr(args, spec.name) for spec in param_specs()}
     check_params(params)  # before any data is touched
+    executor = open_executor(args.scheduler, args.workers)  # a missing package before any work
     cats = _categories(args)
     name = check_name(args.name) if args.name is not None else DEFAULT_MODEL_NAME
-    for cat in cats:  # check every target before fitting any
-        check_writable(model_path(args.models_dir, cat, name), args.force)
-    for cat in cats:
-        out = model_path(args.models_dir, cat, name)
-        t0 = time.perf_counter()
-        model = fit_category(args.data_dir, cat, out, params, args.max_train_images, args.force,
-                             TqdmProgress(f"{cat}: "), replay=args.replay)
-        t = model.timings_
-        print(f"{cat}: saved {out}  ({model.n_train_} images, grid {model.grid_[0]}x{model.grid_[1]}, "
-              f"QE {model.quantization_error_:.3f}, TE {model.topographic_error_:.3f}, "
-              f"threshold {model.threshold_:.3f}, {time.perf_counter() - t0:.1f} s with backbone loading, "
-              "localisation check and saving; SOMAD.fit stages: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + " s)")
+    outs = {cat: model_path(args.models_dir, cat, name) for cat in cats}
+    targets = [str(p.resolve()) for p in outs.values()]
+    _fit_checks(str(args.data_dir), cats, [str(p) for p in outs.values()], args.force)  # every target before any fit
+    tasks = {cat: dict(data_dir=str(Path(args.data_dir).resolve()), category=cat, out_dir=str(outs[cat].resolve()),
+                       params=params, max_train_images=args.max_train_images, force=args.force, replay=args.replay)
+             for cat in cats}
+    with executor:
+        executor.check_on_workers("--data-dir / --models-dir", _fit_checks, tasks[cats[0]]["data_dir"], cats, targets,
+                                  args.force)
+        results = _run(executor, fit_task, tasks, lambda cat, r: _fit_line(cat, outs[cat], r))
+    return _finish(results, lambda cat, r: str(outs[cat]) if r.ok else r.error, "model or error")
+
+
+def _fit_line(cat: str, out: Path, r) -> str:
+    v = r.value
+    return (f"{cat}: saved {out}  ({v['n_train']} images, grid {v['grid'][0]}x{v['grid'][1]}, "
+            f"QE {v['quantization_error']:.3f}, TE {v['topographic_error']:.3f}, "
+            f"threshold {v['threshold']:.3f}, {r.seconds:.1f} s with backbone loading, "
+            "localisation check and saving; SOMAD.fit stages: "
+            + ", ".join(f"{k} {t:.1f}" for k, t in v["timings"].items()) + " s)")
+
+
+def _run(executor, fn, tasks: dict[str, dict], line) -> dict:
+    """Run one task per category on ``executor``, printing ``line(cat, result)`` (or the error) as
+    each ends; returns ``{category: TaskResult}`` in the categories' order."""
+    if executor.name != "local":
+        print(f"{len(tasks)} task(s) {executor.where}", file=sys.stderr)
+    results = {}
+    for r in executor.run_tasks(fn, tasks, lambda cat: TqdmProgress(f"{cat}: ")):
+        results[r.name] = r
+        if r.ok:
+            print(line(r.name, r) + ("" if r.attempts == 1 else f" [after {r.attempts - 1} retry]"))
+        elif len(tasks) > 1:
+            print(f"{r.name}: failed: {r.error}", file=sys.stderr)
+    return {cat: results[cat] for cat in tasks}
+
+
+def _finish(results: dict, outcome, last_column: str) -> int:
+    """The run's end: with one category, its error line (status 2) if it failed; with several, the
+    table (category, status, seconds, ``outcome(cat, result)``) and status 1 if any failed."""
+    if len(results) == 1:
+        (r,) = results.values()
+        if not r.ok:
+            raise SomadError(r.error)
+        return 0
+    print(f"\n| category | status | seconds | {last_column} |\n|---|---|---|---|")
+    for cat, r in results.items():
+        print(f"| {cat} | {r.status} | {r.seconds:.1f} | {outcome(cat, r)} |")
+    failed = [cat for cat, r in results.items() if not r.ok]
+    if failed:
+        print(f"error: {len(failed)} of {len(results)} categories failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _evaluate_checks(model_dirs: list[str], results_dirs: list[str]) -> None:
+    """Before any scoring, where it runs: every model readable, every results folder writable."""
+    from .persistence import read_config
+    from .pipeline import check_results_dir
+
+    for d in model_dirs:
+        read_config(d)
+    for d in results_dirs:
+        check_results_dir(d)
 
 
 def cmd_evaluate(args) -> int:
-    from .persistence import load_model
-    from .pipeline import check_results_dir, evaluate_model, write_results
+    from .executor import evaluate_task, open_executor
 
     check_device(args.device)
+    executor = open_executor(args.scheduler, args.workers)
     cats = _categories(args)
     dirs = _saved_models(args, cats)
-    for cat in cats:  # before any scoring
-        check_results_dir(args.results_dir / cat)
-    rows = []
-    for cat in cats:
-        model = load_model(dirs[cat], device=args.device)
-        ev = evaluate_model(model, args.data_dir, cat, TqdmProgress(f"{cat}: "),
-                            keep_empty_masks=args.keep_empty_masks)
-        out = write_results(ev, model, args.results_dir / cat, args.figures)
-        m = ev.metrics
-        rows.append([cat] + [_metric_cell(m, k) for k in TABLE_METRICS] + [f"{m['timings']['total']:.1f}"])
-        print(f"{cat}: model {dirs[cat]}: wrote {out}/metrics.json, per_image.csv, figures/")
-    print("\n| category | image AUROC | pixel AUROC | AUPRO | image F1-max | pixel F1-max | eval s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-    return 0
+    outs = {cat: Path(args.results_dir) / cat for cat in cats}
+    _evaluate_checks([], [str(p) for p in outs.values()])  # before any scoring
+    tasks = {cat: dict(data_dir=str(Path(args.data_dir).resolve()), category=cat, model_dir=str(dirs[cat].resolve()),
+                       results_dir=str(outs[cat].resolve()), n_figures=args.figures, device=args.device,
+                       keep_empty_masks=args.keep_empty_masks) for cat in cats}
+    with executor:
+        executor.check_on_workers("--models-dir / --results-dir", _evaluate_checks,
+                                  [t["model_dir"] for t in tasks.values()], [t["results_dir"] for t in tasks.values()])
+        results = _run(executor, evaluate_task, tasks,
+                       lambda cat, r: f"{cat}: model {dirs[cat]}: wrote {outs[cat]}/metrics.json, per_image.csv, figures/")
+    done = {cat: r.value["metrics"] for cat, r in results.items() if r.ok}
+    if done:
+        print("\n| category | image AUROC | pixel AUROC | AUPRO | image F1-max | pixel F1-max | eval s |")
+        print("|---|---|---|---|---|---|---|")
+        for cat, m in done.items():
+            print("| " + " | ".join([cat] + [_metric_cell(m, k) for k in TABLE_METRICS]
+                                    + [f"{m['timings']['total']:.1f}"]) + " |")
+    return _finish(results, lambda cat, r: str(outs[cat]) if r.ok else r.error, "results or error")
 
 
 TABLE_METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
@@ -366,21 +494,41 @@ def _report_path(args, category: str) -> Path:
     return out / REPORT_NAME if out.is_dir() or str(args.out).endswith(("/", "\\")) else out
 
 
+def _predict_checks(model_dir: str, out: str) -> None:
+    """Before any scoring, where it runs: the model readable, the output folder writable."""
+    from .atomic import check_output_dir
+    from .persistence import read_config
+
+    read_config(model_dir)
+    check_output_dir(out, "--out")
+
+
 def cmd_predict(args) -> int:
+    from functools import partial
+
     from tqdm import tqdm
 
+    from .executor import open_executor
     from .persistence import load_model
     from .pipeline import PREDICTIONS_CSV, expand_images, predict_folder
 
     check_device(args.device)
+    executor = open_executor(args.scheduler, args.workers)
     check_output_file(Path(args.out) / PREDICTIONS_CSV, "--out")
     paths = expand_images(args.images)
     if args.strict:
         for p in paths:
             data.check_image_file(p)  # every file's header checked before any work
     model = load_model(args.model_dir, device=args.device)
-    res = predict_folder(model, paths, args.out, args.overlays, TqdmProgress(), strict=args.strict,
-                         on_error=lambda row: tqdm.write(f"error: {row['error']}", file=sys.stderr))
+    with executor:
+        score = None
+        if executor.name != "local":
+            executor.check_on_workers("--model-dir / --out", _predict_checks, str(Path(args.model_dir).resolve()),
+                                      str(Path(args.out).resolve()))
+            print(f"{len(paths)} images {executor.where}", file=sys.stderr)
+            score = partial(executor.iter_predictions, shard_size=args.shard_size)
+        res = predict_folder(model, paths, args.out, args.overlays, TqdmProgress(), strict=args.strict,
+                             on_error=lambda row: tqdm.write(f"error: {row['error']}", file=sys.stderr), score=score)
     if res["n_images"] <= PRINT_ROWS:
         with open(res["csv"], newline="") as fh:
             for row in list(csv.reader(fh))[1:]:
@@ -393,6 +541,48 @@ def cmd_predict(args) -> int:
     return EXIT_UNREADABLE if res["n_errors"] else 0
 
 
+def cmd_teach(args) -> int:
+    from .pipeline import expand_images
+    from .versions import provenance, teach
+
+    check_device(args.device)
+    paths = expand_images(args.images)
+    out = teach(args.model_dir, paths, note=args.note, name=args.name, progress=TqdmProgress(),
+                confirmed_defective=paths if args.confirm_defective else (), device=args.device)
+    _print_version(out, provenance(out))
+    return 0
+
+
+def cmd_refit(args) -> int:
+    from .versions import provenance, refit
+
+    check_device(args.device)
+    out = refit(args.model_dir, note=args.note, name=args.name, progress=TqdmProgress(), device=args.device)
+    _print_version(out, provenance(out))
+    return 0
+
+
+def cmd_threshold(args) -> int:
+    from .versions import provenance, save_threshold
+
+    rule = args.rule or f"set by hand at {args.value:g} (python -m somad threshold)"
+    out = save_threshold(args.model_dir, args.value, rule=rule, note=args.note, name=args.name)
+    _print_version(out, provenance(out))
+    return 0
+
+
+def _print_version(out: Path, prov: dict) -> None:
+    """What a new version changed: threshold and training images before and after, refit advice."""
+    print(f"saved new version {out} (parent {prov['parent']['name']} unchanged; not made the default)")
+    print(f"threshold: {prov['threshold_before']:.3f} -> {prov['threshold_after']:.3f} ({prov['rule']})")
+    print(f"training images: {prov['n_train_before']} -> {prov['n_train_after']}"
+          + (f" ({len(prov['added'])} taught; partial_fit {prov['partial_fit_seconds']:.1f} s)"
+             if prov.get("partial_fit_seconds") is not None else
+             f" (SOM refitted on them, {len(prov['added'])} of them taught)" if prov["kind"] == "refit" else ""))
+    if prov.get("refit_advice"):
+        print(prov["refit_advice"])
+
+
 def cmd_demo(args) -> int:
     root = demo.generate(args.out, seed=args.seed, force=args.force)
     print(f"demo data in {root}: " + ", ".join(data.list_categories(root)))
@@ -400,7 +590,8 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "report": cmd_report, "predict": cmd_predict,
-            "demo-data": cmd_demo}
+            "demo-data": cmd_demo, "teach": cmd_teach, "threshold": cmd_threshold,
+            "refit": cmd_refit}
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:

@@ -134,6 +134,68 @@ def whitening_factors(covariances: torch.Tensor) -> torch.Tensor:
     Raises:
         torch.linalg.LinAlgError: a covariance is not positive definite.
     """
-    chol = torch.linalg.cholesky(covariances)
-    eye = torch.eye(covariances.shape[-1], dtype=chol.dtype, device=chol.device).expand_as(chol)
-    return torch.linalg.solve_triangular(chol, eye, upper=False)
+    return lower_triangular_inverse(torch.linalg.cholesky(covariances))
+
+
+TRIANGULAR_BLOCK = 32
+"""Side at or below which :func:`lower_triangular_inverse` calls LAPACK's triangular solve directly."""
+
+
+def lower_triangular_inverse(chol: torch.Tensor, block: int = TRIANGULAR_BLOCK) -> torch.Tensor:
+    """``L^{-1}`` of lower-triangular ``chol`` float32 ``(..., n, n)`` by 2x2 blocks:
+    ``[[L11, 0], [L21, L22]]^{-1} = [[L11^{-1}, 0], [-L22^{-1} L21 L11^{-1}, L22^{-1}]]``.
+
+    Same result as ``torch.linalg.solve_triangular(chol, I)`` to float32 rounding, but the
+    off-diagonal blocks are batched matrix products: on 2 CPU cores a batch of 3,136 factors of
+    side 100 (a 56x56 SOM at d = 100) took 0.6-1.1 s of CPU against 2.3-9.5 s for the batched solve
+    (measured on a loaded machine).
+    """
+    n = chol.shape[-1]
+    if n <= block:
+        eye = torch.eye(n, dtype=chol.dtype, device=chol.device).expand_as(chol)
+        return torch.linalg.solve_triangular(chol.contiguous(), eye, upper=False)
+    h = n // 2
+    i11 = lower_triangular_inverse(chol[..., :h, :h], block)
+    i22 = lower_triangular_inverse(chol[..., h:, h:], block)
+    low = -(i22 @ chol[..., h:, :h] @ i11)
+    top = torch.cat([i11, i11.new_zeros(*i11.shape[:-1], n - h)], -1)
+    return torch.cat([top, torch.cat([low, i22], -1)], -2)
+
+
+def recover_stats(means: torch.Tensor, covariances: torch.Tensor, counts: torch.Tensor, shift: torch.Tensor,
+                  eps: float = 0.01, shrinkage: float = 10.0) -> NeuronStats:
+    """The statistics that :func:`gaussians` turned into ``(means, covariances)``, recovered from them.
+
+    :func:`gaussians` is invertible given the counts: with ``dof_j = max(n_j - 1, 0)`` and the
+    shrinkage ``m``, a neuron's covariance is ``(S_j + m C_pool) / (dof_j + m) + eps I`` (or
+    ``C_pool + eps I`` when it won nothing), and ``C_pool = sum_j S_j / sum_j dof_j``. Summing the
+    first equation over those neurons gives ``C_pool = sum_j (C_j - eps I)(dof_j + m) / (sum dof + m K)``
+    (K such neurons), then every scatter matrix ``S_j``, then the sums and outer products about
+    ``shift``. This is what lets :meth:`somad.model.SOMAD.partial_fit` add vectors to a fitted model
+    without keeping the ``(M, d, d)`` statistics on disk. Computed in float64; the result equals the
+    accumulated statistics to float32 rounding (about 1e-6 relative).
+
+    Args:
+        means: float32 ``(M, d)``; covariances: float32 ``(M, d, d)`` from :func:`gaussians`.
+        counts: ``(M,)`` vectors won per neuron. shift: float32 ``(M, d)`` the statistics' shift
+            (the SOM weights). eps, shrinkage: the values :func:`gaussians` was called with.
+
+    Returns:
+        :class:`NeuronStats` float32 with ``shift``.
+    """
+    n = counts.double()
+    d = means.shape[1]
+    eye = torch.eye(d, dtype=torch.float64, device=means.device)
+    c0 = covariances.double() - eps * eye
+    dof = (n - 1).clamp_min(0)
+    few = n == 0 if shrinkage > 0 else n < 2
+    weight = torch.where(few, torch.zeros_like(dof), dof + shrinkage)
+    if shrinkage > 0:
+        total = torch.einsum("m,mij->ij", weight, c0)
+        pooled = total / (max(float(dof.sum()), 1.0) + shrinkage * float((~few).sum()))
+        scatter = c0 * weight[:, None, None] - shrinkage * pooled * (~few).double()[:, None, None]
+    else:
+        scatter = c0 * weight[:, None, None]
+    delta = means.double() - shift.double()
+    outer = scatter + n[:, None, None] * delta[:, :, None] * delta[:, None, :]
+    return NeuronStats(counts.float(), (n[:, None] * delta).float(), outer.float(), shift)

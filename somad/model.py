@@ -34,12 +34,13 @@ from .decision import is_anomalous
 from .devices import check_device
 from .errors import NotFittedError, ParameterError
 from .features import DEFAULT_BACKBONE, STRIDES, FeatureExtractor
-from .gaussian import NeuronStats, accumulate, accumulate_chunks, gaussians, whitening_factors
+from .gaussian import NeuronStats, accumulate, accumulate_chunks, gaussians, recover_stats, whitening_factors
 from .patches import PatchFile, PatchMemory, check_resources
 from .progress import Progress, Stage, counter, for_stage
-from .scoring import IMAGE_SCORES, PatchScores, anomaly_maps, image_scores, score_patches
 from .replay import ReplayRecorder
-from .som import SOM, SOM_BACKENDS, TOPOLOGIES, hit_map, u_matrix
+from .scoring import (IMAGE_SCORES, SCORE_CHUNK, PatchScores, anomaly_maps, image_scores, mahalanobis_pairs,
+                      score_patches)
+from .som import SOM, SOM_BACKENDS, TOPOLOGIES, exact_bmu, hit_map, topographic_error, u_matrix
 
 PARAM_HELP = {
     "backbone": "feature extractor: a name from somad.features.BACKBONES or any timm model name",
@@ -110,7 +111,8 @@ class TensorSpec:
 
     Attributes:
         dtype: torch dtype in memory. shape: symbolic shape: ``M`` neurons, ``d`` channels,
-            ``P`` training patches, ``T`` threshold images. on_device: a torch tensor on the
+            ``P`` training patches, ``T`` threshold images, ``Q`` patches of the threshold images
+            (``T * h * w``, or 0 in a model saved before format 5), ``k`` = min(k, M). on_device: a torch tensor on the
             model device (else a CPU numpy array). stored: dtype on disk when narrower.
     """
 
@@ -130,8 +132,18 @@ FITTED_TENSORS = {
     "channel_idx_": TensorSpec(torch.int64, ("d",), on_device=False),
     "train_scores_": TensorSpec(torch.float32, ("T",), on_device=False),
     "threshold_indices_": TensorSpec(torch.int64, ("T",), on_device=False),
+    "cv_features_": TensorSpec(torch.float32, ("Q", "d"), on_device=False),
+    "cv_neighbours_": TensorSpec(torch.int64, ("Q", "k"), on_device=False, stored=torch.int32),
 }
-"""The fitted arrays: saving, loading, shape checks and device moves all read this table."""
+"""The fitted arrays: saving, loading, shape checks and device moves all read this table.
+
+``cv_features_`` and ``cv_neighbours_`` are what makes :meth:`SOMAD.partial_fit` fast and exact: the
+patch vectors of the ``T`` threshold images (rows in ``threshold_indices_`` order, then feature row,
+then column) and their ``k`` nearest neurons, which a fixed SOM never changes. On disk they cost
+``T * h * w * (4 d + 4 k)`` bytes: 1.30 MB per threshold image at the defaults (224 px, d = 100,
+k = 4), 130 MB for the 100 threshold images of a default fit, about as much as ``covariances_``
+(3,136 x 100 x 100 float32, 125 MB). The per-neuron statistics are not kept: they are recovered
+exactly from ``means_``, ``covariances_`` and ``counts_`` (:func:`somad.gaussian.recover_stats`)."""
 
 
 def check_params(params: dict) -> None:
@@ -163,7 +175,7 @@ def _finite_pair(value) -> tuple[float, float]:
 FITTED_VALUES = {"grid_": tuple, "feature_shape_": tuple, "n_train_": int, "train_paths_": list,
                  "threshold_": _finite, "pixel_range_": _finite_pair, "quantization_error_": float,
                  "topographic_error_": float, "timings_": dict, "cv_folds_used_": int,
-                 "intensity_": IntensityRule.from_dict}
+                 "intensity_": IntensityRule.from_dict, "som_train_images_": int}
 """The fitted scalars and lists (saved in ``config.json`` under their names without the underscore), each
 with the function that reads it back (raising TypeError or ValueError on a damaged value)."""
 
@@ -216,6 +228,10 @@ class SOMAD:
         quantization_error_, topographic_error_: SOM quality on the training vectors.
         n_train_: training images. timings_: seconds per fit stage.
         cv_folds_used_: folds of the threshold's cross-fitting actually used (1 = in-sample).
+        cv_features_: float32 ``(T * h * w, d)`` patch vectors of the threshold images, cv_neighbours_:
+            int64 ``(T * h * w, k)`` their k nearest neurons (see :data:`FITTED_TENSORS`; empty in models
+            saved before format 5, which cannot be taught). som_train_images_: the first this many
+            training images trained the SOM; the rest were added by :meth:`partial_fit`.
         replay_: the :class:`~somad.replay.Replay` (a snapshot of the SOM per epoch) when ``fit`` was
             asked for it, else None (saved in an optional file, :data:`somad.replay.REPLAY_FILE`).
         intensity_: the :class:`~somad.data.IntensityRule` of the training images (how samples
@@ -425,6 +441,7 @@ class SOMAD:
         self.grid_ = tuple(self.grid) if self.grid is not None else (h, w)
         self.train_paths_ = [str(p) for p in paths] if paths is not None else []
         self.intensity_ = intensity or EIGHT_BIT
+        self.som_train_images_ = n
         store = None
         try:
             with timer(Stage.FEATURES):
@@ -441,6 +458,97 @@ class SOMAD:
             if store is not None:
                 store.close()
         self.timings_ = timer.seconds
+        return self
+
+    def partial_fit(self, images: np.ndarray, paths: list[str] | None = None, progress: Progress | None = None, *,
+                    intensity: IntensityRule | None = None) -> "SOMAD":
+        """Add defect-free images to a fitted model with the SOM kept fixed (scikit-learn's name for
+        incremental learning).
+
+        The result equals :meth:`fit` on the enlarged training set (old images, then ``images``) with
+        the SOM weights held at the current ones, which is what the tests check (Gaussians within
+        1e-4, threshold within 1e-4 relative). Precisely:
+
+        * every new patch vector gets its exact BMU on the current SOM (as ``fit``'s final BMU
+          search) and joins the statistics; the statistics of the old images are recovered from the
+          Gaussians (:func:`somad.gaussian.recover_stats`), so every neuron's Gaussian and
+          whitening factor is recomputed (the pooled covariance that all neurons shrink toward
+          changes too);
+        * the new images join the threshold's images (``threshold_indices_``, beyond
+          ``cv_max_images`` if need be) and its folds (image ``i`` of that list is in fold
+          ``i % folds``): every fold's Gaussians and every threshold image's cross-fitted score are
+          recomputed from the kept patch vectors (``cv_features_``) and k nearest neurons
+          (``cv_neighbours_``), which give the threshold (unless it was set by hand:
+          ``threshold_manual_``) and the display range ``pixel_range_``;
+        * ``train_bmu_``, ``train_bmu_dist_``, ``train_paths_`` (the "nearest training patches"
+          gallery), ``n_train_`` and the quantization and topographic errors cover the new images.
+          ``som_train_images_`` keeps the number of images the SOM itself was trained on.
+
+        Args:
+            images: uint8 ``(N, S, S, 3)``, S = ``image_size``, read with the model's intensity rule
+                (``somad.data.load_image(path, S, model.intensity_)``).
+            paths: source file of each image (for the patch gallery); None = "" each.
+            progress: ``progress(stage, done, total)`` with ``FEATURES``, ``GAUSSIANS``, ``THRESHOLD``.
+            intensity: the rule the images were read with; it must be the model's ``intensity_``.
+
+        Returns:
+            self (``timings_["partial_fit"]`` holds its seconds).
+
+        Raises:
+            NotFittedError: the model is not fitted. ModelFileError: the model was saved before
+                format 5 and lacks ``cv_features_`` (refit it). ParameterError: a wrong image array,
+                ``paths`` of another length, or another intensity rule.
+        """
+        from .errors import ModelFileError
+
+        self._check_fitted()
+        t0 = time.perf_counter()
+        hw = self.feature_shape_[0] * self.feature_shape_[1]
+        if len(self.cv_features_) != len(self.threshold_indices_) * hw:
+            where = getattr(self, "model_dir_", "this model")
+            raise ModelFileError(f"{where} was saved before teaching existed (it lacks the threshold images' "
+                                 "patch vectors): fit it again with `python -m somad fit` to teach it.")
+        images = self._check_images(images)
+        if len(images) == 0:
+            raise ParameterError("partial_fit needs at least one image.")
+        if paths is not None and len(paths) != len(images):
+            raise ParameterError(f"partial_fit got {len(images)} images but {len(paths)} paths.")
+        if intensity is not None and intensity != self.intensity_:
+            raise ParameterError(f"the images were read with intensity rule {intensity.describe()} but the model "
+                                 f"reads images with {self.intensity_.describe()}: load them with "
+                                 "somad.data.load_image(path, model.image_size, model.intensity_).")
+        dev = self.torch_device
+        n_new = len(images)
+        feats = self.extractor.extract(images, self.batch_size, dev, counter(progress, Stage.FEATURES, n_new))
+        x_new = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+        kk = min(self.k, len(self.som_weights_))
+        near, dist = exact_bmu(x_new, self.som_weights_, k=max(kk, 2) if len(self.som_weights_) > 1 else 1)
+        bmu_new = near[:, 0]
+        stats = recover_stats(self.means_, self.covariances_, self.counts_, self.som_weights_, self.cov_eps,
+                              self.shrinkage)
+        stats.add_(accumulate(x_new, bmu_new, self.som_weights_))
+        self._set_gaussians(stats)
+        if progress:
+            progress(Stage.GAUSSIANS, 1, 1)
+        # quantization and topographic errors over all training patches, as fit's final BMU search counts them
+        p_old = len(self.train_bmu_)
+        breaks = round(self.topographic_error_ * p_old) + (
+            round(topographic_error(near[:, :2], self.grid_, self.topology) * len(x_new)) if near.shape[1] > 1 else 0)
+        self.train_bmu_ = torch.cat([self.train_bmu_, bmu_new.to(self.train_bmu_.device)])
+        self.train_bmu_dist_ = torch.cat([self.train_bmu_dist_, dist[:, 0].to(self.train_bmu_dist_.device)])
+        self.quantization_error_ = float(self.train_bmu_dist_.mean())
+        self.topographic_error_ = breaks / len(self.train_bmu_)
+        self.train_paths_ = list(self.train_paths_) + ([str(p) for p in paths] if paths is not None else [""] * n_new)
+        first = self.n_train_
+        self.n_train_ = first + n_new
+        self.threshold_indices_ = np.concatenate([self.threshold_indices_, np.arange(first, first + n_new)])
+        x = torch.cat([torch.as_tensor(self.cv_features_, device=dev), x_new])
+        neighbours = torch.cat([torch.as_tensor(self.cv_neighbours_, device=dev), near[:, :kk]])
+        scores, pixel_maps, _ = self._cross_fitted_scores(x, neighbours, stats, progress)
+        self.cv_features_ = x.cpu().numpy()
+        self.cv_neighbours_ = neighbours.cpu().numpy()
+        self._set_threshold(scores, pixel_maps)
+        self.timings_ = {**getattr(self, "timings_", {}), "partial_fit": time.perf_counter() - t0}
         return self
 
     def _extract_patches(self, images, patch_store: str, progress: Progress | None):
@@ -495,49 +603,91 @@ class SOMAD:
         return stats
 
     def _fit_threshold(self, store, stats: NeuronStats, progress: Progress | None) -> None:
-        """Deployable threshold and display range from cross-fitted training image scores."""
+        """Deployable threshold and display range from cross-fitted training image scores; keeps the
+        threshold images' patch vectors and k nearest neurons (``cv_features_``, ``cv_neighbours_``)."""
         n = self.n_train_
         self.threshold_indices_ = np.unique(np.linspace(0, n - 1, min(n, max(1, self.cv_max_images))).round()
                                             ).astype(np.int64)
-        self.train_scores_, pixel_maps = self._cross_fitted_scores(store, stats, self.threshold_indices_,
-                                                                   progress)
-        self.threshold_ = float(np.percentile(self.train_scores_, self.threshold_percentile))
+        x = store.take(self._image_rows(self.threshold_indices_))
+        scores, pixel_maps, neighbours = self._cross_fitted_scores(x, None, stats, progress)
+        self.cv_features_ = x.cpu().numpy()
+        self.cv_neighbours_ = neighbours.cpu().numpy()
+        self._set_threshold(scores, pixel_maps)
+
+    def _image_rows(self, images: np.ndarray) -> np.ndarray:
+        """Patch rows int64 ``(len(images) * h * w,)`` of training images ``images``, in image, row, column order."""
+        hw = self.feature_shape_[0] * self.feature_shape_[1]
+        return (np.asarray(images, dtype=np.int64)[:, None] * hw + np.arange(hw)).ravel()
+
+    def _set_threshold(self, scores: np.ndarray, pixel_maps: np.ndarray) -> None:
+        """``train_scores_``, the threshold (the ``threshold_percentile`` of ``scores``, unless a version
+        set it by hand: ``threshold_manual_``) and the display range (percentiles of the cross-fitted
+        pixel maps, topped up to at least the cross-fitted threshold)."""
+        self.train_scores_ = scores
+        cross_fitted = float(np.percentile(scores, self.threshold_percentile))
+        if not getattr(self, "threshold_manual_", None):
+            self.threshold_ = cross_fitted
         lo, hi = np.percentile(pixel_maps, PIXEL_RANGE_PERCENTILES)
-        self.pixel_range_ = (float(lo), float(max(self.threshold_, hi)))
+        self.pixel_range_ = (float(lo), float(max(cross_fitted, hi)))
 
     def _set_gaussians(self, stats: NeuronStats) -> None:
         self.counts_ = stats.counts.long()
         self.means_, self.covariances_ = gaussians(stats, self.cov_eps, self.shrinkage)
         self.factors_ = whitening_factors(self.covariances_)
 
-    def _cross_fitted_scores(self, store, stats: NeuronStats, indices: np.ndarray,
-                             progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and subsampled pixel maps of training images ``indices``, each from Gaussians fitted
-        without its fold (the other training images all stay in). Reads only those images' patch rows."""
+    def _cross_fitted_scores(self, x: torch.Tensor, neighbours: torch.Tensor | None, stats: NeuronStats,
+                             progress: Progress | None) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """Scores and subsampled pixel maps of the threshold images, each from Gaussians fitted without
+        its fold (the other training images all stay in).
+
+        Args:
+            x: float32 ``(T * h * w, d)`` patch vectors of the training images ``threshold_indices_``
+                (in that order). Image ``i`` of that list is in fold ``i % folds``, so images appended
+                to the list join the existing folds.
+            neighbours: int64 ``(T * h * w, k)`` their k nearest neurons (fixed by the SOM), or None to
+                search them.
+            stats: statistics of every training image.
+
+        Returns:
+            ``(scores float32 (T,), pixel values float32 (every 4th pixel of each map), neighbours)``.
+        """
         h, w = self.feature_shape_
-        t = len(indices)
+        hw = h * w
+        t = len(x) // hw
         folds = self.cv_folds_used_ = self._threshold_folds(t)
         fold_of = np.arange(t) % folds
         scores = np.zeros(t, dtype=np.float32)
         maps = []
-        per_image = h * w
+        found = None if neighbours is not None else torch.empty((len(x), min(self.k, len(self.som_weights_))),
+                                                                dtype=torch.long, device=x.device)
         for f in range(folds):
-            members = indices[fold_of == f]
-            rows = (members[:, None] * per_image + np.arange(per_image)).ravel()
-            x = store.take(rows)
+            members = np.flatnonzero(fold_of == f)
+            rows = self._image_rows(members)
+            rows_t = torch.as_tensor(rows, device=x.device)
+            xf = x[rows_t]
             if folds > 1:
-                held = accumulate(x, self.train_bmu_[torch.as_tensor(rows, device=x.device)], self.som_weights_)
+                train_rows = torch.as_tensor(self._image_rows(self.threshold_indices_[members]),
+                                             device=self.train_bmu_.device)
+                held = accumulate(xf, self.train_bmu_[train_rows].to(x.device), self.som_weights_)
                 means, covs = gaussians(stats - held, self.cov_eps, self.shrinkage)
                 factors = whitening_factors(covs)
             else:
                 means, factors = self.means_, self.factors_
-            feats = x.reshape(len(members), h, w, -1).permute(0, 3, 1, 2)
-            res = self._maps_from_features(feats, means, factors)
-            scores[fold_of == f] = res.scores
-            maps.append(res.maps[:, ::PIXEL_RANGE_STRIDE, ::PIXEL_RANGE_STRIDE].ravel())
+            if neighbours is None:
+                ps = score_patches(xf, self.som_weights_, means, factors, self.k)
+                found[rows_t] = ps.neighbours
+                patch = ps.scores
+            else:
+                nb = neighbours[rows_t]
+                patch = torch.cat([mahalanobis_pairs(xf[s:s + SCORE_CHUNK], nb[s:s + SCORE_CHUNK], means, factors
+                                                     ).min(1).values for s in range(0, len(xf), SCORE_CHUNK)])
+            patch_maps = patch.reshape(len(members), h, w)
+            pmaps = anomaly_maps(patch_maps, self.image_size, self.blur_sigma)
+            scores[members] = image_scores(self.image_score, patch_maps, pmaps).cpu().numpy()
+            maps.append(pmaps[:, ::PIXEL_RANGE_STRIDE, ::PIXEL_RANGE_STRIDE].cpu().numpy().ravel())
             if progress:
                 progress(Stage.THRESHOLD, f + 1, folds)
-        return scores, np.concatenate(maps)
+        return scores, np.concatenate(maps), neighbours if neighbours is not None else found
 
     def _threshold_folds(self, t: int) -> int:
         """Folds of the threshold's cross-fitting for ``t`` scored training images: ``cv_folds``,
@@ -552,8 +702,12 @@ class SOMAD:
 
     @property
     def threshold_rule(self) -> str:
-        """How ``threshold_`` was set, in words (saved as ``threshold_rule`` in ``config.json``)."""
+        """How ``threshold_`` was set, in words (saved as ``threshold_rule`` in ``config.json``): the rule
+        a version gave it by hand (``threshold_manual_``, see :func:`somad.versions.save_threshold`),
+        else the cross-fitted percentile."""
         self._check_fitted()
+        if getattr(self, "threshold_manual_", None):
+            return self.threshold_manual_
         t, folds = len(self.train_scores_), self.cv_folds_used_
         how = ("in-sample" if folds == 1 else
                f"{folds}-fold (leave-one-out) cross-fitted" if folds == t else f"{folds}-fold cross-fitted")

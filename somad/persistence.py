@@ -35,11 +35,18 @@ from .replay import REPLAY_FILE, Replay
 from .model import FITTED_TENSORS, FITTED_VALUES, PARAM_TYPES, RUNTIME_PARAMS, SOMAD, ParamSpec, param_specs
 
 FORMAT = "somad-model"
-FORMAT_VERSION = 4  # 3: backbone weights + timm architecture saved with the model; intensity rule; folds used
+FORMAT_VERSION = 5  # 3: backbone weights + timm architecture saved with the model; intensity rule; folds used
 #                    4: stage_offsets_px, the backbone's response offsets undone in the features
-READ_VERSIONS = (3, 4)
+#                    5: cv_features, cv_neighbours (what partial_fit needs), som_train_images, and the
+#                       optional provenance and threshold_manual of a model version (somad.versions)
+READ_VERSIONS = (3, 4, 5)
 """Format versions this somad loads: a version-3 model has no stage offsets and is scored with
-zero offsets, as it was fitted. An older somad refuses version 4 rather than ignore its offsets."""
+zero offsets, as it was fitted. Models before version 5 load without the threshold images' patch
+vectors (empty ``cv_features_``): they score, evaluate and take a saved threshold as before, and
+:meth:`~somad.model.SOMAD.partial_fit` says to refit them. An older somad refuses version 5 rather
+than ignore a threshold set by hand."""
+SINCE_VERSION_5 = ("cv_features_", "cv_neighbours_", "som_train_images_")
+"""Fitted attributes a model saved before format 5 lacks (see :func:`_fill_before_5`)."""
 CONFIG = "config.json"
 TENSORS = "tensors.safetensors"
 BACKBONE = "backbone.safetensors"
@@ -82,12 +89,18 @@ def save_model(model: SOMAD, path: str | Path, force: bool = False, extra: dict 
         if not is_model_dir(path):
             raise ModelFileError(f"{path} exists and is not a somad model: refusing to overwrite it.")
     with atomic_dir(path) as tmp:
-        save_file(_tensors_to_save(model), str(tmp / TENSORS))
-        save_file(model.extractor.body_state(), str(tmp / BACKBONE))
-        if getattr(model, "replay_", None) is not None:
-            save_file(model.replay_.to_tensors(), str(tmp / REPLAY_FILE))
-        write_json(tmp / CONFIG, _config(model, extra))
+        write_model_files(model, tmp, extra)
     return path
+
+
+def write_model_files(model: SOMAD, folder: Path, extra: dict | None = None) -> None:
+    """Write a fitted model's three files into the existing (temporary) folder ``folder``; the caller
+    makes the folder appear atomically (:func:`save_model`, :func:`somad.versions.teach`)."""
+    save_file(_tensors_to_save(model), str(folder / TENSORS))
+    save_file(model.extractor.body_state(), str(folder / BACKBONE))
+    if getattr(model, "replay_", None) is not None:
+        save_file(model.replay_.to_tensors(), str(folder / REPLAY_FILE))
+    write_json(folder / CONFIG, _config(model, extra))
 
 
 def _tensors_to_save(model: SOMAD) -> dict[str, torch.Tensor]:
@@ -112,6 +125,9 @@ def _config(model: SOMAD, extra: dict | None) -> dict:
     config["backbone_weights"] = getattr(model, "backbone_weights_", None) or (
         f"file {Path(model.weights).name}" if model.weights else backbone_spec(model.backbone).weights_source)
     config["extra"] = extra or getattr(model, "extra_", {})
+    config["threshold_manual"] = getattr(model, "threshold_manual_", None)
+    if getattr(model, "provenance_", None):
+        config["provenance"] = model.provenance_
     return config
 
 
@@ -157,8 +173,11 @@ def load_model(path: str | Path, device: str = "cpu") -> SOMAD:
     check_device(device)
     path = Path(path)
     cfg = read_config(path)
-    tensors = _read_tensors(path / TENSORS)
+    old = cfg["format_version"] < 5
+    tensors = _read_tensors(path / TENSORS, old)
     model = _model_from_config(cfg, path, device)
+    if old:
+        _fill_before_5(tensors, model)
     _check_shapes(tensors, model, path / TENSORS)
     dev = torch.device(device)
     for name, spec in FITTED_TENSORS.items():
@@ -170,6 +189,9 @@ def load_model(path: str | Path, device: str = "cpu") -> SOMAD:
         raise ModelFileError(f"{path / TENSORS}: a covariance is not positive definite: the model is damaged."
                              ) from None
     model.extra_ = dict(cfg.get("extra", {}))
+    model.threshold_manual_ = cfg.get("threshold_manual") if isinstance(cfg.get("threshold_manual"), str) else None
+    if isinstance(cfg.get("provenance"), dict):
+        model.provenance_ = cfg["provenance"]
     model.replay_ = _load_replay(path / REPLAY_FILE, model.grid_)
     model.model_dir_ = str(path)
     model.backbone_weights_ = cfg.get("backbone_weights")
@@ -241,15 +263,26 @@ def _load_backbone(path: Path, architecture: str | None, model: SOMAD) -> Featur
     return fe.to(model.torch_device)
 
 
-def _read_tensors(tpath: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of :data:`~somad.model.FITTED_TENSORS` from ``tpath``, checked present."""
+def _fill_before_5(tensors: dict[str, torch.Tensor], model: SOMAD) -> None:
+    """What a model saved before format 5 lacks: empty threshold patch vectors and neighbours (so it
+    cannot be taught, see :meth:`~somad.model.SOMAD.partial_fit`), and ``som_train_images_`` = all."""
+    d = len(tensors["channel_idx"])
+    k = min(model.k, model.grid_[0] * model.grid_[1])
+    tensors.setdefault("cv_features", torch.zeros((0, d), dtype=torch.float32))
+    tensors.setdefault("cv_neighbours", torch.zeros((0, k), dtype=torch.int32))
+    model.som_train_images_ = model.n_train_
+
+
+def _read_tensors(tpath: Path, before_5: bool = False) -> dict[str, torch.Tensor]:
+    """Every tensor of :data:`~somad.model.FITTED_TENSORS` from ``tpath``, checked present (those
+    added in format 5 may be missing when ``before_5``)."""
     if not tpath.is_file():
         raise ModelFileError(f"{tpath.parent} is incomplete: {TENSORS} is missing. Fit the model again.")
     try:
         t = load_file(str(tpath))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{tpath} cannot be read ({exc}): the model is damaged, fit it again.") from None
-    missing = [_key(k) for k in FITTED_TENSORS if _key(k) not in t]
+    missing = [_key(k) for k in FITTED_TENSORS if _key(k) not in t and not (before_5 and k in SINCE_VERSION_5)]
     if missing:
         raise ModelFileError(f"{tpath} lacks tensors {missing}: the model is incomplete, fit it again.")
     return t
@@ -259,7 +292,8 @@ def _model_from_config(cfg: dict, path: Path, device: str) -> SOMAD:
     """An unfitted-looking SOMAD with the saved hyperparameters and the :data:`FITTED_VALUES` set."""
     hp = {spec.name: _config_entry(cfg, path, ("hyperparameters", spec.name), _param_reader(spec))
           for spec in param_specs() if spec.name not in RUNTIME_PARAMS}
-    values = {name: _config_entry(cfg, path, (_key(name),), conv) for name, conv in FITTED_VALUES.items()}
+    values = {name: _config_entry(cfg, path, (_key(name),), conv) for name, conv in FITTED_VALUES.items()
+              if not (cfg["format_version"] < 5 and name in SINCE_VERSION_5)}
     model = SOMAD(**hp, device=device)
     try:
         model._validate_params()
@@ -310,8 +344,11 @@ def _config_entry(cfg: dict, path: Path, keys: tuple[str, ...], conv=lambda v: v
 def _check_shapes(t: dict[str, torch.Tensor], model: SOMAD, tpath: Path) -> None:
     """Every tensor's shape against the symbolic shape of :data:`FITTED_TENSORS` and the config."""
     h, w = model.feature_shape_
-    dims = {"M": model.grid_[0] * model.grid_[1], "d": len(t["channel_idx"]),
-            "P": model.n_train_ * h * w, "T": len(t["threshold_indices"])}
+    m = model.grid_[0] * model.grid_[1]
+    dims = {"M": m, "d": len(t["channel_idx"]), "P": model.n_train_ * h * w, "T": len(t["threshold_indices"]),
+            "k": min(model.k, m)}
+    # the threshold images' patch vectors, or none (a model saved before format 5 whose threshold was saved)
+    dims["Q"] = 0 if len(t["cv_features"]) == 0 else dims["T"] * h * w
     if model.d is not None and model.d != dims["d"]:
         raise ModelFileError(f"{tpath}: the config's d is {model.d} but the model keeps {dims['d']} channels "
                              "(tensor 'channel_idx'): the files disagree (tampered or mixed), fit the model again.")

@@ -356,9 +356,13 @@ def csv_row(row: dict) -> list[str]:
 
 
 def iter_predictions(model: SOMAD, paths: list[str | Path], overlay_dir: str | Path | None = None,
-                     progress: Progress | None = None, *, strict: bool = False) -> Iterator[dict]:
+                     progress: Progress | None = None, *, strict: bool = False,
+                     names: list[str] | None = None) -> Iterator[dict]:
     """Score image files in batches of ``model.batch_size`` (:func:`predict_batch`), one batch of
     images and maps in memory.
+
+    ``names``: the overlay file name of each path (default :func:`overlay_names` of ``paths``; a
+    shard of a longer list passes its slice of the whole list's names).
 
     Yields:
         one row per file, in order (see :func:`predict_batch`); ``overlay`` is
@@ -368,7 +372,10 @@ def iter_predictions(model: SOMAD, paths: list[str | Path], overlay_dir: str | P
     Raises:
         DataError: with ``strict``, a file cannot be read (when its batch is reached).
     """
-    names = overlay_names(paths) if overlay_dir is not None else None
+    if overlay_dir is None:
+        names = None
+    elif names is None:
+        names = overlay_names(paths)
     for s in range(0, len(paths), model.batch_size):
         batch = slice(s, s + model.batch_size)
         dests = [Path(overlay_dir) / n for n in names[batch]] if names is not None else None
@@ -403,7 +410,7 @@ def predict_files(model: SOMAD, paths: list[str | Path], out_dir: str | Path | N
 
 def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, overlays: bool = True,
                    progress: Progress | None = None, *, strict: bool = False,
-                   on_error: Callable[[dict], None] | None = None) -> dict:
+                   on_error: Callable[[dict], None] | None = None, score=None) -> dict:
     """Score any number of image files with bounded memory; write ``<out_dir>/predictions.csv``
     (:data:`PREDICTION_COLUMNS`: path, score, verdict, overlay file name or empty, error) and, with
     ``overlays``, one overlay PNG per scored image.
@@ -416,6 +423,10 @@ def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, o
     the run ends, so a failed run (``strict``, an output error, an interrupt) leaves ``out_dir`` as
     it was. A finished run replaces the previous one: the overlays the earlier ``predictions.csv``
     listed are removed, so the folder never mixes two runs.
+
+    ``score``: what yields the rows, with :func:`iter_predictions`'s arguments and rows in input
+    order (default: :func:`iter_predictions` in this process; a Dask executor passes its sharded
+    :meth:`somad.executor.DaskExecutor.iter_predictions`, whose workers write the overlays).
 
     Returns:
         ``{"n_images", "n_scored", "n_errors", "n_anomalous", "seconds", "images_per_s" (files per
@@ -438,7 +449,8 @@ def predict_folder(model: SOMAD, paths: list[str | Path], out_dir: str | Path, o
             with open(stage / PREDICTIONS_CSV, "w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(PREDICTION_COLUMNS)
-                for row in iter_predictions(model, paths, stage if overlays else None, progress, strict=strict):
+                for row in (score or iter_predictions)(model, paths, stage if overlays else None, progress,
+                                                       strict=strict):
                     counts[row["verdict"]] += 1
                     writer.writerow(csv_row(row))
                     if row["error"] and on_error:

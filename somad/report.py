@@ -76,6 +76,13 @@ def _model_card(model, model_dir: str | None) -> list[dict]:
             ("decision rule", f"anomalous when {DECISION_RULE}"),
             ("pixel score range of the training images", f"{model.pixel_range_[0]:.3f} – {model.pixel_range_[1]:.3f}"),
             ("fit time (s)", float(sum(model.timings_.values())))]
+    card.insert(6, ("threshold rule", model.threshold_rule))
+    taught = model.n_train_ - getattr(model, "som_train_images_", model.n_train_)
+    if taught > 0:
+        from .versions import refit_advice
+
+        card.insert(2, ("taught images (SOM fixed)", taught))
+        card.insert(3, ("SOM refit advice", refit_advice(model) or "none: the SOM has neurons for the taught images"))
     card += list(model.params_summary().items())
     return [{"": k, "value": v} for k, v in card]
 

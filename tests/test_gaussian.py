@@ -67,3 +67,15 @@ def test_whitening_gives_mahalanobis():
     got = ((f @ v[..., None])[..., 0] ** 2).sum(1)
     want = torch.einsum("bi,bij,bj->b", v.double(), torch.linalg.inv(covs.double()), v.double())
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_blocked_triangular_inverse_equals_the_solve():
+    from somad.gaussian import lower_triangular_inverse
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(7, 70, 70, generator=g, dtype=torch.float64)
+    chol = torch.linalg.cholesky(a @ a.transpose(1, 2) / 70 + 0.05 * torch.eye(70, dtype=torch.float64))
+    want = torch.linalg.solve_triangular(chol, torch.eye(70, dtype=torch.float64).expand_as(chol), upper=False)
+    got = lower_triangular_inverse(chol.float(), block=16).double()
+    assert float((got - want).abs().max() / want.abs().max()) < 1e-5
+    assert torch.equal(got.triu(1), torch.zeros_like(got))  # stays lower-triangular

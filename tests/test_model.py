@@ -150,7 +150,7 @@ def test_model_saved_before_stage_offsets_scores_as_it_was_fitted(tiny_model, ti
     _, images, _ = tiles_test
     path = save_model(tiny_model, tmp_path / "m")
     cfg = json.loads((path / CONFIG).read_text())
-    assert cfg["format_version"] == 4
+    assert cfg["format_version"] == 5
     without = {k: v for k, v in cfg.items() if k != "stage_offsets_px"}
     (path / CONFIG).write_text(json.dumps(without))
     with pytest.raises(ModelFileError, match="lacks 'stage_offsets_px'"):
