@@ -1,9 +1,13 @@
 """Server-side work of one dashboard click, timed with the pure functions the pages call (no browser).
 
-* neuron click (SOM explorer): the two SOM maps as plotly JSON, the neuron's 16 nearest training
-  patches and their crops, the test images where it is the BMU with their outlined cells;
+* neuron click (SOM explorer): the two SOM maps as plotly JSON (the U-matrix with a test image's
+  footprint), the cells of that image that chose the neuron, where the neuron lives in the images,
+  the neuron's 16 nearest training patches and their crops, the test images where it is the BMU
+  with their outlined cells;
 * heatmap-cell click (Test inspector): the clickable heatmap as plotly JSON, the cell's BMU and k
-  nearest neurons, the per-feature Mahalanobis contributions and their bar chart.
+  nearest neurons, its crop beside the nearest training patches of its BMU and score neuron, the
+  cell on the image's footprint and its distance map, the per-feature Mahalanobis contributions
+  and their bar chart.
 
 Everything a page caches per model or per image (U-matrix, hit map, BMU index, decoded training
 images, heat overlays, evaluation, one image's features) is built before the clock starts, as on
@@ -15,6 +19,7 @@ a running dashboard after the first click.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from functools import lru_cache
@@ -22,13 +27,17 @@ from functools import lru_cache
 import numpy as np
 
 from dashboard import images
-from somad import data, explain, figures, pipeline, viz
+from somad import data, explain, figures, pipeline, projection, viz
 from somad.persistence import load_model
 
 
-def neuron_click(model, ev, views, heats, load, neuron) -> None:
-    for values in (views["u"], views["hits"]):
-        figures.som_map(values, model.topology, hover={"x": views["mean_dist"]}, selected=neuron).to_json()
+def neuron_click(model, ev, views, heats, load, neuron, image=0, mean_image=None) -> None:
+    fp = projection.image_footprint(ev.patches, image, model.feature_shape_, model.grid_, ev.masks[image])
+    figures.footprint_map(views["u"], fp.counts, fp.max_score, fp.defect_counts, model.topology,
+                          model.pixel_range_, neuron).to_json()
+    figures.som_map(views["hits"], model.topology, hover={"x": views["mean_dist"]}, selected=neuron).to_json()
+    images.highlight_cells(heats[image], fp.cells_of(neuron))
+    figures.positions_figure(mean_image, projection.neuron_positions(model, neuron)).to_json()
     patches = explain.nearest_training_patches(model, *neuron, n=16)
     explain.patch_crops(model, patches, load, context=2, out_size=112)
     nh = explain.neuron_test_hits(ev.patches, neuron, model.grid_, len(ev.labels))
@@ -37,11 +46,20 @@ def neuron_click(model, ev, views, heats, load, neuron) -> None:
         images.highlight_cells(heats[i], cells)
 
 
-def cell_click(model, ev, feats, heat, i, cell) -> None:
+def cell_click(model, ev, feats, heat, i, cell, load=None, u=None) -> None:
     h, w = model.feature_shape_
     cell_scores = ev.patches.scores[i * h * w:(i + 1) * h * w].numpy().reshape(h, w)
     figures.image_figure(heat, (h, w), "", cell_scores, cell, size=400).to_json()
     ex = explain.explain_cell(ev.patches, i, *cell, (h, w), model.grid_)
+    explain.crop_patch(ev.images[i], *cell, (h, w), context=2, out_size=112)
+    for neuron in {ex.bmu, ex.best}:
+        explain.patch_crops(model, explain.nearest_training_patches(model, *neuron, n=4), load, context=2,
+                            out_size=112)
+    pm = projection.patch_on_map(model, feats, *cell)
+    fp = projection.image_footprint(ev.patches, i, (h, w), model.grid_, ev.masks[i])
+    figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, model.topology, model.pixel_range_,
+                          ex.bmu, size=400).to_json()
+    figures.distance_map_figure(pm.dist, pm.nearest, model.topology, size=400).to_json()
     contrib = explain.explain_contributions(model, feats, *cell, ex.best)
     top = explain.top_contributions(contrib, model.channel_idx_, n=10)
     labels = [explain.channel_label(model, d) for d, _, _, _ in top]
@@ -72,7 +90,7 @@ def main() -> None:
     heats = [images.heat_overlay(img, amap, scale) for img, amap in zip(ev.images, ev.maps)]
     load = lru_cache(maxsize=None)(data.load_image)
     for p in model.train_paths_:
-        load(p, model.image_size)
+        load(p, model.image_size, model.intensity_)  # the call patch_crops makes
     rng = np.random.default_rng(0)
     hits = views["hits"]
     busy = np.flatnonzero(hits.ravel() > 0)
@@ -81,11 +99,13 @@ def main() -> None:
     feats = model.features(ev.images[i:i + 1])[0].cpu()
     h, w = model.feature_shape_
     cells = [(int(rng.integers(h)), int(rng.integers(w))) for _ in range(args.clicks)]
-    t_neuron = _times(neuron_click, [(model, ev, views, heats, load, n) for n in neurons])
-    t_cell = _times(cell_click, [(model, ev, feats, heats[i], i, c) for c in cells])
-    for name, t in (("neuron click (maps, gallery, test images)", t_neuron),
-                    ("cell click (heatmap, BMU panel, contributions)", t_cell)):
+    mean = projection.mean_image(model.train_paths_, model.image_size, load, model.intensity_)
+    t_neuron = _times(neuron_click, [(model, ev, views, heats, load, n, i, mean) for n in neurons])
+    t_cell = _times(cell_click, [(model, ev, feats, heats[i], i, c, load, views["u"]) for c in cells])
+    for name, t in (("neuron click (maps with footprint, cells, positions, gallery, test images)", t_neuron),
+                    ("cell click (heatmap, BMU panel, crops, cell on the map, distance map, contributions)", t_cell)):
         print(f"{name}: median {statistics.median(t):.3f} s, max {max(t):.3f} s over {len(t)} clicks")
+    print(f"load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ class Keys:
     IMAGE = "image"  # test image as "<defect>/<file name>"
     CELL = "cell"  # (row, col) feature cell of IMAGE
     THRESHOLD = "threshold"  # image threshold
+    FOOTPRINT = "footprint"  # "1": the SOM explorer overlays IMAGE's footprint on the U-matrix
     N_REGIONS = "n_regions"  # regions of the SOM explorer's region map (None = chosen automatically)
     COMPARE = "compare"  # name of the model the Compare page sets against the current one
     LAST_CLICK = "_last_click"  # see dashboard.widgets.new_click
@@ -29,6 +30,9 @@ class Keys:
     W_NEURON_COL = "w_neuron_col"
     W_THRESHOLD = "w_threshold"
     W_CPLANE_DIM = "w_cplane_dim"
+    W_CPLANE = "w_cplane"  # the component plane is drawn only when this toggle is on
+    W_FOOTPRINT = "w_footprint"
+    W_FOOTPRINT_IMAGE = "w_footprint_image"
     W_N_REGIONS = "w_n_regions"
     W_REGION_IMAGE = "w_region_image"
     W_COMPARE = "w_compare"

@@ -17,12 +17,12 @@ from .keys import Keys
 
 
 SELECTIONS = (Keys.NEURON, Keys.IMAGE, Keys.CELL, Keys.THRESHOLD, Keys.W_THRESHOLD, Keys.W_NEURON_ROW,
-              Keys.W_NEURON_COL, Keys.LAST_CLICK, Keys.N_REGIONS, Keys.W_N_REGIONS)
+              Keys.W_NEURON_COL, Keys.LAST_CLICK, Keys.N_REGIONS, Keys.W_N_REGIONS, Keys.W_FOOTPRINT_IMAGE)
 """What a change of model resets."""
 
 URL_KEYS = {"root": Keys.DATA_DIR, "category": Keys.CATEGORY, "model": Keys.MODEL_DIR, "image": Keys.IMAGE,
             "neuron": Keys.NEURON, "cell": Keys.CELL, "thr": Keys.THRESHOLD, "regions": Keys.N_REGIONS,
-            "vs": Keys.COMPARE}
+            "vs": Keys.COMPARE, "footprint": Keys.FOOTPRINT}
 """Query parameter -> session key of the view state kept in the URL."""
 
 
@@ -179,6 +179,11 @@ def restore_link(params: dict[str, str]) -> None:
     for param in ("neuron", "cell", "thr", "image", "regions", "vs"):
         if param in values:
             ss[URL_KEYS[param]] = None if param == "regions" and values[param] == 0 else values[param]
+    if "footprint" in values:
+        if values["footprint"] == "1":
+            ss[Keys.FOOTPRINT] = "1"
+        else:
+            dropped.append(f"footprint {str(values['footprint'])[:20]!r} is not '1': the map is shown without it")
     if dropped:
         st.toast(links.dropped_message(dropped), icon=":material/link_off:", duration="long")
 
@@ -350,27 +355,26 @@ def require_evaluation(cur: Current):
     job computes it (one per model and data, shared by every session and kept over restarts) while
     the page shows the count of images scored and the time left (:func:`dashboard.jobs_view.wait_for_scores`).
     """
-    from somad.scorecache import NotCached
-
-    from . import jobs_view
-
-    try:
-        try:
-            ev = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
-        except NotCached:
-            job = jobs_view.wait_for_scores(config.models_dir(), cur.model_dir, cur.data_dir, cur.category, cur.device)
-            if job.status != "done":
-                st.warning(f"Scoring the test split of '{cur.category}' did not finish ({job.status}"
-                           + (f": {job.error}" if job.error else "") + "). Reload the page to try again.")
-                st.stop()
-            ev = loaders.get_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
-    except SomadError as exc:
-        st.warning(f"Cannot evaluate on the test split of '{cur.category}' under {cur.data_dir}: {exc}")
-        st.stop()
-    except Exception as exc:
-        st.error(f"Scoring the test images failed ({type(exc).__name__}: {exc}).")
+    ev = evaluation(cur)
+    if ev is None:
         st.stop()
     return ev
+
+
+def evaluation(cur: Current):
+    """As :func:`require_evaluation`, but None after a message saying why there is none (the page goes on)."""
+    try:
+        return scored_evaluation(cur.model_dir, cur.data_dir, cur.category, cur.device)
+    except SomadError as exc:
+        st.warning(f"Cannot evaluate on the test split of '{cur.category}' under {cur.data_dir}: {exc}")
+    except Exception as exc:
+        st.error(f"Scoring the test images failed ({type(exc).__name__}: {exc}).")
+    return None
+
+
+def image_names(ev) -> list[str]:
+    """``"<defect>/<file name>"`` of every test image of an evaluation (the key of :data:`Keys.IMAGE`)."""
+    return [f"{s.defect}/{s.path.name}" for s in ev.samples]
 
 
 def threshold(cur: Current) -> float:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import events, help, images, loaders, state, widgets
 from dashboard.keys import Keys
-from somad import explain, figures, regions, replay
+from somad import explain, figures, projection, regions, replay
 from somad.errors import SomadError
 
 CHARTS = ("som_umatrix", "som_hitmap", "som_cplane")
@@ -46,14 +46,19 @@ def _typed_neuron() -> None:
     ss[Keys.NEURON] = (int(ss[Keys.W_NEURON_ROW]), int(ss[Keys.W_NEURON_COL]))
 
 
-def render_maps(cur, views, neuron) -> None:
+def render_maps(cur, views, neuron, footprint=None) -> None:
+    """U-matrix (with a test image's footprint when one is given) and hit map, both clickable."""
     m = cur.model
     u, hits, mean_dist = views["u"], views["hits"], views["mean_dist"]
     left, right = st.columns(2)
     with left:
-        widgets.chart(figures.som_map(u, m.topology, "U-matrix (mean distance to neighbours)", "Viridis",
-                                      {"hits": hits, "mean dist to patches": mean_dist}, neuron,
-                                      colorbar_title="U"), "som_umatrix", clickable=True, width="content")
+        if footprint is None:
+            fig = figures.som_map(u, m.topology, "U-matrix (mean distance to neighbours)", "Viridis",
+                                  {"hits": hits, "mean dist to patches": mean_dist}, neuron, colorbar_title="U")
+        else:
+            fig = figures.footprint_map(u, footprint.counts, footprint.max_score, footprint.defect_counts,
+                                        m.topology, m.pixel_range_, neuron, "Footprint of the image on the U-matrix")
+        widgets.chart(fig, "som_umatrix", clickable=True, width="content")
     with right:
         widgets.chart(figures.som_map(hits, m.topology, "Hit map (training patches per neuron)", "Blues",
                                       {"U": u, "mean dist to patches": mean_dist}, neuron, colorbar_title="hits"),
@@ -67,20 +72,115 @@ def render_maps(cur, views, neuron) -> None:
                 f"U {u[neuron]:.3f} · mean distance to its patches {dist}")
 
 
+def _footprint_toggled() -> None:
+    st.session_state[Keys.FOOTPRINT] = "1" if st.session_state[Keys.W_FOOTPRINT] else None
+
+
+def _footprint_picked() -> None:
+    state.select_image(st.session_state[Keys.W_FOOTPRINT_IMAGE])
+
+
+def render_footprint_pick(cur):
+    """Toggle and test image of the footprint overlay; returns ``(evaluation, image index)`` or ``(None, None)``."""
+    ss = st.session_state
+    on = ss.get(Keys.FOOTPRINT) == "1"
+    if ss.get(Keys.W_FOOTPRINT) != on:
+        ss[Keys.W_FOOTPRINT] = on
+    left, right = st.columns([1, 2])
+    left.toggle("Show a test image on the map", key=Keys.W_FOOTPRINT, on_change=_footprint_toggled,
+                help="Overlay the image's footprint on the U-matrix: the neurons its patches chose as BMU, "
+                     "coloured by the highest patch score among them; green rings: chosen by patches inside "
+                     "the ground-truth defect.")
+    if not on:
+        return None, None
+    ev = state.evaluation(cur)
+    if ev is None:
+        return None, None
+    names = state.image_names(ev)
+    if ss.get(Keys.IMAGE) not in names:  # default: the highest-scoring image
+        state.select_image(names[int(np.argmax(ev.scores))])
+    if ss.get(Keys.W_FOOTPRINT_IMAGE) != ss[Keys.IMAGE]:
+        ss[Keys.W_FOOTPRINT_IMAGE] = ss[Keys.IMAGE]
+    right.selectbox("Test image (also the Test inspector's)", names, key=Keys.W_FOOTPRINT_IMAGE,
+                    on_change=_footprint_picked, label_visibility="collapsed")
+    return ev, names.index(ss[Keys.IMAGE])
+
+
+def render_footprint_cells(cur, ev, i: int, footprint, neuron) -> None:
+    """The reverse of the footprint: which cells of the image chose the selected neuron."""
+    name = state.image_names(ev)[i]
+    cells = footprint.cells_of(neuron)
+    n_defect = int((cells & footprint.defect).sum())
+    left, right = st.columns([1, 2])
+    heat = loaders.get_heat_overlay(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
+    picture = images.contours(images.highlight_cells(heat, cells), ev.masks[i])
+    left.image(images.at_shape(picture, loaders.shown_shape(ev.samples[i].path, 300)), width=300,
+               caption=f"{name}: the {int(cells.sum())} cells whose BMU is neuron ({neuron[0]}, {neuron[1]}) "
+                       "(tinted); ground truth green")
+    with right:
+        st.markdown(f"**{name}** · image score {ev.scores[i]:.3f} · its {footprint.bmu.size} cells chose "
+                    f"{len(footprint.neurons)} neurons.")
+        note = projection.ground_truth_note(int(ev.labels[i]), ev.masks[i])
+        if note:
+            st.caption(f"Ground truth: {note}")
+        else:
+            n_def = int(footprint.defect.sum())
+            rings = int((footprint.defect_counts > 0).sum())
+            st.caption(f"Ground truth: {n_def} cells lie in the defect; they chose {rings} neurons (green rings).")
+        if cells.any():
+            st.markdown(f"Neuron ({neuron[0]}, {neuron[1]}) was chosen by **{int(cells.sum())}** cells of this "
+                        f"image, {n_defect} of them in the defect; highest patch score "
+                        f"{np.nanmax(np.where(cells, footprint.scores, np.nan)):.3f}.")
+        else:
+            st.info(f"No cell of this image chose neuron ({neuron[0]}, {neuron[1]}): click a coloured neuron "
+                    "of the footprint.")
+        st.caption("Click a coloured neuron of the footprint to see the cells that chose it; in the Test inspector, "
+                   "a clicked heatmap cell shows where it lands on the map.")
+
+
+def render_neuron_positions(cur, neuron) -> None:
+    """Where the selected neuron lives in the images: positions of the training patches it wins."""
+    m = cur.model
+    pos = projection.neuron_positions(m, neuron)
+    base = loaders.get_mean_training_image(cur.model_dir, cur.device)
+    if base is None:
+        st.info("The training images cannot be read (moved or deleted since fitting): no mean image to draw on.")
+        base = np.full((m.image_size, m.image_size, 3), 128, np.uint8)
+    widgets.chart(figures.positions_figure(base, pos, f"Where neuron ({neuron[0]}, {neuron[1]}) lives", size=300),
+                  "w_positions", width="content")
+    spread = projection.position_spread(pos)
+    if pos.sum() == 0:
+        st.caption("It wins no training patch.")
+    else:
+        st.caption(f"Image positions of its {int(pos.sum())} training patches over the mean training image; "
+                   f"spread {spread:.1f} feature cells around their centre (0 = always the same place: a "
+                   "position-bound neuron; large = a texture found all over the image).")
+
+
 def render_component_plane(cur, views, neuron) -> None:
     m = cur.model
-    with st.expander("Component plane (weight of one feature dimension across the map)"):
-        st.markdown(help.COMPONENT_PLANE)
-        dim = st.slider("Feature dimension", 0, len(m.channel_idx_) - 1, 0, key=Keys.W_CPLANE_DIM)
-        st.caption(f"dimension {dim} = {explain.channel_label(m, dim)}")
-        widgets.chart(figures.som_map(m.component_plane(dim), m.topology, f"Component plane {dim}", "RdBu_r",
-                                      {"U": views["u"], "hits": views["hits"]}, neuron, colorbar_title="weight"),
-                      "som_cplane", clickable=True, width="content")
+    # a toggle, not an expander: an expander's content is built and re-sent on every click even when closed
+    if not st.toggle("Component plane (weight of one feature dimension across the map)", key=Keys.W_CPLANE):
+        return
+    st.markdown(help.COMPONENT_PLANE)
+    dim = st.slider("Feature dimension", 0, len(m.channel_idx_) - 1, 0, key=Keys.W_CPLANE_DIM)
+    st.caption(f"dimension {dim} = {explain.channel_label(m, dim)}")
+    widgets.chart(figures.som_map(m.component_plane(dim), m.topology, f"Component plane {dim}", "RdBu_r",
+                                  {"U": views["u"], "hits": views["hits"]}, neuron, colorbar_title="weight"),
+                  "som_cplane", clickable=True, width="content")
 
 
 def render_training_patches(cur, neuron) -> None:
-    m = cur.model
     st.subheader(f"Nearest training patches of neuron ({neuron[0]}, {neuron[1]})")
+    gallery, where = st.columns([2, 1])
+    with where:
+        render_neuron_positions(cur, neuron)
+    with gallery:
+        _gallery(cur, neuron)
+
+
+def _gallery(cur, neuron) -> None:
+    m = cur.model
     patches = explain.nearest_training_patches(m, neuron[0], neuron[1], n=16)
     if not patches:
         st.info("This neuron is the BMU of no training patch (a dead or interpolating neuron between clusters). "
@@ -262,15 +362,29 @@ def render_test_images(cur, neuron) -> None:
                 st.switch_page(state.PAGES["inspector"])
 
 
+@st.fragment
+def render_explorer(cur, views) -> None:
+    """Everything that follows a click on the maps, rerun alone on such a click (a fragment): the
+    header and the app around it are not rebuilt or re-sent. Ends by writing the view into the URL,
+    which ``app.py`` does only on a full run."""
+    foot_ev, foot_image = render_footprint_pick(cur)
+    foot = None if foot_ev is None else projection.image_footprint(
+        foot_ev.patches, foot_image, cur.model.feature_shape_, cur.model.grid_, foot_ev.masks[foot_image])
+    selected = pick_neuron(cur, views)
+    render_maps(cur, views, selected, foot)
+    state.write_url()  # before anything that may stop the fragment
+    if foot is not None:
+        render_footprint_cells(cur, foot_ev, foot_image, foot, selected)
+    render_component_plane(cur, views, selected)
+    render_training_patches(cur, selected)
+    render_test_images(cur, selected)
+
+
 state.ensure_navigation()
 st.title("SOM explorer")
 current = state.require_model()
 som_views = loaders.get_som_views(current.model_dir, current.device)
 render_header(current, som_views)
-selected = pick_neuron(current, som_views)
-render_maps(current, som_views, selected)
+render_explorer(current, som_views)  # a fragment: a click on a map reruns only this part
 render_regions(current, som_views)
 render_replay(current)
-render_component_plane(current, som_views, selected)
-render_training_patches(current, selected)
-render_test_images(current, selected)

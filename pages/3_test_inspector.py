@@ -9,10 +9,11 @@ import streamlit as st
 
 from dashboard import events, help, images, loaders, roles, state, teach_panel, teaching, widgets
 from dashboard.keys import Keys
-from somad import explain, figures, operating, viz
+from somad import explain, figures, operating, projection, viz
 from somad.errors import SomadError
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
+CROP = 112
 
 
 def _set_threshold(value: float, origin: str | None = None) -> None:
@@ -358,7 +359,9 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
 
 
 def _open_neuron(neuron: tuple[int, int]) -> None:
+    """Open ``neuron`` in the SOM explorer, with this image's footprint on the U-matrix."""
     st.session_state[Keys.NEURON] = neuron
+    st.session_state[Keys.FOOTPRINT] = "1"
 
 
 def render_cell(cur, ev, i: int, cell: tuple[int, int]) -> None:
@@ -387,19 +390,100 @@ def render_cell(cur, ev, i: int, cell: tuple[int, int]) -> None:
                          on_click=_open_neuron, args=((nr, nc),), icon=":material/grid_on:"):
                 st.switch_page(state.PAGES["som"])
     with right:
-        feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
-        contrib = explain.explain_contributions(m, feats, r, c, ex.best)
-        top = explain.top_contributions(contrib, m.channel_idx_, n=10)
-        labels = [f"dim {d}: {explain.channel_label(m, d)}" for d, _, _, _ in top]
-        widgets.chart(figures.contributions_figure(
-            top, f"Why {ex.score:.2f}: top features of the distance to neuron ({ex.best[0]}, {ex.best[1]})", labels),
-            "w_contrib")
-        share = sum(t[3] for t in top)
-        st.caption(f"Mahalanobis² = {contrib.sum():.2f}, the sum of one term per dimension ({len(contrib)}). The 10 "
-                   f"largest terms add up to {100 * share:.0f}% of it: more than 100% is possible because the other "
-                   "terms include negative ones (correlated features cancelling out).")
-        with st.expander("How to read this"):
-            st.markdown(help.CONTRIBUTIONS)
+        render_why_pictures(cur, ev, i, cell, ex)
+    render_cell_on_map(cur, ev, i, cell, ex)
+    with st.expander("Feature contributions (for specialists): which feature dimensions make up the distance"):
+        render_contributions(cur, i, cell, ex)
+
+
+def render_why_pictures(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
+    """"Why is this pixel hot?" in pictures: the clicked patch beside the nearest normal training
+    patches of its BMU and of the neuron that gave its score, all cropped at the same scale."""
+    m = cur.model
+    r, c = cell
+    feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
+    dist = projection.distance_map(m.som_weights_, feats[:, r, c], m.grid_)
+    maha = {(nr, nc): d for nr, nc, d in ex.neighbours}
+    st.markdown("**Why this score, in pictures**")
+    crop = explain.crop_patch(ev.images[i], r, c, m.feature_shape_, context=2, out_size=CROP)
+    st.image(images.at_shape(crop, loaders.shown_shape(ev.samples[i].path, CROP)), width=CROP,
+             caption=f"this cell · score {ex.score:.2f}")
+    roles = [("its BMU (nearest neuron)", ex.bmu)]
+    roles += [] if ex.best == ex.bmu else [("the neuron that gave its score", ex.best)]
+    for label, neuron in roles:
+        patches = explain.nearest_training_patches(m, *neuron, n=4)
+        st.caption(f"Nearest normal training patches of {label} ({neuron[0]}, {neuron[1]}). This cell is "
+                   f"{dist[neuron]:.2f} from the neuron (Euclidean; Mahalanobis {maha[neuron]:.2f}); the training "
+                   "patches' distances are under each crop.")
+        if not patches:
+            st.info("This neuron wins no training patch (it lies between groups of the map).")
+            continue
+        crops = explain.patch_crops(m, patches, loaders.load_training_image, context=2, out_size=CROP)
+        st.image([images.at_shape(cr, loaders.shown_shape(p.path, CROP)) if cr is not None
+                  else np.full((CROP, CROP, 3), 60, np.uint8) for p, cr in zip(patches, crops)], width=CROP,
+                 caption=[f"d={p.distance:.2f}" for p in patches])
+    st.caption("Every crop is 5x5 feature cells at the same scale, the box marks the cell. Distances are "
+               "Euclidean, in feature units: a cell much farther from the neuron than its normal patches is unlike them.")
+
+
+def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
+    """Where the clicked cell lands on the map (its BMU on the image's footprint) and its distance to
+    every neuron (MiniSom's ``activate``) with the k nearest marked."""
+    m = cur.model
+    r, c = cell
+    feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
+    pm = projection.patch_on_map(m, feats, r, c)
+    fp = projection.image_footprint(ev.patches, i, m.feature_shape_, m.grid_, ev.masks[i])
+    u = loaders.get_som_views(cur.model_dir, cur.device)["u"]
+    left, right = st.columns(2)
+    with left:
+        widgets.chart(figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, m.topology, m.pixel_range_,
+                                            ex.bmu, f"Where cell ({r}, {c}) lands: its BMU on the image's footprint",
+                                            size=400), "w_cell_footprint", width="content")
+        note = projection.ground_truth_note(int(ev.labels[i]), ev.masks[i])
+        st.caption("Grey: U-matrix. Coloured: the neurons this image's cells chose, by their highest patch score; "
+                   "green rings: chosen by cells in the ground-truth defect"
+                   + (f" ({note})" if note else "") + f"; pink outline: the BMU of cell ({r}, {c}).")
+    with right:
+        widgets.chart(figures.distance_map_figure(pm.dist, pm.nearest, m.topology,
+                                                  f"Distance of cell ({r}, {c}) to every neuron", size=400),
+                      "w_cell_distance", width="content")
+        where = ("far from every group the map knows" if pm.median_ratio > 2 else
+                 "between two groups of the map" if pm.gap < 1.05 else "close to one known group")
+        st.caption(f"Euclidean distance in feature units (dark = near); pink outline: BMU, dotted white: the other "
+                   f"{len(pm.nearest) - 1} nearest. Its BMU distance is {pm.median_ratio:.1f}x that of a typical "
+                   f"training patch, and the 2nd nearest neuron is {pm.gap:.2f}x as far: {where}.")
+
+
+def render_contributions(cur, i: int, cell: tuple[int, int], ex) -> None:
+    """Per-feature terms of the squared Mahalanobis distance that gave the cell's score."""
+    m = cur.model
+    r, c = cell
+    feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
+    contrib = explain.explain_contributions(m, feats, r, c, ex.best)
+    top = explain.top_contributions(contrib, m.channel_idx_, n=10)
+    labels = [f"dim {d}: {explain.channel_label(m, d)}" for d, _, _, _ in top]
+    widgets.chart(figures.contributions_figure(
+        top, f"Why {ex.score:.2f}: top features of the distance to neuron ({ex.best[0]}, {ex.best[1]})", labels),
+        "w_contrib")
+    share = sum(t[3] for t in top)
+    st.caption(f"Mahalanobis² = {contrib.sum():.2f}, the sum of one term per dimension ({len(contrib)}). The 10 "
+               f"largest terms add up to {100 * share:.0f}% of it: more than 100% is possible because the other "
+               "terms include negative ones (correlated features cancelling out).")
+    st.markdown(help.CONTRIBUTIONS)
+
+
+@st.fragment
+def render_selected_image(cur, ev, i: int, thr: float) -> None:
+    """The selected image and its clicked cell, rerun alone on a heatmap click (a fragment): the
+    threshold, counts and table above are not rebuilt or re-sent. Writes the view into the URL,
+    which ``app.py`` does only on a full run."""
+    cell = render_image(cur, ev, i, thr)
+    state.write_url()
+    if cell is None:
+        st.info("Click a pixel of the heatmap to see its BMU, its k nearest neurons and why it scored what it did.")
+    else:
+        render_cell(cur, ev, i, cell)
 
 
 state.ensure_navigation()
@@ -417,8 +501,4 @@ render_save_threshold(current, threshold, threshold_rule(current, threshold))
 selected_rows = render_table(current, evaluation, threshold, leaked)
 index = current_image(evaluation, threshold)
 render_mark(current, evaluation, threshold, selected_rows, index, leaked)
-selected_cell = render_image(current, evaluation, index, threshold)
-if selected_cell is None:
-    st.info("Click a pixel of the heatmap to see its BMU, its k nearest neurons and why it scored what it did.")
-else:
-    render_cell(current, evaluation, index, selected_cell)
+render_selected_image(current, evaluation, index, threshold)

@@ -168,6 +168,20 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
     return fig
 
 
+def png_source(image: np.ndarray) -> str:
+    """A uint8 RGB image ``(H, W, 3)`` as a PNG data URI, for ``go.Image(source=...)``: the figure
+    carries one compressed string instead of ``H*W*3`` numbers in its JSON (a 224 px heatmap overlay:
+    about 70 kB instead of about 600 kB), which the browser parses and draws much faster."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str = "",
                  cell_values: np.ndarray | None = None, selected: tuple[int, int] | None = None,
                  size: int = 420, value_label: str = "patch score", model_size: int | None = None) -> go.Figure:
@@ -194,7 +208,7 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
     plot_w = size - 20
     plot_h = plot_w * ih / iw
     cell_px = min(plot_w / w, plot_h / h)
-    traces = [go.Image(z=image, hoverinfo="skip", x0=s / iw / 2, dx=s / iw, y0=s / ih / 2, dy=s / ih), go.Scatter(
+    traces = [go.Image(source=png_source(image), hoverinfo="skip", x0=s / iw / 2, dx=s / iw, y0=s / ih / 2, dy=s / ih), go.Scatter(
         x=xs, y=ys, mode="markers", customdata=np.stack([r, c, vals], 1), showlegend=False,
         hovertemplate="cell (row %{customdata[0]}, col %{customdata[1]})"
                       + (f"<br>{value_label} %{{customdata[2]:.3f}}" if cell_values is not None else "")
@@ -523,3 +537,126 @@ def pro_overlay(curves: list[tuple[str, np.ndarray, np.ndarray, float]], limit: 
     fig.update_layout(title="PRO curve", xaxis_title="pixel false positive rate", yaxis_title="per-region overlap",
                       height=360, margin=dict(l=40, r=10, t=40, b=40), legend=dict(x=0.3, y=0.1), xaxis_range=[0, 1])
     return fig
+
+
+# ------------------------------------------------------- projections (issue 19)
+FOOTPRINT_COLOR = "#00c853"
+"""Ring around the neurons chosen by ground-truth defect cells (the ground-truth green of the contours)."""
+NEAREST_COLOR = "#ffffff"
+
+
+def _outlines(xy: np.ndarray, idx, topology: str) -> tuple[list, list]:
+    """Cell outlines of neurons ``idx`` joined into one line trace (None between cells)."""
+    xs, ys = [], []
+    for j in idx:
+        ox, oy = cell_outline(xy[j, 0], xy[j, 1], topology)
+        xs += ox + [None]
+        ys += oy + [None]
+    return xs, ys
+
+
+def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defect_counts: np.ndarray,
+                  topology: str = "rectangular", score_range: tuple[float, float] | None = None,
+                  selected: tuple[int, int] | None = None, title: str = "", size: int = 420) -> go.Figure:
+    """A test image's footprint over the U-matrix (grey): the neurons its patches chose as BMU,
+    coloured by the highest patch score among those patches; neurons chosen by ground-truth defect
+    patches ringed in :data:`FOOTPRINT_COLOR`.
+
+    Args:
+        u: float ``(rows, cols)`` U-matrix. counts: int ``(rows, cols)`` cells of the image per neuron.
+        max_score: float ``(rows, cols)`` highest patch score per neuron (NaN where not chosen).
+        defect_counts: int ``(rows, cols)`` defect cells per neuron.
+        score_range: colour range of the scores (default: the image's own range), e.g. the model's
+            ``pixel_range_`` so the colours match the heatmaps.
+        selected: neuron outlined in the selection colour.
+
+    Returns:
+        figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j`` (all neurons, those
+        outside the footprint nearly transparent), as :func:`som_map`.
+    """
+    u = np.asarray(u, dtype=float)
+    shape = u.shape
+    counts = np.asarray(counts).ravel()
+    defect = np.asarray(defect_counts).ravel()
+    score = np.asarray(max_score, dtype=float).ravel()
+    lo, hi = score_range if score_range is not None else _range(score)
+    xy = grid_coordinates(shape, topology)
+    plot_w, plot_h = _plot_px(shape, topology, size)
+    cell_px = min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
+    ulo, uhi = _range(u)
+    if topology == "hexagonal":
+        base = go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", hoverinfo="skip", showlegend=False,
+                          marker=dict(symbol="hexagon", size=cell_px * 1.12, color=u.ravel(), colorscale="Greys",
+                                      cmin=ulo, cmax=uhi, line=dict(width=0)))
+    else:
+        base = go.Heatmap(z=u, x0=0, dx=1, y0=0, dy=1, colorscale="Greys", zmin=ulo, zmax=uhi, hoverinfo="skip",
+                          showscale=False)
+    chosen = counts > 0
+    custom = np.stack([*np.divmod(np.arange(len(counts)), shape[1]), counts, defect,
+                       np.where(chosen, score, np.nan), u.ravel()], 1)
+    click = go.Scatter(
+        x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, showlegend=False,
+        hovertemplate="neuron (row %{customdata[0]}, col %{customdata[1]})<br>cells of this image "
+                      "%{customdata[2]} (in the defect %{customdata[3]})<br>highest patch score "
+                      "%{customdata[4]:.3f}<br>U %{customdata[5]:.4g}<extra></extra>",
+        marker=dict(symbol="hexagon" if topology == "hexagonal" else "square", size=max(cell_px * 0.8, 3),
+                    color=np.where(chosen, score, lo), colorscale="Jet", cmin=lo, cmax=max(hi, lo + 1e-9),
+                    opacity=np.where(chosen, 1.0, 0.01), line=dict(width=0),
+                    colorbar=_colorbar("patch score")))
+    traces = [base, click]
+    ring = np.flatnonzero(defect > 0)
+    if len(ring):
+        traces.append(go.Scatter(x=xy[ring, 0], y=xy[ring, 1], mode="markers", hoverinfo="skip", showlegend=False,
+                                 marker=dict(symbol="circle-open", size=max(cell_px * 1.3, 7),
+                                             color=FOOTPRINT_COLOR, line=dict(width=2))))
+    if selected is not None:
+        traces.append(_selection_trace(xy, selected[0] * shape[1] + selected[1], topology))
+    layout = dict(title=dict(text=title, x=0.02, font=dict(size=14)), width=size, height=int(plot_h + 70),
+                  margin=dict(l=40, r=80, t=40, b=30, autoexpand=False), clickmode="event+select", dragmode=False,
+                  plot_bgcolor="white", hovermode="closest", **_axes(shape, topology))
+    return go.Figure(traces, layout)
+
+
+def distance_map_figure(dist: np.ndarray, nearest: list[tuple[int, int]], topology: str = "rectangular",
+                        title: str = "", size: int = 420) -> go.Figure:
+    """One patch's Euclidean distance to every neuron (MiniSom's ``activate``) as a SOM map, its BMU
+    outlined in the selection colour and the other ``k - 1`` nearest neurons in white.
+
+    Args:
+        dist: float ``(rows, cols)`` (:func:`somad.projection.distance_map`).
+        nearest: neurons ``(row, col)`` nearest first; ``nearest[0]`` is the BMU.
+
+    Returns:
+        a clickable figure as :func:`som_map` (point ``j`` of trace :data:`CLICK_TRACE` = neuron ``j``).
+    """
+    fig = som_map(dist, topology, title, "Viridis_r", None, nearest[0] if nearest else None, size=size,
+                  colorbar_title="distance")
+    if len(nearest) > 1:
+        xy = grid_coordinates(np.shape(dist), topology)
+        xs, ys = _outlines(xy, [r * np.shape(dist)[1] + c for r, c in nearest[1:]], topology)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+                                 line=dict(color=NEAREST_COLOR, width=2, dash="dot")))
+    return fig
+
+
+def positions_figure(image: np.ndarray, counts: np.ndarray, title: str = "", size: int = 360) -> go.Figure:
+    """Where a neuron lives in the images: the count of its training patches at each feature cell
+    as a heat over an image (e.g. the mean training image); cells without patches stay clear.
+
+    Args:
+        image: uint8 ``(S, S, 3)``. counts: int ``(h, w)`` (:func:`somad.projection.neuron_positions`).
+    """
+    s = image.shape[0]
+    h, w = np.shape(counts)
+    z = np.where(np.asarray(counts) > 0, np.asarray(counts, dtype=float), np.nan)
+    top = float(np.nanmax(z)) if np.isfinite(z).any() else 1.0
+    heat = go.Heatmap(z=z, x0=s / w / 2, dx=s / w, y0=s / h / 2, dy=s / h, colorscale="Hot", reversescale=True,
+                      zmin=0, zmax=max(top, 1), opacity=0.65, colorbar=_colorbar("patches"),
+                      hovertemplate="cell (row %{customdata[0]}, col %{customdata[1]}): %{z:.0f} patches"
+                                    "<extra></extra>",
+                      customdata=np.stack(np.indices((h, w)), -1))
+    return go.Figure([go.Image(source=png_source(image), hoverinfo="skip"), heat],
+                     dict(title=dict(text=title, x=0.02, font=dict(size=13)), width=size + 70, height=size + 30,
+                          margin=dict(l=10, r=70, t=40, b=10), dragmode=False,
+                          xaxis=dict(visible=False, range=[0, s]),
+                          yaxis=dict(visible=False, range=[s, 0], scaleanchor="x")))

@@ -234,11 +234,68 @@ def test_html_report_opens_offline(page, server, tmp_path):
     ctx.route(re.compile(r"^https?://"), lambda route: route.abort())  # nothing remote may load
     rep = ctx.new_page()
     rep.goto(path.as_uri())
-    rep.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5")
-    assert rep.locator(".js-plotly-plot").count() == 5
+    rep.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6")
+    assert rep.locator(".js-plotly-plot").count() == 6  # curves, histogram, U-matrix, hit map and (issue 19) the regions map
     assert rep.locator("img[alt='heatmap']").count() >= 1
     rep.screenshot(path=str(SHOTS / "report.png"), full_page=True)
     ctx.close()
+
+
+def _wait_url(page, param: str, value: str) -> None:
+    page.wait_for_function("([p, v]) => new URLSearchParams(window.location.search).get(p) === v", arg=[param, value])
+
+
+def test_footprint_and_cell_on_map_with_url_round_trip(page, server, dash_model_env, dash_eval):
+    """Issue 19: a test image's footprint on the U-matrix, a click on a footprint neuron shows the cells
+    that chose it (the fragment rerun also updates the URL), a reload keeps it; a heatmap cell shows where
+    it lands (distance map, crops), and its 'Open neuron' link opens the SOM explorer with the footprint."""
+    model = dash_model_env[2]
+    ev = dash_eval
+    h, w = model.feature_shape_
+    i = int(np.flatnonzero(ev.labels == 1)[-1])
+    name = f"{ev.samples[i].defect}/{ev.samples[i].path.name}"
+    bmu = ev.patches.neighbours[i * h * w:(i + 1) * h * w, 0].numpy()
+    counts = np.bincount(bmu, minlength=model.grid_[0] * model.grid_[1])
+    j = int(np.argsort(-counts, kind="stable")[1])  # not the preselected busiest training neuron, most likely
+    r, c = divmod(j, model.grid_[1])
+    page.goto(f"{server}/som_explorer?model=small&footprint=1&image={name}")
+    page.get_by_text("Nearest training patches of neuron").first.wait_for()
+    page.locator("[data-testid='stPlotlyChart']").first.locator("rect.nsewdrag").first.wait_for()
+    page.wait_for_timeout(1000)
+    t0 = time.perf_counter()
+    _click_data_point(page, 0, c, r)
+    page.get_by_text(f"Neuron ({r}, {c}) was chosen by {int(counts[j])} cells").wait_for()
+    _report_latency("footprint neuron click -> cells of the image", t0)
+    _wait_url(page, "neuron", f"{r},{c}")
+    _wait_url(page, "footprint", "1")
+    page.get_by_text(f"Where neuron ({r}, {c}) lives").first.wait_for()
+    _no_exception(page)
+    page.screenshot(path=str(SHOTS / "som_explorer_footprint.png"), full_page=True)
+    page.reload()
+    page.get_by_text(f"Neuron ({r}, {c}) was chosen by {int(counts[j])} cells").wait_for()
+    _no_exception(page)
+    # the Test inspector: a cell of the same image on the map
+    page.goto(f"{server}/test_inspector?model=small&image={name}")
+    page.get_by_text("Click a pixel of the heatmap").wait_for()
+    page.locator("[data-testid='stPlotlyChart']").first.locator("rect.nsewdrag").first.wait_for()
+    page.wait_for_timeout(1000)
+    cr, cc = h // 2, w // 2
+    s = model.image_size
+    t0 = time.perf_counter()
+    _click_data_point(page, 0, (cc + 0.5) * s / w, (cr + 0.5) * s / h)
+    page.get_by_text(f"Cell ({cr}, {cc}): BMU").wait_for()
+    _report_latency("heatmap cell click -> BMU panel (with map views)", t0)
+    page.get_by_text("Nearest normal training patches of its BMU").first.wait_for()
+    page.get_by_text(f"Distance of cell ({cr}, {cc}) to every neuron").first.wait_for()
+    _wait_url(page, "cell", f"{cr},{cc}")
+    _no_exception(page)
+    page.screenshot(path=str(SHOTS / "test_inspector_cell_on_map.png"), full_page=True)
+    b = int(bmu[cr * w + cc])
+    br, bc = divmod(b, model.grid_[1])
+    page.get_by_role("button", name=f"Open neuron ({br}, {bc}) in the SOM explorer").click()
+    page.get_by_text(f"Neuron ({br}, {bc}) was chosen by {int(counts[b])} cells").wait_for()
+    _wait_url(page, "footprint", "1")
+    _no_exception(page)
 
 
 # ------------------------------------------------------------------ a shared, read-only demo
@@ -263,7 +320,7 @@ def test_shared_demo_viewer_cannot_write_and_roots_are_fixed(page, viewer_server
     before = sorted(p.name for p in models.iterdir())
     page.goto(f"{viewer_server}/?model=small&delete=small&default=small")
     page.get_by_text("Viewer mode").wait_for()
-    page.get_by_text("Saved models").wait_for()
+    page.get_by_text("Saved models", exact=True).wait_for()
     page.get_by_text("unknown link parameters 'default', 'delete' ignored").wait_for()
     for label in ("Make default", "Default", "Rename", "Delete...", "Fit", "Fit a demo model"):
         assert page.get_by_role("button", name=label, exact=True).count() == 0, label

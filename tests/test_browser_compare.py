@@ -105,6 +105,7 @@ def test_compare_page_with_url_round_trip(page2, server2):
     page2.get_by_text("small: score").wait_for()
     _no_exception(page2)
     assert _query(page2)["vs"] == "hex96" and _query(page2)["image"] == "good/000.png"
+    page2.locator("[data-testid='stPlotlyChart']").nth(1).wait_for()  # the curves come last: wait, then count
     assert page2.locator("[data-testid='stPlotlyChart']").count() == 2  # ROC and PRO overlays
     # another test image: into the URL, kept on reload
     page2.locator("[data-testid='stSelectbox']").filter(has_text="Test image").click()  # opens it

@@ -1,0 +1,155 @@
+"""somad.projection against oracles: footprint counts vs a brute-force BMU loop, the distance map vs
+torch.cdist, neuron positions vs a loop over the training patches; the map figures draw on 1xN and
+100x100 grids, rectangular and hexagonal."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from somad import explain, figures, projection
+from somad.scoring import PatchScores
+
+
+def test_cell_mask_marks_every_cell_a_defect_pixel_touches():
+    mask = np.zeros((64, 64), bool)
+    mask[10, 40] = True  # one pixel: cell (2, 10) of a 16x16 map (4 px cells)
+    mask[60:64, 0:8] = True  # two whole cells
+    got = projection.cell_mask(mask, (16, 16))
+    expected = np.zeros((16, 16), bool)
+    expected[2, 10] = expected[15, 0] = expected[15, 1] = True
+    np.testing.assert_array_equal(got, expected)
+    assert not projection.cell_mask(np.zeros((64, 64)), (16, 16)).any()
+
+
+def test_footprint_counts_match_a_brute_force_bmu_loop(dash_model_env, dash_eval):
+    model = dash_model_env[2]
+    ev = dash_eval
+    h, w = model.feature_shape_
+    i = int(np.flatnonzero(ev.labels == 1)[0])
+    feats = model.features(ev.images[i:i + 1])[0]  # (d, h, w)
+    weights = model.som_weights_.cpu()
+    defect = projection.cell_mask(ev.masks[i], (h, w))
+    assert defect.any()
+    counts = np.zeros(model.grid_, np.int64)
+    dcounts = np.zeros(model.grid_, np.int64)
+    best = np.full(model.grid_, -np.inf)
+    scores = ev.patches.scores[i * h * w:(i + 1) * h * w].numpy().reshape(h, w)
+    for r in range(h):
+        for c in range(w):
+            d = ((weights - feats[:, r, c]) ** 2).sum(1)
+            j = int(torch.argmin(d))
+            nr, nc = divmod(j, model.grid_[1])
+            counts[nr, nc] += 1
+            dcounts[nr, nc] += int(defect[r, c])
+            best[nr, nc] = max(best[nr, nc], scores[r, c])
+    fp = projection.image_footprint(ev.patches, i, (h, w), model.grid_, ev.masks[i])
+    np.testing.assert_array_equal(fp.counts, counts)
+    np.testing.assert_array_equal(fp.defect_counts, dcounts)
+    assert fp.counts.sum() == h * w and fp.defect_counts.sum() == defect.sum()
+    np.testing.assert_allclose(fp.max_score[counts > 0], best[counts > 0], rtol=1e-6)
+    assert np.isnan(fp.max_score[counts == 0]).all()
+    # reverse direction: the cells that chose a neuron are explain.neuron_cells
+    top = tuple(int(v) for v in np.unravel_index(int(np.argmax(counts)), counts.shape))
+    np.testing.assert_array_equal(fp.cells_of(top), explain.neuron_cells(ev.patches, top, model.grid_, i, (h, w)))
+    assert fp.cells_of(top).sum() == counts[top]
+    with pytest.raises(ValueError, match="outside the"):
+        projection.image_footprint(ev.patches, len(ev.labels), (h, w), model.grid_)
+
+
+def test_ground_truth_note_says_what_is_missing():
+    assert "good image" in projection.ground_truth_note(0, None)
+    assert "no ground-truth mask" in projection.ground_truth_note(1, None)
+    assert "no ground-truth mask" in projection.ground_truth_note(1, np.zeros((4, 4), bool))
+    assert projection.ground_truth_note(1, np.ones((4, 4), bool)) is None
+
+
+@pytest.mark.parametrize("grid", [(1, 7), (5, 3), (100, 100)])
+def test_distance_map_matches_torch_cdist(grid):
+    g = torch.Generator().manual_seed(0)
+    weights = torch.randn(grid[0] * grid[1], 12, generator=g) * 3
+    x = torch.randn(12, generator=g)
+    got = projection.distance_map(weights, x, grid)
+    expected = torch.cdist(x[None].double(), weights.double())[0].numpy().reshape(grid)
+    assert got.shape == grid and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    near = projection.nearest_neurons(got, 3)
+    flat = np.argsort(expected.ravel(), kind="stable")[:3]
+    assert near == [divmod(int(j), grid[1]) for j in flat]
+    with pytest.raises(ValueError, match="13 features"):
+        projection.distance_map(weights, torch.zeros(13), grid)
+
+
+def test_patch_on_map_bmu_is_the_scored_bmu(dash_model_env, dash_eval):
+    model = dash_model_env[2]
+    ev = dash_eval
+    h, w = model.feature_shape_
+    i = len(ev.labels) - 1
+    feats = model.features(ev.images[i:i + 1])[0]
+    for r, c in ((0, 0), (h // 2, w // 3), (h - 1, w - 1)):
+        pm = projection.patch_on_map(model, feats, r, c)
+        ex = explain.explain_cell(ev.patches, i, r, c, (h, w), model.grid_)
+        assert pm.nearest[0] == ex.bmu
+        assert pm.nearest == [(nr, nc) for nr, nc, _ in ex.neighbours]  # the same k nearest, same order
+        assert pm.gap >= 1.0 and pm.median_ratio > 0
+    with pytest.raises(ValueError, match="outside"):
+        projection.patch_on_map(model, feats, h, 0)
+
+
+def test_neuron_positions_match_a_loop_over_training_patches(dash_model_env):
+    model = dash_model_env[2]
+    h, w = model.feature_shape_
+    bmu = model.train_bmu_.numpy()
+    j = int(np.argmax(np.bincount(bmu)))
+    neuron = divmod(j, model.grid_[1])
+    expected = np.zeros((h, w), np.int64)
+    for p in np.flatnonzero(bmu == j):
+        expected[(p // w) % h, p % w] += 1
+    got = projection.neuron_positions(model, neuron)
+    np.testing.assert_array_equal(got, expected)
+    assert got.sum() == model.hit_map()[neuron]
+    assert projection.position_spread(got) >= 0
+    one = np.zeros((h, w))
+    one[3, 4] = 5
+    assert projection.position_spread(one) == 0.0
+    assert np.isnan(projection.position_spread(np.zeros((h, w))))
+
+
+def test_mean_image_skips_unreadable_files():
+    imgs = {"a": np.full((8, 8, 3), 10, np.uint8), "b": np.full((8, 8, 3), 30, np.uint8)}
+
+    def load(path, size, rule):
+        if path not in imgs:
+            raise OSError("gone")
+        return imgs[path]
+
+    np.testing.assert_array_equal(projection.mean_image(["a", "x", "b"], 8, load), np.full((8, 8, 3), 20))
+    assert projection.mean_image(["x"], 8, load) is None
+    assert projection.mean_image([], 8, load) is None
+
+
+@pytest.mark.parametrize("topology", ["rectangular", "hexagonal"])
+@pytest.mark.parametrize("grid", [(1, 9), (9, 1), (100, 100)])
+def test_projection_figures_draw_every_grid(grid, topology):
+    rng = np.random.default_rng(1)
+    m = grid[0] * grid[1]
+    h = w = 6
+    bmu = rng.integers(0, m, h * w)
+    patches = PatchScores(torch.rand(h * w), torch.as_tensor(bmu)[:, None], torch.rand(h * w, 1))
+    mask = np.zeros((24, 24), bool)
+    mask[:8, :8] = True
+    fp = projection.image_footprint(patches, 0, (h, w), grid, mask)
+    u = rng.random(grid)
+    fig = figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, topology, (0, 1),
+                                selected=divmod(int(bmu[0]), grid[1]))
+    click = fig.data[figures.CLICK_TRACE]
+    assert len(click.x) == m
+    assert int((np.asarray(click.marker.opacity) == 1.0).sum()) == len(np.unique(bmu))
+    assert len(fig.data[2].x) == int((fp.defect_counts > 0).sum())  # the defect rings
+    dist = rng.random(grid)
+    near = projection.nearest_neurons(dist, min(4, m))
+    fig = figures.distance_map_figure(dist, near, topology)
+    assert len(fig.data[figures.CLICK_TRACE].x) == m
+    fig.to_json()
+    pos = figures.positions_figure(np.zeros((24, 24, 3), np.uint8), np.arange(36).reshape(6, 6))
+    assert np.isnan(pos.data[1].z[0][0]) and pos.data[1].z[5][5] == 35
