@@ -686,13 +686,12 @@ def cmd_score(args) -> int:
     from .scorecache import score_into_cache
 
     check_device(args.device)
+    cats = _categories(args)
     if args.model_dir is not None:
-        if args.category == "all":
-            raise SomadError("--model-dir scores one category: give --category too.")
-        cats, dirs = [args.category], {args.category: args.model_dir}
-        data.category_dir(args.data_dir, args.category)
+        if len(cats) != 1 or not args.category or "all" in args.category:
+            raise SomadError("--model-dir scores one category: give one --category name too.")
+        dirs = {cats[0]: args.model_dir}
     else:
-        cats = _categories(args)
         dirs = _saved_models(args, cats)
     for cat in cats:
         t0 = time.perf_counter()

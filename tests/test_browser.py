@@ -35,8 +35,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(env_extra: dict[str, str], args: tuple[str, ...] = ()):
-    """Start ``streamlit run app.py`` on a free port with ``env_extra``; yields its URL, stops it after."""
+def _serve(env_extra: dict[str, str], args: tuple[str, ...] = (), start_s: float = 120):
+    """Start ``streamlit run app.py`` on a free port with ``env_extra`` (skips without Chromium or
+    Playwright); yields its URL once healthy (at most ``start_s`` seconds), stops it after. Every
+    browser test file starts its servers through this."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")
@@ -46,7 +48,7 @@ def _serve(env_extra: dict[str, str], args: tuple[str, ...] = ()):
                              "--server.port", str(port), "--server.address", "127.0.0.1", *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
+    deadline = time.time() + start_s
     while time.time() < deadline:
         try:
             if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:

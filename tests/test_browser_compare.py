@@ -4,45 +4,19 @@ slider changes the shown epoch, the compare page shows both models. Latencies ar
 asserted; screenshots go to tests/screenshots/. Skips when chromium or playwright is missing."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from test_browser import ARGS, CHROMIUM, REPO, SHOTS, _free_port, _no_exception, _report_latency
+from test_browser import ARGS, CHROMIUM, SHOTS, _serve, _no_exception, _report_latency
 
 
 @pytest.fixture(scope="module")
 def server2(two_models_env, demo_root):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api")
-    port = _free_port()
-    env = dict(os.environ, SOMAD_DATA_DIR=str(demo_root), SOMAD_MODELS_DIR=str(two_models_env[0]),
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+    serving = _serve({"SOMAD_DATA_DIR": str(demo_root), "SOMAD_MODELS_DIR": str(two_models_env[0])})
+    url = next(serving)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    next(serving, None)
 
 
 @pytest.fixture(scope="module")

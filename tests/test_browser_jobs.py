@@ -2,48 +2,20 @@
 appears in a second session's model list without a reload. Skips without chromium or playwright."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
 
 from somad import jobs
 
-from test_browser import ARGS, CHROMIUM, REPO, _free_port
+from test_browser import ARGS, CHROMIUM, _serve
 
 
 @pytest.fixture()
 def jobs_server(tmp_path, demo_root):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api")
     models = tmp_path / "models"  # empty: the Model page offers the one-click demo fit
-    port = _free_port()
-    env = dict(os.environ, SOMAD_DATA_DIR=str(demo_root), SOMAD_MODELS_DIR=str(models),
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+    serving = _serve({"SOMAD_DATA_DIR": str(demo_root), "SOMAD_MODELS_DIR": str(models)})
+    url = next(serving)
     yield url, models
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    next(serving, None)
     for job in jobs.list_jobs(models):  # never leave a job process behind
         if job.active:
             jobs.cancel(models, job.id)

@@ -9,57 +9,29 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from test_browser import ARGS, CHROMIUM, REPO, SHOTS, _free_port, _no_exception
+from test_browser import ARGS, CHROMIUM, SHOTS, _serve, _no_exception
 
 
 @pytest.fixture(scope="module")
 def teach_env(tmp_path_factory, dash_model_env, dash_eval, demo_root):
     """``(models_dir, url, fp_name, thr)``: a server on a copy of the small model, with a threshold
     just under the highest-scored good test image (so that image is a false positive)."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api")
     models = tmp_path_factory.mktemp("teach_models")
     shutil.copytree(dash_model_env[1], models / "tiles" / "small")
     good = np.flatnonzero(dash_eval.labels == 0)
     worst = int(good[np.argmax(dash_eval.scores[good])])
     sample = dash_eval.samples[worst]
     thr = float(dash_eval.scores[worst]) - 1e-3
-    port = _free_port()
-    env = dict(os.environ, SOMAD_DATA_DIR=str(demo_root), SOMAD_MODELS_DIR=str(models),
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    env.pop("SOMAD_READ_ONLY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+    serving = _serve({"SOMAD_DATA_DIR": str(demo_root), "SOMAD_MODELS_DIR": str(models), "SOMAD_READ_ONLY": ""})
+    url = next(serving)
     yield models, url, f"{sample.defect}/{sample.path.name}", thr
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    next(serving, None)
 
 
 def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env, demo_root, tmp_path):
