@@ -231,17 +231,18 @@ def save_threshold(model_dir: str | Path, value: float, *, rule: str, note: str 
         note, name: as in :func:`teach`.
 
     Raises:
-        ParameterError: ``value`` is not a finite number or ``rule`` is empty. ModelFileError: the parent
+        ParameterError: ``value`` is not a finite number >= 0 or ``rule`` is empty. ModelFileError: the parent
             cannot be loaded or ``name`` is taken. OutputError: the models folder cannot be written.
     """
     from .persistence import load_model
 
     try:
-        ok = not isinstance(value, bool) and np.isfinite(float(value))
+        ok = not isinstance(value, bool) and np.isfinite(float(value)) and float(value) >= 0
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ParameterError(f"threshold must be a finite number, got {value!r}.")
+        raise ParameterError(f"threshold must be a finite number >= 0 (image scores are Mahalanobis distances, "
+                             f"never negative), got {value!r}.")
     value = float(value)
     if not str(rule or "").strip():
         raise ParameterError("save_threshold needs the rule that chose the threshold, in words.")

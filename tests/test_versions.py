@@ -174,6 +174,8 @@ def test_save_threshold_is_a_version_that_teaching_keeps(saved, new_files):
         save_threshold(saved, 3.0, rule="x", name="hand")
     with pytest.raises(ParameterError, match="finite"):
         save_threshold(saved, float("nan"), rule="x")
+    with pytest.raises(ParameterError, match=">= 0"):  # scores are distances: a negative threshold flags everything
+        save_threshold(saved, -1.0, rule="x")
 
 
 def test_cli_teach_and_threshold(saved, new_files, capsys):
