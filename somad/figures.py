@@ -131,6 +131,24 @@ def _axes(shape: tuple[int, int], topology: str) -> dict:
                            ticktext=[str(t) for t in yt], **common))
 
 
+def _map_px(shape: tuple[int, int], topology: str, size: int) -> tuple[float, float, float]:
+    """``(plot width, plot height, cell size)`` in screen pixels of a map drawn ``size`` px wide."""
+    plot_w, plot_h = _plot_px(shape, topology, size)
+    return plot_w, plot_h, min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
+
+
+def _map_figure(traces: list, xy: np.ndarray, shape: tuple[int, int], topology: str, title: str, size: int,
+                plot_h: float, selected: tuple[int, int] | None) -> go.Figure:
+    """A clickable map figure: ``traces`` plus the ring of the ``selected`` neuron, in the layout every
+    map of the dashboard shares (one constructor: ``update_layout`` calls cost ~10 ms each)."""
+    if selected is not None:
+        traces = [*traces, _selection_trace(xy, selected[0] * shape[1] + selected[1], topology)]
+    layout = dict(title=dict(text=title, x=0.02, font=dict(size=14)), width=size, height=int(plot_h + 70),
+                  margin=dict(l=40, r=80, t=40, b=30, autoexpand=False), clickmode="event+select", dragmode=False,
+                  plot_bgcolor="white", hovermode="closest", **_axes(shape, topology))
+    return go.Figure(traces, layout)
+
+
 def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", colorscale: str = "Viridis",
             hover: dict[str, np.ndarray] | None = None, selected: tuple[int, int] | None = None,
             size: int = 420, colorbar_title: str = "") -> go.Figure:
@@ -155,17 +173,10 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
     values = np.asarray(values, dtype=float)
     shape = values.shape
     xy = grid_coordinates(shape, topology)
-    plot_w, plot_h = _plot_px(shape, topology, size)
-    cell_px = min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
+    plot_w, plot_h, cell_px = _map_px(shape, topology, size)
     traces = [_value_trace(values, xy, topology, colorscale, colorbar_title, cell_px),
               _click_trace(values, xy, topology, colorscale, colorbar_title, cell_px, hover or {})]
-    if selected is not None:
-        traces.append(_selection_trace(xy, selected[0] * shape[1] + selected[1], topology))
-    layout = dict(title=dict(text=title, x=0.02, font=dict(size=14)), width=size, height=int(plot_h + 70),
-                  margin=dict(l=40, r=80, t=40, b=30, autoexpand=False), clickmode="event+select", dragmode=False,
-                  plot_bgcolor="white", hovermode="closest", **_axes(shape, topology))
-    fig = go.Figure(traces, layout)  # one constructor: update_layout calls cost ~10 ms each
-    return fig
+    return _map_figure(traces, xy, shape, topology, title, size, plot_h, selected)
 
 
 def png_source(image: np.ndarray) -> str:
@@ -381,8 +392,7 @@ def region_map(labels: np.ndarray, topology: str = "rectangular", title: str = "
     shape = labels.shape
     n = int(labels.max()) + 1 if labels.size else 1
     xy = grid_coordinates(shape, topology)
-    plot_w, plot_h = _plot_px(shape, topology, size)
-    cell_px = min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
+    plot_w, plot_h, cell_px = _map_px(shape, topology, size)
     scale = _discrete_scale(n)
     cbar = dict(title="region", thickness=12, len=1.0, tickvals=list(range(n)),
                 ticktext=[f"R{i + 1}" for i in range(n)])
@@ -414,12 +424,7 @@ def region_map(labels: np.ndarray, topology: str = "rectangular", title: str = "
         ty = [xy[r * shape[1] + c, 1] for r, c in typical]
         traces.append(go.Scatter(x=tx, y=ty, mode="text", text=[f"<b>R{i + 1}</b>" for i in range(len(typical))],
                                  textfont=dict(color="white", size=14), hoverinfo="skip", showlegend=False))
-    if selected is not None:
-        traces.append(_selection_trace(xy, selected[0] * shape[1] + selected[1], topology))
-    layout = dict(title=dict(text=title, x=0.02, font=dict(size=14)), width=size, height=int(plot_h + 70),
-                  margin=dict(l=40, r=80, t=40, b=30, autoexpand=False), clickmode="event+select", dragmode=False,
-                  plot_bgcolor="white", hovermode="closest", **_axes(shape, topology))
-    return go.Figure(traces, layout)
+    return _map_figure(traces, xy, shape, topology, title, size, plot_h, selected)
 
 
 def region_image(image: np.ndarray, majority: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -450,8 +455,7 @@ def replay_figure(replay, topology: str = "rectangular", size: int = 900) -> go.
     vmin, vmax = _range(u)
     xy = grid_coordinates(shape, topology)
     map_w = size * 0.5
-    plot_w, plot_h = _plot_px(shape, topology, int(map_w))
-    cell_px = min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
+    plot_w, plot_h, cell_px = _map_px(shape, topology, int(map_w))
     cbar = dict(title="U", thickness=12, len=0.8, x=0.41, xanchor="left")
 
     def map_trace(t: int):
@@ -581,8 +585,7 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
     score = np.asarray(max_score, dtype=float).ravel()
     lo, hi = score_range if score_range is not None else _range(score)
     xy = grid_coordinates(shape, topology)
-    plot_w, plot_h = _plot_px(shape, topology, size)
-    cell_px = min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
+    plot_w, plot_h, cell_px = _map_px(shape, topology, size)
     ulo, uhi = _range(u)
     if topology == "hexagonal":
         base = go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", hoverinfo="skip", showlegend=False,
@@ -609,12 +612,7 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
         traces.append(go.Scatter(x=xy[ring, 0], y=xy[ring, 1], mode="markers", hoverinfo="skip", showlegend=False,
                                  marker=dict(symbol="circle-open", size=max(cell_px * 1.3, 7),
                                              color=FOOTPRINT_COLOR, line=dict(width=2))))
-    if selected is not None:
-        traces.append(_selection_trace(xy, selected[0] * shape[1] + selected[1], topology))
-    layout = dict(title=dict(text=title, x=0.02, font=dict(size=14)), width=size, height=int(plot_h + 70),
-                  margin=dict(l=40, r=80, t=40, b=30, autoexpand=False), clickmode="event+select", dragmode=False,
-                  plot_bgcolor="white", hovermode="closest", **_axes(shape, topology))
-    return go.Figure(traces, layout)
+    return _map_figure(traces, xy, shape, topology, title, size, plot_h, selected)
 
 
 def distance_map_figure(dist: np.ndarray, nearest: list[tuple[int, int]], topology: str = "rectangular",
