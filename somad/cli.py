@@ -131,6 +131,13 @@ def _grid(text: str) -> tuple[int, int]:
     return parts[0], parts[-1]
 
 
+def _add_version_target(p: argparse.ArgumentParser) -> None:
+    """The options of every command that writes a new model version: the parent, a note, a name."""
+    p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
+    p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
+    p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     from .model import PARAM_HELP
 
@@ -299,9 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("teach", parents=common,
                        help="add defect-free images to a saved model (SOM fixed) as a new version next to it")
-    p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
-    p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
-    p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
+    _add_version_target(p)
     p.add_argument("--confirm-defective", action="store_true",
                    help="teach images from MVTec test/<defect>/ folders as normal anyway (recorded)")
     _add_device(p)
@@ -309,20 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("refit", parents=common,
                        help="refit a saved model, SOM included, on its training and taught images as a new version")
-    p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
-    p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
-    p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
+    _add_version_target(p)
     _add_device(p)
 
     p = sub.add_parser("threshold", parents=common,
                        help="save a model with another image threshold as a new version next to it")
-    p.add_argument("--model-dir", type=Path, required=True, help="the parent model folder (left unchanged)")
+    _add_version_target(p)
     p.add_argument("--set", dest="value", type=float, required=True,
                    help="the image threshold (Mahalanobis units; anomalous at score >= threshold)")
     p.add_argument("--rule", default=None,
                    help="how the value was chosen, in words (default: 'set by hand at VALUE')")
-    p.add_argument("--note", default=None, help="a note kept in the new version's provenance")
-    p.add_argument("--name", default=None, help="folder name of the new version (default: <parent>-vN)")
 
     p = sub.add_parser("score", parents=common,
                        help="score the test split of a category with a saved model into the cache next to the model "
