@@ -18,7 +18,7 @@ the fewest of :data:`AUTO_CANDIDATES` within :data:`SILHOUETTE_TOLERANCE` of the
 user gives it. The full merge tree is built once and cut at each candidate. A best silhouette of
 0.50 or less is read, after Kaufman & Rousseeuw (1990), as a weak or absent cluster structure
 (:func:`structure_note`): the regions are then a convenience partition of a map whose weights
-change gradually (MVTec bottle's 56x56 map scores about 0.0 to 0.1).
+change gradually (the default MVTec bottle model's 56x56 map scores 0.07 to 0.11).
 
 Region ``0`` holds the most training patches, region ``1`` the next, and so on; the dashboard calls
 them R1, R2, ... No Streamlit here.
