@@ -198,12 +198,12 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
 
 
 async def run_viewers(url: str, n: int, seconds: float, model, jpegs, max_uploads: int, sampler, pid,
-                      think: float = 0.0) -> dict:
+                      think: float = 0.0, chromium: str = CHROMIUM) -> dict:
     from playwright.async_api import async_playwright
 
     stats = {"clicks": [], "uploads": [], "upload_rss_mb": [], "exceptions": 0, "errors": [], "held": 0}
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = await p.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
         until = time.time() + seconds
         await asyncio.gather(*(session(browser, url, model, jpegs, until, stats, random.Random(i), max_uploads, pid,
                                        think)
@@ -231,6 +231,9 @@ def main() -> None:
     ap.add_argument("--think", type=float, default=0.0,
                     help="seconds a viewer looks at each result before the next action (uniform 0.5x to 1.5x); "
                          "0 = back-to-back clicks, a stress test rather than people")
+    ap.add_argument("--browser-nice", type=int, default=0,
+                    help="run Chromium at this nice level: the viewers' browsers share the server's cores here, "
+                         "while a real viewer's browser runs on their own machine")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -245,6 +248,11 @@ def main() -> None:
     results = {"command": " ".join(sys.argv), "model": str(model_dir), "cpus": os.cpu_count(), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = make_jpegs(args.data_dir, args.category, Path(tmp), max(4, args.uploads), args.image_px)
+        chromium = CHROMIUM
+        if args.browser_nice:
+            chromium = str(Path(tmp) / "chromium-niced")
+            Path(chromium).write_text(f'#!/bin/sh\nexec nice -n {args.browser_nice} {CHROMIUM} "$@"\n')
+            os.chmod(chromium, 0o755)
         results["jpeg_mb"] = round(float(np.mean([p.stat().st_size for p in jpegs])) / 1e6, 2)
         for n in args.viewers:
             log = Path(tmp) / f"server-{n}.log"
@@ -259,7 +267,7 @@ def main() -> None:
                 load0 = os.getloadavg()
                 t0 = time.time()
                 stats = asyncio.run(run_viewers(url, n, args.seconds, model, jpegs, args.uploads, sampler, proc.pid,
-                                                args.think))
+                                                args.think, chromium))
                 wall = time.time() - t0
                 load1 = os.getloadavg()
                 peak_held = sampler.peak
@@ -271,7 +279,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(20)
             clicks = [t for _, t in stats["clicks"]]
-            run = {"viewers": n, "think_s": args.think, "seconds": round(wall, 1), "clicks": len(clicks),
+            run = {"viewers": n, "think_s": args.think, "browser_nice": args.browser_nice, "seconds": round(wall, 1), "clicks": len(clicks),
                    "click_p50_s": percentile(clicks, 50), "click_p95_s": percentile(clicks, 95),
                    "neuron_p50_s": percentile([t for k, t in stats["clicks"] if k == "neuron"], 50),
                    "cell_p50_s": percentile([t for k, t in stats["clicks"] if k == "cell"], 50),
