@@ -196,3 +196,14 @@ def test_footprint_colours_are_the_heatmap_colours(dash_model_env, dash_eval):
     np.testing.assert_allclose(_plotly_rgb(heat.data[-1].marker.colorscale, np.array([0.5]))[0],
                                255 * np.array(viz.HEAT_COLORS[3][1]), atol=0.5)
     assert [v for _, v, _ in ticks] == sorted(v for _, v, _ in ticks) and ticks[-1][1] == pytest.approx(scale.top)
+
+
+def test_heat_scale_ticks():
+    """The colour bar's ticks sit where the scale puts their scores: training top at 0.3, pixel threshold at
+    0.5, the top at 1; without an evaluation (threshold = training top) the repeated tick is dropped."""
+    s = viz.HeatScale.for_model((2.0, 30.0), 40.0)
+    assert [(round(p, 6), round(v, 6)) for p, v, _ in s.ticks()] == [
+        (0.0, 2.0), (0.3, 30.0), (0.5, 40.0), (0.75, round(40 * 10 ** 0.25, 6)), (1.0, round(40 * 10 ** 0.5, 6))]
+    assert [t[2] for t in s.ticks()][:3] == ["2.0", "30.0", "40.0"]
+    p = viz.HeatScale.for_model((0.0, 10.0))
+    assert [round(t[0], 6) for t in p.ticks()] == [0.0, 0.5, 0.75, 1.0]
