@@ -130,7 +130,7 @@ def test_empty_masks_are_named_counted_and_left_out_of_pixel_metrics(tiny_model,
     shutil.copytree(demo_root / "tiles", root / "tiles")
     mask = root / "tiles" / "ground_truth" / "hole" / "000_mask.png"
     Image.fromarray(np.zeros_like(np.asarray(Image.open(mask)))).save(mask)
-    with pytest.warns(UserWarning, match=r"1 defective test image\(s\) of 'tiles' have an empty mask .*hole/000_mask"
+    with pytest.warns(UserWarning, match=r"1 defective test image of 'tiles' has an empty mask .*hole/000_mask"
                                          r"\.png.*left out of the pixel metrics"):
         ev = pipeline.evaluate_model(tiny_model, root, "tiles")
     m = ev.metrics
