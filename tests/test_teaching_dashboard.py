@@ -1,5 +1,5 @@
 """Acting on the inspection, screen side (dashboard/teaching.py): the slider's rule, the CSV export,
-leaks and counts with and without them, uploads kept for provenance, confirmation and viewer refusal."""
+uploads kept for provenance, confirmation and viewer refusal (leaks: tests/test_versions.py)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from dashboard import roles, teaching
-from somad import data, explain
 from somad.errors import SomadError
 
 
@@ -37,53 +36,6 @@ def test_export_table_keeps_rows_order_and_adds_path_threshold_notes():
     text = teaching.csv_bytes(out).decode()
     assert text.splitlines()[0] == ",".join(teaching.CSV_COLUMNS)
     assert text.splitlines()[1].startswith("crack/c.png,/d/crack/c.png,crack,anomalous,3.5,4.25,normal,FN,")
-
-
-def test_counts_with_and_without_leak():
-    labels = np.array([0, 0, 1, 1])
-    scores = np.array([5.0, 1.0, 6.0, 2.0])
-    every, clean = teaching.counts_with_and_without(labels, scores, 4.0, np.zeros(4, bool))
-    assert every == {"TP": 1, "FP": 1, "FN": 1, "TN": 1} and clean is None
-    every, clean = teaching.counts_with_and_without(labels, scores, 4.0, np.array([True, False, False, False]))
-    assert every == explain.outcome_counts(labels, scores, 4.0)
-    assert clean == {"TP": 1, "FP": 0, "FN": 1, "TN": 1}
-
-
-def _model_dir(folder: Path, provenance: dict | None) -> Path:
-    folder.mkdir(parents=True)
-    cfg = {"format_version": 0}
-    if provenance is not None:
-        cfg["provenance"] = provenance
-    (folder / "config.json").write_text(json.dumps(cfg))
-    return folder
-
-
-def test_provenance_chain_and_leak_mask(tmp_path, monkeypatch):
-    import dashboard.teaching as t
-
-    monkeypatch.setattr(t, "read_config", lambda d: json.loads((Path(d) / "config.json").read_text()))
-    test = tmp_path / "cat" / "test" / "good"
-    test.mkdir(parents=True)
-    a, b, c = (test / n for n in ("a.png", "b.png", "c.png"))
-    for i, p in enumerate((a, b, c)):
-        p.write_bytes(bytes([i]) * 10)
-    upload = tmp_path / "up.png"
-    upload.write_bytes(bytes([2]) * 10)  # the content of c.png, under another name
-    root = tmp_path / "models" / "cat"
-    _model_dir(root / "base", None)
-    _model_dir(root / "v1", {"parent": {"name": "base", "path": "/moved/base"}, "kind": "teach",
-                             "added": [{"path": str(upload), "sha256": t.operating.sha256_file(upload)}]})
-    v2 = _model_dir(root / "v2", {"parent": str(root / "v1"), "kind": "threshold", "added": []})
-    chain = teaching.provenance_chain(v2)
-    assert [p["kind"] for p in chain] == ["threshold", "teach"]
-    assert [f["path"] for f in teaching.taught_files(v2)] == [str(upload)]
-
-    class M:
-        train_paths_ = [str(a)]
-
-    samples = [data.Sample(p, "good") for p in (a, b, c)]
-    assert teaching.leak_mask(M(), v2, samples).tolist() == [True, False, True]
-    assert teaching.leak_mask(M(), root / "base", samples).tolist() == [True, False, False]
 
 
 def test_store_uploads_content_named_once_and_refused_for_viewers(tmp_path, monkeypatch):
