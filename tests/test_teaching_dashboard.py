@@ -213,3 +213,31 @@ def test_teach_job_arguments_and_free_version_name(tmp_path):
                     "--device", "cpu", "--note", "new light", "--confirm-defective", str(a.resolve()), str(b.resolve())]
     plain = teaching.Marked(["good/a.png"], [a], np.array([0]), np.array([1.0]))
     assert "--confirm-defective" not in teaching.teach_argv(tmp_path, plain, confirmed=True, note=None, name="x")
+
+
+def test_write_url_sends_the_view_even_when_the_server_copy_already_matches(monkeypatch):
+    """st.query_params is the server's copy, set before the change is sent: when a run is cut short
+    right then, the copy matches while the browser still shows the parent's model= and thr=. The
+    URL must be sent anyway (it was skipped, and a reload after "Mark as normal" opened the parent)."""
+    from types import SimpleNamespace
+
+    from dashboard import state
+    from dashboard.keys import Keys
+
+    sent = []
+
+    class ServerCopy(dict):
+        def from_dict(self, values):
+            sent.append(dict(values))
+            self.clear()
+            self.update(values)
+
+    ss = {Keys.MODEL_DIR: "/models/tiles/small-v2", Keys.CATEGORY: "tiles", Keys.THRESHOLD: 32.57774353,
+          Keys.CELL: (2, 4), Keys.DATA_DIR: ""}
+    want = {"category": "tiles", "model": "small-v2", "cell": "2,4", "thr": "32.5777"}
+    assert state.view_params(ss) == want
+    fake = SimpleNamespace(session_state=ss, query_params=ServerCopy(want))  # the copy already says so
+    monkeypatch.setattr(state, "st", fake)
+    state.write_url()
+    state.write_url()
+    assert sent == [want, want]
