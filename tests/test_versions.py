@@ -98,7 +98,7 @@ def test_partial_fit_refuses_other_arrays(parent):
 
     with pytest.raises(ParameterError, match="uint8"):
         copy.deepcopy(parent).partial_fit(np.zeros((1, 32, 32, 3), np.uint8))
-    with pytest.raises(ParameterError, match="paths"):
+    with pytest.raises(ParameterError, match=r"got 2 images but 1 path\."):
         copy.deepcopy(parent).partial_fit(np.zeros((2, 64, 64, 3), np.uint8), ["a.png"])
 
 
