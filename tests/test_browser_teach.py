@@ -1,6 +1,8 @@
 """Real-browser test of issue 21's loop: in the Test inspector, mark a false positive as normal (a
 taught new version), save the slider's threshold as a new version made the default; then a reload
-shows that version, and ``predict`` and ``evaluate`` use it.
+shows that version, and ``predict`` and ``evaluate`` use it. The page URL names each new version
+(``model=<base>-vN``, its own ``thr=``) so a reload opens it; while the new version is scored the page
+shows the progress alone (no counts of the parent left next to it).
 
 Runs on its own copy of the small dashboard model (writes new versions), on its own server.
 Skips when chromium or playwright is missing.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -71,6 +74,7 @@ def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env
         # the taught test image now leaks: the page says so
         page.get_by_text("was taught to this model (a leak)").wait_for()
         # the page URL names the new version, so a reload opens it (not the parent)
+        assert re.fullmatch(r"small-v\d+", taught.name), taught.name  # <base>-vN
         _wait_url_model(page, taught.name)
         taught_thr = float(json.loads((taught / "config.json").read_text())["threshold"])
         assert _query(page)["thr"] == [f"{taught_thr:.6g}"], page.url  # its own threshold, not the link's
@@ -115,6 +119,9 @@ def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env
                  "--results-dir", str(res), "--figures", "0"]) == 0
     metrics = json.loads((res / "tiles" / "metrics.json").read_text())
     assert Path(metrics["model_dir"]).name == saved_name and metrics["threshold"] == pytest.approx(value)
+    # the FP taught to its parent is in the test split: evaluate reports it, as the Test inspector does
+    assert metrics["n_taught_test"] == 1 and metrics["taught_test"] == [fp_name]
+    assert metrics["without_taught"]["n_test"] == metrics["n_test"] - 1
 
 
 def _query(page) -> dict[str, list[str]]:
