@@ -10,6 +10,7 @@ from dashboard import events, help, images, loaders, state, widgets
 from dashboard.keys import Keys
 from somad import explain, figures, projection, regions, replay, viz
 from somad.errors import SomadError
+from somad.words import plural
 
 CHARTS = ("som_umatrix", "som_hitmap", "som_cplane")
 CROP = 112
@@ -198,7 +199,7 @@ def _gallery(cur, neuron) -> None:
     st.image(shown, caption=caps, width=CROP)
     missing = sum(cr is None for cr in crops)
     if missing:
-        st.warning(f"{missing} training image(s) could not be read (moved or deleted since fitting); "
+        st.warning(f"{plural(missing, 'training image')} could not be read (moved or deleted since fitting); "
                    "shown as grey squares.")
     st.caption("Each crop is a 5x5-cell neighbourhood around the patch; the box marks the feature cell "
                "(its receptive field centre); grey diagonal hatching is outside the image (a cell at its border). Sorted by distance to the neuron's weights; captions give the "

@@ -11,6 +11,7 @@ from dashboard import events, help, images, loaders, roles, state, teach_panel, 
 from dashboard.keys import Keys
 from somad import explain, figures, operating, projection, viz
 from somad.errors import SomadError
+from somad.words import plural, word
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
 CROP = 112
@@ -216,12 +217,14 @@ def render_save_threshold(cur, thr: float, rule: str) -> None:
 
 
 def render_counts(ev, thr: float, leak: np.ndarray) -> None:
-    every, clean = teaching.counts_with_and_without(ev.labels, ev.scores, thr, leak)
+    every, clean = explain.counts_with_and_without(ev.labels, ev.scores, thr, leak)
     for col, name in zip(st.columns(4), OUTCOMES):
         col.metric(name, every[name], help=None if clean is None else f"{clean[name]} without the taught images")
     if clean is not None:
-        st.warning(f"{int(leak.sum())} test image(s) were taught to this model (a leak): they are in its training "
-                   "set, so the counts above flatter it. Without them: "
+        n = int(leak.sum())
+        st.warning(f"{plural(n, 'test image')} {word(n, 'was')} taught to this model (a leak): "
+                   f"{word(n, 'it')} {word(n, 'is')} in its training set, so the counts above flatter it. Without "
+                   f"{word(n, 'it')}: "
                    + ", ".join(f"{k} {clean[k]}" for k in OUTCOMES) + ".")
     with st.expander("What do TP, FP, FN, TN and the thresholds mean?"):
         st.markdown(help.TEST_TABLE + "\n" + help.THRESHOLDS)
