@@ -155,3 +155,14 @@ def test_replay_leaves_the_model_unchanged(demo_root, monkeypatch, sample):
     assert torch.equal(plain.means_, kept.means_)
     assert plain.threshold_ == kept.threshold_
     assert plain.quantization_error_ == kept.quantization_error_
+
+
+def test_caption_says_what_the_errors_are_measured_on():
+    rep = Replay(np.zeros((2, 2, 2), np.float32), np.ones(2), np.array([0.01, 0.3]), np.ones(2), np.ones(2),
+                 sample=REPLAY_SAMPLE)
+    from somad import replay
+
+    sub = replay.caption(rep, 125440)
+    assert f"{REPLAY_SAMPLE:,} of the 125,440 training patches" in sub and "same every epoch" in sub
+    assert "all 4,096 training patches" in replay.caption(rep, REPLAY_SAMPLE)
+    assert "topographic error often rises" in sub and "Kiviluoto 1996" in sub and "Kohonen" in sub
