@@ -236,6 +236,11 @@ def _restore_model(name: str | None) -> list[str]:
     return dropped
 
 
+def url_float(value: float) -> str:
+    """A float as the URL writes it (6 significant digits)."""
+    return f"{value:.6g}"
+
+
 def view_params(ss) -> dict[str, str]:
     """The query parameters of the view state in ``ss`` (a session state): :data:`URL_KEYS` with a
     value, the model by its folder name, pairs as ``r,c``, floats to 6 significant digits."""
@@ -249,7 +254,7 @@ def view_params(ss) -> dict[str, str]:
         elif isinstance(value, tuple):
             value = ",".join(str(v) for v in value)
         elif isinstance(value, float):
-            value = f"{value:.6g}"
+            value = url_float(value)
         want[param] = str(value)
     return want
 
@@ -393,10 +398,14 @@ def image_names(ev) -> list[str]:
 
 
 def threshold(cur: Current) -> float:
-    """The session's image threshold (default: the model's deployable ``threshold_``)."""
+    """The session's image threshold (default: the model's deployable ``threshold_``). A value that
+    reads as the model's own in the URL (:func:`url_float`, e.g. after a reload) is the model's exact
+    threshold: the rounded copy would call the rule "set by hand" and could flip an image that scores
+    exactly the saved threshold."""
     ss = st.session_state
-    if ss.get(Keys.THRESHOLD) is None:
-        ss[Keys.THRESHOLD] = float(cur.model.threshold_)
+    model_thr = float(cur.model.threshold_)
+    if ss.get(Keys.THRESHOLD) is None or url_float(float(ss[Keys.THRESHOLD])) == url_float(model_thr):
+        ss[Keys.THRESHOLD] = model_thr
     return float(ss[Keys.THRESHOLD])
 
 

@@ -324,6 +324,25 @@ def test_url_restores_view_and_follows_it(app_env, dash_eval):
     assert (qp["neuron"], qp["image"], qp["cell"], qp["model"], qp["thr"]) == ("3,5", name, "2,4", "small", thr)
 
 
+def test_link_with_the_models_own_rounded_threshold_is_the_model_threshold(app_env, dash_eval):
+    """After a reload the URL's ``thr=`` is the model's threshold to 6 digits: the page uses the exact
+    value and its rule, not "set by hand" at the rounded one (which could flip an image scored exactly
+    at the threshold)."""
+    from dashboard import state
+
+    model_thr = float(app_env[2].threshold_)
+    rounded = state.url_float(model_thr)
+    assert float(rounded) != model_thr  # the case of the bug: the URL's copy is not the exact value
+    at = _app()
+    at.query_params.update({"model": "small", "thr": rounded})
+    at.run()
+    at.switch_page("pages/3_test_inspector.py").run()
+    _clean(at)
+    assert at.session_state["threshold"] == model_thr
+    rule = [c.value for c in at.caption if c.value.startswith("Rule:")]
+    assert rule and "deployable threshold" in rule[0] and "by hand" not in rule[0], rule
+
+
 def test_unreadable_link_falls_back_to_defaults(app_env):
     at = _app()
     at.query_params.update({"model": "gone", "neuron": "x,y"})
