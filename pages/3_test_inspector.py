@@ -454,11 +454,10 @@ def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
         widgets.chart(figures.distance_map_figure(pm.dist, pm.nearest, m.topology,
                                                   f"Distance of cell ({r}, {c}) to every neuron", size=400),
                       "w_cell_distance", width="content")
-        where = ("far from every group the map knows" if pm.median_ratio > 2 else
-                 "between two groups of the map" if pm.gap < 1.05 else "close to one known group")
-        st.caption(f"Euclidean distance in feature units (dark = near); pink outline: BMU, dotted white: the other "
-                   f"{len(pm.nearest) - 1} nearest. Its BMU distance is {pm.median_ratio:.1f}x that of a typical "
-                   f"training patch, and the 2nd nearest neuron is {pm.gap:.2f}x as far: {where}.")
+        st.caption(f"Euclidean distance in feature units (yellow = near, dark purple = far); pink outline: BMU, "
+                   f"dotted white: the other {len(pm.nearest) - 1} nearest. Its BMU distance is "
+                   f"{pm.median_ratio:.1f}x that of a typical training patch; {pm.where()}. Whether it is anomalous "
+                   "is its score's business (the Mahalanobis distance to the neuron's Gaussian), not this distance.")
 
 
 def render_contributions(cur, i: int, cell: tuple[int, int], ex) -> None:

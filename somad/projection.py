@@ -25,6 +25,9 @@ import torch
 from .errors import SomadError
 from .explain import bmu_index, neuron_index
 from .scoring import PatchScores
+from .som import topographic_error
+
+FAR_RATIO = 2.0  # a patch whose BMU distance is over this many times the training median is "far"
 
 
 # ------------------------------------------------------------------ footprint
@@ -175,13 +178,28 @@ class PatchOnMap:
         nearest: the ``k`` nearest neurons ``(row, col)``, nearest first; ``nearest[0]`` is the BMU.
         median_ratio: BMU distance over the median distance of the training patches to their BMU
             (about 1 for a typical normal patch; far above 1 = far from every known group).
-        gap: distance to the 2nd nearest neuron over distance to the BMU (near 1 = between groups).
+        gap: distance to the 2nd nearest neuron over distance to the BMU (on a SOM usually near 1:
+            the BMU's grid neighbours are almost as near).
+        adjacent: the two nearest neurons are grid neighbours (this patch's own topographic error
+            is 0); False = the patch lies between two parts of the map.
     """
 
     dist: np.ndarray
     nearest: list[tuple[int, int]]
     median_ratio: float
     gap: float
+    adjacent: bool = True
+
+    def where(self) -> str:
+        """Where the patch sits relative to the map's groups, in words (for the Test inspector).
+        Euclidean distances only: whether it is anomalous is its score's business (the Mahalanobis
+        distance to the neuron's Gaussian), so this never says "anomalous"."""
+        if np.isfinite(self.median_ratio) and self.median_ratio > FAR_RATIO:
+            return (f"its BMU is {self.median_ratio:.1f}x as far as a typical training patch is from its own: "
+                    "an appearance the map has few patches like")
+        if not self.adjacent:
+            return "its two nearest neurons are not neighbours on the map: it lies between two groups"
+        return "its two nearest neurons are neighbours on the map: inside one known group"
 
 
 def patch_on_map(model, feature_map: torch.Tensor | np.ndarray, row: int, col: int, k: int | None = None
@@ -205,8 +223,12 @@ def patch_on_map(model, feature_map: torch.Tensor | np.ndarray, row: int, col: i
     d0 = float(dist[nearest[0]])
     d1 = float(dist[nearest[1]]) if len(nearest) > 1 else float("nan")
     typical = float(np.median(bmu_index(model).dist)) if len(bmu_index(model).dist) else float("nan")
+    cols = dist.shape[1]
+    top2 = torch.tensor([[nearest[0][0] * cols + nearest[0][1], nearest[1][0] * cols + nearest[1][1]]]) \
+        if len(nearest) > 1 else None
+    adjacent = top2 is None or topographic_error(top2, tuple(model.grid_), model.topology) == 0.0
     return PatchOnMap(dist, nearest[:k], d0 / typical if typical > 0 else float("nan"),
-                      d1 / d0 if d0 > 0 else float("inf"))
+                      d1 / d0 if d0 > 0 else float("inf"), adjacent)
 
 
 # ----------------------------------------------------------- neuron -> images

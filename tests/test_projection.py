@@ -92,6 +92,10 @@ def test_patch_on_map_bmu_is_the_scored_bmu(dash_model_env, dash_eval):
         assert pm.nearest[0] == ex.bmu
         assert pm.nearest == [(nr, nc) for nr, nc, _ in ex.neighbours]  # the same k nearest, same order
         assert pm.gap >= 1.0 and pm.median_ratio > 0
+        (r0, c0), (r1, c1) = (divmod(int(j), pm.dist.shape[1]) for j in np.argsort(pm.dist, axis=None)[:2])
+        # oracle: the two nearest neurons are rectangular grid neighbours (8-connected)
+        assert model.topology == "rectangular" and pm.adjacent == (max(abs(r0 - r1), abs(c0 - c1)) == 1)
+        assert ("not neighbours" in pm.where()) == (not pm.adjacent) or pm.median_ratio > projection.FAR_RATIO
     with pytest.raises(ValueError, match="outside"):
         projection.patch_on_map(model, feats, h, 0)
 
