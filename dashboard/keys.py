@@ -66,6 +66,7 @@ class Keys:
     W_OPEN_OPERATING = "w_open_operating"  # toggles that open the issue-21 sections (dashboard.teach_panel.section)
     W_OPEN_SAVE = "w_open_save"
     W_OPEN_MARK = "w_open_mark"
+    FOLD_PANELS = "fold_panels"  # the W_OPEN_* toggles to fold on their next draw (a new version opened)
     UPLOADS = "_uploads"  # dashboard.images.UploadStore: the Try an image uploads held at their shown size
     UPLOADS_PIXEL_THR = "_uploads_pixel_thr"  # (pixel threshold, colour scale) their overlays were drawn at
     MY_JOBS = "_my_jobs"  # ids of the jobs this session submitted

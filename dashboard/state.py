@@ -275,14 +275,27 @@ def write_url() -> None:
     st.query_params.from_dict(view_params(st.session_state))
 
 
-def select_model(model_dir: str | None, data_dir: str | None = None, category: str | None = None) -> None:
-    """Make ``model_dir`` the current model (evaluated on ``data_dir``/``category``); resets selections."""
+NEW_VERSION_KEEPS = (Keys.IMAGE, Keys.CELL)
+"""What opening a new version (taught, threshold saved) of the open model keeps: the same test split,
+so the engineer goes on looking at the image they acted on."""
+
+NEW_VERSION_FOLDS = (Keys.W_OPEN_MARK, Keys.W_OPEN_SAVE, Keys.W_OPEN_OPERATING)
+"""The panels that made the new version, folded once it opens (they would aim at it again)."""
+
+
+def select_model(model_dir: str | None, data_dir: str | None = None, category: str | None = None,
+                 new_version: bool = False) -> None:
+    """Make ``model_dir`` the current model (evaluated on ``data_dir``/``category``); resets selections,
+    except :data:`NEW_VERSION_KEEPS` when ``new_version`` (a version just made from the open model)."""
     ss = st.session_state
     ss[Keys.MODEL_DIR] = model_dir
     ss[Keys.MODEL_DATA] = (data_dir or ss.get(Keys.DATA_DIR), category or ss.get(Keys.CATEGORY))
     ss.pop(Keys.W_SAVED_MODEL, None)  # the Model page's picker then follows the loaded model
     for key in SELECTIONS:
-        ss.pop(key, None)
+        if not (new_version and key in NEW_VERSION_KEEPS):
+            ss.pop(key, None)
+    if new_version:  # folded by dashboard.teach_panel.section before the toggle is drawn again (a widget's
+        ss[Keys.FOLD_PANELS] = set(NEW_VERSION_FOLDS)  # value cannot be set once it is drawn in this run)
 
 
 def select_image(name: str) -> None:

@@ -22,7 +22,12 @@ OUTCOMES = ("TP", "FP", "FN", "TN")
 def section(label: str, key: str) -> bool:
     """A section opened by a toggle: unlike an expander, a keyed widget keeps its state when an element
     above it comes or goes between reruns (e.g. a scoring job's progress), so a click inside it never
-    folds it away. Returns True when open."""
+    folds it away. Returns True when open; a panel whose new version just opened is folded
+    (:data:`dashboard.state.NEW_VERSION_FOLDS`)."""
+    fold = st.session_state.get(Keys.FOLD_PANELS)
+    if fold and key in fold:
+        fold.discard(key)
+        st.session_state[key] = False
     return st.toggle(label, key=key)
 
 
@@ -124,7 +129,7 @@ def apply(cur, marked: teaching.Marked, *, confirmed: bool, note: str, name: str
 def _open_taught(result: dict, cur) -> None:
     st.session_state[Keys.TEACH_RESULT] = result
     st.session_state.pop(Keys.TEACH_PREVIEW, None)
-    state.select_model(result["new"], cur.data_dir, cur.category)
+    state.select_model(result["new"], cur.data_dir, cur.category, new_version=True)
 
 
 def render_job(cur) -> None:

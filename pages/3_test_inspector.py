@@ -197,7 +197,8 @@ def render_save_threshold(cur, thr: float, rule: str) -> None:
         a, b = st.columns(2)
         note = a.text_input("Note", key=Keys.W_SAVE_NOTE, placeholder="why this threshold")
         name = b.text_input("Name of the new version (optional)", key=Keys.W_SAVE_NAME, placeholder="automatic")
-        default = st.checkbox("Make it the category's default (what predict and evaluate use without --model-dir)",
+        default = st.checkbox("Make it the category's default (what new dashboard sessions open, and what "
+                              "`evaluate` uses without `--name`)",
                               key=Keys.W_SAVE_DEFAULT)
         if st.button("Save this threshold", type="primary", icon=":material/save:", key="w_save_threshold"):
             try:
@@ -212,7 +213,7 @@ def render_save_threshold(cur, thr: float, rule: str) -> None:
             st.session_state[Keys.SAVED_VERSION] = (
                 f"Saved threshold {thr:.3f} as the new version **{new.name}** (now open"
                 + (", and the category's default" if default else "") + f"). Undo: open {Path(cur.model_dir).name}.")
-            state.select_model(str(new), cur.data_dir, cur.category)
+            state.select_model(str(new), cur.data_dir, cur.category, new_version=True)
             st.rerun()
 
 
@@ -223,7 +224,7 @@ def render_counts(ev, thr: float, leak: np.ndarray) -> None:
     if clean is not None:
         n = int(leak.sum())
         st.warning(f"{plural(n, 'test image')} {word(n, 'was')} taught to this model (a leak): "
-                   f"{word(n, 'it')} {word(n, 'is')} in its training set, so the counts above flatter it. Without "
+                   f"{word(n, 'it', 'they')} {word(n, 'is')} in its training set, so the counts above flatter it. Without "
                    f"{word(n, 'it')}: "
                    + ", ".join(f"{k} {clean[k]}" for k in OUTCOMES) + ".")
     with st.expander("What do TP, FP, FN, TN and the thresholds mean?"):

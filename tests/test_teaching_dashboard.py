@@ -241,3 +241,28 @@ def test_write_url_sends_the_view_even_when_the_server_copy_already_matches(monk
     state.write_url()
     state.write_url()
     assert sent == [want, want]
+
+
+def test_saved_threshold_opens_the_new_version_on_the_same_image_with_the_panel_folded(
+        monkeypatch, demo_root, tmp_path, dash_model_env, dash_eval):
+    """"Save this threshold" opens the new version; the engineer stays on the image they were looking
+    at (the same test split), and the save panel is folded (it would offer the same save again)."""
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    models = tmp_path / "models"
+    shutil.copytree(dash_model_env[1], models / "tiles" / "small")
+    monkeypatch.setenv("SOMAD_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("SOMAD_MODELS_DIR", str(models))
+    name = f"{dash_eval.samples[2].defect}/{dash_eval.samples[2].path.name}"
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180)
+    at.query_params.update({"model": "small", "image": name})
+    at.run()
+    at.switch_page("pages/3_test_inspector.py").run()
+    at.toggle(key="w_open_save").set_value(True).run()
+    next(b for b in at.button if b.key == "w_save_threshold").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert Path(at.session_state["model_dir"]).name != "small"  # the new version is open
+    assert at.session_state["image"] == name
+    assert at.toggle(key="w_open_save").value is False
