@@ -63,5 +63,7 @@ defective image and no label is needed. With T such scores the rate moves in ste
 
 FOOTPRINT_COLOURS = ("Coloured neurons: the image's footprint, each neuron by the highest patch score of the cells "
                      "that chose it, on the heatmaps' colour scale and colour bar (the same score has the same colour "
-                     "here and on the heatmap; the heatmap is blurred, so its peaks are a little lower).")
+                     "here and on the heatmap; the heatmap is blurred, so its peaks are a little lower). "
+                     + "Underneath in grey, the U-matrix with light valleys and dark ridges (the reverse of the plain "
+                     "U-matrix's colours, so that the blue of normal patches stands out).")
 """Caption of the footprint map's colours (SOM explorer)."""

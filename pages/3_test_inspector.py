@@ -447,7 +447,7 @@ def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
                                             ex.bmu, f"Where cell ({r}, {c}) lands: its BMU on the image's footprint",
                                             size=400), "w_cell_footprint", width="content")
         note = projection.ground_truth_note(int(ev.labels[i]), ev.masks[i])
-        st.caption("Grey: U-matrix. Coloured: the neurons this image's cells chose, by their highest patch score "
+        st.caption("Grey: U-matrix (light valleys, dark ridges). Coloured: the neurons this image's cells chose, by their highest patch score "
                    "on the heatmap's colour scale; "
                    "green rings: chosen by cells in the ground-truth defect"
                    + (f" ({note})" if note else "") + f"; pink outline: the BMU of cell ({r}, {c}).")
