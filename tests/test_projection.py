@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from somad import explain, figures, projection
+from somad import explain, figures, projection, viz
 from somad.scoring import PatchScores
 
 
@@ -140,8 +140,8 @@ def test_projection_figures_draw_every_grid(grid, topology):
     mask[:8, :8] = True
     fp = projection.image_footprint(patches, 0, (h, w), grid, mask)
     u = rng.random(grid)
-    fig = figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, topology, (0, 1),
-                                selected=divmod(int(bmu[0]), grid[1]))
+    fig = figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, topology,
+                                viz.HeatScale.for_model((0.0, 0.5), 0.6), selected=divmod(int(bmu[0]), grid[1]))
     click = fig.data[figures.CLICK_TRACE]
     assert len(click.x) == m
     assert int((np.asarray(click.marker.opacity) == 1.0).sum()) == len(np.unique(bmu))
@@ -153,3 +153,57 @@ def test_projection_figures_draw_every_grid(grid, topology):
     fig.to_json()
     pos = figures.positions_figure(np.zeros((24, 24, 3), np.uint8), np.arange(36).reshape(6, 6))
     assert np.isnan(pos.data[1].z[0][0]) and pos.data[1].z[5][5] == 35
+
+
+def _plotly_rgb(colorscale, positions: np.ndarray) -> np.ndarray:
+    """What plotly draws for ``positions`` on ``colorscale`` (cmin 0, cmax 1): linear interpolation in RGB
+    between the stops (plotly.js ``makeColorScaleFunc``), written out with numpy, float (n, 3) in 0..255."""
+    stops = np.array([float(p) for p, _ in colorscale])
+    rgb = np.array([[float(v) for v in c[c.index("(") + 1:-1].split(",")] for _, c in colorscale])
+    return np.stack([np.interp(positions, stops, rgb[:, ch]) for ch in range(3)], 1)
+
+
+def test_footprint_colours_are_the_heatmap_colours(dash_model_env, dash_eval):
+    """Issue 19 follow-up: a neuron of the footprint has the colour the heatmap gives its score (the
+    category's heat scale, one for every image), and the colour bar has the heatmap's ticks."""
+    model = dash_model_env[2]
+    ev = dash_eval
+    scale = viz.heat_scale(model.pixel_range_, ev.metrics)
+    u = model.u_matrix()
+    heat = figures.image_figure(ev.images[0], model.feature_shape_, cell_values=np.zeros(model.feature_shape_),
+                                scale=scale)
+    heat_bar = heat.data[-1].marker.colorbar
+    lo_img, hi_img = int(np.argmin(ev.scores)), int(np.argmax(ev.scores))
+    seen = []
+    for i in (lo_img, hi_img):
+        fp = projection.image_footprint(ev.patches, i, model.feature_shape_, model.grid_, ev.masks[i])
+        fig = figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, model.topology, scale)
+        marker = fig.data[figures.CLICK_TRACE].marker
+        chosen = fp.counts.ravel() > 0
+        scores = fp.max_score.ravel()[chosen]
+        shown = _plotly_rgb(marker.colorscale, np.asarray(marker.color, float)[chosen])
+        on_heatmap = scale.colorize(scores[None].astype(np.float64))[0].astype(float)
+        assert np.abs(shown - on_heatmap).max() <= 2.0  # one 8-bit step of rounding, 1/1023 of the colour map
+        assert (marker.cmin, marker.cmax) == (0.0, 1.0)
+        assert list(marker.colorbar.tickvals) == list(heat_bar.tickvals)
+        assert list(marker.colorbar.ticktext) == list(heat_bar.ticktext)
+        seen.append(scores)
+    assert seen[1].max() > seen[0].max()  # the two images span different ranges, on one scale
+    # the pixel threshold's tick sits where the colour turns yellow, on both colour bars
+    ticks = scale.ticks()
+    knee = [p for p, v, _ in ticks if v == scale.knee]
+    assert knee == [0.5] and f"{scale.knee:.1f}" in heat_bar.ticktext
+    np.testing.assert_allclose(_plotly_rgb(heat.data[-1].marker.colorscale, np.array([0.5]))[0],
+                               255 * np.array(viz.HEAT_COLORS[3][1]), atol=0.5)
+    assert [v for _, v, _ in ticks] == sorted(v for _, v, _ in ticks) and ticks[-1][1] == pytest.approx(scale.top)
+
+
+def test_heat_scale_ticks():
+    """The colour bar's ticks sit where the scale puts their scores: training top at 0.3, pixel threshold at
+    0.5, the top at 1; without an evaluation (threshold = training top) the repeated tick is dropped."""
+    s = viz.HeatScale.for_model((2.0, 30.0), 40.0)
+    assert [(round(p, 6), round(v, 6)) for p, v, _ in s.ticks()] == [
+        (0.0, 2.0), (0.3, 30.0), (0.5, 40.0), (0.75, round(40 * 10 ** 0.25, 6)), (1.0, round(40 * 10 ** 0.5, 6))]
+    assert [t[2] for t in s.ticks()][:3] == ["2.0", "30.0", "40.0"]
+    p = viz.HeatScale.for_model((0.0, 10.0))
+    assert [round(t[0], 6) for t in p.ticks()] == [0.0, 0.5, 0.75, 1.0]
