@@ -13,7 +13,8 @@ defects and on the defects under the scenario, image AUROC on the new-normal tes
 defective under the scenario) and on the original one, and the seconds of ``partial_fit``
 (``timings_["partial_fit"]``). ``--refit-k`` also fits a new model (same hyperparameters, SOM
 retrained) on the training images plus the taught ones for those k and reports the same
-figures with the fit's seconds. Prints a markdown table and ``os.getloadavg()``; writes JSON.
+figures with the fit's seconds. Prints a markdown table and ``os.getloadavg()``; writes JSON. Each row
+also records ``os.getloadavg()`` when it was done (``loadavg``): its seconds are only comparable at a like load.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def _figures(model: SOMAD, sets: dict) -> dict:
     s = {k: model.score_samples(v) for k, v in sets.items()}
     thr = model.threshold_
     fp = int(is_anomalous(s["good_new"], thr).sum())
-    out = {"threshold": thr, "fp_new_good": fp, "n_new_good": len(s["good_new"]),
+    out = {"loadavg": [round(v, 2) for v in os.getloadavg()], "threshold": thr, "fp_new_good": fp, "n_new_good": len(s["good_new"]),
            "fp_orig_good": int(is_anomalous(s["good"], thr).sum()),
            "recall_defects": float(is_anomalous(s["bad"], thr).mean()),
            "recall_defects_new": float(is_anomalous(s["bad_new"], thr).mean()),

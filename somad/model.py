@@ -34,7 +34,8 @@ from .decision import is_anomalous
 from .devices import check_device
 from .errors import NotFittedError, ParameterError
 from .features import DEFAULT_BACKBONE, STRIDES, FeatureExtractor
-from .gaussian import NeuronStats, accumulate, accumulate_chunks, gaussians, recover_stats, whitening_factors
+from .gaussian import (NeuronStats, accumulate, accumulate_chunks, gaussians, recover_stats, whitening_factors,
+                       without)
 from .patches import PatchFile, PatchMemory, check_resources
 from .progress import Progress, Stage, counter, for_stage
 from .replay import ReplayRecorder
@@ -669,9 +670,10 @@ class SOMAD:
             if folds > 1:
                 train_rows = torch.as_tensor(self._image_rows(self.threshold_indices_[members]),
                                              device=self.train_bmu_.device)
-                held = accumulate(xf, self.train_bmu_[train_rows].to(x.device), self.som_weights_)
-                means, covs = gaussians(stats - held, self.cov_eps, self.shrinkage)
+                rest = without(stats, xf, self.train_bmu_[train_rows].to(x.device))
+                means, covs = gaussians(rest, self.cov_eps, self.shrinkage, inplace=True, symmetric=False)
                 factors = whitening_factors(covs)
+                del covs, rest
             else:
                 means, factors = self.means_, self.factors_
             if neighbours is None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from somad.gaussian import accumulate, gaussians, segment_gram, whitening_factors
@@ -79,3 +80,51 @@ def test_blocked_triangular_inverse_equals_the_solve():
     got = lower_triangular_inverse(chol.float(), block=16).double()
     assert float((got - want).abs().max() / want.abs().max()) < 1e-5
     assert torch.equal(got.triu(1), torch.zeros_like(got))  # stays lower-triangular
+
+
+def _stats_case(shrinkage_neurons=6, d=5):
+    """Vectors on 6 neurons: neuron 0 wins nothing, neuron 1 one vector, the others several."""
+    g = torch.Generator().manual_seed(11)
+    bmu = torch.tensor([1] + [2] * 7 + [3] * 4 + [4] * 9 + [5] * 3)
+    x = torch.randn(len(bmu), d, generator=g) * 2 + bmu[:, None].float()
+    shift = torch.randn(shrinkage_neurons, d, generator=g) + torch.arange(shrinkage_neurons)[:, None].float()
+    return x, bmu, shift
+
+
+@pytest.mark.parametrize("shrinkage", [10.0, 0.0])
+def test_recover_stats_inverts_gaussians(shrinkage):
+    from somad.gaussian import recover_stats
+
+    x, bmu, shift = _stats_case()
+    stats = accumulate(x, bmu, shift)
+    means, covs = gaussians(stats, 0.01, shrinkage)
+    back = recover_stats(means, covs, stats.counts.long(), shift, 0.01, shrinkage)
+    torch.testing.assert_close(back.counts, stats.counts)
+    torch.testing.assert_close(back.sums, stats.sums, rtol=1e-5, atol=1e-5)
+    use = stats.counts >= (1 if shrinkage > 0 else 2)  # without shrinkage a one-vector neuron has no scatter to recover
+    torch.testing.assert_close(back.outer[use], stats.outer[use], rtol=1e-5, atol=1e-4)
+
+
+def test_without_equals_subtracting_a_fold():
+    from somad.gaussian import without
+
+    x, bmu, shift = _stats_case()
+    stats = accumulate(x, bmu, shift)
+    fold = torch.arange(len(x)) % 3 == 0
+    got = without(stats, x[fold], bmu[fold])
+    want = stats - accumulate(x[fold], bmu[fold], shift)
+    for name in ("counts", "sums", "outer"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-5, atol=1e-5)
+    assert float(got.counts.sum()) == len(x) - int(fold.sum())
+    torch.testing.assert_close(stats.outer, accumulate(x, bmu, shift).outer)  # stats left as it was
+
+
+def test_fold_gaussians_in_place_unsymmetrised_whiten_alike():
+    x, bmu, shift = _stats_case()
+    stats = accumulate(x, bmu, shift)
+    means, covs = gaussians(stats, 0.01, 10.0)
+    kept = stats.outer.clone()
+    means2, covs2 = gaussians(stats - accumulate(x[:0], bmu[:0], shift), 0.01, 10.0, inplace=True, symmetric=False)
+    torch.testing.assert_close(means2, means)
+    torch.testing.assert_close(whitening_factors(covs2), whitening_factors(covs), rtol=1e-5, atol=1e-5)
+    assert torch.equal(stats.outer, kept)  # only the temporary difference was overwritten

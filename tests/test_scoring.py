@@ -100,3 +100,16 @@ def test_image_score_rules_on_known_maps():
     small = torch.tensor([[[1.0, 7.0], [3.0, 2.0]]])
     assert image_scores("top_mean", small, small).item() == 7.0
     assert set(IMAGE_SCORES) == {"max", "top_mean"}
+
+
+@pytest.mark.parametrize("shape,size,sigma", [((3, 8, 8), 32, 4.0), ((2, 6, 10), 40, 2.5), ((1, 5, 5), 20, 0.0)])
+def test_anomaly_maps_equal_upsampling_then_blur(shape, size, sigma):
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(5)
+    patch = torch.rand(shape, generator=g) * 30
+    want = gaussian_blur(F.interpolate(patch[:, None], size=(size, size), mode="bilinear",
+                                       align_corners=False)[:, 0], sigma)
+    got = anomaly_maps(patch, size, sigma)
+    assert got.shape == (shape[0], size, size)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
