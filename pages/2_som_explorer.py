@@ -354,7 +354,8 @@ def render_test_images(cur, neuron) -> None:
         heat = loaders.get_heat_overlay(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
         name = f"{ev.samples[i].defect}/{ev.samples[i].path.name}"
         with grid_cols[n % 3]:
-            st.image(images.at_shape(images.highlight_cells(heat, cells), loaders.shown_shape(ev.samples[i].path, 520)),
+            # at the width shown: a larger picture is encoded, shrunk and encoded again by st.image
+            st.image(images.at_shape(images.highlight_cells(heat, cells), loaders.shown_shape(ev.samples[i].path, 260)),
                      width=260,
                      caption=f"{name} · score {ev.scores[i]:.2f} · {int(nh.hits[i])} cells, "
                              f"max cell score {nh.max_score[i]:.2f}")

@@ -14,6 +14,8 @@ from somad.errors import SomadError
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
 CROP = 112
+PICTURE = 260
+"""Width in pixels of the input, ground-truth and predicted-region pictures."""
 
 
 def _set_threshold(value: float, origin: str | None = None) -> None:
@@ -341,18 +343,21 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
     cell = pick_cell(cur, i)
     pix_thr = viz.pixel_threshold(ev.metrics, m.pixel_range_)
     shape = loaders.shown_shape(ev.samples[i].path, 520)  # the input's own aspect ratio
-    img, mask, amap = (images.at_shape(a, shape) for a in (ev.images[i], ev.masks[i], ev.maps[i]))
+    # the pictures at the width they are shown (st.image would encode a larger one, decode it, shrink it
+    # and encode it again, on every click)
+    img, mask, amap = (images.at_shape(a, loaders.shown_shape(ev.samples[i].path, PICTURE))
+                       for a in (ev.images[i], ev.masks[i], ev.maps[i]))
     a, b, c = st.columns([1, 1.35, 1])
     with a:
-        st.image(img, caption="input", width=260)
-        st.image(images.contours(img, mask), caption="ground truth (green)", width=260)
+        st.image(img, caption="input", width=PICTURE)
+        st.image(images.contours(img, mask), caption="ground truth (green)", width=PICTURE)
     with b:
         widgets.chart(figures.image_figure(images.at_shape(heat, shape), (h, w), "heatmap: click a pixel", cell_scores,
                                            cell, size=400, model_size=m.image_size),
                       f"heat_{i}", clickable=True, width="content")
         st.caption(viz.heat_scale(m.pixel_range_, ev.metrics).describe())
     with c:
-        st.image(images.contours(img, mask, amap, pix_thr), width=260, caption=viz.region_caption(ev.maps[i], pix_thr))
+        st.image(images.contours(img, mask, amap, pix_thr), width=PICTURE, caption=viz.region_caption(ev.maps[i], pix_thr))
         st.caption("The pixel threshold is the pixel-level F1-optimal one of this evaluation; it is not the image "
                    "threshold above.")
     return cell
@@ -439,14 +444,15 @@ def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
     with left:
         widgets.chart(figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, m.topology, m.pixel_range_,
                                             ex.bmu, f"Where cell ({r}, {c}) lands: its BMU on the image's footprint",
-                                            size=400), "w_cell_footprint", width="content")
+                                            size=400, clickable=False), "w_cell_footprint", width="content")
         note = projection.ground_truth_note(int(ev.labels[i]), ev.masks[i])
         st.caption("Grey: U-matrix. Coloured: the neurons this image's cells chose, by their highest patch score; "
                    "green rings: chosen by cells in the ground-truth defect"
                    + (f" ({note})" if note else "") + f"; pink outline: the BMU of cell ({r}, {c}).")
     with right:
         widgets.chart(figures.distance_map_figure(pm.dist, pm.nearest, m.topology,
-                                                  f"Distance of cell ({r}, {c}) to every neuron", size=400),
+                                                  f"Distance of cell ({r}, {c}) to every neuron", size=400,
+                                                  clickable=False),
                       "w_cell_distance", width="content")
         where = ("far from every group the map knows" if pm.median_ratio > 2 else
                  "between two groups of the map" if pm.gap < 1.05 else "close to one known group")

@@ -149,9 +149,23 @@ def _map_figure(traces: list, xy: np.ndarray, shape: tuple[int, int], topology: 
     return go.Figure(traces, layout)
 
 
+def _hover_heatmap(values: np.ndarray, colorscale: str, colorbar_title: str, hover: dict[str, np.ndarray],
+                   value_label: str = "value", **kw) -> go.Heatmap:
+    """A rectangular map as one heatmap that carries its own hover (no per-neuron markers): what a map
+    that is not clicked draws, about 10x cheaper in the browser than :data:`CLICK_TRACE`'s markers."""
+    vmin, vmax = _range(values)
+    tmpl = f"neuron (row %{{y}}, col %{{x}})<br>{value_label} %{{z:.4g}}"
+    for i, label in enumerate(hover):
+        tmpl += f"<br>{label} %{{customdata[{i}]:.4g}}"
+    custom = np.stack([np.asarray(v, dtype=float) for v in hover.values()], -1) if hover else None
+    args = dict(z=values, x0=0, dx=1, y0=0, dy=1, colorscale=colorscale, zmin=vmin, zmax=vmax,
+                colorbar=_colorbar(colorbar_title), customdata=custom, hovertemplate=tmpl + "<extra></extra>")
+    return go.Heatmap(**{**args, **kw})
+
+
 def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", colorscale: str = "Viridis",
             hover: dict[str, np.ndarray] | None = None, selected: tuple[int, int] | None = None,
-            size: int = 420, colorbar_title: str = "") -> go.Figure:
+            size: int = 420, colorbar_title: str = "", clickable: bool = True) -> go.Figure:
     """A SOM map (U-matrix, hit map, component plane) as a clickable figure, for grids from 1x1 to
     100x100, rectangular or hexagonal (positions from :func:`somad.som.grid_coordinates`).
 
@@ -163,9 +177,13 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
         selected: neuron (row, col) outlined in the selection colour.
         size: figure width in pixels (height follows the grid's aspect, within
             [:data:`MIN_PLOT_PX`, :data:`MAX_ASPECT` x width]).
+        clickable: False for a map that is only looked at: a rectangular grid is then one heatmap
+            with its own hover and no :data:`CLICK_TRACE` (one SVG marker per neuron costs the
+            browser about 0.1 s per redraw on a 56x56 grid); hexagonal grids keep their markers.
 
     Returns:
-        figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j``.
+        figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j`` (when clickable or
+        hexagonal).
 
     Raises:
         ValueError: unknown topology.
@@ -174,6 +192,9 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
     shape = values.shape
     xy = grid_coordinates(shape, topology)
     plot_w, plot_h, cell_px = _map_px(shape, topology, size)
+    if not clickable and topology != "hexagonal":
+        return _map_figure([_hover_heatmap(values, colorscale, colorbar_title, hover or {})], xy, shape, topology,
+                           title, size, plot_h, selected)
     traces = [_value_trace(values, xy, topology, colorscale, colorbar_title, cell_px),
               _click_trace(values, xy, topology, colorscale, colorbar_title, cell_px, hover or {})]
     return _map_figure(traces, xy, shape, topology, title, size, plot_h, selected)
@@ -561,7 +582,8 @@ def _outlines(xy: np.ndarray, idx, topology: str) -> tuple[list, list]:
 
 def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defect_counts: np.ndarray,
                   topology: str = "rectangular", score_range: tuple[float, float] | None = None,
-                  selected: tuple[int, int] | None = None, title: str = "", size: int = 420) -> go.Figure:
+                  selected: tuple[int, int] | None = None, title: str = "", size: int = 420,
+                  clickable: bool = True) -> go.Figure:
     """A test image's footprint over the U-matrix (grey): the neurons its patches chose as BMU,
     coloured by the highest patch score among those patches; neurons chosen by ground-truth defect
     patches ringed in :data:`FOOTPRINT_COLOR`.
@@ -573,10 +595,12 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
         score_range: colour range of the scores (default: the image's own range), e.g. the model's
             ``pixel_range_`` so the colours match the heatmaps.
         selected: neuron outlined in the selection colour.
+        clickable: False: on a rectangular grid the footprint is a second heatmap over the grey one
+            (neurons outside it are gaps) and there is no :data:`CLICK_TRACE`, as :func:`som_map`.
 
     Returns:
         figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j`` (all neurons, those
-        outside the footprint nearly transparent), as :func:`som_map`.
+        outside the footprint nearly transparent), as :func:`som_map` (when clickable or hexagonal).
     """
     u = np.asarray(u, dtype=float)
     shape = u.shape
@@ -595,17 +619,13 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
         base = go.Heatmap(z=u, x0=0, dx=1, y0=0, dy=1, colorscale="Greys", zmin=ulo, zmax=uhi, hoverinfo="skip",
                           showscale=False)
     chosen = counts > 0
-    custom = np.stack([*np.divmod(np.arange(len(counts)), shape[1]), counts, defect,
-                       np.where(chosen, score, np.nan), u.ravel()], 1)
-    click = go.Scatter(
-        x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, showlegend=False,
-        hovertemplate="neuron (row %{customdata[0]}, col %{customdata[1]})<br>cells of this image "
-                      "%{customdata[2]} (in the defect %{customdata[3]})<br>highest patch score "
-                      "%{customdata[4]:.3f}<br>U %{customdata[5]:.4g}<extra></extra>",
-        marker=dict(symbol="hexagon" if topology == "hexagonal" else "square", size=max(cell_px * 0.8, 3),
-                    color=np.where(chosen, score, lo), colorscale="Jet", cmin=lo, cmax=max(hi, lo + 1e-9),
-                    opacity=np.where(chosen, 1.0, 0.01), line=dict(width=0),
-                    colorbar=_colorbar("patch score")))
+    if not clickable and topology != "hexagonal":
+        gap = max(1, round(0.1 * cell_px))  # the grey U-matrix shows around each chosen neuron
+        click = _hover_heatmap(np.where(chosen, score, np.nan).reshape(shape), "Jet", "patch score",
+                               {"cells of this image": counts.reshape(shape), "in the defect": defect.reshape(shape),
+                                "U": u}, "highest patch score", zmin=lo, zmax=max(hi, lo + 1e-9), xgap=gap, ygap=gap)
+    else:
+        click = _footprint_markers(xy, shape, counts, defect, score, u, chosen, lo, hi, topology, cell_px)
     traces = [base, click]
     ring = np.flatnonzero(defect > 0)
     if len(ring):
@@ -615,8 +635,23 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
     return _map_figure(traces, xy, shape, topology, title, size, plot_h, selected)
 
 
+def _footprint_markers(xy, shape, counts, defect, score, u, chosen, lo, hi, topology, cell_px) -> go.Scatter:
+    """The footprint's click trace: one marker per neuron, those outside the footprint nearly transparent."""
+    custom = np.stack([*np.divmod(np.arange(len(counts)), shape[1]), counts, defect,
+                       np.where(chosen, score, np.nan), u.ravel()], 1)
+    return go.Scatter(
+        x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, showlegend=False,
+        hovertemplate="neuron (row %{customdata[0]}, col %{customdata[1]})<br>cells of this image "
+                      "%{customdata[2]} (in the defect %{customdata[3]})<br>highest patch score "
+                      "%{customdata[4]:.3f}<br>U %{customdata[5]:.4g}<extra></extra>",
+        marker=dict(symbol="hexagon" if topology == "hexagonal" else "square", size=max(cell_px * 0.8, 3),
+                    color=np.where(chosen, score, lo), colorscale="Jet", cmin=lo, cmax=max(hi, lo + 1e-9),
+                    opacity=np.where(chosen, 1.0, 0.01), line=dict(width=0),
+                    colorbar=_colorbar("patch score")))
+
+
 def distance_map_figure(dist: np.ndarray, nearest: list[tuple[int, int]], topology: str = "rectangular",
-                        title: str = "", size: int = 420) -> go.Figure:
+                        title: str = "", size: int = 420, clickable: bool = True) -> go.Figure:
     """One patch's Euclidean distance to every neuron (MiniSom's ``activate``) as a SOM map, its BMU
     outlined in the selection colour and the other ``k - 1`` nearest neurons in white.
 
@@ -624,11 +659,13 @@ def distance_map_figure(dist: np.ndarray, nearest: list[tuple[int, int]], topolo
         dist: float ``(rows, cols)`` (:func:`somad.projection.distance_map`).
         nearest: neurons ``(row, col)`` nearest first; ``nearest[0]`` is the BMU.
 
+        clickable: as :func:`som_map`.
+
     Returns:
-        a clickable figure as :func:`som_map` (point ``j`` of trace :data:`CLICK_TRACE` = neuron ``j``).
+        a figure as :func:`som_map` (point ``j`` of trace :data:`CLICK_TRACE` = neuron ``j`` when clickable).
     """
     fig = som_map(dist, topology, title, "Viridis_r", None, nearest[0] if nearest else None, size=size,
-                  colorbar_title="distance")
+                  colorbar_title="distance", clickable=clickable)
     if len(nearest) > 1:
         xy = grid_coordinates(np.shape(dist), topology)
         xs, ys = _outlines(xy, [r * np.shape(dist)[1] + c for r, c in nearest[1:]], topology)
