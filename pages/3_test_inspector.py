@@ -351,9 +351,11 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
     with a:
         st.image(img, caption="input", width=PICTURE)
         st.image(images.contours(img, mask), caption="ground truth (green)", width=PICTURE)
+    # a clicked cell is shown selected by plotly: the figure stays the same and is not redrawn
+    outlined, preselected = widgets.selection_drawing(f"heat_{i}", cell)
     with b:
         widgets.chart(figures.image_figure(images.at_shape(heat, shape), (h, w), "heatmap: click a pixel", cell_scores,
-                                           cell, size=400, model_size=m.image_size),
+                                           outlined, size=400, model_size=m.image_size, preselected=preselected),
                       f"heat_{i}", clickable=True, width="content")
         st.caption(viz.heat_scale(m.pixel_range_, ev.metrics).describe())
     with c:
@@ -394,20 +396,21 @@ def render_cell(cur, ev, i: int, cell: tuple[int, int]) -> None:
             if st.button(f"Open neuron ({nr}, {nc}) in the SOM explorer", key=f"open_{nr}_{nc}",
                          on_click=_open_neuron, args=((nr, nc),), icon=":material/grid_on:"):
                 st.switch_page(state.PAGES["som"])
+    feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
+    pm = projection.patch_on_map(m, feats, r, c)  # the cell's distance to every neuron, once for both views
     with right:
-        render_why_pictures(cur, ev, i, cell, ex)
-    render_cell_on_map(cur, ev, i, cell, ex)
+        render_why_pictures(cur, ev, i, cell, ex, pm.dist)
+    render_cell_on_map(cur, ev, i, cell, ex, pm)
     with st.expander("Feature contributions (for specialists): which feature dimensions make up the distance"):
         render_contributions(cur, i, cell, ex)
 
 
-def render_why_pictures(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
+def render_why_pictures(cur, ev, i: int, cell: tuple[int, int], ex, dist: np.ndarray) -> None:
     """"Why is this pixel hot?" in pictures: the clicked patch beside the nearest normal training
-    patches of its BMU and of the neuron that gave its score, all cropped at the same scale."""
+    patches of its BMU and of the neuron that gave its score, all cropped at the same scale
+    (``dist``: the cell's Euclidean distance to every neuron, :func:`somad.projection.distance_map`)."""
     m = cur.model
     r, c = cell
-    feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
-    dist = projection.distance_map(m.som_weights_, feats[:, r, c], m.grid_)
     maha = {(nr, nc): d for nr, nc, d in ex.neighbours}
     st.markdown("**Why this score, in pictures**")
     crop = explain.crop_patch(ev.images[i], r, c, m.feature_shape_, context=2, out_size=CROP)
@@ -431,13 +434,12 @@ def render_why_pictures(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
                "Euclidean, in feature units: a cell much farther from the neuron than its normal patches is unlike them.")
 
 
-def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
+def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex, pm) -> None:
     """Where the clicked cell lands on the map (its BMU on the image's footprint) and its distance to
-    every neuron (MiniSom's ``activate``) with the k nearest marked."""
+    every neuron (MiniSom's ``activate``, ``pm``: :func:`somad.projection.patch_on_map`) with the k
+    nearest marked. Both maps are only looked at: drawn without per-neuron markers (``clickable=False``)."""
     m = cur.model
     r, c = cell
-    feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
-    pm = projection.patch_on_map(m, feats, r, c)
     fp = projection.image_footprint(ev.patches, i, m.feature_shape_, m.grid_, ev.masks[i])
     u = loaders.get_som_views(cur.model_dir, cur.device)["u"]
     left, right = st.columns(2)

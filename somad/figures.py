@@ -93,7 +93,8 @@ def _click_trace(values: np.ndarray, xy: np.ndarray, topology: str, colorscale: 
         marker = dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)",
                       line=dict(width=0))
     return go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, hovertemplate=tmpl,
-                      showlegend=False, marker=marker)
+                      showlegend=False, marker=marker, selected=dict(marker=dict(color=SELECT_COLOR, opacity=1)),
+                      unselected=dict(marker=dict(opacity=1)))
 
 
 def cell_outline(x: float, y: float, topology: str) -> tuple[list[float], list[float]]:
@@ -165,7 +166,8 @@ def _hover_heatmap(values: np.ndarray, colorscale: str, colorbar_title: str, hov
 
 def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", colorscale: str = "Viridis",
             hover: dict[str, np.ndarray] | None = None, selected: tuple[int, int] | None = None,
-            size: int = 420, colorbar_title: str = "", clickable: bool = True) -> go.Figure:
+            size: int = 420, colorbar_title: str = "", clickable: bool = True,
+            preselected: tuple[int, int] | None = None) -> go.Figure:
     """A SOM map (U-matrix, hit map, component plane) as a clickable figure, for grids from 1x1 to
     100x100, rectangular or hexagonal (positions from :func:`somad.som.grid_coordinates`).
 
@@ -175,6 +177,9 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
             (hexagon markers coloured by value).
         hover: extra per-neuron arrays ``(rows, cols)`` shown on hover, by label.
         selected: neuron (row, col) outlined in the selection colour.
+        preselected: neuron (row, col) plotly shows selected (filled in the selection colour, as a
+            clicked neuron) without an outline: a figure that stays the same from click to click is
+            not redrawn (:func:`dashboard.widgets.selection_drawing`).
         size: figure width in pixels (height follows the grid's aspect, within
             [:data:`MIN_PLOT_PX`, :data:`MAX_ASPECT` x width]).
         clickable: False for a map that is only looked at: a rectangular grid is then one heatmap
@@ -197,6 +202,8 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
                            title, size, plot_h, selected)
     traces = [_value_trace(values, xy, topology, colorscale, colorbar_title, cell_px),
               _click_trace(values, xy, topology, colorscale, colorbar_title, cell_px, hover or {})]
+    if preselected is not None:
+        traces[CLICK_TRACE].selectedpoints = [preselected[0] * shape[1] + preselected[1]]
     return _map_figure(traces, xy, shape, topology, title, size, plot_h, selected)
 
 
@@ -216,7 +223,8 @@ def png_source(image: np.ndarray) -> str:
 
 def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str = "",
                  cell_values: np.ndarray | None = None, selected: tuple[int, int] | None = None,
-                 size: int = 420, value_label: str = "patch score", model_size: int | None = None) -> go.Figure:
+                 size: int = 420, value_label: str = "patch score", model_size: int | None = None,
+                 preselected: tuple[int, int] | None = None) -> go.Figure:
     """An RGB image with one nearly transparent clickable square per feature cell.
 
     Args:
@@ -226,6 +234,9 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
             ``(j // w, j % w)``.
         cell_values: optional float ``(h, w)`` shown on hover.
         selected: cell (row, col) outlined.
+        preselected: cell (row, col) plotly shows selected (filled white, as a clicked cell) without a
+            drawn outline: a figure that stays the same from click to click is not redrawn
+            (:func:`dashboard.widgets.selection_drawing`).
         size: figure width in pixels (the height follows the image's aspect ratio).
         model_size: the model's image size S: data coordinates are model pixels, ``[0, S]`` on both
             axes, whatever ``image``'s shape (default: the image's height, for a square image).
@@ -246,6 +257,8 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
                       + (f"<br>{value_label} %{{customdata[2]:.3f}}" if cell_values is not None else "")
                       + "<extra></extra>",
         marker=dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)", line=dict(width=0)),
+        selected=dict(marker=dict(color="white", opacity=0.85)), unselected=dict(marker=dict(opacity=1)),
+        selectedpoints=None if preselected is None else [preselected[0] * w + preselected[1]],
     )]
     if selected is not None:
         traces.append(go.Scatter(x=[(selected[1] + 0.5) * cw], y=[(selected[0] + 0.5) * ch], mode="markers",
