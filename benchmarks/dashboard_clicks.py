@@ -34,7 +34,7 @@ from somad.persistence import load_model
 def neuron_click(model, ev, views, heats, load, neuron, image=0, mean_image=None) -> None:
     fp = projection.image_footprint(ev.patches, image, model.feature_shape_, model.grid_, ev.masks[image])
     figures.footprint_map(views["u"], fp.counts, fp.max_score, fp.defect_counts, model.topology,
-                          model.pixel_range_, neuron).to_json()
+                          viz.heat_scale(model.pixel_range_, ev.metrics), neuron).to_json()
     figures.som_map(views["hits"], model.topology, hover={"x": views["mean_dist"]}, selected=neuron).to_json()
     images.highlight_cells(heats[image], fp.cells_of(neuron))
     figures.positions_figure(mean_image, projection.neuron_positions(model, neuron)).to_json()
@@ -49,7 +49,8 @@ def neuron_click(model, ev, views, heats, load, neuron, image=0, mean_image=None
 def cell_click(model, ev, feats, heat, i, cell, load=None, u=None) -> None:
     h, w = model.feature_shape_
     cell_scores = ev.patches.scores[i * h * w:(i + 1) * h * w].numpy().reshape(h, w)
-    figures.image_figure(heat, (h, w), "", cell_scores, cell, size=400).to_json()
+    scale = viz.heat_scale(model.pixel_range_, ev.metrics)
+    figures.image_figure(heat, (h, w), "", cell_scores, cell, size=400, scale=scale).to_json()
     ex = explain.explain_cell(ev.patches, i, *cell, (h, w), model.grid_)
     explain.crop_patch(ev.images[i], *cell, (h, w), context=2, out_size=112)
     for neuron in {ex.bmu, ex.best}:
@@ -57,7 +58,7 @@ def cell_click(model, ev, feats, heat, i, cell, load=None, u=None) -> None:
                             out_size=112)
     pm = projection.patch_on_map(model, feats, *cell)
     fp = projection.image_footprint(ev.patches, i, (h, w), model.grid_, ev.masks[i])
-    figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, model.topology, model.pixel_range_,
+    figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, model.topology, scale,
                           ex.bmu, size=400).to_json()
     figures.distance_map_figure(pm.dist, pm.nearest, model.topology, size=400).to_json()
     contrib = explain.explain_contributions(model, feats, *cell, ex.best)

@@ -60,3 +60,8 @@ colour statistics differ strongly from the category's images: its verdict then s
 FAR_TARGET = """The share of defect-free images you accept to see flagged. The threshold is read from the
 model's cross-fitted training scores: each training image scored by a model fitted without it, so no
 defective image and no label is needed. With T such scores the rate moves in steps of 1/T."""
+
+FOOTPRINT_COLOURS = ("Coloured neurons: the image's footprint, each neuron by the highest patch score of the cells "
+                     "that chose it, on the heatmaps' colour scale and colour bar (the same score has the same colour "
+                     "here and on the heatmap; the heatmap is blurred, so its peaks are a little lower).")
+"""Caption of the footprint map's colours (SOM explorer)."""

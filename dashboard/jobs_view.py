@@ -132,21 +132,33 @@ def _jobs_fragment(models_dir: str) -> None:
         st.rerun(scope="app")
 
 
+HIDE_STALE = ("<div class='somad-scoring'></div><style>body:has(.somad-scoring) [data-testid='stMain'] "
+              "[data-stale='true'] {display: none;}</style>")
+"""Shown with a scoring job's progress: while it is on the page, what the previous run of the page
+left below it (Streamlit keeps it, greyed, until this run ends: the counts and table of the model
+shown before, e.g. the parent of a version just taught) is hidden, so the page shows the progress
+alone, never another model's counts next to it. Gone with the progress when the scores are in."""
+
+
 def wait_for_scores(models_dir: str | Path, model_dir: str | Path, data_dir: str | Path, category: str,
                     device: str) -> jobs.JobInfo:
     """Make sure a job scores the test split into the cache (one job per model and data, whichever
     session asks first) and show its count of images scored and time left until it ends. Leaving
-    the page does not stop it. Returns the finished job."""
+    the page does not stop it. Meanwhile the rest of the page from its previous run is hidden
+    (:data:`HIDE_STALE`). Returns the finished job."""
     argv = score_argv(model_dir, data_dir, category, device)
     job = next((j for j in jobs.list_jobs(models_dir) if j.active and j.argv == argv), None)
     if job is None:
         job = jobs.job_info(models_dir, jobs.submit(models_dir, argv, kind="score",
                                                     title=f"score the test split of {category} with {Path(model_dir).name}"))
     box = st.empty()
+    with box.container():
+        st.html(HIDE_STALE)
+        bar = st.empty()
     while job.active:
-        box.progress(_fraction(job), text=f"Scoring the test images of '{category}' once for this model: "
-                                          f"{progress_text(job)}. This runs on the server: it goes on if you leave "
-                                          "this page, and other sessions wait for the same job.")
+        bar.progress(_fraction(job), text=f"Scoring the test images of '{category}' once for model "
+                                          f"{Path(model_dir).name}: {progress_text(job)}. This runs on the server: "
+                                          "it goes on if you leave this page, and other sessions wait for the same job.")
         time.sleep(0.5)
         job = jobs.job_info(models_dir, job.id)
     box.empty()

@@ -202,15 +202,15 @@ def get_reference(model_dir, data_dir, category, device: str = "cpu") -> images.
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _leak(model_dir: str, mtime: float, device: str, data_dir: str, category: str) -> np.ndarray:
-    from . import teaching
+    from somad.versions import leak_mask
 
     model = _model(model_dir, mtime, device)
     ev = _evaluation(model_dir, mtime, device, data_dir, category)
-    return teaching.leak_mask(model, model_dir, ev.samples)
+    return leak_mask(model, model_dir, ev.samples)
 
 
 def get_leak(model_dir, data_dir, category, device: str = "cpu") -> np.ndarray:
-    """bool ``(N,)``: test images the model has learned from (:func:`dashboard.teaching.leak_mask`, cached)."""
+    """bool ``(N,)``: test images the model has learned from (:func:`somad.versions.leak_mask`, cached)."""
     return _leak(str(model_dir), model_mtime(model_dir), device, str(data_dir), category)
 
 

@@ -236,9 +236,9 @@ def _restore_model(name: str | None) -> list[str]:
     return dropped
 
 
-def write_url() -> None:
-    """Mirror the view state (:data:`URL_KEYS`) in the page URL; unset values are left out."""
-    ss = st.session_state
+def view_params(ss) -> dict[str, str]:
+    """The query parameters of the view state in ``ss`` (a session state): :data:`URL_KEYS` with a
+    value, the model by its folder name, pairs as ``r,c``, floats to 6 significant digits."""
     want = {}
     for param, key in URL_KEYS.items():
         value = ss.get(key)
@@ -251,8 +251,23 @@ def write_url() -> None:
         elif isinstance(value, float):
             value = f"{value:.6g}"
         want[param] = str(value)
-    if dict(st.query_params) != want:
-        st.query_params.from_dict(want)
+    return want
+
+
+def write_url() -> None:
+    """Mirror the view state (:func:`view_params`) in the page URL, always sending it.
+
+    Never skipped when ``st.query_params`` already holds these values: that server-side copy is not
+    the browser's URL. Streamlit sets it (and the query string a later ``st.rerun`` carries) before
+    it sends the change, and the change is lost when the run is cut short at that moment (a pending
+    ``st.stop``/rerun request, or a click that makes Streamlit replace the running script: its
+    messages are then ignored while it may still write that shared copy). A run that compared with
+    the copy then saw "already there" and never resent it, so after "Mark as normal" or "Save this
+    threshold" the URL could keep the parent's ``model=`` and ``thr=`` and a reload opened the parent.
+    Sending every time costs one small message per run; the browser changes its history only when
+    the URL differs.
+    """
+    st.query_params.from_dict(view_params(st.session_state))
 
 
 def select_model(model_dir: str | None, data_dir: str | None = None, category: str | None = None) -> None:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from somad import explain
 from somad.errors import SomadError
+from somad.words import plural, word
 
 from . import config, roles, state, teaching
 from .keys import Keys
@@ -57,20 +58,21 @@ def render_mark_panel(cur, marked: teaching.Marked, threshold: float, before: di
                  hide_index=True, width="stretch", height=38 + 35 * min(len(marked.names), 6))
     confirmed = True
     if marked.defective:
-        st.warning(f"{len(marked.defective)} of these images are labelled **defective**. Teaching them as normal "
-                   "makes the model accept such defects from now on.")
-        confirmed = st.checkbox(f"Yes, teach these {len(marked.defective)} defective-labelled image(s) as normal "
+        n_bad = len(marked.defective)
+        st.warning(f"{n_bad} of these images {word(n_bad, 'is')} labelled **defective**. Teaching "
+                   f"{word(n_bad, 'it')} as normal makes the model accept such defects from now on.")
+        confirmed = st.checkbox(f"Yes, teach the {plural(n_bad, 'defective-labelled image')} as normal "
                                 "(recorded with the new version)", key=Keys.W_MARK_CONFIRM)
     a, b = st.columns(2)
     note = a.text_input("Note (kept with the new version)", key=Keys.W_MARK_NOTE,
                         placeholder="e.g. new supplier's caps, warmer light since May")
     name = b.text_input("Name of the new version (optional)", key=Keys.W_MARK_NAME, placeholder="automatic")
     key = (cur.model_dir, tuple(str(p) for p in marked.paths))
-    st.caption(f"{len(marked.names)} image(s) chosen.")
+    st.caption(f"{plural(len(marked.names), 'image')} chosen.")
     c1, c2 = st.columns(2)
     if c1.button("Preview the scores after", icon=":material/preview:"):
         try:
-            with st.spinner(f"Teaching {len(marked.paths)} image(s) to a copy of the model (nothing is saved)..."):
+            with st.spinner(f"Teaching {plural(len(marked.paths), 'image')} to a copy of the model (nothing is saved)..."):
                 ss[Keys.TEACH_PREVIEW] = (key, teaching.preview_teach(cur.model_dir, marked.paths, cur.device))
         except SomadError as exc:
             st.error(f"Cannot preview: {exc}")
@@ -107,7 +109,7 @@ def apply(cur, marked: teaching.Marked, *, confirmed: bool, note: str, name: str
     box = st.container(border=True)
     try:
         new = teaching.teach_version(cur.model_dir, marked, confirmed=confirmed, note=note, name=name,
-                                     progress=_progress_bar(box, f"Teaching {len(marked.paths)} image(s)"),
+                                     progress=_progress_bar(box, f"Teaching {plural(len(marked.paths), 'image')}"),
                                      device=cur.device)
     except SomadError as exc:
         box.error(f"Not taught: {exc}")
@@ -148,7 +150,7 @@ def _job_fragment(cur) -> None:
     if job.active:
         frac = min(1.0, (job.done or 0) / job.total) if job.total else 0.0
         what = f"{job.stage} {job.done}/{job.total}" if job.stage and job.total else job.status
-        st.progress(frac, text=f"Teaching {len(pending['names'])} image(s) → {Path(pending['new']).name}: {what}. "
+        st.progress(frac, text=f"Teaching {plural(len(pending['names']), 'image')} → {Path(pending['new']).name}: {what}. "
                                "It runs on the server and goes on if you leave this page.")
         return
     ss.pop(Keys.TEACH_JOB, None)
@@ -170,12 +172,12 @@ def render_result(cur, ev, leak: np.ndarray) -> None:
     if res.get("before"):
         rows.append({"": f"before (parent {Path(res['parent']).name}, threshold {res['threshold_before']:.3f})",
                      **res["before"]})
-    every, clean = teaching.counts_with_and_without(ev.labels, ev.scores, thr, leak)
+    every, clean = explain.counts_with_and_without(ev.labels, ev.scores, thr, leak)
     rows.append({"": f"after (this version, threshold {thr:.3f})", **every})
     if clean is not None:
-        rows.append({"": f"after, without the {int(leak.sum())} taught test image(s)", **clean})
+        rows.append({"": f"after, without the {plural(int(leak.sum()), 'taught test image')}", **clean})
     with st.container(border=True):
-        st.success(f"Taught {len(res['names'])} image(s) as normal: new version **{Path(res['new']).name}** is "
+        st.success(f"Taught {plural(len(res['names']), 'image')} as normal: new version **{Path(res['new']).name}** is "
                    f"open. Undo: open the parent **{Path(res['parent']).name}** on the Model page.")
         st.dataframe(pd.DataFrame(rows).set_index(""), width="stretch")
         st.button("Dismiss", key="w_teach_dismiss", on_click=lambda: st.session_state.pop(Keys.TEACH_RESULT, None))

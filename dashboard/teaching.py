@@ -1,6 +1,6 @@
 """Acting on what the pages show: the slider threshold's rule, marking images as normal (a taught
-new version), saving a threshold as a new version, the Test inspector's CSV export, and leaks (test
-images a model has learned from).
+new version), saving a threshold as a new version, the Test inspector's CSV export. (Leaks, the test
+images a model has learned from, are :func:`somad.versions.leak_mask`, shared with ``evaluate``.)
 
 Pure of Streamlit: tests call these without a browser. Every function that writes calls
 :func:`dashboard.roles.require_writer` first, so a viewer session is refused on the server.
@@ -17,10 +17,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from somad import data, explain, operating, store
+from somad import data, operating, store
 from somad.atomic import atomic_path
 from somad.errors import ModelFileError, SomadError
-from somad.persistence import load_model, read_config
+from somad.persistence import load_model
+from somad.words import plural
 
 from . import actions
 from .roles import require_writer
@@ -86,63 +87,6 @@ def csv_bytes(table: pd.DataFrame) -> bytes:
     buf = io.StringIO()
     table.to_csv(buf, index=False)
     return buf.getvalue().encode("utf-8")
-
-
-# ------------------------------------------------------------------ leaks
-def parent_dir(model_dir: str | Path, prov: dict) -> Path | None:
-    """The parent model dir a ``provenance`` record names (``parent: {name, path}`` as
-    :mod:`somad.versions` writes it; a plain path or name also works), or None for a fit. A parent
-    that moved is looked for by name next to ``model_dir``."""
-    parent = prov.get("parent")
-    if isinstance(parent, dict):
-        path, name = parent.get("path"), parent.get("name")
-    else:
-        path, name = parent, Path(str(parent)).name if parent else None
-    if path and Path(str(path)).is_dir():
-        return Path(str(path))
-    return Path(model_dir).parent / str(name) if name else None
-
-
-def provenance_chain(model_dir: str | Path, limit: int = 1000) -> list[dict]:
-    """The ``provenance`` records of a model and its ancestors, the model's own first (empty for a
-    plain fit)."""
-    chain, seen = [], set()
-    here: Path | None = Path(model_dir)
-    while here is not None and len(chain) < limit:
-        try:
-            prov = read_config(here).get("provenance")
-        except (SomadError, OSError):
-            break
-        if not isinstance(prov, dict) or str(here.resolve()) in seen:
-            break
-        seen.add(str(here.resolve()))
-        chain.append(prov)
-        here = parent_dir(here, prov)
-    return chain
-
-
-def taught_files(model_dir: str | Path) -> list[dict]:
-    """Every file taught to the model or its ancestors: provenance ``added`` entries ``{path, sha256}``."""
-    return [a for prov in provenance_chain(model_dir) for a in (prov.get("added") or []) if isinstance(a, dict)]
-
-
-def leak_mask(model, model_dir: str | Path, samples: Sequence[data.Sample]) -> np.ndarray:
-    """bool ``(N,)``: the test images this model learned from (a training file, or a taught file's
-    content), which make that split's metrics optimistic (:func:`somad.operating.leaked`)."""
-    taught = taught_files(model_dir)
-    return operating.leaked([s.path for s in samples], list(getattr(model, "train_paths_", []) or [])
-                            + [a.get("path", "") for a in taught],
-                            [a["sha256"] for a in taught if a.get("sha256")])
-
-
-def counts_with_and_without(labels, scores, threshold: float, leak: np.ndarray) -> tuple[dict, dict | None]:
-    """Outcome counts on the whole split and, when some images leak, without them (else None)."""
-    labels, scores = np.asarray(labels), np.asarray(scores)
-    every = explain.outcome_counts(labels, scores, threshold)
-    if not leak.any():
-        return every, None
-    keep = ~leak
-    return every, explain.outcome_counts(labels[keep], scores[keep], threshold)
 
 
 # ------------------------------------------------------------------ marking images as normal
@@ -303,7 +247,7 @@ def submit_teach(models_dir: str | Path, model_dir: str | Path, marked: Marked, 
         raise ModelFileError(f"{target} already exists: choose another name (versions never overwrite).")
     argv = teach_argv(model_dir, marked, confirmed=confirmed, note=note, name=name, device=device)
     job_id = jobs.submit(models_dir, argv, kind="teach",
-                         title=f"teach {len(marked.paths)} image(s) to {Path(model_dir).name} → {name}")
+                         title=f"teach {plural(len(marked.paths), 'image')} to {Path(model_dir).name} → {name}")
     return job_id, target
 
 

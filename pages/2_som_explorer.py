@@ -8,8 +8,9 @@ import streamlit as st
 
 from dashboard import events, help, images, loaders, state, widgets
 from dashboard.keys import Keys
-from somad import explain, figures, projection, regions, replay
+from somad import explain, figures, projection, regions, replay, viz
 from somad.errors import SomadError
+from somad.words import plural
 
 CHARTS = ("som_umatrix", "som_hitmap", "som_cplane")
 CROP = 112
@@ -46,8 +47,9 @@ def _typed_neuron() -> None:
     ss[Keys.NEURON] = (int(ss[Keys.W_NEURON_ROW]), int(ss[Keys.W_NEURON_COL]))
 
 
-def render_maps(cur, views, neuron, footprint=None) -> None:
-    """U-matrix (with a test image's footprint when one is given) and hit map, both clickable."""
+def render_maps(cur, views, neuron, footprint=None, scale=None) -> None:
+    """U-matrix (with a test image's footprint, on the category's heat ``scale``, when one is given) and
+    hit map, both clickable."""
     m = cur.model
     u, hits, mean_dist = views["u"], views["hits"], views["mean_dist"]
     # the neuron clicked on a map is shown selected by plotly: that map stays the same and is not redrawn;
@@ -62,8 +64,10 @@ def render_maps(cur, views, neuron, footprint=None) -> None:
         else:
             st.session_state.get(Keys.DRAWN_SELECTION, {}).pop("som_umatrix", None)
             fig = figures.footprint_map(u, footprint.counts, footprint.max_score, footprint.defect_counts,
-                                        m.topology, m.pixel_range_, neuron, "Footprint of the image on the U-matrix")
+                                        m.topology, scale, neuron, "Footprint of the image on the U-matrix")
         widgets.chart(fig, "som_umatrix", clickable=True, width="content")
+        if footprint is not None:
+            st.caption(f"{help.FOOTPRINT_COLOURS} {scale.describe()}")
     with right:
         ring, pre = widgets.selection_drawing("som_hitmap", neuron)
         widgets.chart(figures.som_map(hits, m.topology, "Hit map (training patches per neuron)", "Blues",
@@ -202,7 +206,7 @@ def _gallery(cur, neuron) -> None:
     st.image(shown, caption=caps, width=CROP)
     missing = sum(cr is None for cr in crops)
     if missing:
-        st.warning(f"{missing} training image(s) could not be read (moved or deleted since fitting); "
+        st.warning(f"{plural(missing, 'training image')} could not be read (moved or deleted since fitting); "
                    "shown as grey squares.")
     st.caption("Each crop is a 5x5-cell neighbourhood around the patch; the box marks the feature cell "
                "(its receptive field centre); grey diagonal hatching is outside the image (a cell at its border). Sorted by distance to the neuron's weights; captions give the "
@@ -234,6 +238,9 @@ def render_regions(cur, views) -> None:
     reg = loaders.get_regions(cur.model_dir, ss.get(Keys.N_REGIONS), cur.device)
     st.caption(f"Method: {regions.METHOD}: every region is one connected piece of the map, and its borders "
                f"follow the U-matrix ridges. {regions.how_chosen(reg)}")
+    note = regions.structure_note(reg)
+    if note:
+        st.warning(note)
     ev, why = _evaluation_or_reason(cur)
     image, marks, breakdown = _region_image_choice(cur, ev, reg)
     left, right = st.columns(2)
@@ -338,7 +345,8 @@ def render_replay(cur) -> None:
     st.caption(f"{m.replay_.epochs} epochs kept ({m.replay_.nbytes / 1024:.0f} KB in the model). Press Play or "
                "drag the slider: the U-matrix after each epoch on one colour range, with the quantization error "
                "(mean distance of the training patches to their BMU) and the topographic error (share of patches "
-               "whose two nearest neurons are not neighbours) as the map organised itself.")
+               "whose two nearest neurons are not neighbours) as the map organised itself. "
+               + replay.caption(m.replay_, m.som_train_images_ * m.feature_shape_[0] * m.feature_shape_[1]))
 
 
 def _inspect(name: str) -> None:
@@ -379,7 +387,8 @@ def render_explorer(cur, views) -> None:
     foot = None if foot_ev is None else projection.image_footprint(
         foot_ev.patches, foot_image, cur.model.feature_shape_, cur.model.grid_, foot_ev.masks[foot_image])
     selected = pick_neuron(cur, views)
-    render_maps(cur, views, selected, foot)
+    scale = None if foot is None else viz.heat_scale(cur.model.pixel_range_, foot_ev.metrics)
+    render_maps(cur, views, selected, foot, scale)
     state.write_url()  # before anything that may stop the fragment
     if foot is not None:
         render_footprint_cells(cur, foot_ev, foot_image, foot, selected)

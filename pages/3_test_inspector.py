@@ -11,6 +11,7 @@ from dashboard import events, help, images, loaders, roles, state, teach_panel, 
 from dashboard.keys import Keys
 from somad import explain, figures, operating, projection, viz
 from somad.errors import SomadError
+from somad.words import plural, word
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
 CROP = 112
@@ -218,12 +219,14 @@ def render_save_threshold(cur, thr: float, rule: str) -> None:
 
 
 def render_counts(ev, thr: float, leak: np.ndarray) -> None:
-    every, clean = teaching.counts_with_and_without(ev.labels, ev.scores, thr, leak)
+    every, clean = explain.counts_with_and_without(ev.labels, ev.scores, thr, leak)
     for col, name in zip(st.columns(4), OUTCOMES):
         col.metric(name, every[name], help=None if clean is None else f"{clean[name]} without the taught images")
     if clean is not None:
-        st.warning(f"{int(leak.sum())} test image(s) were taught to this model (a leak): they are in its training "
-                   "set, so the counts above flatter it. Without them: "
+        n = int(leak.sum())
+        st.warning(f"{plural(n, 'test image')} {word(n, 'was')} taught to this model (a leak): "
+                   f"{word(n, 'it')} {word(n, 'is')} in its training set, so the counts above flatter it. Without "
+                   f"{word(n, 'it')}: "
                    + ", ".join(f"{k} {clean[k]}" for k in OUTCOMES) + ".")
     with st.expander("What do TP, FP, FN, TN and the thresholds mean?"):
         st.markdown(help.TEST_TABLE + "\n" + help.THRESHOLDS)
@@ -354,10 +357,12 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
     # a clicked cell is shown selected by plotly: the figure stays the same and is not redrawn
     outlined, preselected = widgets.selection_drawing(f"heat_{i}", cell)
     with b:
+        scale = viz.heat_scale(m.pixel_range_, ev.metrics)
         widgets.chart(figures.image_figure(images.at_shape(heat, shape), (h, w), "heatmap: click a pixel", cell_scores,
-                                           outlined, size=400, model_size=m.image_size, preselected=preselected),
+                                           outlined, size=400, model_size=m.image_size, scale=scale,
+                                           preselected=preselected),
                       f"heat_{i}", clickable=True, width="content")
-        st.caption(viz.heat_scale(m.pixel_range_, ev.metrics).describe())
+        st.caption(scale.describe())
     with c:
         st.image(images.contours(img, mask, amap, pix_thr), width=PICTURE, caption=viz.region_caption(ev.maps[i], pix_thr))
         st.caption("The pixel threshold is the pixel-level F1-optimal one of this evaluation; it is not the image "
@@ -444,11 +449,13 @@ def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex, pm) -> None:
     u = loaders.get_som_views(cur.model_dir, cur.device)["u"]
     left, right = st.columns(2)
     with left:
-        widgets.chart(figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, m.topology, m.pixel_range_,
+        widgets.chart(figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, m.topology,
+                                            viz.heat_scale(m.pixel_range_, ev.metrics),
                                             ex.bmu, f"Where cell ({r}, {c}) lands: its BMU on the image's footprint",
                                             size=400, clickable=False), "w_cell_footprint", width="content")
         note = projection.ground_truth_note(int(ev.labels[i]), ev.masks[i])
-        st.caption("Grey: U-matrix. Coloured: the neurons this image's cells chose, by their highest patch score; "
+        st.caption("Grey: U-matrix. Coloured: the neurons this image's cells chose, by their highest patch score "
+                   "on the heatmap's colour scale; "
                    "green rings: chosen by cells in the ground-truth defect"
                    + (f" ({note})" if note else "") + f"; pink outline: the BMU of cell ({r}, {c}).")
     with right:

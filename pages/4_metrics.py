@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard import help, loaders, state, widgets
 from somad import figures, metrics, report
+from somad.words import plural, word
 
 
 def _fmt(v) -> str:
@@ -17,9 +18,11 @@ def render_summary(cur, ev) -> None:
     mt = ev.metrics
     st.caption(f"{cur.category}: {mt['n_test']} test images, {mt['n_anomalous']} defective.")
     if mt.get("n_empty_masks"):
-        st.warning(f"{mt['n_empty_masks']} defective test image(s) have an empty mask (no pixel marked), most "
-                   "likely a labelling mistake: " + ", ".join(mt["empty_masks"]) + ". They are left out of the "
-                   "pixel metrics and the PRO curve; the image metrics count them as defective.")
+        n = mt["n_empty_masks"]
+        st.warning(f"{plural(n, 'defective test image')} {word(n, 'has')} an empty mask (no pixel marked), most "
+                   "likely a labelling mistake: " + ", ".join(mt["empty_masks"]) + f". {'It is' if n == 1 else 'They are'} "
+                   "left out of the pixel metrics and the PRO curve; the image metrics count "
+                   f"{word(n, 'it')} as defective.")
     widgets.report_button(cur)
     k = st.columns(4)
     k[0].metric("Image AUROC", _fmt(mt["image_auroc"]),

@@ -10,6 +10,7 @@ from dashboard.keys import Keys
 from somad import viz
 from somad.data import resize_to
 from somad.decision import DECISION_RULE, is_anomalous
+from somad.words import plural, word
 from somad.errors import SomadError
 
 
@@ -45,7 +46,7 @@ def held_uploads(files, model, model_key: tuple) -> list[images.Upload]:
 
 def score(model, batch: np.ndarray):
     try:
-        with st.spinner(f"Scoring {len(batch)} image(s)..."):
+        with st.spinner(f"Scoring {plural(len(batch), 'image')}..."):
             res = model.anomaly_maps(batch)
             return res.scores, res.maps
     except Exception as exc:  # never a traceback
@@ -61,8 +62,10 @@ def render_summary(held, scores, verdicts, reasons) -> None:
                                "unlike the training images": ["yes" if r else "" for r in reasons]}),
                  hide_index=True, width="stretch")
     if any(reasons):
-        st.warning(f"{sum(bool(r) for r in reasons)} upload(s) look unlike the training images of this category: "
-                   "their verdicts say little. Details below each image.")
+        n_unlike = sum(bool(r) for r in reasons)
+        st.warning(f"{plural(n_unlike, 'upload')} {word(n_unlike, 'looks', 'look')} unlike the training images of "
+                   "this category: " + ("its verdict says" if n_unlike == 1 else "their verdicts say")
+                   + " little. Details below each image.")
     with st.expander("About these verdicts"):
         st.markdown(help.UPLOADS)
 

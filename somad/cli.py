@@ -33,6 +33,7 @@ from .store import (
     marked_name,
     model_path,
 )
+from .words import plural, word
 
 DEFAULT_DATA = demo.DEFAULT_DIR
 DEFAULT_MODELS = Path("models")
@@ -458,7 +459,7 @@ def cmd_fit(args) -> int:
 
 def _fit_line(cat: str, out: Path, r) -> str:
     v = r.value
-    return (f"{cat}: saved {out}  ({v['n_train']} images, grid {v['grid'][0]}x{v['grid'][1]}, "
+    return (f"{cat}: saved {out}  ({plural(v['n_train'], 'image')}, grid {v['grid'][0]}x{v['grid'][1]}, "
             f"QE {v['quantization_error']:.3f}, TE {v['topographic_error']:.3f}, "
             f"threshold {v['threshold']:.3f}, {r.seconds:.1f} s with backbone loading, "
             "localisation check and saving; SOMAD.fit stages: "
@@ -470,7 +471,7 @@ def _run(executor, fn, tasks: dict[str, dict], line, args, written) -> dict:
     each ends and recording ``written(cat)`` in a job's ``--progress-file``; returns
     ``{category: TaskResult}`` in the categories' order."""
     if executor.name != "local":
-        print(f"{len(tasks)} task(s) {executor.where}", file=sys.stderr)
+        print(f"{plural(len(tasks), 'task')} {executor.where}", file=sys.stderr)
     results = {}
     for r in executor.run_tasks(fn, tasks, lambda cat: _progress(args, f"{cat}: ")):
         results[r.name] = r
@@ -531,16 +532,33 @@ def cmd_evaluate(args) -> int:
                        args, lambda cat: outs[cat].resolve())
     done = {cat: r.value["metrics"] for cat, r in results.items() if r.ok}
     if done:
-        print("\n| category | image AUROC | pixel AUROC | AUPRO | image F1-max | pixel F1-max | eval s |")
+        print("\n| category | " + " | ".join(TABLE_METRICS.values()) + " | eval s |")
         print("|---|---|---|---|---|---|---|")
         for cat, m in done.items():
             print("| " + " | ".join([cat] + [_metric_cell(m, k) for k in TABLE_METRICS]
                                     + [f"{m['timings']['total']:.1f}"]) + " |")
+        for cat, m in done.items():
+            if m.get("n_taught_test"):
+                print(leak_line(cat, m), file=sys.stderr)
     return _finish(results, lambda cat, r: str(outs[cat]) if r.ok else r.error, "results or error")
 
 
-TABLE_METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
-"""Metrics in the table ``evaluate`` prints."""
+TABLE_METRICS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO",
+                 "image_f1_max": "image F1-max", "pixel_f1_max": "pixel F1-max"}
+"""Metrics in the table ``evaluate`` prints (``metrics.json`` key: column title)."""
+
+
+def leak_line(category: str, metrics: dict, named: int = 3) -> str:
+    """``evaluate``'s one line on test images the model was taught (``metrics.json``'s ``taught_test``,
+    :func:`somad.pipeline.evaluate_model`): how many, the first ``named``, and the table's metrics without them."""
+    n, names = metrics["n_taught_test"], metrics["taught_test"]
+    shown = ", ".join(names[:named]) + (f" and {len(names) - named} more" if len(names) > named else "")
+    clean = metrics.get("without_taught") or {}
+    values = ", ".join(f"{title} {_metric_cell(clean, k)}" for k, title in TABLE_METRICS.items() if k in clean)
+    return (f"warning: {category}: {plural(n, 'test image')} ({shown}) {word(n, 'was')} taught to model "
+            f"{Path(metrics['model_dir'] or '?').name} as normal: a leak, so the metrics above flatter it. Without "
+            f"{word(n, 'it')} ({plural(clean.get('n_test', 0), 'test image')}): {values or 'n/a'} "
+            "(metrics.json: taught_test, without_taught).")
 
 
 def _metric_cell(metrics: dict, key: str) -> str:
@@ -615,7 +633,7 @@ def cmd_predict(args) -> int:
         if executor.name != "local":
             executor.check_on_workers("--model-dir / --out", _predict_checks, str(Path(args.model_dir).resolve()),
                                       str(Path(args.out).resolve()))
-            print(f"{len(paths)} images {executor.where}", file=sys.stderr)
+            print(f"{plural(len(paths), 'image', fmt=',')} {executor.where}", file=sys.stderr)
             score = partial(executor.iter_predictions, shard_size=args.shard_size)
         res = predict_folder(model, paths, args.out, args.overlays, _progress(args), strict=args.strict,
                              on_error=lambda row: tqdm.write(f"error: {row['error']}", file=sys.stderr), score=score)
@@ -626,7 +644,7 @@ def cmd_predict(args) -> int:
                 print("\t".join(row).rstrip("\t"))
     failed = (f"{res['n_scored']:,} scored, {res['n_errors']:,} unreadable (rows with verdict 'error'); "
               if res["n_errors"] else "")
-    print(f"{res['n_images']:,} images in {res['seconds']:.1f} s ({res['images_per_s']:.1f} images/s): {failed}"
+    print(f"{plural(res['n_images'], 'image', fmt=',')} in {res['seconds']:.1f} s ({res['images_per_s']:.1f} images/s): {failed}"
           f"{res['n_anomalous']:,} anomalous ({DECISION_RULE}, threshold {model.threshold_:.3f}); "
           f"wrote {res['csv']}" + (f" and overlays in {res['overlays']}" if res["overlays"] else ""))
     return EXIT_UNREADABLE if res["n_errors"] else 0

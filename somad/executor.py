@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import SomadError
 from .progress import Progress, Stage
+from .words import plural, word
 
 SCHEDULER_ENV = "SOMAD_SCHEDULER"
 """Environment variable naming a Dask scheduler address (what ``--scheduler`` gives)."""
@@ -301,6 +302,48 @@ def _check_here(fn: Callable[..., Any], args: tuple) -> str | None:
     return None
 
 
+def _unreachable(address: str, why: str) -> ExecutorError:
+    return ExecutorError(f"cannot reach the Dask scheduler at {address} ({why}): start it with `dask scheduler` "
+                         f"or check --scheduler / {SCHEDULER_ENV}.")
+
+
+def probe_scheduler(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Open and close one TCP connection to a scheduler's ``tcp://`` or ``tls://`` address, so that
+    an address where nothing listens fails at once (Dask's ``Client`` retries a refused connection
+    until its whole timeout has passed). Other schemes are left to Dask.
+
+    Args:
+        address: e.g. ``tcp://10.0.0.5:8786`` (port 8786 when none is given). timeout: seconds to
+            wait for an answer (a slow network still gets them).
+
+    Raises:
+        ExecutorError: connection refused, unknown host, no route, or no answer within ``timeout``
+            (one line naming the address).
+    """
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in ("tcp", "tls"):
+            return
+        host, port = parse_host_port(location, default_port=8786)
+    except (ValueError, TypeError):
+        return  # Dask names what is wrong with the address
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except ConnectionRefusedError:
+        raise _unreachable(address, f"connection refused: nothing listens on port {port} of {host}") from None
+    except socket.gaierror as exc:
+        raise _unreachable(address, f"unknown host {host!r}: {exc.strerror or exc}") from None
+    except (socket.timeout, TimeoutError):
+        raise _unreachable(address, f"no answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise _unreachable(address, exc.strerror or str(exc)) from None
+
+
 class DaskExecutor:
     """Runs tasks on Dask distributed: an existing scheduler (``scheduler``), or a ``LocalCluster``
     of ``workers`` processes started here and closed on exit.
@@ -324,7 +367,7 @@ class DaskExecutor:
         self.connect_timeout = CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout
         self._log_level = None
         self.client = self.cluster = None
-        self.where = f"on the Dask scheduler at {scheduler}" if scheduler else f"on a LocalCluster of {workers} worker(s)"
+        self.where = f"on the Dask scheduler at {scheduler}" if scheduler else f"on a LocalCluster of {plural(workers, 'worker')}"
 
     def __enter__(self) -> DaskExecutor:
         distributed = _import_distributed()
@@ -335,6 +378,7 @@ class DaskExecutor:
             self._log_level = log.level
             log.setLevel(logging.ERROR)
         if self.scheduler:
+            probe_scheduler(self.scheduler, self.connect_timeout)  # refused: one error now, not after the timeout
             try:
                 self.client = distributed.Client(self.scheduler, timeout=self.connect_timeout,
                                                  set_as_default=False)
@@ -352,7 +396,7 @@ class DaskExecutor:
                 self.cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                                         host="127.0.0.1", dashboard_address=None)
             self.client = distributed.Client(self.cluster, set_as_default=False)
-            self.where = f"on a LocalCluster of {self.workers} worker process(es) at {self.cluster.scheduler_address}"
+            self.where = f"on a LocalCluster of {plural(self.workers, 'worker process')} at {self.cluster.scheduler_address}"
         return self
 
     def __exit__(self, *exc) -> None:
@@ -406,7 +450,7 @@ class DaskExecutor:
         bad = {w: msg for w, msg in answers.items() if msg}
         if bad:
             worker, msg = sorted(bad.items())[0]
-            more = f" (and {len(bad) - 1} more worker(s))" if len(bad) > 1 else ""
+            more = f" (and {len(bad) - 1} more {word(len(bad) - 1, 'worker')})" if len(bad) > 1 else ""
             raise ExecutorError(f"{what}: worker {worker}{more}: {msg} On a cluster the data, models and "
                                 "outputs must be on storage every worker sees under the same path.")
 

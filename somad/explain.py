@@ -405,6 +405,18 @@ def outcome_counts(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
     return {k: int((o == k).sum()) for k in ("TP", "FP", "FN", "TN")}
 
 
+def counts_with_and_without(labels: np.ndarray, scores: np.ndarray, threshold: float,
+                            leak: np.ndarray) -> tuple[dict[str, int], dict[str, int] | None]:
+    """Outcome counts (:func:`outcome_counts`) on the whole split and, when some images leak (bool
+    ``(N,)``, :func:`somad.versions.leak_mask`), on the split without them (else None)."""
+    labels, scores, leak = np.asarray(labels), np.asarray(scores), np.asarray(leak, dtype=bool)
+    every = outcome_counts(labels, scores, threshold)
+    if not leak.any():
+        return every, None
+    keep = ~leak
+    return every, outcome_counts(labels[keep], scores[keep], threshold)
+
+
 def failing_order(labels: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """Indices of the misclassified images, worst first: FP by descending score, then FN by
     ascending score (FP before FN when both exist, each sorted by its margin to the threshold)."""

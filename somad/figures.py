@@ -14,6 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .som import grid_coordinates
+from .viz import HEAT_COLORSCALE
 
 CLICK_TRACE = 1
 """Index of the clickable scatter trace in SOM maps and image figures."""
@@ -21,6 +22,8 @@ CLICK_TRACE = 1
 SELECT_COLOR = "#ff2d55"
 
 
+COLORBAR_PX = 70
+"""Room (pixels) an image figure keeps on its right for a colour bar."""
 MIN_PLOT_PX = 150
 """Smallest plot height of a SOM map in pixels (a 1xN grid keeps a readable colour bar)."""
 MAX_ASPECT = 1.6
@@ -224,7 +227,7 @@ def png_source(image: np.ndarray) -> str:
 def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str = "",
                  cell_values: np.ndarray | None = None, selected: tuple[int, int] | None = None,
                  size: int = 420, value_label: str = "patch score", model_size: int | None = None,
-                 preselected: tuple[int, int] | None = None) -> go.Figure:
+                 scale=None, preselected: tuple[int, int] | None = None) -> go.Figure:
     """An RGB image with one nearly transparent clickable square per feature cell.
 
     Args:
@@ -240,6 +243,8 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
         size: figure width in pixels (the height follows the image's aspect ratio).
         model_size: the model's image size S: data coordinates are model pixels, ``[0, S]`` on both
             axes, whatever ``image``'s shape (default: the image's height, for a square image).
+        scale: the category's :class:`somad.viz.HeatScale` when ``image`` is a heatmap overlay: adds its
+            colour bar (:func:`heat_colorbar`, the footprint map's ticks) as the last trace.
     """
     ih, iw = image.shape[:2]
     s = model_size or ih
@@ -248,7 +253,8 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
     r, c = np.divmod(np.arange(h * w), w)
     xs, ys = (c + 0.5) * cw, (r + 0.5) * ch
     vals = np.zeros(h * w) if cell_values is None else np.asarray(cell_values, dtype=float).ravel()
-    plot_w = size - 20
+    bar = 0 if scale is None else COLORBAR_PX
+    plot_w = size - 20 - bar
     plot_h = plot_w * ih / iw
     cell_px = min(plot_w / w, plot_h / h)
     traces = [go.Image(source=png_source(image), hoverinfo="skip", x0=s / iw / 2, dx=s / iw, y0=s / ih / 2, dy=s / ih), go.Scatter(
@@ -265,8 +271,12 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
                                  hoverinfo="skip", showlegend=False,
                                  marker=dict(symbol="square-open", size=max(cell_px * 1.2, 10), color="white",
                                              line=dict(width=3))))
+    if scale is not None:  # one invisible point that carries the colour bar
+        traces.append(go.Scatter(x=xs[:1], y=ys[:1], mode="markers", hoverinfo="skip", showlegend=False,
+                                 marker=dict(opacity=0, color=[0.0], colorscale=HEAT_COLORSCALE, cmin=0.0, cmax=1.0,
+                                             showscale=True, colorbar=heat_colorbar(scale, "map score"))))
     return go.Figure(traces, dict(title=dict(text=title, x=0.02, font=dict(size=13)), width=size,
-                                  height=round(plot_h) + 50, margin=dict(l=10, r=10, t=40, b=10),
+                                  height=round(plot_h) + 50, margin=dict(l=10, r=10 + bar, t=40, b=10),
                                   clickmode="event+select", dragmode=False,
                                   xaxis=dict(visible=False, range=[0, s], constrain="domain"),
                                   yaxis=dict(visible=False, range=[s, 0], scaleanchor="x", scaleratio=ih / iw,
@@ -593,20 +603,32 @@ def _outlines(xy: np.ndarray, idx, topology: str) -> tuple[list, list]:
     return xs, ys
 
 
+def heat_colorbar(scale, title: str = "score") -> dict:
+    """A plotly colour bar for anomaly scores on the category's colour scale (:class:`somad.viz.HeatScale`):
+    for a trace coloured by ``scale.normalise(scores)`` with ``cmin=0, cmax=1`` and
+    ``colorscale=somad.viz.HEAT_COLORSCALE``; ticks at :meth:`~somad.viz.HeatScale.ticks`, labelled in
+    Mahalanobis units. The footprint map and the Test inspector's heatmap share it."""
+    ticks = scale.ticks()
+    return dict(title=title, thickness=12, len=1.0, tickmode="array", tickvals=[t[0] for t in ticks],
+                ticktext=[t[2] for t in ticks])
+
+
 def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defect_counts: np.ndarray,
-                  topology: str = "rectangular", score_range: tuple[float, float] | None = None,
+                  topology: str = "rectangular", scale=None,
                   selected: tuple[int, int] | None = None, title: str = "", size: int = 420,
                   clickable: bool = True) -> go.Figure:
     """A test image's footprint over the U-matrix (grey): the neurons its patches chose as BMU,
-    coloured by the highest patch score among those patches; neurons chosen by ground-truth defect
-    patches ringed in :data:`FOOTPRINT_COLOR`.
+    coloured by the highest patch score among those patches on the category's heatmap colour scale;
+    neurons chosen by ground-truth defect patches ringed in :data:`FOOTPRINT_COLOR`.
 
     Args:
         u: float ``(rows, cols)`` U-matrix. counts: int ``(rows, cols)`` cells of the image per neuron.
-        max_score: float ``(rows, cols)`` highest patch score per neuron (NaN where not chosen).
+        max_score: float ``(rows, cols)`` highest patch score per neuron (NaN where not chosen;
+            Mahalanobis units, before the heatmap's blur).
         defect_counts: int ``(rows, cols)`` defect cells per neuron.
-        score_range: colour range of the scores (default: the image's own range), e.g. the model's
-            ``pixel_range_`` so the colours match the heatmaps.
+        scale: the category's :class:`somad.viz.HeatScale` (:func:`somad.viz.heat_scale` of the model's
+            ``pixel_range_`` and the evaluation's metrics), never one per image: a score gets the colour
+            its heatmap pixel has, and the colour bar the heatmaps' ticks (:func:`heat_colorbar`).
         selected: neuron outlined in the selection colour.
         clickable: False: on a rectangular grid the footprint is a second heatmap over the grey one
             (neurons outside it are gaps) and there is no :data:`CLICK_TRACE`, as :func:`som_map`.
@@ -620,7 +642,8 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
     counts = np.asarray(counts).ravel()
     defect = np.asarray(defect_counts).ravel()
     score = np.asarray(max_score, dtype=float).ravel()
-    lo, hi = score_range if score_range is not None else _range(score)
+    if scale is None:
+        raise ValueError("footprint_map needs the category's colour scale (somad.viz.heat_scale).")
     xy = grid_coordinates(shape, topology)
     plot_w, plot_h, cell_px = _map_px(shape, topology, size)
     ulo, uhi = _range(u)
@@ -632,13 +655,18 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
         base = go.Heatmap(z=u, x0=0, dx=1, y0=0, dy=1, colorscale="Greys", zmin=ulo, zmax=uhi, hoverinfo="skip",
                           showscale=False)
     chosen = counts > 0
+    shown = np.where(chosen, scale.normalise(np.where(chosen, score, scale.lo)), 0.0)  # 0..1 on the heat scale
     if not clickable and topology != "hexagonal":
         gap = max(1, round(0.1 * cell_px))  # the grey U-matrix shows around each chosen neuron
-        click = _hover_heatmap(np.where(chosen, score, np.nan).reshape(shape), "Jet", "patch score",
-                               {"cells of this image": counts.reshape(shape), "in the defect": defect.reshape(shape),
-                                "U": u}, "highest patch score", zmin=lo, zmax=max(hi, lo + 1e-9), xgap=gap, ygap=gap)
+        custom = np.stack([np.where(chosen, score, np.nan), counts, defect, u.ravel()], 1).reshape(*shape, 4)
+        click = go.Heatmap(z=np.where(chosen, shown, np.nan).reshape(shape), x0=0, dx=1, y0=0, dy=1,
+                           colorscale=HEAT_COLORSCALE, zmin=0.0, zmax=1.0, xgap=gap, ygap=gap, customdata=custom,
+                           colorbar=heat_colorbar(scale, "patch score"),
+                           hovertemplate="neuron (row %{y}, col %{x})<br>cells of this image %{customdata[1]} (in "
+                                         "the defect %{customdata[2]})<br>highest patch score %{customdata[0]:.3f}"
+                                         "<br>U %{customdata[3]:.4g}<extra></extra>")
     else:
-        click = _footprint_markers(xy, shape, counts, defect, score, u, chosen, lo, hi, topology, cell_px)
+        click = _footprint_markers(xy, shape, counts, defect, score, u, chosen, shown, scale, topology, cell_px)
     traces = [base, click]
     ring = np.flatnonzero(defect > 0)
     if len(ring):
@@ -648,8 +676,9 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
     return _map_figure(traces, xy, shape, topology, title, size, plot_h, selected)
 
 
-def _footprint_markers(xy, shape, counts, defect, score, u, chosen, lo, hi, topology, cell_px) -> go.Scatter:
-    """The footprint's click trace: one marker per neuron, those outside the footprint nearly transparent."""
+def _footprint_markers(xy, shape, counts, defect, score, u, chosen, shown, scale, topology, cell_px) -> go.Scatter:
+    """The footprint's click trace: one marker per neuron coloured on the heat scale (``shown``, 0..1),
+    those outside the footprint nearly transparent."""
     custom = np.stack([*np.divmod(np.arange(len(counts)), shape[1]), counts, defect,
                        np.where(chosen, score, np.nan), u.ravel()], 1)
     return go.Scatter(
@@ -658,9 +687,8 @@ def _footprint_markers(xy, shape, counts, defect, score, u, chosen, lo, hi, topo
                       "%{customdata[2]} (in the defect %{customdata[3]})<br>highest patch score "
                       "%{customdata[4]:.3f}<br>U %{customdata[5]:.4g}<extra></extra>",
         marker=dict(symbol="hexagon" if topology == "hexagonal" else "square", size=max(cell_px * 0.8, 3),
-                    color=np.where(chosen, score, lo), colorscale="Jet", cmin=lo, cmax=max(hi, lo + 1e-9),
-                    opacity=np.where(chosen, 1.0, 0.01), line=dict(width=0),
-                    colorbar=_colorbar("patch score")))
+                    color=shown, colorscale=HEAT_COLORSCALE, cmin=0.0, cmax=1.0, opacity=np.where(chosen, 1.0, 0.01),
+                    line=dict(width=0), colorbar=heat_colorbar(scale, "patch score")))
 
 
 def distance_map_figure(dist: np.ndarray, nearest: list[tuple[int, int]], topology: str = "rectangular",

@@ -41,6 +41,7 @@ from .replay import ReplayRecorder
 from .scoring import (IMAGE_SCORES, SCORE_CHUNK, PatchScores, anomaly_maps, image_scores, mahalanobis_pairs,
                       score_patches)
 from .som import SOM, SOM_BACKENDS, TOPOLOGIES, exact_bmu, hit_map, topographic_error, u_matrix
+from .words import plural
 
 PARAM_HELP = {
     "backbone": "feature extractor: a name from somad.features.BACKBONES or any timm model name",
@@ -512,7 +513,7 @@ class SOMAD:
         if len(images) == 0:
             raise ParameterError("partial_fit needs at least one image.")
         if paths is not None and len(paths) != len(images):
-            raise ParameterError(f"partial_fit got {len(images)} images but {len(paths)} paths.")
+            raise ParameterError(f"partial_fit got {plural(len(images), 'image')} but {plural(len(paths), 'path')}.")
         if intensity is not None and intensity != self.intensity_:
             raise ParameterError(f"the images were read with intensity rule {intensity.describe()} but the model "
                                  f"reads images with {self.intensity_.describe()}: load them with "

@@ -32,6 +32,7 @@ from . import data
 from .decision import is_anomalous
 from .errors import DataError, ParameterError
 from .metrics import rank_counts
+from .words import plural
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,7 @@ def validation_samples(folder: str | Path, test_split: str | Path | None = None)
                             "images. Give a separate validation folder.")
         shared = {p.resolve() for p in test.rglob("*") if p.is_file()} & {s.path.resolve() for s in samples}
         if shared:
-            raise DataError(f"validation folder {split} shares {len(shared)} image file(s) with the test split "
+            raise DataError(f"validation folder {split} shares {plural(len(shared), 'image file')} with the test split "
                             f"{test} (e.g. {sorted(shared)[0]}): keep the two apart.")
     return samples
 

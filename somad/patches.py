@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import ResourceError
+from .words import plural
 
 CHUNK_ROWS = 64 * 2048
 """Rows per chunk: 52 MB at d = 100; a multiple of :func:`somad.som.exact_bmu`'s 2048-row block,
@@ -156,14 +157,14 @@ def check_resources(n_images: int, patches_per_image: int, dim: int, store: str 
         free = shutil.disk_usage(where).free
         if n_images * vector > free:
             raise ResourceError(
-                f"fitting {n_images} images needs {_size(n_images * vector)} of temporary disk in {where} "
+                f"fitting {plural(n_images, 'image')} needs {_size(n_images * vector)} of temporary disk in {where} "
                 f"({_size(vector)} per image) but {_size(free)} is free: pass --max-train-images "
                 f"{free // vector} or fewer, or set TMPDIR to a folder on a larger disk.")
     per_image = index + (vector if store == "memory" else 0)
     free = available_memory()
     if free is not None and n_images * per_image + WORKING_BYTES > free:
         raise ResourceError(
-            f"fitting {n_images} images needs about {_size(n_images * per_image + WORKING_BYTES)} of memory "
+            f"fitting {plural(n_images, 'image')} needs about {_size(n_images * per_image + WORKING_BYTES)} of memory "
             f"({_size(per_image)} per image plus {_size(WORKING_BYTES)}) but {_size(free)} is available: pass "
             f"--max-train-images {max(0, (free - WORKING_BYTES) // per_image)} or fewer.")
 

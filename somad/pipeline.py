@@ -39,6 +39,7 @@ from .model import SOMAD
 from .persistence import load_model, save_model
 from .progress import Progress, Stage
 from .store import DEFAULT_MODEL_NAME, list_models, model_path  # noqa: F401 (the folder layout, re-exported)
+from .words import plural, word
 
 
 def check_writable(out_dir: str | Path, force: bool = False) -> None:
@@ -151,6 +152,18 @@ def empty_masks(samples: list, masks: np.ndarray) -> list:
             if s.label and not m.any() and not (data.read_raw(s.mask_path) > 0).any()]
 
 
+WITHOUT_TAUGHT = "without_taught"
+"""Key in ``metrics.json`` of the metrics on the test split without its taught images (see :func:`evaluate_model`)."""
+
+
+def taught_test_images(model: SOMAD, samples: Sequence[data.Sample]) -> np.ndarray:
+    """bool ``(N,)``: the test images ``model`` has learned from (taught to it or an ancestor, or a
+    training file): :func:`somad.versions.leak_mask` with the model's own folder (``model_dir_``)."""
+    from .versions import leak_mask
+
+    return leak_mask(model, getattr(model, "model_dir_", None), samples)
+
+
 def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: Progress | None = None,
                    return_patches: bool = False, keep_empty_masks: bool = False) -> Evaluation:
     """Score every test image of a category and compute all metrics, overall and per defect type.
@@ -159,6 +172,13 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
     in ``metrics["n_empty_masks"]`` (its masks under ``"empty_masks"``). It stays in the image
     metrics; the pixel metrics leave it out, unless ``keep_empty_masks`` (then all its pixels count
     as normal). ``metrics["empty_masks_in_pixel_metrics"]`` says which.
+
+    Test images the model has learned from (:func:`taught_test_images`: taught as normal to this
+    version or an ancestor) make the metrics optimistic (a leak): ``metrics["n_taught_test"]`` counts
+    them, ``metrics["taught_test"]`` names them (``"<defect>/<file>"``), and
+    ``metrics["without_taught"]`` holds every overall metric on the split without them, with their
+    ``n_test``, ``n_anomalous`` and the outcome counts at the model's threshold with (``outcomes_with_taught``)
+    and without (``outcomes``) them; None when no test image leaks. The Test inspector applies the same rule.
 
     Raises:
         DataError: the category has no usable test split.
@@ -180,18 +200,34 @@ def evaluate_model(model: SOMAD, data_dir: str | Path, category: str, progress: 
         names = ", ".join(str(s.mask_path) for s in empty[:EMPTY_MASKS_NAMED])
         extra = len(empty) - EMPTY_MASKS_NAMED
         more = f" and {extra} more (all in metrics.json)" if extra > 0 else ""
-        warnings.warn(f"{len(empty)} defective test image(s) of '{category}' have an empty mask (no pixel > 0), "
-                      f"most likely a labelling mistake: {names}{more}. " + (
-                          "All their pixels count as normal in the pixel metrics (kept on request)." if keep_empty_masks
-                          else "They are left out of the pixel metrics (keep them, all pixels normal, with "
-                               "--keep-empty-masks); the image metrics count them as defective."), stacklevel=2)
+        one = len(empty) == 1
+        warnings.warn(f"{plural(len(empty), 'defective test image')} of '{category}' {word(len(empty), 'has')} an "
+                      f"empty mask (no pixel > 0), most likely a labelling mistake: {names}{more}. " + (
+                          f"All {'its' if one else 'their'} pixels count as normal in the pixel metrics (kept on "
+                          "request)." if keep_empty_masks
+                          else f"{'It is' if one else 'They are'} left out of the pixel metrics (keep "
+                               f"{word(len(empty), 'it')}, all pixels normal, with --keep-empty-masks); the image "
+                               f"metrics count {word(len(empty), 'it')} as defective."), stacklevel=2)
     left_out = set() if keep_empty_masks else set(empty)
     pixel_images = np.array([s not in left_out for s in samples]) if left_out else None
-    overall, per_defect = evaluate_groups(labels, scores, masks, maps, groups, pixel_images)
+    leak = taught_test_images(model, samples)
+    with_clean = dict(groups, **({WITHOUT_TAUGHT: ~leak} if leak.any() else {}))
+    overall, per_defect = evaluate_groups(labels, scores, masks, maps, with_clean, pixel_images)
+    clean = per_defect.pop(WITHOUT_TAUGHT, None)
     for defect, sel in groups.items():
         per_defect[defect]["n_images"] = int((~good[sel]).sum())
+    if clean is not None:
+        from .explain import outcome_counts
+
+        every, counts = outcome_counts(labels, scores, model.threshold_), outcome_counts(
+            labels[~leak], scores[~leak], model.threshold_)
+        clean.update({"n_test": int((~leak).sum()), "n_anomalous": int(labels[~leak].sum()),
+                      "outcomes": counts, "outcomes_with_taught": every})
     t3 = time.perf_counter()
     overall.update({
+        "n_taught_test": int(leak.sum()),
+        "taught_test": [f"{s.defect}/{s.path.name}" for s, hit in zip(samples, leak) if hit],
+        "without_taught": clean,
         "n_empty_masks": len(empty), "empty_masks": [str(s.mask_path) for s in empty],
         "empty_masks_in_pixel_metrics": bool(keep_empty_masks),
         "category": category,

@@ -13,9 +13,12 @@ where neighbouring weights differ most.
 
 The number of regions is chosen automatically by the mean silhouette of the neuron weights
 (Rousseeuw, J. Comput. Appl. Math. 20, 1987; ``sklearn.metrics.silhouette_score``, Euclidean):
-the fewest of :data:`AUTO_CANDIDATES` within :data:`SILHOUETTE_TOLERANCE` of the best; or the
-user gives it. The full merge tree is
-built once and cut at each candidate.
+the fewest of :data:`AUTO_CANDIDATES` within :data:`SILHOUETTE_TOLERANCE` of the best
+(:func:`auto_choice`, which both the count and its caption :func:`how_chosen` read); or the
+user gives it. The full merge tree is built once and cut at each candidate. A best silhouette of
+0.50 or less is read, after Kaufman & Rousseeuw (1990), as a weak or absent cluster structure
+(:func:`structure_note`): the regions are then a convenience partition of a map whose weights
+change gradually (the default MVTec bottle model's 56x56 map scores 0.07 to 0.11).
 
 Region ``0`` holds the most training patches, region ``1`` the next, and so on; the dashboard calls
 them R1, R2, ... No Streamlit here.
@@ -141,13 +144,40 @@ def silhouettes(weights: np.ndarray, children: np.ndarray, candidates=AUTO_CANDI
     return out
 
 
-def choose_n(scores: dict) -> int:
-    """The fewest regions whose silhouette in ``scores`` (``{k: silhouette}``) is within
-    :data:`SILHOUETTE_TOLERANCE` of the best; 1 when nothing was scored (maps of fewer than 4 neurons)."""
+@dataclass(frozen=True)
+class AutoChoice:
+    """The automatic choice of the number of regions, every value of the rule in one place: the count
+    (:func:`choose_n`) and its caption (:func:`how_chosen`) both read it, so they cannot disagree.
+
+    Attributes:
+        n: the regions chosen (1 when nothing was scored).
+        best_k, best: the candidate with the highest mean silhouette, and that silhouette (NaN if none).
+        cutoff: ``best - SILHOUETTE_TOLERANCE``: a candidate qualifies when its silhouette is at or above it.
+        qualifying: the qualifying candidates, ascending; ``n`` is the first.
+    """
+
+    n: int
+    best_k: int
+    best: float
+    cutoff: float
+    qualifying: tuple
+
+
+def auto_choice(scores: dict) -> AutoChoice:
+    """The rule: of the candidates in ``scores`` (``{k: mean silhouette}``), the fewest regions whose
+    silhouette is within :data:`SILHOUETTE_TOLERANCE` of the best (ties of the best: the fewer regions)."""
     if not scores:
-        return 1
-    best = max(scores.values())
-    return min(k for k, v in scores.items() if v >= best - SILHOUETTE_TOLERANCE)
+        return AutoChoice(1, 1, float("nan"), float("nan"), ())
+    best_k = min(scores, key=lambda k: (-scores[k], k))
+    best = float(scores[best_k])
+    cutoff = best - SILHOUETTE_TOLERANCE
+    qualifying = tuple(sorted(k for k, v in scores.items() if v >= cutoff))
+    return AutoChoice(int(qualifying[0]), int(best_k), best, cutoff, qualifying)
+
+
+def choose_n(scores: dict) -> int:
+    """The number of regions :func:`auto_choice` takes; 1 when nothing was scored (maps of fewer than 4 neurons)."""
+    return auto_choice(scores).n
 
 
 def map_regions(weights: np.ndarray | torch.Tensor, shape: tuple[int, int], topology: str,
@@ -354,16 +384,69 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.0f}%"
 
 
+SILHOUETTE_READING = ((0.70, "strong"), (0.50, "reasonable"), (0.25, "weak"), (-1.0, "none"))
+"""Kaufman & Rousseeuw's reading of the best mean silhouette over the numbers of clusters tried (the
+*silhouette coefficient*; "Finding Groups in Data", Wiley 1990, ch. 2, Table 4; silhouettes from Rousseeuw,
+J. Comput. Appl. Math. 20, 1987): above 0.70 a strong structure, 0.51-0.70 a reasonable one, 0.26-0.50 a weak
+one that could be artificial, 0.25 or less no substantial structure. ``(lower bound, name)``, highest first."""
+STRUCTURE_WORDS = {
+    "strong": "a strong cluster structure",
+    "reasonable": "a reasonable cluster structure",
+    "weak": "a weak cluster structure that could be artificial",
+    "none": "no substantial cluster structure"}
+
+
+def structure(best: float) -> str:
+    """Kaufman & Rousseeuw's word for a best mean silhouette (:data:`SILHOUETTE_READING`)."""
+    return next(name for low, name in SILHOUETTE_READING if best > low)
+
+
+def _decimals(values, cutoff: float) -> int:
+    """Fewest decimals (3 to 6) at which every rounded value compares with the rounded cutoff as the exact
+    value does, so the numbers printed agree with the candidates said to qualify."""
+    for dec in range(3, 7):
+        c = round(cutoff, dec)
+        if all((round(v, dec) >= c) == (v >= cutoff) for v in values):
+            return dec
+    return 6
+
+
 def how_chosen(regions: Regions) -> str:
-    """How the number of regions was set, in words."""
+    """How the number of regions was set, in words, written from the same :func:`auto_choice` that set it."""
     if not regions.auto:
         return f"{regions.n} regions, as chosen by the user."
     if not regions.silhouette:
         return f"{regions.n} region (the map is too small to split)."
-    tried = ", ".join(f"{k}: {v:.2f}" for k, v in regions.silhouette.items())
-    return (f"{regions.n} regions, chosen automatically: the fewest whose mean silhouette of the neuron weights "
-            f"is within {SILHOUETTE_TOLERANCE:g} of the best among {min(regions.silhouette)} to "
-            f"{max(regions.silhouette)} regions ({tried}).")
+    ch = auto_choice(regions.silhouette)
+    dec = _decimals(regions.silhouette.values(), ch.cutoff)
+    tried = ", ".join(f"{k}: {v:.{dec}f}" for k, v in sorted(regions.silhouette.items()))
+    others = [k for k in ch.qualifying if k != ch.n]
+    also = (f" ({', '.join(map(str, others))} also qualif{'ies' if len(others) == 1 else 'y'})" if others
+            else " (the only one that does)")
+    return (f"{ch.n} regions, chosen automatically. Mean silhouette of the neuron weights for "
+            f"{min(regions.silhouette)} to {max(regions.silhouette)} regions: {tried}. The best is "
+            f"{ch.best:.{dec}f} ({ch.best_k} regions); the rule takes the fewest regions whose silhouette is at least "
+            f"{ch.cutoff:.{dec}f} (the best minus {SILHOUETTE_TOLERANCE:g}): {ch.n}{also}.")
+
+
+def structure_note(regions: Regions) -> str | None:
+    """What the best silhouette says about the map, in words, when it is weak (0.50 or less, Kaufman &
+    Rousseeuw 1990): the regions are then a convenience partition, not natural groups. None when the
+    structure is reasonable or strong, or when no silhouette was computed (a number given by the user)."""
+    if not regions.silhouette:
+        return None
+    best = auto_choice(regions.silhouette).best
+    word = structure(best)
+    if word in ("strong", "reasonable"):
+        return None
+    text = (f"The best mean silhouette is {best:.3f}: by the usual reading (Kaufman & Rousseeuw 1990: 0.25 or "
+            f"less, no substantial structure; 0.26-0.50, weak and possibly artificial) the map has "
+            f"{STRUCTURE_WORDS[word]}. ")
+    if word == "none":
+        return text + ("Its neurons change gradually rather than forming separate groups, so these regions are a "
+                       "convenience partition (borders where the weights change fastest), not natural groups; "
+                       "another count would split the map about as well.")
+    return text + "Read the regions as a rough partition: their borders may not mark real groups of patches."
 
 
 def summary_rows(regions: Regions, mass: RegionMass | None = None) -> list[dict]:

@@ -21,6 +21,7 @@ from . import data, explain, figures, metrics, regions, viz
 from .atomic import write_text
 from .decision import DECISION_RULE
 from .explain import failing_order, outcome_counts
+from .replay import caption as replay_caption
 
 MAX_FAILING = 8
 """Failing images shown (worst first)."""
@@ -131,7 +132,9 @@ def _regions_section(model, ev, reg, map_div: str) -> str:
         where = (f"<figure>{_png(figures.region_image(mean, major), 'regions in the image')}<figcaption>each "
                  f"feature cell of the mean training image tinted with the region most training images map it to "
                  f"({100 * agree.mean():.0f}% agreement)</figcaption></figure>")
-    return (f"<h2>SOM regions</h2><p>{html.escape(regions.METHOD)}. {html.escape(regions.how_chosen(reg))}</p>"
+    note = regions.structure_note(reg)
+    note = f"<p><b>{html.escape(note)}</b></p>" if note else ""
+    return (f"<h2>SOM regions</h2><p>{html.escape(regions.METHOD)}. {html.escape(regions.how_chosen(reg))}</p>{note}"
             f'<div class="plots">{map_div}{where}</div><p>Typical training patch of each region (the nearest '
             f"patch of its typical neuron) and its share of training patches:</p>{''.join(pics)}{_table(rows)}")
 
@@ -180,9 +183,11 @@ def build_report(model, ev, model_dir: str | None = None, title: str | None = No
         extra.append(figures.replay_figure(replay, model.topology))
     divs = [_plot(f, first=(n == 0)) for n, f in enumerate(plots + maps + extra)]
     region_html = _regions_section(model, ev, reg, divs[len(plots) + len(maps)])
-    replay_html = (f"<h2>Training replayed</h2><p>{replay.epochs} epochs: press Play or drag the slider.</p>"
-                   f"{divs[-1]}" if replay is not None else "<h2>Training replayed</h2><p>This model was fitted "
-                   "without a training replay (<code>python -m somad fit --replay</code> keeps one).</p>")
+    som_patches = model.som_train_images_ * model.feature_shape_[0] * model.feature_shape_[1]
+    replay_html = (f"<h2>Training replayed</h2><p>{replay.epochs} epochs: press Play or drag the slider. "
+                   f"{html.escape(replay_caption(replay, som_patches))}</p>{divs[-1]}" if replay is not None else
+                   "<h2>Training replayed</h2><p>This model was fitted without a training replay "
+                   "(<code>python -m somad fit --replay</code> keeps one).</p>")
     summary = [{"": METRIC_LABELS[k], "value": float(mt[k])} for k in METRIC_LABELS if k in mt]
     summary += [{"": f"{k} at the deployable threshold", "value": v} for k, v in counts.items()]
     return f"""<!DOCTYPE html>

@@ -486,17 +486,19 @@ def topographic_error(top2: torch.Tensor, shape: tuple[int, int], topology: str 
     return float((gap > _neighbour_limit(topology)).float().mean())
 
 
-def u_matrix(weights: np.ndarray | torch.Tensor, shape: tuple[int, int], topology: str = "rectangular") -> np.ndarray:
+def u_matrix(weights: np.ndarray | torch.Tensor, shape: tuple[int, int], topology: str = "rectangular",
+             pairs: np.ndarray | None = None) -> np.ndarray:
     """Unified distance matrix: mean Euclidean distance of each neuron to its grid neighbours.
 
     Args:
         weights: ``(H*W, d)`` neuron weights.
+        pairs: :func:`neighbour_pairs` of the grid, when the caller keeps them (e.g. once per epoch).
 
     Returns:
         float32 ``(H, W)``: high values mark borders between clusters of the map.
     """
     w = torch.as_tensor(weights, dtype=torch.float32).cpu()
-    pairs = torch.as_tensor(neighbour_pairs(shape, topology))
+    pairs = torch.as_tensor(neighbour_pairs(shape, topology) if pairs is None else pairs)
     dist = (w[pairs[:, 0]] - w[pairs[:, 1]]).norm(dim=1)
     total = torch.zeros(len(w)).index_add_(0, pairs[:, 0], dist).index_add_(0, pairs[:, 1], dist)
     count = torch.bincount(pairs.flatten(), minlength=len(w)).clamp_min(1)

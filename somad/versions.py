@@ -49,6 +49,7 @@ from .atomic import output_errors
 from .errors import ModelFileError, OutputError, ParameterError
 from .progress import Progress
 from .store import NAME_PATTERN, check_name, list_models, pin_default
+from .words import plural, word
 
 KINDS = ("teach", "threshold", "refit")
 """What made a version (``provenance["kind"]``); a plain fit has no provenance (kind "fit" in listings)."""
@@ -149,11 +150,12 @@ def refit_advice(model) -> str | None:
     qe_ratio = float(new.mean() / base.mean().clamp_min(1e-12))
     why = []
     if share > REFIT_FAR_SHARE:
-        why.append(f"{share:.0%} of the {added} taught images' patches lie farther from their best-matching neuron "
+        why.append(f"{share:.0%} of the patches of the {plural(added, 'taught image')} lie farther from their best-matching neuron "
                    f"than {REFIT_FAR_PERCENTILE:g} % of the SOM's training patches (quantization error "
                    f"{qe_ratio:.2f}x the training images'): the SOM has no neurons for much of their appearance")
     if added >= REFIT_ADDED_FRACTION * n_som:
-        why.append(f"{added} taught images are {added / n_som:.0%} of the {n_som} the SOM was trained on")
+        why.append(f"{plural(added, 'taught image')} {word(added, 'is')} {added / n_som:.0%} of the {n_som} the SOM "
+                   "was trained on")
     if not why:
         return None
     return ("Refit the SOM: " + "; ".join(why) + ". A full fit on the enlarged training set (the taught images "
@@ -291,6 +293,69 @@ def refit(model_dir: str | Path, *, note: str | None = None, name: str | None = 
         n_train_before=old.n_train_, n_train_after=model.n_train_, refit_advice=None)
     model.extra_ = getattr(old, "extra_", {})
     return _save_version(model, parent, folder, name)
+
+
+# ----------------------------------------------------------------------------- leaks
+def parent_dir(model_dir: str | Path, prov: dict) -> Path | None:
+    """The parent model dir a ``provenance`` record names (``parent: {name, path}`` as this module
+    writes it; a plain path or name also works), or None for a fit. A parent that moved is looked
+    for by name next to ``model_dir``."""
+    parent = prov.get("parent")
+    if isinstance(parent, dict):
+        path, name = parent.get("path"), parent.get("name")
+    else:
+        path, name = parent, Path(str(parent)).name if parent else None
+    if path and Path(str(path)).is_dir():
+        return Path(str(path))
+    return Path(model_dir).parent / str(name) if name else None
+
+
+def provenance_chain(model_dir: str | Path, limit: int = 1000) -> list[dict]:
+    """The ``provenance`` records of a model and its ancestors, the model's own first (empty for a
+    plain fit). A missing or unreadable ancestor ends the chain."""
+    from .errors import SomadError
+    from .persistence import read_config
+
+    chain, seen = [], set()
+    here: Path | None = Path(model_dir)
+    while here is not None and len(chain) < limit:
+        try:
+            prov = read_config(here).get("provenance")
+        except (SomadError, OSError):
+            break
+        if not isinstance(prov, dict) or str(here.resolve()) in seen:
+            break
+        seen.add(str(here.resolve()))
+        chain.append(prov)
+        here = parent_dir(here, prov)
+    return chain
+
+
+def taught_files(model_dir: str | Path) -> list[dict]:
+    """Every file taught to the model or its ancestors: provenance ``added`` entries ``{path, sha256}``."""
+    return [a for prov in provenance_chain(model_dir) for a in (prov.get("added") or []) if isinstance(a, dict)]
+
+
+def leak_mask(model, model_dir: str | Path | None, paths: Iterable) -> np.ndarray:
+    """Which of ``paths`` (e.g. a test split) the model has learned from: a training file, a file
+    taught to it or an ancestor, or another file with a taught file's content (SHA-256). Such test
+    images make that split's metrics optimistic; the dashboard's Test inspector and ``evaluate``
+    both report the metrics with and without them (:func:`somad.operating.leaked`).
+
+    Args:
+        model: a fitted SOMAD (its ``train_paths_``). model_dir: its folder, whose provenance chain
+            names the taught files (None: the training files only). paths: ``(N,)`` image files, or
+            :class:`somad.data.Sample` (their ``.path``).
+
+    Returns:
+        bool ``(N,)``.
+    """
+    from .operating import leaked
+
+    files = [getattr(p, "path", p) for p in paths]
+    taught = taught_files(model_dir) if model_dir else []
+    return leaked(files, list(getattr(model, "train_paths_", []) or []) + [a.get("path", "") for a in taught],
+                  [a["sha256"] for a in taught if a.get("sha256")])
 
 
 # ----------------------------------------------------------------------------- helpers

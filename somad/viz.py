@@ -34,6 +34,10 @@ HEAT_COLORS = (  # (position on the scale, RGB 0-1): blues below the pixel thres
 pixel threshold, then yellow at the threshold (a colour edge where the red outline runs) -> orange
 -> red -> purple."""
 HEAT_CMAP = matplotlib.colors.LinearSegmentedColormap.from_list("somad_heat", list(HEAT_COLORS), N=1024)
+HEAT_COLORSCALE = [[pos, "rgb({:.0f},{:.0f},{:.0f})".format(*(255 * np.asarray(rgb)))] for pos, rgb in HEAT_COLORS]
+""":data:`HEAT_COLORS` as a plotly colorscale over positions 0..1 (plotly interpolates linearly in RGB between
+the stops, as :data:`HEAT_CMAP` does): a plotly trace coloured by :meth:`HeatScale.normalise` positions with
+``cmin=0, cmax=1`` shows a score in the colour :meth:`HeatScale.colorize` gives its heatmap pixel."""
 TRAIN_TOP_AT = 0.3
 """Position of the training maps' top on the scale when the pixel threshold lies above it."""
 HOT_DECADES = 0.5
@@ -85,6 +89,15 @@ class HeatScale:
     def colorize(self, amap: np.ndarray) -> np.ndarray:
         """uint8 RGB ``(H, W, 3)`` of float ``(H, W)`` scores."""
         return (HEAT_CMAP(self.normalise(amap))[..., :3] * 255).astype(np.uint8)
+
+    def ticks(self) -> list[tuple[float, float, str]]:
+        """The colour bar's ticks: ``(position 0..1, score, label)`` at the bottom, the training maps' top,
+        the pixel threshold, the middle of the log piece and the top (the middle one dropped when it is
+        the threshold). Every colour bar of anomaly scores uses these (:func:`somad.figures.heat_colorbar`)."""
+        values = [self.lo, self.mid, self.knee, self.knee * 10 ** (HOT_DECADES / 2), self.top]
+        keep = [v for i, v in enumerate(values) if i == 0 or v > values[i - 1] + 1e-9 * max(1.0, abs(v))]
+        pos = self.normalise(np.asarray(keep, dtype=np.float64))
+        return [(float(p), float(v), f"{v:.1f}") for p, v in zip(pos, keep)]
 
     def describe(self) -> str:
         """The scale in words, for captions."""

@@ -1,6 +1,8 @@
 """Real-browser test of issue 21's loop: in the Test inspector, mark a false positive as normal (a
 taught new version), save the slider's threshold as a new version made the default; then a reload
-shows that version, and ``predict`` and ``evaluate`` use it.
+shows that version, and ``predict`` and ``evaluate`` use it. The page URL names each new version
+(``model=<base>-vN``, its own ``thr=``) so a reload opens it; while the new version is scored the page
+shows the progress alone (no counts of the parent left next to it).
 
 Runs on its own copy of the small dashboard model (writes new versions), on its own server.
 Skips when chromium or playwright is missing.
@@ -9,13 +11,19 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
 
 from test_browser import ARGS, CHROMIUM, SHOTS, _serve, _no_exception
+
+
+METRIC = "[data-testid='stMetric']"
+SCORING = "Scoring the test images of 'tiles'"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +58,12 @@ def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env
         page.get_by_role("button", name="Preview the scores after").click()
         page.get_by_text("(the taught images join its cross-fitting)").wait_for()
         page.get_by_role("button", name="Mark 1 as normal: save a new version").click()
-        page.get_by_text("Taught 1 image(s) as normal").wait_for()
+        # while the new version is scored, the page shows the progress only: no outcome counts of the
+        # parent left next to it (they stayed on screen, greyed, for the whole scoring job)
+        page.get_by_text("Scoring the test images of 'tiles'").wait_for()
+        page.wait_for_function(f"() => [...document.querySelectorAll(\"{METRIC}\")].every(e => !e.getClientRects()"
+                               f".length) && document.body.innerText.includes({SCORING!r})", timeout=60_000)
+        page.get_by_text("Taught 1 image as normal").wait_for()
         _no_exception(page)
         taught = [d for d in (models / "tiles").iterdir() if d.is_dir() and not d.name.startswith(".")
                   and d.name != "small"]
@@ -59,7 +72,16 @@ def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env
         prov = json.loads((taught / "config.json").read_text())["provenance"]
         assert prov["kind"] == "teach" and [Path(a["path"]).name for a in prov["added"]] == [Path(fp_name).name]
         # the taught test image now leaks: the page says so
-        page.get_by_text("were taught to this model (a leak)").wait_for()
+        page.get_by_text("was taught to this model (a leak)").wait_for()
+        # the page URL names the new version, so a reload opens it (not the parent)
+        assert re.fullmatch(r"small-v\d+", taught.name), taught.name  # <base>-vN
+        _wait_url_model(page, taught.name)
+        taught_thr = float(json.loads((taught / "config.json").read_text())["threshold"])
+        assert _query(page)["thr"] == [f"{taught_thr:.6g}"], page.url  # its own threshold, not the link's
+        page.reload()
+        page.get_by_text("was taught to this model (a leak)").wait_for()
+        expect(page.locator("[data-testid='stSidebar']")).to_contain_text(taught.name)
+        assert _query(page)["model"] == [taught.name], page.url
         # 2. save the slider's threshold as a new version, made the default
         page.get_by_text("Save this threshold as a new version", exact=True).click()
         page.get_by_text("Make it the category's default").click()
@@ -73,11 +95,13 @@ def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env
         value = float(cfg["threshold"])
         assert cfg["provenance"]["kind"] == "threshold" and cfg["provenance"]["rule"]
         assert (models / "tiles" / ".default").read_text().strip() == saved_name
-        # 3. a reload opens the saved version with its threshold
+        # 3. the URL names the saved version; a reload opens it with its threshold
+        _wait_url_model(page, saved_name)
         page.reload()
         page.get_by_text("Click a pixel of the heatmap").wait_for()
         expect(page.locator("[data-testid='stSidebar']")).to_contain_text(saved_name)
         expect(page.locator("[data-testid='stSidebar']")).to_contain_text(f"threshold {value:.3f}")
+        assert _query(page)["model"] == [saved_name], page.url
         _no_exception(page)
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "teach_and_save_threshold.png"), full_page=True)
@@ -95,3 +119,15 @@ def test_mark_fp_as_normal_save_threshold_then_reload_predict_evaluate(teach_env
                  "--results-dir", str(res), "--figures", "0"]) == 0
     metrics = json.loads((res / "tiles" / "metrics.json").read_text())
     assert Path(metrics["model_dir"]).name == saved_name and metrics["threshold"] == pytest.approx(value)
+    # the FP taught to its parent is in the test split: evaluate reports it, as the Test inspector does
+    assert metrics["n_taught_test"] == 1 and metrics["taught_test"] == [fp_name]
+    assert metrics["without_taught"]["n_test"] == metrics["n_test"] - 1
+
+
+def _query(page) -> dict[str, list[str]]:
+    return parse_qs(urlparse(page.url).query)
+
+
+def _wait_url_model(page, name: str) -> None:
+    """Wait until the page URL's ``model=`` is ``name`` (Playwright's own wait, no sleep)."""
+    page.wait_for_url(lambda url: parse_qs(urlparse(url).query).get("model") == [name], timeout=60_000)

@@ -162,19 +162,39 @@ def _free_port() -> int:
 
 
 def test_unreachable_scheduler_is_one_line_naming_it(demo_root, tmp_path, capsys, monkeypatch):
-    pytest.importorskip("distributed")
-    from somad import executor
+    distributed = pytest.importorskip("distributed")
 
-    monkeypatch.setattr(executor, "CONNECT_TIMEOUT_S", 1.0)
+    def no_client(*args, **kwargs):  # Client retries a refused connection for its whole timeout
+        raise AssertionError("a refused connection must fail before Dask's Client waits out its timeout")
+
+    monkeypatch.setattr(distributed, "Client", no_client)
     address = f"tcp://127.0.0.1:{_free_port()}"
     assert main(["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(tmp_path / "m"),
                  "--scheduler", address]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: cannot reach the Dask scheduler at " + address)
+    assert "connection refused" in err[0] and "dask scheduler" in err[0]
     assert not (tmp_path / "m").exists()
     monkeypatch.setenv("SOMAD_SCHEDULER", address)  # the environment variable is the same option
     assert main(["fit", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(tmp_path / "m")]) == 2
     assert address in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def test_probe_scheduler_passes_a_listening_address_and_names_a_refused_one():
+    pytest.importorskip("distributed")
+    import socket
+
+    from somad.executor import ExecutorError, probe_scheduler
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        assert probe_scheduler(f"tcp://127.0.0.1:{port}", timeout=5) is None
+        assert probe_scheduler(f"127.0.0.1:{port}", timeout=5) is None  # no scheme: tcp, as Dask reads it
+    with pytest.raises(ExecutorError, match=rf"at tcp://127.0.0.1:{port} \(connection refused: nothing listens on port {port}"):
+        probe_scheduler(f"tcp://127.0.0.1:{port}", timeout=5)
+    assert probe_scheduler("inproc://somewhere", timeout=5) is None  # other schemes: left to Dask
 
 
 def test_without_dask_the_cluster_options_name_the_package(demo_root, tmp_path, capsys, monkeypatch):

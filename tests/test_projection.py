@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from somad import explain, figures, projection
+from somad import explain, figures, projection, viz
 from somad.scoring import PatchScores
 
 
@@ -140,8 +140,8 @@ def test_projection_figures_draw_every_grid(grid, topology):
     mask[:8, :8] = True
     fp = projection.image_footprint(patches, 0, (h, w), grid, mask)
     u = rng.random(grid)
-    fig = figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, topology, (0, 1),
-                                selected=divmod(int(bmu[0]), grid[1]))
+    fig = figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, topology,
+                                viz.HeatScale.for_model((0.0, 0.5), 0.6), selected=divmod(int(bmu[0]), grid[1]))
     click = fig.data[figures.CLICK_TRACE]
     assert len(click.x) == m
     assert int((np.asarray(click.marker.opacity) == 1.0).sum()) == len(np.unique(bmu))
@@ -155,6 +155,60 @@ def test_projection_figures_draw_every_grid(grid, topology):
     assert np.isnan(pos.data[1].z[0][0]) and pos.data[1].z[5][5] == 35
 
 
+def _plotly_rgb(colorscale, positions: np.ndarray) -> np.ndarray:
+    """What plotly draws for ``positions`` on ``colorscale`` (cmin 0, cmax 1): linear interpolation in RGB
+    between the stops (plotly.js ``makeColorScaleFunc``), written out with numpy, float (n, 3) in 0..255."""
+    stops = np.array([float(p) for p, _ in colorscale])
+    rgb = np.array([[float(v) for v in c[c.index("(") + 1:-1].split(",")] for _, c in colorscale])
+    return np.stack([np.interp(positions, stops, rgb[:, ch]) for ch in range(3)], 1)
+
+
+def test_footprint_colours_are_the_heatmap_colours(dash_model_env, dash_eval):
+    """Issue 19 follow-up: a neuron of the footprint has the colour the heatmap gives its score (the
+    category's heat scale, one for every image), and the colour bar has the heatmap's ticks."""
+    model = dash_model_env[2]
+    ev = dash_eval
+    scale = viz.heat_scale(model.pixel_range_, ev.metrics)
+    u = model.u_matrix()
+    heat = figures.image_figure(ev.images[0], model.feature_shape_, cell_values=np.zeros(model.feature_shape_),
+                                scale=scale)
+    heat_bar = heat.data[-1].marker.colorbar
+    lo_img, hi_img = int(np.argmin(ev.scores)), int(np.argmax(ev.scores))
+    seen = []
+    for i in (lo_img, hi_img):
+        fp = projection.image_footprint(ev.patches, i, model.feature_shape_, model.grid_, ev.masks[i])
+        fig = figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, model.topology, scale)
+        marker = fig.data[figures.CLICK_TRACE].marker
+        chosen = fp.counts.ravel() > 0
+        scores = fp.max_score.ravel()[chosen]
+        shown = _plotly_rgb(marker.colorscale, np.asarray(marker.color, float)[chosen])
+        on_heatmap = scale.colorize(scores[None].astype(np.float64))[0].astype(float)
+        assert np.abs(shown - on_heatmap).max() <= 2.0  # one 8-bit step of rounding, 1/1023 of the colour map
+        assert (marker.cmin, marker.cmax) == (0.0, 1.0)
+        assert list(marker.colorbar.tickvals) == list(heat_bar.tickvals)
+        assert list(marker.colorbar.ticktext) == list(heat_bar.ticktext)
+        seen.append(scores)
+    assert seen[1].max() > seen[0].max()  # the two images span different ranges, on one scale
+    # the pixel threshold's tick sits where the colour turns yellow, on both colour bars
+    ticks = scale.ticks()
+    knee = [p for p, v, _ in ticks if v == scale.knee]
+    assert knee == [0.5] and f"{scale.knee:.1f}" in heat_bar.ticktext
+    np.testing.assert_allclose(_plotly_rgb(heat.data[-1].marker.colorscale, np.array([0.5]))[0],
+                               255 * np.array(viz.HEAT_COLORS[3][1]), atol=0.5)
+    assert [v for _, v, _ in ticks] == sorted(v for _, v, _ in ticks) and ticks[-1][1] == pytest.approx(scale.top)
+
+
+def test_heat_scale_ticks():
+    """The colour bar's ticks sit where the scale puts their scores: training top at 0.3, pixel threshold at
+    0.5, the top at 1; without an evaluation (threshold = training top) the repeated tick is dropped."""
+    s = viz.HeatScale.for_model((2.0, 30.0), 40.0)
+    assert [(round(p, 6), round(v, 6)) for p, v, _ in s.ticks()] == [
+        (0.0, 2.0), (0.3, 30.0), (0.5, 40.0), (0.75, round(40 * 10 ** 0.25, 6)), (1.0, round(40 * 10 ** 0.5, 6))]
+    assert [t[2] for t in s.ticks()][:3] == ["2.0", "30.0", "40.0"]
+    p = viz.HeatScale.for_model((0.0, 10.0))
+    assert [round(t[0], 6) for t in p.ticks()] == [0.0, 0.5, 0.75, 1.0]
+
+
 def test_maps_that_are_not_clicked_draw_no_marker_per_neuron():
     """clickable=False (the Test inspector's cell panel): a rectangular map is heatmaps with their own
     hover, the same values, and only the few markers of the defect rings; hexagonal maps keep markers."""
@@ -166,13 +220,15 @@ def test_maps_that_are_not_clicked_draw_no_marker_per_neuron():
     defect = np.zeros(grid, int)
     defect[1, 2] = 2
     max_score = np.where(counts > 0, rng.random(grid), np.nan)
-    fig = figures.footprint_map(u, counts, max_score, defect, "rectangular", (0, 1), (1, 2), clickable=False)
+    scale = viz.HeatScale.for_model((0.0, 1.0))
+    fig = figures.footprint_map(u, counts, max_score, defect, "rectangular", scale, (1, 2), clickable=False)
     assert [t.type for t in fig.data] == ["heatmap", "heatmap", "scatter", "scatter"]
     foot = fig.data[1]
     z = np.asarray(foot.z, dtype=float)
-    assert z[1, 2] == max_score[1, 2] and z[3, 4] == max_score[3, 4] and np.isnan(z).sum() == 33
-    assert np.asarray(foot.customdata)[1, 2].tolist() == [3, 2, u[1, 2]]  # cells, in the defect, U
-    assert (foot.zmin, foot.zmax) == (0, 1)
+    assert z[1, 2] == scale.normalise(max_score[1, 2]) and z[3, 4] == scale.normalise(max_score[3, 4])
+    assert np.isnan(z).sum() == 33  # the neurons outside the footprint are gaps
+    assert np.asarray(foot.customdata)[1, 2].tolist() == [max_score[1, 2], 3, 2, u[1, 2]]  # score, cells, defect, U
+    assert (foot.zmin, foot.zmax) == (0, 1) and list(foot.colorbar.tickvals) == [t[0] for t in scale.ticks()]
     assert len(fig.data[2].x) == 1  # one defect ring
     assert fig.data[3].line.color == figures.SELECT_COLOR  # the BMU's outline
     dist = rng.random(grid)

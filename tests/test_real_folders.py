@@ -130,7 +130,7 @@ def test_empty_masks_are_named_counted_and_left_out_of_pixel_metrics(tiny_model,
     shutil.copytree(demo_root / "tiles", root / "tiles")
     mask = root / "tiles" / "ground_truth" / "hole" / "000_mask.png"
     Image.fromarray(np.zeros_like(np.asarray(Image.open(mask)))).save(mask)
-    with pytest.warns(UserWarning, match=r"1 defective test image\(s\) of 'tiles' have an empty mask .*hole/000_mask"
+    with pytest.warns(UserWarning, match=r"1 defective test image of 'tiles' has an empty mask .*hole/000_mask"
                                          r"\.png.*left out of the pixel metrics"):
         ev = pipeline.evaluate_model(tiny_model, root, "tiles")
     m = ev.metrics
@@ -150,7 +150,7 @@ def test_empty_masks_are_named_counted_and_left_out_of_pixel_metrics(tiny_model,
     res = tmp_path / "res"
     argv = ["evaluate", "--data-dir", str(root), "--category", "tiles", "--models-dir", str(model_dir.parent.parent),
             "--results-dir", str(res), "--figures", "0", "--keep-empty-masks"]
-    with pytest.warns(UserWarning, match=r"hole/000_mask\.png\. All their pixels count as normal"):
+    with pytest.warns(UserWarning, match=r"hole/000_mask\.png\. All its pixels count as normal"):
         assert main(argv) == 0
     kept = json.loads((res / "tiles" / "metrics.json").read_text())
     assert kept["n_empty_masks"] == 1 and kept["empty_masks_in_pixel_metrics"] is True

@@ -3,6 +3,7 @@ search on the lattice, planted structure recovered, cuts equal to scikit-learn's
 breakdowns against brute-force loops; the region figure draws on every grid shape."""
 from __future__ import annotations
 
+import re
 from collections import deque
 
 import numpy as np
@@ -197,3 +198,85 @@ def test_model_regions_on_fitted_model(tiny_model):
     hits = torch.bincount(tiny_model.train_bmu_.cpu(), minlength=256).numpy()
     for r, c in reg.typical:
         assert hits[r * 16 + c] > 0
+
+
+def _caption_facts(text: str) -> tuple[int, int, dict, float, set]:
+    """What a :func:`regions.how_chosen` caption claims, read back from its words: the count it opens with,
+    the count the rule gives, the printed silhouettes, the printed cutoff and the candidates said to qualify."""
+    head = int(re.match(r"(\d+) regions, chosen automatically\.", text).group(1))
+    printed = {int(k): float(v) for k, v in re.findall(r"(\d+): (-?\d+\.\d+)", text.split("The best")[0])}
+    cutoff = float(re.search(r"at least (-?\d+\.\d+)", text).group(1))
+    rule = re.search(r"\): (\d+) \((?:the only one that does|([\d, ]+) also qualif\w+)\)\.$", text)
+    also = {int(k) for k in rule.group(2).split(", ")} if rule.group(2) else set()
+    return head, int(rule.group(1)), printed, cutoff, also | {int(rule.group(1))}
+
+
+def _check_caption(reg) -> None:
+    head, rule_n, printed, cutoff, qualifying = _caption_facts(regions.how_chosen(reg))
+    assert head == rule_n == reg.n
+    assert set(printed) == set(reg.silhouette)
+    best = max(reg.silhouette.values())
+    assert qualifying == {k for k, v in reg.silhouette.items() if v >= best - regions.SILHOUETTE_TOLERANCE}
+    assert reg.n == min(qualifying)
+    # the numbers as printed tell the same story as the words
+    assert qualifying == {k for k, v in printed.items() if v >= cutoff}
+
+
+def _random_weights(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=(shape[0] * shape[1], 8)).astype(np.float32)
+
+
+def _bands(shape=(12, 12)):
+    rng = np.random.default_rng(0)
+    band = np.arange(shape[0] * shape[1]) % shape[1] // (shape[1] // 3)
+    centres = np.array([[0, 0, 0], [5, 0, 0], [0, 5, 0]], np.float32)
+    return centres[band] + rng.normal(0, 0.1, (len(band), 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("weights,shape,structure", [
+    (_bands(), (12, 12), "strong"),  # clear clusters: silhouette near 1
+    (_weights((11, 8)), (11, 8), None),  # smooth gradient
+    (_random_weights((10, 10)), (10, 10), "none"),  # no structure at all
+])
+def test_caption_count_is_the_chosen_count(weights, shape, structure):
+    reg = regions.map_regions(weights, shape, "rectangular", np.arange(shape[0] * shape[1]))
+    _check_caption(reg)
+    best = max(reg.silhouette.values())
+    if structure is not None:
+        assert regions.structure(best) == structure
+    note = regions.structure_note(reg)
+    if regions.structure(best) in ("strong", "reasonable"):
+        assert note is None
+    else:
+        assert f"{best:.3f}" in note and "Kaufman & Rousseeuw 1990" in note
+    if structure == "none":
+        assert best <= 0.25 and "no substantial cluster structure" in note and "convenience partition" in note
+    if structure == "strong":
+        assert best > 0.7 and reg.n == 3
+
+
+def test_caption_on_fitted_demo_models(tiny_model, dash_model_env):
+    """The demo tiles models (16x16 maps): the caption's count is the count drawn."""
+    for model in (tiny_model, dash_model_env[2]):
+        reg = regions.model_regions(model)
+        _check_caption(reg)
+        assert reg.n == len(np.unique(reg.labels))
+
+
+def test_caption_where_rounding_would_contradict_the_rule():
+    """Silhouettes 0.0149 and 0.0251 print as 0.01 and 0.03 at two decimals, which reads as if 3 regions were
+    within 0.01 of the best; the caption prints enough decimals that its numbers agree with the rule."""
+    scores = {3: 0.0149, 4: 0.0251, 5: 0.0200, 6: 0.0}
+    reg = regions.Regions(np.zeros((2, 2), np.int64), regions.choose_n(scores), True, scores, np.ones(1), [(0, 0)],
+                          np.ones(1, np.int64))
+    assert reg.n == 4
+    _check_caption(reg)
+    assert "3: 0.0149" in regions.how_chosen(reg)
+    manual = regions.Regions(reg.labels, 5, False, {}, reg.train_share, reg.typical, reg.neurons)
+    assert regions.how_chosen(manual) == "5 regions, as chosen by the user." and regions.structure_note(manual) is None
+
+
+def test_silhouette_reading_bands():
+    """Kaufman & Rousseeuw (1990): > 0.70 strong, 0.51-0.70 reasonable, 0.26-0.50 weak, <= 0.25 none."""
+    assert [regions.structure(v) for v in (0.9, 0.71, 0.6, 0.51, 0.5, 0.26, 0.25, 0.05, -0.2)] == [
+        "strong", "strong", "reasonable", "reasonable", "weak", "weak", "none", "none", "none"]

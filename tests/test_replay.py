@@ -9,7 +9,7 @@ import torch
 
 from somad import figures
 from somad.errors import ModelFileError
-from somad.replay import REPLAY_FILE, Replay, ReplayRecorder
+from somad.replay import REPLAY_FILE, REPLAY_SAMPLE, Replay, ReplayRecorder
 from somad.som import SOM, grid_coordinates
 
 
@@ -84,7 +84,11 @@ def test_model_keeps_and_reloads_replay(replay_model):
     assert (out / REPLAY_FILE).is_file()
     assert model.replay_.epochs == 2 and model.replay_.umatrix.shape == (2, *model.grid_)
     np.testing.assert_allclose(model.replay_.umatrix[-1], model.u_matrix(), rtol=1e-6)
-    assert model.replay_.quantization_error[-1] == pytest.approx(model.quantization_error_, rel=1e-6)
+    # the last epoch's error on the fixed subsample = the fitted BMU distances of those same patches
+    p = len(model.train_bmu_dist_)
+    assert model.replay_.sample == min(p, REPLAY_SAMPLE) < p  # 12 images of 24x24 cells: subsampled
+    rows = np.linspace(0, p - 1, model.replay_.sample).round().astype(int)
+    assert model.replay_.quantization_error[-1] == pytest.approx(float(model.train_bmu_dist_[rows].mean()), rel=1e-5)
     again = load_model(out)
     np.testing.assert_array_equal(again.replay_.umatrix, model.replay_.umatrix)
     np.testing.assert_array_equal(again.replay_.topographic_error, model.replay_.topographic_error)
@@ -126,3 +130,39 @@ def test_replay_figure_frames(shape, topology):
     values = first.z if topology == "rectangular" else first.marker.color
     np.testing.assert_allclose(np.asarray(values, float).ravel(), u[0].ravel(), rtol=1e-6)
     assert list(fig.frames[1].data[1].y) == [2.0]  # the QE marker moves with the epoch
+
+
+@pytest.mark.parametrize("sample", [None, 500])  # all patches; a subsample read from the patch file
+def test_replay_leaves_the_model_unchanged(demo_root, monkeypatch, sample):
+    """Keeping snapshots must not change the model: the same fit with and without ``replay`` gives equal
+    SOM weights, BMUs, Gaussians and threshold, whether the errors are measured on all patches or a subsample."""
+    from conftest import TINY
+
+    from somad import data, replay
+    from somad.model import SOMAD
+
+    if sample is not None:
+        monkeypatch.setattr(replay, "REPLAY_SAMPLE", sample)
+    samples = data.train_samples(demo_root, "tiles")
+    images, _ = data.load_split(samples, TINY["image_size"])
+    paths = [str(s.path) for s in samples]
+    plain = SOMAD(**TINY).fit(images, paths)
+    kept = SOMAD(**TINY).fit(images, paths, replay=True)
+    assert plain.replay_ is None and kept.replay_.epochs == TINY["epochs"]
+    assert kept.replay_.sample == (sample or len(plain.train_bmu_))
+    assert torch.equal(plain.som_weights_, kept.som_weights_)
+    assert torch.equal(plain.train_bmu_, kept.train_bmu_)
+    assert torch.equal(plain.means_, kept.means_)
+    assert plain.threshold_ == kept.threshold_
+    assert plain.quantization_error_ == kept.quantization_error_
+
+
+def test_caption_says_what_the_errors_are_measured_on():
+    rep = Replay(np.zeros((2, 2, 2), np.float32), np.ones(2), np.array([0.01, 0.3]), np.ones(2), np.ones(2),
+                 sample=REPLAY_SAMPLE)
+    from somad import replay
+
+    sub = replay.caption(rep, 125440)
+    assert f"{REPLAY_SAMPLE:,} of the 125,440 training patches" in sub and "same every epoch" in sub
+    assert "all 4,096 training patches" in replay.caption(rep, REPLAY_SAMPLE)
+    assert "topographic error often rises" in sub and "Kiviluoto 1996" in sub and "Kohonen" in sub

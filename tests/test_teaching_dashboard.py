@@ -1,5 +1,5 @@
 """Acting on the inspection, screen side (dashboard/teaching.py): the slider's rule, the CSV export,
-leaks and counts with and without them, uploads kept for provenance, confirmation and viewer refusal."""
+uploads kept for provenance, confirmation and viewer refusal (leaks: tests/test_versions.py)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from dashboard import roles, teaching
-from somad import data, explain
 from somad.errors import SomadError
 
 
@@ -37,53 +36,6 @@ def test_export_table_keeps_rows_order_and_adds_path_threshold_notes():
     text = teaching.csv_bytes(out).decode()
     assert text.splitlines()[0] == ",".join(teaching.CSV_COLUMNS)
     assert text.splitlines()[1].startswith("crack/c.png,/d/crack/c.png,crack,anomalous,3.5,4.25,normal,FN,")
-
-
-def test_counts_with_and_without_leak():
-    labels = np.array([0, 0, 1, 1])
-    scores = np.array([5.0, 1.0, 6.0, 2.0])
-    every, clean = teaching.counts_with_and_without(labels, scores, 4.0, np.zeros(4, bool))
-    assert every == {"TP": 1, "FP": 1, "FN": 1, "TN": 1} and clean is None
-    every, clean = teaching.counts_with_and_without(labels, scores, 4.0, np.array([True, False, False, False]))
-    assert every == explain.outcome_counts(labels, scores, 4.0)
-    assert clean == {"TP": 1, "FP": 0, "FN": 1, "TN": 1}
-
-
-def _model_dir(folder: Path, provenance: dict | None) -> Path:
-    folder.mkdir(parents=True)
-    cfg = {"format_version": 0}
-    if provenance is not None:
-        cfg["provenance"] = provenance
-    (folder / "config.json").write_text(json.dumps(cfg))
-    return folder
-
-
-def test_provenance_chain_and_leak_mask(tmp_path, monkeypatch):
-    import dashboard.teaching as t
-
-    monkeypatch.setattr(t, "read_config", lambda d: json.loads((Path(d) / "config.json").read_text()))
-    test = tmp_path / "cat" / "test" / "good"
-    test.mkdir(parents=True)
-    a, b, c = (test / n for n in ("a.png", "b.png", "c.png"))
-    for i, p in enumerate((a, b, c)):
-        p.write_bytes(bytes([i]) * 10)
-    upload = tmp_path / "up.png"
-    upload.write_bytes(bytes([2]) * 10)  # the content of c.png, under another name
-    root = tmp_path / "models" / "cat"
-    _model_dir(root / "base", None)
-    _model_dir(root / "v1", {"parent": {"name": "base", "path": "/moved/base"}, "kind": "teach",
-                             "added": [{"path": str(upload), "sha256": t.operating.sha256_file(upload)}]})
-    v2 = _model_dir(root / "v2", {"parent": str(root / "v1"), "kind": "threshold", "added": []})
-    chain = teaching.provenance_chain(v2)
-    assert [p["kind"] for p in chain] == ["threshold", "teach"]
-    assert [f["path"] for f in teaching.taught_files(v2)] == [str(upload)]
-
-    class M:
-        train_paths_ = [str(a)]
-
-    samples = [data.Sample(p, "good") for p in (a, b, c)]
-    assert teaching.leak_mask(M(), v2, samples).tolist() == [True, False, True]
-    assert teaching.leak_mask(M(), root / "base", samples).tolist() == [True, False, False]
 
 
 def test_store_uploads_content_named_once_and_refused_for_viewers(tmp_path, monkeypatch):
@@ -261,3 +213,31 @@ def test_teach_job_arguments_and_free_version_name(tmp_path):
                     "--device", "cpu", "--note", "new light", "--confirm-defective", str(a.resolve()), str(b.resolve())]
     plain = teaching.Marked(["good/a.png"], [a], np.array([0]), np.array([1.0]))
     assert "--confirm-defective" not in teaching.teach_argv(tmp_path, plain, confirmed=True, note=None, name="x")
+
+
+def test_write_url_sends_the_view_even_when_the_server_copy_already_matches(monkeypatch):
+    """st.query_params is the server's copy, set before the change is sent: when a run is cut short
+    right then, the copy matches while the browser still shows the parent's model= and thr=. The
+    URL must be sent anyway (it was skipped, and a reload after "Mark as normal" opened the parent)."""
+    from types import SimpleNamespace
+
+    from dashboard import state
+    from dashboard.keys import Keys
+
+    sent = []
+
+    class ServerCopy(dict):
+        def from_dict(self, values):
+            sent.append(dict(values))
+            self.clear()
+            self.update(values)
+
+    ss = {Keys.MODEL_DIR: "/models/tiles/small-v2", Keys.CATEGORY: "tiles", Keys.THRESHOLD: 32.57774353,
+          Keys.CELL: (2, 4), Keys.DATA_DIR: ""}
+    want = {"category": "tiles", "model": "small-v2", "cell": "2,4", "thr": "32.5777"}
+    assert state.view_params(ss) == want
+    fake = SimpleNamespace(session_state=ss, query_params=ServerCopy(want))  # the copy already says so
+    monkeypatch.setattr(state, "st", fake)
+    state.write_url()
+    state.write_url()
+    assert sent == [want, want]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from somad import data
+from somad import data, explain, versions
 from somad.model import SOMAD
 from somad.patches import PatchMemory
 from somad.som import exact_bmu
@@ -97,7 +98,7 @@ def test_partial_fit_refuses_other_arrays(parent):
 
     with pytest.raises(ParameterError, match="uint8"):
         copy.deepcopy(parent).partial_fit(np.zeros((1, 32, 32, 3), np.uint8))
-    with pytest.raises(ParameterError, match="paths"):
+    with pytest.raises(ParameterError, match=r"got 2 images but 1 path\."):
         copy.deepcopy(parent).partial_fit(np.zeros((2, 64, 64, 3), np.uint8), ["a.png"])
 
 
@@ -310,3 +311,93 @@ def test_refit_advice_tells_a_new_appearance_from_a_familiar_one(parent, split):
     assert "Refit the SOM" in refit_advice(far) and "farther from their best-matching neuron" in refit_advice(far)
     many = copy.deepcopy(parent).partial_fit(images[:4])
     assert "taught images are 50% of the 8" in refit_advice(many)
+
+
+# ---------------------------------------------------------------- leaks (shared by the dashboard and evaluate)
+def test_counts_with_and_without_leak():
+    labels = np.array([0, 0, 1, 1])
+    scores = np.array([5.0, 1.0, 6.0, 2.0])
+    every, clean = explain.counts_with_and_without(labels, scores, 4.0, np.zeros(4, bool))
+    assert every == {"TP": 1, "FP": 1, "FN": 1, "TN": 1} and clean is None
+    every, clean = explain.counts_with_and_without(labels, scores, 4.0, np.array([True, False, False, False]))
+    assert every == explain.outcome_counts(labels, scores, 4.0)
+    assert clean == {"TP": 1, "FP": 0, "FN": 1, "TN": 1}
+
+
+def _bare_model_dir(folder: Path, provenance: dict | None) -> Path:
+    folder.mkdir(parents=True)
+    cfg = {"format_version": 0}
+    if provenance is not None:
+        cfg["provenance"] = provenance
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def test_provenance_chain_and_leak_mask(tmp_path, monkeypatch):
+    from somad import operating, persistence
+
+    monkeypatch.setattr(persistence, "read_config", lambda d: json.loads((Path(d) / "config.json").read_text()))
+    test = tmp_path / "cat" / "test" / "good"
+    test.mkdir(parents=True)
+    a, b, c = (test / n for n in ("a.png", "b.png", "c.png"))
+    for i, p in enumerate((a, b, c)):
+        p.write_bytes(bytes([i]) * 10)
+    upload = tmp_path / "up.png"
+    upload.write_bytes(bytes([2]) * 10)  # the content of c.png, under another name
+    root = tmp_path / "models" / "cat"
+    _bare_model_dir(root / "base", None)
+    _bare_model_dir(root / "v1", {"parent": {"name": "base", "path": "/moved/base"}, "kind": "teach",
+                             "added": [{"path": str(upload), "sha256": operating.sha256_file(upload)}]})
+    v2 = _bare_model_dir(root / "v2", {"parent": str(root / "v1"), "kind": "threshold", "added": []})
+    chain = versions.provenance_chain(v2)
+    assert [p["kind"] for p in chain] == ["threshold", "teach"]
+    assert [f["path"] for f in versions.taught_files(v2)] == [str(upload)]
+
+    class M:
+        train_paths_ = [str(a)]
+
+    samples = [data.Sample(p, "good") for p in (a, b, c)]
+    assert versions.leak_mask(M(), v2, samples).tolist() == [True, False, True]
+    assert versions.leak_mask(M(), root / "base", samples).tolist() == [True, False, False]
+
+
+def test_evaluate_reports_taught_test_images_with_and_without(dash_model_env, demo_root, tmp_path, capsys):
+    """A test image taught as normal leaks into the test split: ``evaluate`` says so in one line and
+    metrics.json holds its name and the metrics without it (the dashboard's rule, leak_mask)."""
+    import csv
+    import shutil
+
+    from somad import metrics as M
+    from somad.cli import main
+
+    models = tmp_path / "models"
+    parent = models / "tiles" / "small"
+    shutil.copytree(dash_model_env[1], parent)
+    taught = sorted((demo_root / "tiles" / "test" / "good").iterdir())[0]
+    child = versions.teach(parent, [taught])
+
+    def evaluate(name: str) -> tuple[dict, list[dict], list[str]]:
+        out = tmp_path / "res" / name
+        assert main(["evaluate", "--data-dir", str(demo_root), "--category", "tiles", "--models-dir", str(models),
+                     "--name", name, "--results-dir", str(out), "--figures", "0"]) == 0
+        lines = [ln for ln in capsys.readouterr().err.splitlines() if "taught" in ln]
+        rows = list(csv.DictReader(open(out / "tiles" / "per_image.csv")))
+        return json.loads((out / "tiles" / "metrics.json").read_text()), rows, lines
+
+    m, rows, lines = evaluate("small")  # the parent learned no test image
+    assert m["n_taught_test"] == 0 and m["taught_test"] == [] and m["without_taught"] is None and lines == []
+    m, rows, lines = evaluate(child.name)
+    assert m["n_taught_test"] == 1 and m["taught_test"] == [f"good/{taught.name}"]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: tiles: 1 test image (good/{taught.name}) was taught "
+                                                   f"to model {child.name} as normal")
+    clean = m["without_taught"]
+    keep = [r for r in rows if Path(r["path"]).name != taught.name or Path(r["path"]).parent.name != "good"]
+    labels = np.array([int(r["label"]) for r in keep])
+    scores = np.array([float(r["score"]) for r in keep])
+    assert clean["n_test"] == m["n_test"] - 1 == len(keep) and clean["n_anomalous"] == m["n_anomalous"]
+    assert clean["image_auroc"] == pytest.approx(M.auroc(labels, scores), abs=1e-6)
+    every = explain.outcome_counts(np.array([int(r["label"]) for r in rows]),
+                                   np.array([float(r["score"]) for r in rows]), m["threshold"])
+    assert clean["outcomes_with_taught"] == every
+    assert clean["outcomes"] == explain.outcome_counts(labels, scores, m["threshold"])
+    assert f"Without it ({clean['n_test']} test images): image AUROC {clean['image_auroc']:.3f}" in lines[0]
