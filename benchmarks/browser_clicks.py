@@ -48,11 +48,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(app_dir: Path, models_dir: Path, data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(app_dir: Path, models_dir: Path, data_dir: Path, launcher: tuple[str, ...] = ("-m", "streamlit"),
+                 env_extra: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` of ``app_dir`` on a free port (``launcher``: what follows ``python``)."""
     port = _free_port()
     env = dict(os.environ, SOMAD_DATA_DIR=str(data_dir), SOMAD_MODELS_DIR=str(models_dir),
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", **(env_extra or {}))
+    proc = subprocess.Popen([sys.executable, *launcher, "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1"],
                             cwd=app_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

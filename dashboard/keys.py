@@ -23,6 +23,7 @@ class Keys:
     N_REGIONS = "n_regions"  # regions of the SOM explorer's region map (None = chosen automatically)
     COMPARE = "compare"  # name of the model the Compare page sets against the current one
     LAST_CLICK = "_last_click"  # see dashboard.widgets.new_click
+    DRAWN_SELECTION = "_drawn_selection"  # see dashboard.widgets.selection_drawing
     W_DATA_DIR = "w_data_dir"
     W_ROOT_PICK = "w_root_pick"
     W_CATEGORY = "w_category"

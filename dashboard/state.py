@@ -17,7 +17,7 @@ from .keys import Keys
 
 
 SELECTIONS = (Keys.NEURON, Keys.IMAGE, Keys.CELL, Keys.THRESHOLD, Keys.W_THRESHOLD, Keys.W_NEURON_ROW,
-              Keys.W_NEURON_COL, Keys.LAST_CLICK, Keys.N_REGIONS, Keys.W_N_REGIONS, Keys.W_FOOTPRINT_IMAGE)
+              Keys.W_NEURON_COL, Keys.LAST_CLICK, Keys.DRAWN_SELECTION, Keys.N_REGIONS, Keys.W_N_REGIONS, Keys.W_FOOTPRINT_IMAGE)
 """What a change of model resets."""
 
 URL_KEYS = {"root": Keys.DATA_DIR, "category": Keys.CATEGORY, "model": Keys.MODEL_DIR, "image": Keys.IMAGE,

@@ -35,6 +35,27 @@ def new_click(source: str, value):
     return value if fresh else None
 
 
+def selection_drawing(source: str, value):
+    """How clickable chart ``source`` shows its selected point ``value``: ``(marker, preselected)``,
+    the figure's ``selected`` (a drawn marker) and ``preselected`` (a point plotly shows selected).
+
+    A clicked point is shown by plotly itself (the click trace's ``selected`` style), so after a
+    click on this chart the figure is drawn exactly as before: Streamlit then sends it as a cached
+    reference and the browser neither rebuilds nor redraws its thousands of markers. A selection
+    made elsewhere (a link, the URL, a typed value) is drawn as a marker; the first click after
+    that changes the figure once, and bakes the clicked point in as ``preselected``.
+    """
+    ss = st.session_state
+    drawn = ss.setdefault(Keys.DRAWN_SELECTION, {})
+    before = drawn.get(source)
+    if value is not None and ss.get(Keys.LAST_CLICK, {}).get(source) == value:
+        now = before if before is not None and before[0] is None else (None, value)
+    else:
+        now = (value, None)
+    drawn[source] = now
+    return now
+
+
 def report_button(cur) -> None:
     """One click: build the model's self-contained HTML report (:mod:`somad.report`) and download it.
 

@@ -52,20 +52,27 @@ def render_maps(cur, views, neuron, footprint=None, scale=None) -> None:
     hit map, both clickable."""
     m = cur.model
     u, hits, mean_dist = views["u"], views["hits"], views["mean_dist"]
+    # the neuron clicked on a map is shown selected by plotly: that map stays the same and is not redrawn;
+    # the other map outlines it
     left, right = st.columns(2)
     with left:
         if footprint is None:
+            ring, pre = widgets.selection_drawing("som_umatrix", neuron)
             fig = figures.som_map(u, m.topology, "U-matrix (mean distance to neighbours)", "Viridis",
-                                  {"hits": hits, "mean dist to patches": mean_dist}, neuron, colorbar_title="U")
+                                  {"hits": hits, "mean dist to patches": mean_dist}, ring, colorbar_title="U",
+                                  preselected=pre)
         else:
+            st.session_state.get(Keys.DRAWN_SELECTION, {}).pop("som_umatrix", None)
             fig = figures.footprint_map(u, footprint.counts, footprint.max_score, footprint.defect_counts,
                                         m.topology, scale, neuron, "Footprint of the image on the U-matrix")
         widgets.chart(fig, "som_umatrix", clickable=True, width="content")
         if footprint is not None:
             st.caption(f"{help.FOOTPRINT_COLOURS} {scale.describe()}")
     with right:
+        ring, pre = widgets.selection_drawing("som_hitmap", neuron)
         widgets.chart(figures.som_map(hits, m.topology, "Hit map (training patches per neuron)", "Blues",
-                                      {"U": u, "mean dist to patches": mean_dist}, neuron, colorbar_title="hits"),
+                                      {"U": u, "mean dist to patches": mean_dist}, ring, colorbar_title="hits",
+                                      preselected=pre),
                       "som_hitmap", clickable=True, width="content")
     st.caption("Click a neuron on any map (or type its row and column) to select it.")
     c1, c2, c3 = st.columns([1, 1, 4])
@@ -362,7 +369,8 @@ def render_test_images(cur, neuron) -> None:
         heat = loaders.get_heat_overlay(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
         name = f"{ev.samples[i].defect}/{ev.samples[i].path.name}"
         with grid_cols[n % 3]:
-            st.image(images.at_shape(images.highlight_cells(heat, cells), loaders.shown_shape(ev.samples[i].path, 520)),
+            # at the width shown: a larger picture is encoded, shrunk and encoded again by st.image
+            st.image(images.at_shape(images.highlight_cells(heat, cells), loaders.shown_shape(ev.samples[i].path, 260)),
                      width=260,
                      caption=f"{name} · score {ev.scores[i]:.2f} · {int(nh.hits[i])} cells, "
                              f"max cell score {nh.max_score[i]:.2f}")

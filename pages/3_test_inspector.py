@@ -15,6 +15,8 @@ from somad.words import plural, word
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
 CROP = 112
+PICTURE = 260
+"""Width in pixels of the input, ground-truth and predicted-region pictures."""
 
 
 def _set_threshold(value: float, origin: str | None = None) -> None:
@@ -345,19 +347,25 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
     cell = pick_cell(cur, i)
     pix_thr = viz.pixel_threshold(ev.metrics, m.pixel_range_)
     shape = loaders.shown_shape(ev.samples[i].path, 520)  # the input's own aspect ratio
-    img, mask, amap = (images.at_shape(a, shape) for a in (ev.images[i], ev.masks[i], ev.maps[i]))
+    # the pictures at the width they are shown (st.image would encode a larger one, decode it, shrink it
+    # and encode it again, on every click)
+    img, mask, amap = (images.at_shape(a, loaders.shown_shape(ev.samples[i].path, PICTURE))
+                       for a in (ev.images[i], ev.masks[i], ev.maps[i]))
     a, b, c = st.columns([1, 1.35, 1])
     with a:
-        st.image(img, caption="input", width=260)
-        st.image(images.contours(img, mask), caption="ground truth (green)", width=260)
+        st.image(img, caption="input", width=PICTURE)
+        st.image(images.contours(img, mask), caption="ground truth (green)", width=PICTURE)
+    # a clicked cell is shown selected by plotly: the figure stays the same and is not redrawn
+    outlined, preselected = widgets.selection_drawing(f"heat_{i}", cell)
     with b:
         scale = viz.heat_scale(m.pixel_range_, ev.metrics)
         widgets.chart(figures.image_figure(images.at_shape(heat, shape), (h, w), "heatmap: click a pixel", cell_scores,
-                                           cell, size=400, model_size=m.image_size, scale=scale),
+                                           outlined, size=400, model_size=m.image_size, scale=scale,
+                                           preselected=preselected),
                       f"heat_{i}", clickable=True, width="content")
         st.caption(scale.describe())
     with c:
-        st.image(images.contours(img, mask, amap, pix_thr), width=260, caption=viz.region_caption(ev.maps[i], pix_thr))
+        st.image(images.contours(img, mask, amap, pix_thr), width=PICTURE, caption=viz.region_caption(ev.maps[i], pix_thr))
         st.caption("The pixel threshold is the pixel-level F1-optimal one of this evaluation; it is not the image "
                    "threshold above.")
     return cell
@@ -394,20 +402,21 @@ def render_cell(cur, ev, i: int, cell: tuple[int, int]) -> None:
             if st.button(f"Open neuron ({nr}, {nc}) in the SOM explorer", key=f"open_{nr}_{nc}",
                          on_click=_open_neuron, args=((nr, nc),), icon=":material/grid_on:"):
                 st.switch_page(state.PAGES["som"])
+    feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
+    pm = projection.patch_on_map(m, feats, r, c)  # the cell's distance to every neuron, once for both views
     with right:
-        render_why_pictures(cur, ev, i, cell, ex)
-    render_cell_on_map(cur, ev, i, cell, ex)
+        render_why_pictures(cur, ev, i, cell, ex, pm.dist)
+    render_cell_on_map(cur, ev, i, cell, ex, pm)
     with st.expander("Feature contributions (for specialists): which feature dimensions make up the distance"):
         render_contributions(cur, i, cell, ex)
 
 
-def render_why_pictures(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
+def render_why_pictures(cur, ev, i: int, cell: tuple[int, int], ex, dist: np.ndarray) -> None:
     """"Why is this pixel hot?" in pictures: the clicked patch beside the nearest normal training
-    patches of its BMU and of the neuron that gave its score, all cropped at the same scale."""
+    patches of its BMU and of the neuron that gave its score, all cropped at the same scale
+    (``dist``: the cell's Euclidean distance to every neuron, :func:`somad.projection.distance_map`)."""
     m = cur.model
     r, c = cell
-    feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
-    dist = projection.distance_map(m.som_weights_, feats[:, r, c], m.grid_)
     maha = {(nr, nc): d for nr, nc, d in ex.neighbours}
     st.markdown("**Why this score, in pictures**")
     crop = explain.crop_patch(ev.images[i], r, c, m.feature_shape_, context=2, out_size=CROP)
@@ -431,13 +440,12 @@ def render_why_pictures(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
                "Euclidean, in feature units: a cell much farther from the neuron than its normal patches is unlike them.")
 
 
-def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
+def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex, pm) -> None:
     """Where the clicked cell lands on the map (its BMU on the image's footprint) and its distance to
-    every neuron (MiniSom's ``activate``) with the k nearest marked."""
+    every neuron (MiniSom's ``activate``, ``pm``: :func:`somad.projection.patch_on_map`) with the k
+    nearest marked. Both maps are only looked at: drawn without per-neuron markers (``clickable=False``)."""
     m = cur.model
     r, c = cell
-    feats = loaders.get_image_features(cur.model_dir, cur.data_dir, cur.category, i, cur.device)
-    pm = projection.patch_on_map(m, feats, r, c)
     fp = projection.image_footprint(ev.patches, i, m.feature_shape_, m.grid_, ev.masks[i])
     u = loaders.get_som_views(cur.model_dir, cur.device)["u"]
     left, right = st.columns(2)
@@ -445,7 +453,7 @@ def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
         widgets.chart(figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, m.topology,
                                             viz.heat_scale(m.pixel_range_, ev.metrics),
                                             ex.bmu, f"Where cell ({r}, {c}) lands: its BMU on the image's footprint",
-                                            size=400), "w_cell_footprint", width="content")
+                                            size=400, clickable=False), "w_cell_footprint", width="content")
         note = projection.ground_truth_note(int(ev.labels[i]), ev.masks[i])
         st.caption("Grey: U-matrix (light valleys, dark ridges). Coloured: the neurons this image's cells chose, by their highest patch score "
                    "on the heatmap's colour scale; "
@@ -453,7 +461,8 @@ def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex) -> None:
                    + (f" ({note})" if note else "") + f"; pink outline: the BMU of cell ({r}, {c}).")
     with right:
         widgets.chart(figures.distance_map_figure(pm.dist, pm.nearest, m.topology,
-                                                  f"Distance of cell ({r}, {c}) to every neuron", size=400),
+                                                  f"Distance of cell ({r}, {c}) to every neuron", size=400,
+                                                  clickable=False),
                       "w_cell_distance", width="content")
         st.caption(f"Euclidean distance in feature units (yellow = near, dark purple = far); pink outline: BMU, "
                    f"dotted white: the other {len(pm.nearest) - 1} nearest. Its BMU distance is "

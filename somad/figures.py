@@ -96,7 +96,8 @@ def _click_trace(values: np.ndarray, xy: np.ndarray, topology: str, colorscale: 
         marker = dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)",
                       line=dict(width=0))
     return go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, hovertemplate=tmpl,
-                      showlegend=False, marker=marker)
+                      showlegend=False, marker=marker, selected=dict(marker=dict(color=SELECT_COLOR, opacity=1)),
+                      unselected=dict(marker=dict(opacity=1)))
 
 
 def cell_outline(x: float, y: float, topology: str) -> tuple[list[float], list[float]]:
@@ -152,9 +153,24 @@ def _map_figure(traces: list, xy: np.ndarray, shape: tuple[int, int], topology: 
     return go.Figure(traces, layout)
 
 
+def _hover_heatmap(values: np.ndarray, colorscale: str, colorbar_title: str, hover: dict[str, np.ndarray],
+                   value_label: str = "value", **kw) -> go.Heatmap:
+    """A rectangular map as one heatmap that carries its own hover (no per-neuron markers): what a map
+    that is not clicked draws, about 10x cheaper in the browser than :data:`CLICK_TRACE`'s markers."""
+    vmin, vmax = _range(values)
+    tmpl = f"neuron (row %{{y}}, col %{{x}})<br>{value_label} %{{z:.4g}}"
+    for i, label in enumerate(hover):
+        tmpl += f"<br>{label} %{{customdata[{i}]:.4g}}"
+    custom = np.stack([np.asarray(v, dtype=float) for v in hover.values()], -1) if hover else None
+    args = dict(z=values, x0=0, dx=1, y0=0, dy=1, colorscale=colorscale, zmin=vmin, zmax=vmax,
+                colorbar=_colorbar(colorbar_title), customdata=custom, hovertemplate=tmpl + "<extra></extra>")
+    return go.Heatmap(**{**args, **kw})
+
+
 def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", colorscale: str = "Viridis",
             hover: dict[str, np.ndarray] | None = None, selected: tuple[int, int] | None = None,
-            size: int = 420, colorbar_title: str = "") -> go.Figure:
+            size: int = 420, colorbar_title: str = "", clickable: bool = True,
+            preselected: tuple[int, int] | None = None) -> go.Figure:
     """A SOM map (U-matrix, hit map, component plane) as a clickable figure, for grids from 1x1 to
     100x100, rectangular or hexagonal (positions from :func:`somad.som.grid_coordinates`).
 
@@ -164,11 +180,18 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
             (hexagon markers coloured by value).
         hover: extra per-neuron arrays ``(rows, cols)`` shown on hover, by label.
         selected: neuron (row, col) outlined in the selection colour.
+        preselected: neuron (row, col) plotly shows selected (filled in the selection colour, as a
+            clicked neuron) without an outline: a figure that stays the same from click to click is
+            not redrawn (:func:`dashboard.widgets.selection_drawing`).
         size: figure width in pixels (height follows the grid's aspect, within
             [:data:`MIN_PLOT_PX`, :data:`MAX_ASPECT` x width]).
+        clickable: False for a map that is only looked at: a rectangular grid is then one heatmap
+            with its own hover and no :data:`CLICK_TRACE` (one SVG marker per neuron costs the
+            browser about 0.1 s per redraw on a 56x56 grid); hexagonal grids keep their markers.
 
     Returns:
-        figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j``.
+        figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j`` (when clickable or
+        hexagonal).
 
     Raises:
         ValueError: unknown topology.
@@ -177,8 +200,13 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
     shape = values.shape
     xy = grid_coordinates(shape, topology)
     plot_w, plot_h, cell_px = _map_px(shape, topology, size)
+    if not clickable and topology != "hexagonal":
+        return _map_figure([_hover_heatmap(values, colorscale, colorbar_title, hover or {})], xy, shape, topology,
+                           title, size, plot_h, selected)
     traces = [_value_trace(values, xy, topology, colorscale, colorbar_title, cell_px),
               _click_trace(values, xy, topology, colorscale, colorbar_title, cell_px, hover or {})]
+    if preselected is not None:
+        traces[CLICK_TRACE].selectedpoints = [preselected[0] * shape[1] + preselected[1]]
     return _map_figure(traces, xy, shape, topology, title, size, plot_h, selected)
 
 
@@ -199,7 +227,7 @@ def png_source(image: np.ndarray) -> str:
 def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str = "",
                  cell_values: np.ndarray | None = None, selected: tuple[int, int] | None = None,
                  size: int = 420, value_label: str = "patch score", model_size: int | None = None,
-                 scale=None) -> go.Figure:
+                 scale=None, preselected: tuple[int, int] | None = None) -> go.Figure:
     """An RGB image with one nearly transparent clickable square per feature cell.
 
     Args:
@@ -209,6 +237,9 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
             ``(j // w, j % w)``.
         cell_values: optional float ``(h, w)`` shown on hover.
         selected: cell (row, col) outlined.
+        preselected: cell (row, col) plotly shows selected (filled white, as a clicked cell) without a
+            drawn outline: a figure that stays the same from click to click is not redrawn
+            (:func:`dashboard.widgets.selection_drawing`).
         size: figure width in pixels (the height follows the image's aspect ratio).
         model_size: the model's image size S: data coordinates are model pixels, ``[0, S]`` on both
             axes, whatever ``image``'s shape (default: the image's height, for a square image).
@@ -232,6 +263,8 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
                       + (f"<br>{value_label} %{{customdata[2]:.3f}}" if cell_values is not None else "")
                       + "<extra></extra>",
         marker=dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)", line=dict(width=0)),
+        selected=dict(marker=dict(color="white", opacity=0.85)), unselected=dict(marker=dict(opacity=1)),
+        selectedpoints=None if preselected is None else [preselected[0] * w + preselected[1]],
     )]
     if selected is not None:
         traces.append(go.Scatter(x=[(selected[1] + 0.5) * cw], y=[(selected[0] + 0.5) * ch], mode="markers",
@@ -582,7 +615,8 @@ def heat_colorbar(scale, title: str = "score") -> dict:
 
 def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defect_counts: np.ndarray,
                   topology: str = "rectangular", scale=None,
-                  selected: tuple[int, int] | None = None, title: str = "", size: int = 420) -> go.Figure:
+                  selected: tuple[int, int] | None = None, title: str = "", size: int = 420,
+                  clickable: bool = True) -> go.Figure:
     """A test image's footprint over the U-matrix (grey): the neurons its patches chose as BMU,
     coloured by the highest patch score among those patches on the category's heatmap colour scale;
     neurons chosen by ground-truth defect patches ringed in :data:`FOOTPRINT_COLOR`.
@@ -596,10 +630,12 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
             ``pixel_range_`` and the evaluation's metrics), never one per image: a score gets the colour
             its heatmap pixel has, and the colour bar the heatmaps' ticks (:func:`heat_colorbar`).
         selected: neuron outlined in the selection colour.
+        clickable: False: on a rectangular grid the footprint is a second heatmap over the grey one
+            (neurons outside it are gaps) and there is no :data:`CLICK_TRACE`, as :func:`som_map`.
 
     Returns:
         figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j`` (all neurons, those
-        outside the footprint nearly transparent), as :func:`som_map`.
+        outside the footprint nearly transparent), as :func:`som_map` (when clickable or hexagonal).
     """
     u = np.asarray(u, dtype=float)
     shape = u.shape
@@ -619,17 +655,18 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
         base = go.Heatmap(z=u, x0=0, dx=1, y0=0, dy=1, colorscale="Greys", zmin=ulo, zmax=uhi, hoverinfo="skip",
                           showscale=False)
     chosen = counts > 0
-    custom = np.stack([*np.divmod(np.arange(len(counts)), shape[1]), counts, defect,
-                       np.where(chosen, score, np.nan), u.ravel()], 1)
-    click = go.Scatter(
-        x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, showlegend=False,
-        hovertemplate="neuron (row %{customdata[0]}, col %{customdata[1]})<br>cells of this image "
-                      "%{customdata[2]} (in the defect %{customdata[3]})<br>highest patch score "
-                      "%{customdata[4]:.3f}<br>U %{customdata[5]:.4g}<extra></extra>",
-        marker=dict(symbol="hexagon" if topology == "hexagonal" else "square", size=max(cell_px * 0.8, 3),
-                    color=np.where(chosen, scale.normalise(np.where(chosen, score, scale.lo)), 0.0),
-                    colorscale=HEAT_COLORSCALE, cmin=0.0, cmax=1.0, opacity=np.where(chosen, 1.0, 0.01),
-                    line=dict(width=0), colorbar=heat_colorbar(scale, "patch score")))
+    shown = np.where(chosen, scale.normalise(np.where(chosen, score, scale.lo)), 0.0)  # 0..1 on the heat scale
+    if not clickable and topology != "hexagonal":
+        gap = max(1, round(0.1 * cell_px))  # the grey U-matrix shows around each chosen neuron
+        custom = np.stack([np.where(chosen, score, np.nan), counts, defect, u.ravel()], 1).reshape(*shape, 4)
+        click = go.Heatmap(z=np.where(chosen, shown, np.nan).reshape(shape), x0=0, dx=1, y0=0, dy=1,
+                           colorscale=HEAT_COLORSCALE, zmin=0.0, zmax=1.0, xgap=gap, ygap=gap, customdata=custom,
+                           colorbar=heat_colorbar(scale, "patch score"),
+                           hovertemplate="neuron (row %{y}, col %{x})<br>cells of this image %{customdata[1]} (in "
+                                         "the defect %{customdata[2]})<br>highest patch score %{customdata[0]:.3f}"
+                                         "<br>U %{customdata[3]:.4g}<extra></extra>")
+    else:
+        click = _footprint_markers(xy, shape, counts, defect, score, u, chosen, shown, scale, topology, cell_px)
     traces = [base, click]
     ring = np.flatnonzero(defect > 0)
     if len(ring):
@@ -639,8 +676,23 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
     return _map_figure(traces, xy, shape, topology, title, size, plot_h, selected)
 
 
+def _footprint_markers(xy, shape, counts, defect, score, u, chosen, shown, scale, topology, cell_px) -> go.Scatter:
+    """The footprint's click trace: one marker per neuron coloured on the heat scale (``shown``, 0..1),
+    those outside the footprint nearly transparent."""
+    custom = np.stack([*np.divmod(np.arange(len(counts)), shape[1]), counts, defect,
+                       np.where(chosen, score, np.nan), u.ravel()], 1)
+    return go.Scatter(
+        x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, showlegend=False,
+        hovertemplate="neuron (row %{customdata[0]}, col %{customdata[1]})<br>cells of this image "
+                      "%{customdata[2]} (in the defect %{customdata[3]})<br>highest patch score "
+                      "%{customdata[4]:.3f}<br>U %{customdata[5]:.4g}<extra></extra>",
+        marker=dict(symbol="hexagon" if topology == "hexagonal" else "square", size=max(cell_px * 0.8, 3),
+                    color=shown, colorscale=HEAT_COLORSCALE, cmin=0.0, cmax=1.0, opacity=np.where(chosen, 1.0, 0.01),
+                    line=dict(width=0), colorbar=heat_colorbar(scale, "patch score")))
+
+
 def distance_map_figure(dist: np.ndarray, nearest: list[tuple[int, int]], topology: str = "rectangular",
-                        title: str = "", size: int = 420) -> go.Figure:
+                        title: str = "", size: int = 420, clickable: bool = True) -> go.Figure:
     """One patch's Euclidean distance to every neuron (MiniSom's ``activate``) as a SOM map, its BMU
     outlined in the selection colour and the other ``k - 1`` nearest neurons in white.
 
@@ -648,11 +700,13 @@ def distance_map_figure(dist: np.ndarray, nearest: list[tuple[int, int]], topolo
         dist: float ``(rows, cols)`` (:func:`somad.projection.distance_map`).
         nearest: neurons ``(row, col)`` nearest first; ``nearest[0]`` is the BMU.
 
+        clickable: as :func:`som_map`.
+
     Returns:
-        a clickable figure as :func:`som_map` (point ``j`` of trace :data:`CLICK_TRACE` = neuron ``j``).
+        a figure as :func:`som_map` (point ``j`` of trace :data:`CLICK_TRACE` = neuron ``j`` when clickable).
     """
     fig = som_map(dist, topology, title, "Viridis_r", None, nearest[0] if nearest else None, size=size,
-                  colorbar_title="distance")
+                  colorbar_title="distance", clickable=clickable)
     if len(nearest) > 1:
         xy = grid_coordinates(np.shape(dist), topology)
         xs, ys = _outlines(xy, [r * np.shape(dist)[1] + c for r, c in nearest[1:]], topology)

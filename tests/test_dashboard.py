@@ -501,3 +501,33 @@ def test_default_marker_is_hidden_legacy_marker_read_oldest_by_saved_at(dash_mod
         shutil.copytree(dash_model_env[1], legacy / "tiles" / name)
     (legacy / "tiles" / "DEFAULT").write_text("a\n")
     assert store.default_model(legacy, "tiles") == legacy / "tiles" / "a"
+
+
+def test_a_clicked_cell_keeps_the_heatmap_figure_unchanged(monkeypatch):
+    """After a click on the chart itself, plotly shows the clicked point: the figure's parameters stay
+    those of the previous run (so Streamlit neither re-sends nor redraws it); a selection made
+    elsewhere is drawn as a marker, and the first click after that bakes the point in once."""
+    from dashboard import widgets
+    from dashboard.keys import Keys
+
+    ss: dict = {}
+    monkeypatch.setattr(widgets.st, "session_state", ss)
+    draw = widgets.selection_drawing
+    assert draw("heat_0", None) == (None, None)  # nothing selected yet
+    widgets.new_click("heat_0", (2, 3))
+    assert draw("heat_0", (2, 3)) == (None, None)  # clicked: plotly shows it, the figure is as before
+    widgets.new_click("heat_0", (4, 5))
+    assert draw("heat_0", (4, 5)) == (None, None)
+    widgets.new_click("heat_0", None)  # the selection came from the URL or a link: drawn as a marker
+    assert draw("heat_0", (7, 1)) == ((7, 1), None)
+    widgets.new_click("heat_0", (2, 2))  # first click after it: the figure changes once, point baked in
+    assert draw("heat_0", (2, 2)) == (None, (2, 2))
+    widgets.new_click("heat_0", (6, 6))
+    assert draw("heat_0", (6, 6)) == (None, (2, 2))  # and stays so
+    assert ss[Keys.DRAWN_SELECTION]["heat_0"] == (None, (2, 2))
+    fig = figures.image_figure(np.zeros((32, 32, 3), np.uint8), (4, 4), preselected=(2, 2))
+    assert list(fig.data[figures.CLICK_TRACE].selectedpoints) == [2 * 4 + 2] and len(fig.data) == 2
+    for topology in ("rectangular", "hexagonal"):  # the maps: the same, and no outline trace
+        som = figures.som_map(np.ones((3, 5)), topology, preselected=(1, 2))
+        assert list(som.data[figures.CLICK_TRACE].selectedpoints) == [1 * 5 + 2] and len(som.data) == 2
+        assert som.data[figures.CLICK_TRACE].selected.marker.color == figures.SELECT_COLOR

@@ -211,3 +211,36 @@ def test_heat_scale_ticks():
     assert [t[2] for t in s.ticks()][:3] == ["2.0", "30.0", "40.0"]
     p = viz.HeatScale.for_model((0.0, 10.0))
     assert [round(t[0], 6) for t in p.ticks()] == [0.0, 0.5, 0.75, 1.0]
+
+
+def test_maps_that_are_not_clicked_draw_no_marker_per_neuron():
+    """clickable=False (the Test inspector's cell panel): a rectangular map is heatmaps with their own
+    hover, the same values, and only the few markers of the defect rings; hexagonal maps keep markers."""
+    rng = np.random.default_rng(2)
+    grid = (7, 5)
+    u = rng.random(grid)
+    counts = np.zeros(grid, int)
+    counts[1, 2], counts[3, 4] = 3, 1
+    defect = np.zeros(grid, int)
+    defect[1, 2] = 2
+    max_score = np.where(counts > 0, rng.random(grid), np.nan)
+    scale = viz.HeatScale.for_model((0.0, 1.0))
+    fig = figures.footprint_map(u, counts, max_score, defect, "rectangular", scale, (1, 2), clickable=False)
+    assert [t.type for t in fig.data] == ["heatmap", "heatmap", "scatter", "scatter"]
+    foot = fig.data[1]
+    z = np.asarray(foot.z, dtype=float)
+    assert z[1, 2] == scale.normalise(max_score[1, 2]) and z[3, 4] == scale.normalise(max_score[3, 4])
+    assert np.isnan(z).sum() == 33  # the neurons outside the footprint are gaps
+    assert np.asarray(foot.customdata)[1, 2].tolist() == [max_score[1, 2], 3, 2, u[1, 2]]  # score, cells, defect, U
+    assert (foot.zmin, foot.zmax) == (0, 1) and list(foot.colorbar.tickvals) == [t[0] for t in scale.ticks()]
+    assert len(fig.data[2].x) == 1  # one defect ring
+    assert fig.data[3].line.color == figures.SELECT_COLOR  # the BMU's outline
+    dist = rng.random(grid)
+    fig = figures.distance_map_figure(dist, [(0, 0), (0, 1)], "rectangular", clickable=False)
+    assert [t.type for t in fig.data] == ["heatmap", "scatter", "scatter"]
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), dist)
+    assert fig.data[0].hovertemplate.startswith("neuron (row %{y}, col %{x})<br>value %{z:.4g}")
+    plain = figures.som_map(u, "rectangular", hover={"hits": counts}, clickable=False)
+    assert len(plain.data) == 1 and np.asarray(plain.data[0].customdata)[3, 4].tolist() == [1]
+    hexa = figures.distance_map_figure(dist, [(0, 0)], "hexagonal", clickable=False)
+    assert len(hexa.data[figures.CLICK_TRACE].x) == grid[0] * grid[1]  # hexagons need their markers
