@@ -62,9 +62,10 @@ def render_maps(cur, views, neuron, footprint=None, scale=None) -> None:
                                   {"hits": hits, "mean dist to patches": mean_dist}, ring, colorbar_title="U",
                                   preselected=pre)
         else:
-            st.session_state.get(Keys.DRAWN_SELECTION, {}).pop("som_umatrix", None)
+            ring, pre = widgets.selection_drawing("som_umatrix", neuron)
             fig = figures.footprint_map(u, footprint.counts, footprint.max_score, footprint.defect_counts,
-                                        m.topology, scale, neuron, "Footprint of the image on the U-matrix")
+                                        m.topology, scale, ring, "Footprint of the image on the U-matrix",
+                                        preselected=pre)
         widgets.chart(fig, "som_umatrix", clickable=True, width="content")
         if footprint is not None:
             st.caption(f"{help.FOOTPRINT_COLOURS} {scale.describe()}")

@@ -616,7 +616,7 @@ def heat_colorbar(scale, title: str = "score") -> dict:
 def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defect_counts: np.ndarray,
                   topology: str = "rectangular", scale=None,
                   selected: tuple[int, int] | None = None, title: str = "", size: int = 420,
-                  clickable: bool = True) -> go.Figure:
+                  clickable: bool = True, preselected: tuple[int, int] | None = None) -> go.Figure:
     """A test image's footprint over the U-matrix (grey): the neurons its patches chose as BMU,
     coloured by the highest patch score among those patches on the category's heatmap colour scale;
     neurons chosen by ground-truth defect patches ringed in :data:`FOOTPRINT_COLOR`.
@@ -632,6 +632,8 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
         selected: neuron outlined in the selection colour.
         clickable: False: on a rectangular grid the footprint is a second heatmap over the grey one
             (neurons outside it are gaps) and there is no :data:`CLICK_TRACE`, as :func:`som_map`.
+        preselected: neuron plotly shows selected (filled in the selection colour, as a clicked one),
+            as :func:`som_map`: a figure left unchanged by a click is not redrawn.
 
     Returns:
         figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j`` (all neurons, those
@@ -667,6 +669,8 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
                                          "<br>U %{customdata[3]:.4g}<extra></extra>")
     else:
         click = _footprint_markers(xy, shape, counts, defect, score, u, chosen, shown, scale, topology, cell_px)
+        if preselected is not None:
+            click.selectedpoints = [preselected[0] * shape[1] + preselected[1]]
     traces = [base, click]
     ring = np.flatnonzero(defect > 0)
     if len(ring):
@@ -676,9 +680,20 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
     return _map_figure(traces, xy, shape, topology, title, size, plot_h, selected)
 
 
+HIDDEN = -0.02
+"""Colour value of a footprint marker outside the footprint: below the heat scale's 0..1, where
+:data:`FOOTPRINT_COLORSCALE` is transparent."""
+FOOTPRINT_COLORSCALE = [[0.0, "rgba(0,0,0,0)"]] + [
+    [(-HIDDEN + pos) / (1 - HIDDEN), colour] for pos, colour in HEAT_COLORSCALE]
+""":data:`HEAT_COLORSCALE` over ``cmin=HIDDEN, cmax=1``, transparent at :data:`HIDDEN`: values 0..1 keep
+their heat colours exactly, and the markers can all be opaque (a per-point opacity would be overridden
+by plotly's selected/unselected styles)."""
+
+
 def _footprint_markers(xy, shape, counts, defect, score, u, chosen, shown, scale, topology, cell_px) -> go.Scatter:
     """The footprint's click trace: one marker per neuron coloured on the heat scale (``shown``, 0..1),
-    those outside the footprint nearly transparent."""
+    those outside the footprint transparent (:data:`HIDDEN`); a selected one is filled in the selection
+    colour, as on :func:`som_map`."""
     custom = np.stack([*np.divmod(np.arange(len(counts)), shape[1]), counts, defect,
                        np.where(chosen, score, np.nan), u.ravel()], 1)
     return go.Scatter(
@@ -687,8 +702,9 @@ def _footprint_markers(xy, shape, counts, defect, score, u, chosen, shown, scale
                       "%{customdata[2]} (in the defect %{customdata[3]})<br>highest patch score "
                       "%{customdata[4]:.3f}<br>U %{customdata[5]:.4g}<extra></extra>",
         marker=dict(symbol="hexagon" if topology == "hexagonal" else "square", size=max(cell_px * 0.8, 3),
-                    color=shown, colorscale=HEAT_COLORSCALE, cmin=0.0, cmax=1.0, opacity=np.where(chosen, 1.0, 0.01),
-                    line=dict(width=0), colorbar=heat_colorbar(scale, "patch score")))
+                    color=np.where(chosen, shown, HIDDEN), colorscale=FOOTPRINT_COLORSCALE, cmin=HIDDEN, cmax=1.0,
+                    line=dict(width=0), colorbar=heat_colorbar(scale, "patch score")),
+        selected=dict(marker=dict(color=SELECT_COLOR, opacity=1)), unselected=dict(marker=dict(opacity=1)))
 
 
 def distance_map_figure(dist: np.ndarray, nearest: list[tuple[int, int]], topology: str = "rectangular",

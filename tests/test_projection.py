@@ -148,7 +148,7 @@ def test_projection_figures_draw_every_grid(grid, topology):
                                 viz.HeatScale.for_model((0.0, 0.5), 0.6), selected=divmod(int(bmu[0]), grid[1]))
     click = fig.data[figures.CLICK_TRACE]
     assert len(click.x) == m
-    assert int((np.asarray(click.marker.opacity) == 1.0).sum()) == len(np.unique(bmu))
+    assert int((np.asarray(click.marker.color) > figures.HIDDEN).sum()) == len(np.unique(bmu))  # others hidden
     assert len(fig.data[2].x) == int((fp.defect_counts > 0).sum())  # the defect rings
     dist = rng.random(grid)
     near = projection.nearest_neurons(dist, min(4, m))
@@ -159,12 +159,16 @@ def test_projection_figures_draw_every_grid(grid, topology):
     assert np.isnan(pos.data[1].z[0][0]) and pos.data[1].z[5][5] == 35
 
 
-def _plotly_rgb(colorscale, positions: np.ndarray) -> np.ndarray:
-    """What plotly draws for ``positions`` on ``colorscale`` (cmin 0, cmax 1): linear interpolation in RGB
-    between the stops (plotly.js ``makeColorScaleFunc``), written out with numpy, float (n, 3) in 0..255."""
+def _plotly_rgb(colorscale, values: np.ndarray, cmin: float = 0.0, cmax: float = 1.0) -> np.ndarray:
+    """What plotly draws for ``values`` on ``colorscale`` over ``cmin..cmax``: linear interpolation in
+    RGB(A) between the stops (plotly.js ``makeColorScaleFunc``), written out with numpy, float (n, 3)
+    in 0..255 (n, 4 with alpha when a stop has one)."""
     stops = np.array([float(p) for p, _ in colorscale])
-    rgb = np.array([[float(v) for v in c[c.index("(") + 1:-1].split(",")] for _, c in colorscale])
-    return np.stack([np.interp(positions, stops, rgb[:, ch]) for ch in range(3)], 1)
+    parts = [[float(v) for v in c[c.index("(") + 1:-1].split(",")] for _, c in colorscale]
+    width = max(len(p) for p in parts)
+    rgba = np.array([p + [1.0] * (width - len(p)) for p in parts])
+    positions = (np.asarray(values, float) - cmin) / (cmax - cmin)
+    return np.stack([np.interp(positions, stops, rgba[:, ch]) for ch in range(width)], 1)
 
 
 def test_footprint_colours_are_the_heatmap_colours(dash_model_env, dash_eval):
@@ -185,10 +189,12 @@ def test_footprint_colours_are_the_heatmap_colours(dash_model_env, dash_eval):
         marker = fig.data[figures.CLICK_TRACE].marker
         chosen = fp.counts.ravel() > 0
         scores = fp.max_score.ravel()[chosen]
-        shown = _plotly_rgb(marker.colorscale, np.asarray(marker.color, float)[chosen])
+        colours = _plotly_rgb(marker.colorscale, np.asarray(marker.color, float), marker.cmin, marker.cmax)
+        shown = colours[chosen, :3]
+        assert (colours[chosen, 3] == 1).all() and (colours[~chosen, 3] == 0).all()  # outside: transparent
         on_heatmap = scale.colorize(scores[None].astype(np.float64))[0].astype(float)
         assert np.abs(shown - on_heatmap).max() <= 2.0  # one 8-bit step of rounding, 1/1023 of the colour map
-        assert (marker.cmin, marker.cmax) == (0.0, 1.0)
+        assert (marker.cmin, marker.cmax) == (figures.HIDDEN, 1.0)
         assert list(marker.colorbar.tickvals) == list(heat_bar.tickvals)
         assert list(marker.colorbar.ticktext) == list(heat_bar.ticktext)
         seen.append(scores)
