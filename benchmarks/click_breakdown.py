@@ -253,44 +253,34 @@ def main() -> None:
             page.get_by_text("Test images where this neuron is the BMU").first.wait_for()
             page.get_by_role("button", name="Inspect").first.wait_for()
             bc.settle(page)
-            for n, (r, c) in enumerate(neurons):
-                x, y = (c + 0.5 * (r % 2), r * 3 ** 0.5 / 2) if model.topology == "hexagonal" else (c, r)
+
+            def timed(kind, n, label, x, y, heading):
+                """One click, traced / JS-profiled on the third of its kind; kept from the third on."""
                 if args.trace and n == 2:
                     browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
                 if args.js_profile and n == 2:
                     cdp.send("Profiler.enable")
                     cdp.send("Profiler.setSamplingInterval", {"interval": 500})
                     cdp.send("Profiler.start")
-                res = click_once(page, cdp, frames, 0, x, y, f"Nearest training patches of neuron ({r}, {c})")
+                res = click_once(page, cdp, frames, 0, x, y, heading)
                 if args.trace and n == 2:
-                    traces["neuron"] = browser.stop_tracing()
+                    traces[kind] = browser.stop_tracing()
                 if args.js_profile and n == 2:
-                    profiles["neuron"] = cdp.send("Profiler.stop")["profile"]
+                    profiles[kind] = cdp.send("Profiler.stop")["profile"]
                 if n >= 2:
-                    results["neuron"].append(res)
-                print(f"neuron ({r}, {c}): shown {res['shown']:.2f} s, settled {res['settled']:.2f} s, "
+                    results[kind].append(res)
+                print(f"{label}: shown {res['shown']:.2f} s, settled {res['settled']:.2f} s, "
                       f"server {res['server']:.2f} s", flush=True)
                 page.wait_for_timeout(300)
+
+            for n, (r, c) in enumerate(neurons):
+                x, y = (c + 0.5 * (r % 2), r * 3 ** 0.5 / 2) if model.topology == "hexagonal" else (c, r)
+                timed("neuron", n, f"neuron ({r}, {c})", x, y, f"Nearest training patches of neuron ({r}, {c})")
             page.goto(f"{url}/test_inspector{query}")
             page.get_by_text("Click a pixel of the heatmap").first.wait_for()
             bc.settle(page)
             for n, (r, c) in enumerate(cells):
-                if args.trace and n == 2:
-                    browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
-                if args.js_profile and n == 2:
-                    cdp.send("Profiler.enable")
-                    cdp.send("Profiler.setSamplingInterval", {"interval": 500})
-                    cdp.send("Profiler.start")
-                res = click_once(page, cdp, frames, 0, (c + 0.5) * s / w, (r + 0.5) * s / h, f"Cell ({r}, {c}): BMU")
-                if args.trace and n == 2:
-                    traces["cell"] = browser.stop_tracing()
-                if args.js_profile and n == 2:
-                    profiles["cell"] = cdp.send("Profiler.stop")["profile"]
-                if n >= 2:
-                    results["cell"].append(res)
-                print(f"cell ({r}, {c}): shown {res['shown']:.2f} s, settled {res['settled']:.2f} s, "
-                      f"server {res['server']:.2f} s", flush=True)
-                page.wait_for_timeout(300)
+                timed("cell", n, f"cell ({r}, {c})", (c + 0.5) * s / w, (r + 0.5) * s / h, f"Cell ({r}, {c}): BMU")
             browser.close()
     finally:
         proc.terminate()
