@@ -49,14 +49,16 @@ def _free_port() -> int:
 
 
 def start_server(app_dir: Path, models_dir: Path, data_dir: Path, launcher: tuple[str, ...] = ("-m", "streamlit"),
-                 env_extra: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """``streamlit run app.py`` of ``app_dir`` on a free port (``launcher``: what follows ``python``)."""
+                 env_extra: dict | None = None, log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` of ``app_dir`` on a free port (``launcher``: what follows ``python``);
+    the server's output goes to ``log`` when given (else it is dropped)."""
     port = _free_port()
     env = dict(os.environ, SOMAD_DATA_DIR=str(data_dir), SOMAD_MODELS_DIR=str(models_dir),
                STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", **(env_extra or {}))
     proc = subprocess.Popen([sys.executable, *launcher, "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=app_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=app_dir, env=env, stdout=open(log, "wb") if log else subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
@@ -65,7 +67,7 @@ def start_server(app_dir: Path, models_dir: Path, data_dir: Path, launcher: tupl
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise SystemExit("streamlit did not start")
+    raise SystemExit("streamlit did not start" + (": " + Path(log).read_text()[-2000:] if log else ""))
 
 
 def click_data_point(page, chart_index: int, x: float, y: float) -> None:

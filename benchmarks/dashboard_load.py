@@ -22,13 +22,11 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +38,6 @@ CHROMIUM = os.environ.get("SOMAD_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 NAV = {"som": "SOM explorer", "inspector": "Test inspector", "try": "Try an image", "model": "Model"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -95,21 +87,10 @@ def make_jpegs(data_dir: Path, category: str, folder: Path, n: int, px: int) -> 
 
 
 def start_server(models_dir: Path, data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ, SOMAD_DATA_DIR=str(data_dir), SOMAD_MODELS_DIR=str(models_dir),
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("streamlit did not start: " + log.read_text()[-2000:])
+    """This checkout's app on a free port, its output in ``log`` (:func:`browser_clicks.start_server`)."""
+    from browser_clicks import start_server as start
+
+    return start(REPO, models_dir, data_dir, log=log)
 
 
 async def click_data_point(page, x: float, y: float) -> None:
