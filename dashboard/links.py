@@ -62,6 +62,18 @@ def _shown(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
+PARSERS = {
+    "thr": (parse_threshold, lambda key, text: f"threshold {text} is not a finite number ≥ 0: the model's "
+                                               "deployable threshold is used"),
+    "regions": (parse_regions, lambda key, text: f"number of regions {text} is not a whole number from 0 to "
+                                                 f"{MAX_REGIONS}: chosen automatically"),
+    **{key: (parse_pair, lambda key, text: f"{PAIR_PARAMS[key]} {text} is not 'row,col': the page picks one")
+       for key in PAIR_PARAMS},
+}
+"""Link parameter -> (parser raising ValueError, the reason it is dropped given the key and the shown
+text). Parameters not listed are names, kept as text."""
+
+
 def parse_link(params: Mapping[str, str], known: Iterable[str]) -> tuple[dict[str, object], list[str]]:
     """Split a link's query parameters into usable values and reasons for what was dropped.
 
@@ -87,25 +99,14 @@ def parse_link(params: Mapping[str, str], known: Iterable[str]) -> tuple[dict[st
         if text is None or not str(text).strip():
             continue
         text = str(text).strip()
-        if key == "thr":
-            try:
-                values[key] = parse_threshold(text)
-            except ValueError:
-                dropped.append(f"threshold {_shown(text)} is not a finite number ≥ 0: the model's deployable "
-                               "threshold is used")
-        elif key == "regions":
-            try:
-                values[key] = parse_regions(text)
-            except ValueError:
-                dropped.append(f"number of regions {_shown(text)} is not a whole number from 0 to {MAX_REGIONS}: "
-                               "chosen automatically")
-        elif key in PAIR_PARAMS:
-            try:
-                values[key] = parse_pair(text)
-            except ValueError:
-                dropped.append(f"{PAIR_PARAMS[key]} {_shown(text)} is not 'row,col': the page picks one")
-        else:
+        parse = PARSERS.get(key)
+        if parse is None:  # a name (model, image, ...): checked against the model by the caller
             values[key] = text
+            continue
+        try:
+            values[key] = parse[0](text)
+        except ValueError:
+            dropped.append(parse[1](key, _shown(text)))
     return values, dropped
 
 
