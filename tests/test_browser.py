@@ -329,13 +329,18 @@ def test_shared_demo_viewer_cannot_write_and_roots_are_fixed(page, viewer_server
     assert page.get_by_text("Fit a new model").count() == 0
     from playwright.sync_api import expect
 
-    try:  # no free-text root, no rename box, no fit form (retried: a rerun's stale elements leave the page late)
-        expect(page.locator("input[type='text']")).to_have_count(0, timeout=30_000)
+    # no free-text root, no rename box, no fit form. Only pickers: a selectbox's search box is an
+    # <input type="text"> too (role combobox), so free text is told by its widget, once the pickers are drawn.
+    page.get_by_role("combobox", name="Model").wait_for()
+    free_text = page.locator("[data-testid='stTextInput'] input:not([type='password']), textarea")
+    try:  # retried: a rerun's stale elements leave the page late
+        expect(free_text).to_have_count(0, timeout=30_000)
     except AssertionError:
-        texts = page.locator("input[type='text']").evaluate_all("els => els.map(e => e.getAttribute('aria-label'))")
+        texts = free_text.evaluate_all("els => els.map(e => e.getAttribute('aria-label'))")
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "shared_demo_viewer_text_inputs.png"), full_page=True)
-        raise AssertionError(f"a viewer sees text inputs {texts}") from None
+        raise AssertionError(f"a viewer sees free-text inputs {texts}") from None
+    assert page.get_by_role("combobox", name="Dataset root").count() == 1  # the fixed roots, as a picker
     page.get_by_text("Presenter? Unlock this tab").click()
     page.get_by_label("Presenter password").fill("guess")
     page.get_by_role("button", name="Unlock presenter mode").click()
