@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -37,6 +38,8 @@ sys.path.insert(0, str(REPO))
 CHROMIUM = os.environ.get("SOMAD_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS_DIR = Path(os.environ["SOMAD_LOAD_SHOTS"]) if os.environ.get("SOMAD_LOAD_SHOTS") else None
+"""Where a session that fails saves a screenshot of its page (set ``SOMAD_LOAD_SHOTS``)."""
 NAV = {"som": "SOM explorer", "inspector": "Test inspector", "try": "Try an image", "model": "Model"}
 
 
@@ -109,9 +112,10 @@ async def count_exceptions(page) -> int:
 
 
 async def session(browser, url: str, model, jpegs: list[Path], until: float, stats: dict, rng: random.Random,
-                  max_uploads: int, pid: int | None = None, think: float = 0.0) -> None:
-    """One viewer: rounds of neuron clicks, cell clicks, an upload and page changes until ``until``,
-    pausing ``think`` seconds (uniform 0.5x to 1.5x) after each action, as a person looks at the result."""
+                  max_uploads: int, pid: int | None = None, think: float = 0.0, rounds: int = 0) -> None:
+    """One viewer: rounds of neuron clicks, cell clicks, an upload and page changes until ``until``
+    (and at least ``rounds`` rounds), pausing ``think`` seconds (uniform 0.5x to 1.5x) after each action,
+    as a person looks at the result. Each click is recorded as (kind, seconds, start time)."""
 
     async def pause():
         if think > 0:
@@ -127,7 +131,9 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
     try:
         await page.goto(f"{url}/som_explorer")
         await page.get_by_text("Nearest training patches of neuron").first.wait_for()
-        while time.time() < until:
+        done = 0
+        while done < rounds or time.time() < until:
+            done += 1
             await page.get_by_role("link", name=NAV["som"]).first.click()
             await page.get_by_text("Nearest training patches of neuron").first.wait_for()
             await page.locator("[data-testid='stPlotlyChart'] rect.nsewdrag").first.wait_for()
@@ -136,7 +142,7 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
                 t0 = time.perf_counter()
                 await click_data_point(page, c, r)
                 await page.get_by_text(f"Nearest training patches of neuron ({r}, {c})").first.wait_for()
-                stats["clicks"].append(("neuron", time.perf_counter() - t0))
+                stats["clicks"].append(("neuron", time.perf_counter() - t0, time.time()))
                 await pause()
             stats["exceptions"] += await count_exceptions(page)
             await page.get_by_role("link", name=NAV["inspector"]).first.click()
@@ -149,7 +155,7 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
                 t0 = time.perf_counter()
                 await click_data_point(page, (c + 0.5) * s / w, (r + 0.5) * s / h)
                 await page.get_by_text(f"Cell ({r}, {c}): BMU").first.wait_for()
-                stats["clicks"].append(("cell", time.perf_counter() - t0))
+                stats["clicks"].append(("cell", time.perf_counter() - t0, time.time()))
                 await pause()
             stats["exceptions"] += await count_exceptions(page)
             if held < max_uploads and time.time() < until:
@@ -174,12 +180,16 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
                 # move on to the other pages (which releases this upload: the uploader is not drawn there)
     except Exception as exc:  # a timeout or a crash of the page counts as an exception of the run
         stats["errors"].append(f"{type(exc).__name__}: {str(exc)[:300]}")
+        if SHOTS_DIR:
+            SHOTS_DIR.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(Exception):
+                await page.screenshot(path=str(SHOTS_DIR / f"error-{len(stats['errors'])}.png"), full_page=True)
     finally:
         await ctx.close()
 
 
 async def run_viewers(url: str, n: int, seconds: float, model, jpegs, max_uploads: int, sampler, pid,
-                      think: float = 0.0, chromium: str = CHROMIUM) -> dict:
+                      think: float = 0.0, chromium: str = CHROMIUM, rounds: int = 0) -> dict:
     from playwright.async_api import async_playwright
 
     stats = {"clicks": [], "uploads": [], "upload_rss_mb": [], "exceptions": 0, "errors": [], "held": 0}
@@ -187,7 +197,7 @@ async def run_viewers(url: str, n: int, seconds: float, model, jpegs, max_upload
         browser = await p.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
         until = time.time() + seconds
         await asyncio.gather(*(session(browser, url, model, jpegs, until, stats, random.Random(i), max_uploads, pid,
-                                       think)
+                                       think, rounds)
                                for i in range(n)))
         await browser.close()
     return stats
@@ -239,8 +249,10 @@ def main() -> None:
             log = Path(tmp) / f"server-{n}.log"
             proc, url = start_server(args.models_dir, args.data_dir, log)
             try:
-                # warm-up: one session scores the test split (or reads its cache) and loads the model
-                asyncio.run(run_viewers(url, 1, 1, model, jpegs, 0, None, proc.pid))
+                # warm-up: one session goes once through every page and click (no upload, so the start
+                # RSS holds none): the model, the test split's scores, the regions, the mean training
+                # image and the other per-model caches are in memory before the timed sessions start
+                asyncio.run(run_viewers(url, 1, 0, model, jpegs, 0, None, proc.pid, rounds=1))
                 time.sleep(5)
                 start = rss_mb(proc.pid)
                 sampler = RssSampler(proc.pid)
@@ -259,11 +271,15 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(20)
-            clicks = [t for _, t in stats["clicks"]]
+            clicks = [t for _, t, _ in stats["clicks"]]
             run = {"viewers": n, "think_s": args.think, "browser_nice": args.browser_nice, "seconds": round(wall, 1), "clicks": len(clicks),
                    "click_p50_s": percentile(clicks, 50), "click_p95_s": percentile(clicks, 95),
-                   "neuron_p50_s": percentile([t for k, t in stats["clicks"] if k == "neuron"], 50),
-                   "cell_p50_s": percentile([t for k, t in stats["clicks"] if k == "cell"], 50),
+                   "neuron_p50_s": percentile([t for k, t, _ in stats["clicks"] if k == "neuron"], 50),
+                   "cell_p50_s": percentile([t for k, t, _ in stats["clicks"] if k == "cell"], 50),
+                   "neuron_p95_s": percentile([t for k, t, _ in stats["clicks"] if k == "neuron"], 95),
+                   "cell_p95_s": percentile([t for k, t, _ in stats["clicks"] if k == "cell"], 95),
+                   # every timed click: kind, seconds, when it ended (seconds after the sessions started)
+                   "click_log": [(k, round(t, 3), round(end - t0, 1)) for k, t, end in stats["clicks"]],
                    "uploads": stats["held"], "upload_p50_s": percentile(stats["uploads"], 50),
                    "rss_start_mb": round(start, 1), "rss_peak_mb": round(peak_held, 1), "rss_end_mb": round(end, 1),
                    "rss_growth_to_peak_per_upload_mb": round((peak_held - start) / stats["held"], 1) if stats["held"] else None,
