@@ -46,9 +46,10 @@ def highlight_cells(image: np.ndarray, cells: np.ndarray, color=CELL_COLOR, alph
 
 
 def to_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 RGB image."""
+    """PNG bytes of a uint8 RGB image, at zlib level 1: a 1024 px overlay in ~0.07 s instead of ~0.4 s
+    at Pillow's default level 6, for a file about 15 % larger."""
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -76,11 +77,7 @@ def decode_upload(name: str, payload: bytes, max_pixels: int = MAX_UPLOAD_PIXELS
     if w * h > max_pixels:
         raise DataError(f"{name} is {w}x{h} = {w * h / 1e6:.0f} megapixels, above the "
                         f"{max_pixels / 1e6:.0f} megapixel limit: downscale it first.")
-    try:
-        img.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{name} cannot be decoded ({exc}): the file is damaged or truncated.") from None
-    notes = []
+    notes = []  # from the header alone: the pixels are decoded once, by read_image (damaged files named there)
     if img.mode in data.HIGH_BIT_MODES:
         notes.append(f"{name}: {img.mode} (16/32-bit) image scaled to 8 bits and copied to 3 channels.")
     elif img.mode in ("L", "1", "LA"):

@@ -411,6 +411,8 @@ class IntensityRule:
         Raises:
             DataError: see :meth:`check`.
         """
+        if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
+            return arr  # 8-bit RGB is shown as it is (what the float path below gives, without its copies)
         x = arr.astype(np.float32) / self.white_of(arr, label)
         if x.ndim == 2:
             x = x[..., None]

@@ -155,3 +155,16 @@ def test_demo_data_is_deterministic_and_complete(tmp_path):
     shutil.rmtree(b)
     c = generate(tmp_path / "a", seed=4, n_train=3, n_good=2, n_defect=4)  # exists: kept, not overwritten
     assert (c / "tiles" / "test" / "hole" / "000.png").read_bytes() == (a / "tiles" / "test" / "hole" / "000.png").read_bytes()
+
+
+def test_eight_bit_rgb_is_shown_as_it_is_under_every_rule():
+    """8-bit RGB samples skip the float conversion: the same array, equal to what the float path
+    (divide by white, clip, times 255, round) gives for every value, whatever the category's rule."""
+    arr = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)
+    float_path = np.rint(np.clip(arr.astype(np.float32) / 255, 0, 1) * 255).astype(np.uint8)
+    for rule in (data.EIGHT_BIT, data.IntensityRule("integer", 4095.0), data.IntensityRule("float", 1.0)):
+        out = rule.to_rgb(arr)
+        assert out is arr and out.dtype == np.uint8
+        np.testing.assert_array_equal(out, float_path)
+    gray = rule.to_rgb(np.arange(256, dtype=np.uint8).reshape(16, 16))  # other layouts take the float path
+    assert gray.shape == (16, 16, 3) and gray[15, 15].tolist() == [255, 255, 255]
