@@ -12,7 +12,7 @@ from somad import explain, figures, projection, regions, replay, viz
 from somad.errors import SomadError
 from somad.words import plural
 
-CHARTS = ("som_umatrix", "som_hitmap", "som_cplane")
+CHARTS = ("som_umatrix", "som_cplane")
 CROP = 112
 
 
@@ -48,12 +48,14 @@ def _typed_neuron() -> None:
 
 
 def render_maps(cur, views, neuron, footprint=None, scale=None) -> None:
-    """U-matrix (with a test image's footprint, on the category's heat ``scale``, when one is given) and
-    hit map, both clickable."""
+    """U-matrix (with a test image's footprint, on the category's heat ``scale``, when one is given),
+    clickable, and hit map, looked at only (with its own hover): a clickable map carries one marker per
+    neuron, and redrawing those to move the outline after every click cost the browser about 0.4 s of
+    a 0.9 s neuron click on a 56x56 map (``benchmarks/click_breakdown.py``); a heatmap costs ~15 ms."""
     m = cur.model
     u, hits, mean_dist = views["u"], views["hits"], views["mean_dist"]
-    # the neuron clicked on a map is shown selected by plotly: that map stays the same and is not redrawn;
-    # the other map outlines it
+    # the neuron clicked on the U-matrix is shown selected by plotly: that map stays the same and is not
+    # redrawn; the hit map outlines it
     left, right = st.columns(2)
     with left:
         if footprint is None:
@@ -70,12 +72,12 @@ def render_maps(cur, views, neuron, footprint=None, scale=None) -> None:
         if footprint is not None:
             st.caption(f"{help.FOOTPRINT_COLOURS} {scale.describe()}")
     with right:
-        ring, pre = widgets.selection_drawing("som_hitmap", neuron)
         widgets.chart(figures.som_map(hits, m.topology, "Hit map (training patches per neuron)", "Blues",
-                                      {"U": u, "mean dist to patches": mean_dist}, ring, colorbar_title="hits",
-                                      preselected=pre),
-                      "som_hitmap", clickable=True, width="content")
-    st.caption("Click a neuron on any map (or type its row and column) to select it.")
+                                      {"U": u, "mean dist to patches": mean_dist}, neuron, colorbar_title="hits",
+                                      clickable=False),
+                      "som_hitmap", width="content")
+    st.caption("Click a neuron on the U-matrix (or type its row and column) to select it; the hit map outlines "
+               "it, and its hover gives every neuron's hits.")
     c1, c2, c3 = st.columns([1, 1, 4])
     c1.number_input("Neuron row", 0, m.grid_[0] - 1, key=Keys.W_NEURON_ROW, on_change=_typed_neuron)
     c2.number_input("Neuron col", 0, m.grid_[1] - 1, key=Keys.W_NEURON_COL, on_change=_typed_neuron)
@@ -248,7 +250,8 @@ def render_regions(cur, views) -> None:
     with left:
         widgets.chart(figures.region_map(reg.labels, m.topology, "Regions (R1 holds the most training patches)",
                                          {"hits": views["hits"], "U": views["u"]}, reg.typical, marks,
-                                         "defect cells of the selected image" if marks is not None else "cells"),
+                                         "defect cells of the selected image" if marks is not None else "cells",
+                                         clickable=False),
                       "som_regions", width="content")
     with right:
         mean_img = loaders.get_mean_training_image(cur.model_dir, cur.device)

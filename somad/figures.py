@@ -153,12 +153,13 @@ def _map_figure(traces: list, xy: np.ndarray, shape: tuple[int, int], topology: 
     return go.Figure(traces, layout)
 
 
-def _hover_heatmap(values: np.ndarray, colorscale: str, colorbar_title: str, hover: dict[str, np.ndarray],
-                   value_label: str = "value", **kw) -> go.Heatmap:
+def _hover_heatmap(values: np.ndarray, colorscale, colorbar_title: str, hover: dict[str, np.ndarray],
+                   value_label: str | None = "value", **kw) -> go.Heatmap:
     """A rectangular map as one heatmap that carries its own hover (no per-neuron markers): what a map
-    that is not clicked draws, about 10x cheaper in the browser than :data:`CLICK_TRACE`'s markers."""
+    that is not clicked draws, about 10x cheaper in the browser than :data:`CLICK_TRACE`'s markers.
+    ``value_label`` None: the hover shows the ``hover`` arrays only."""
     vmin, vmax = _range(values)
-    tmpl = f"neuron (row %{{y}}, col %{{x}})<br>{value_label} %{{z:.4g}}"
+    tmpl = "neuron (row %{y}, col %{x})" + ("" if value_label is None else f"<br>{value_label} %{{z:.4g}}")
     for i, label in enumerate(hover):
         tmpl += f"<br>{label} %{{customdata[{i}]:.4g}}"
     custom = np.stack([np.asarray(v, dtype=float) for v in hover.values()], -1) if hover else None
@@ -417,7 +418,7 @@ def _discrete_scale(n: int) -> list:
 def region_map(labels: np.ndarray, topology: str = "rectangular", title: str = "",
                hover: dict[str, np.ndarray] | None = None, typical: list | None = None,
                marks: np.ndarray | None = None, marks_label: str = "cells", selected: tuple[int, int] | None = None,
-               size: int = 420) -> go.Figure:
+               size: int = 420, clickable: bool = True) -> go.Figure:
     """The map coloured by region (:mod:`somad.regions`), each region named (R1, R2, ...) at its typical
     neuron, for grids from 1x1 to 100x100, rectangular or hexagonal.
 
@@ -428,9 +429,11 @@ def region_map(labels: np.ndarray, topology: str = "rectangular", title: str = "
         marks: optional int ``(rows, cols)`` counts (e.g. one test image's defect cells per BMU): neurons
             with a count get a black ring sized by it, labelled ``marks_label`` on hover.
         selected: neuron (row, col) outlined in the selection colour.
+        clickable: False for a map that is only looked at: a rectangular grid is then one heatmap
+            with its own hover, as :func:`som_map` (no per-neuron markers to draw).
 
     Returns:
-        figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j``.
+        figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j`` (when clickable or hexagonal).
     """
     labels = np.asarray(labels, dtype=np.int64)
     shape = labels.shape
@@ -440,20 +443,26 @@ def region_map(labels: np.ndarray, topology: str = "rectangular", title: str = "
     scale = _discrete_scale(n)
     cbar = dict(title="region", thickness=12, len=1.0, tickvals=list(range(n)),
                 ticktext=[f"R{i + 1}" for i in range(n)])
-    custom, tmpl = _hover(labels.astype(float) + 1, hover or {})
-    tmpl = tmpl.replace("value %{customdata[2]:.4g}", "region R%{customdata[2]:.0f}")
-    if topology == "hexagonal":
-        base = go.Scatter(x=xy[:1, 0], y=xy[:1, 1], mode="markers", marker=dict(opacity=0), hoverinfo="skip",
-                          showlegend=False)
-        marker = dict(symbol="hexagon", size=cell_px * 1.12, color=labels.ravel(), colorscale=scale, cmin=-0.5,
-                      cmax=n - 0.5, line=dict(width=0), colorbar=cbar)
+    if not clickable and topology != "hexagonal":
+        heat = _hover_heatmap(labels.astype(float), scale, "region", {"region": labels + 1.0, **(hover or {})}, None,
+                              zmin=-0.5, zmax=n - 0.5, colorbar=cbar)
+        heat.hovertemplate = heat.hovertemplate.replace("region %{customdata[0]:.4g}", "region R%{customdata[0]:.0f}")
+        traces = [heat]
     else:
-        base = go.Heatmap(z=labels, x0=0, dx=1, y0=0, dy=1, colorscale=scale, zmin=-0.5, zmax=n - 0.5,
-                          hoverinfo="skip", colorbar=cbar)
-        marker = dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)",
-                      line=dict(width=0))
-    traces = [base, go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, hovertemplate=tmpl,
-                               showlegend=False, marker=marker)]
+        custom, tmpl = _hover(labels.astype(float) + 1, hover or {})
+        tmpl = tmpl.replace("value %{customdata[2]:.4g}", "region R%{customdata[2]:.0f}")
+        if topology == "hexagonal":
+            base = go.Scatter(x=xy[:1, 0], y=xy[:1, 1], mode="markers", marker=dict(opacity=0), hoverinfo="skip",
+                              showlegend=False)
+            marker = dict(symbol="hexagon", size=cell_px * 1.12, color=labels.ravel(), colorscale=scale, cmin=-0.5,
+                          cmax=n - 0.5, line=dict(width=0), colorbar=cbar)
+        else:
+            base = go.Heatmap(z=labels, x0=0, dx=1, y0=0, dy=1, colorscale=scale, zmin=-0.5, zmax=n - 0.5,
+                              hoverinfo="skip", colorbar=cbar)
+            marker = dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)",
+                          line=dict(width=0))
+        traces = [base, go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, hovertemplate=tmpl,
+                                   showlegend=False, marker=marker)]
     if marks is not None:
         counts = np.asarray(marks, dtype=float).ravel()
         on = np.flatnonzero(counts > 0)

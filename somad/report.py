@@ -174,10 +174,10 @@ def build_report(model, ev, model_dir: str | None = None, title: str | None = No
     if pixel_masks.any():
         plots.append(figures.pro_figure(*figures.thin_curve(*metrics.pro_curve(pixel_masks, pixel_maps)), mt["aupro"]))
     plots.append(figures.score_histogram(ev.scores, ev.labels, model.threshold_, mt.get("image_f1_threshold")))
-    maps = [figures.som_map(model.u_matrix(), model.topology, "U-matrix", "Viridis", colorbar_title="U"),
-            figures.som_map(model.hit_map(), model.topology, "Hit map", "Blues", colorbar_title="hits")]
+    maps = [figures.som_map(model.u_matrix(), model.topology, "U-matrix", "Viridis", colorbar_title="U", clickable=False),
+            figures.som_map(model.hit_map(), model.topology, "Hit map", "Blues", colorbar_title="hits", clickable=False)]
     reg = regions.model_regions(model)
-    extra = [figures.region_map(reg.labels, model.topology, "Regions", typical=reg.typical)]
+    extra = [figures.region_map(reg.labels, model.topology, "Regions", typical=reg.typical, clickable=False)]
     replay = getattr(model, "replay_", None)
     if replay is not None:
         extra.append(figures.replay_figure(replay, model.topology))

@@ -184,6 +184,17 @@ def test_region_map_draws(shape, topology):
     assert [t for t in fig.data[3].text] == ["<b>R1</b>", "<b>R2</b>", "<b>R3</b>", "<b>R4</b>"]
 
 
+def test_region_map_looked_at_only_is_one_heatmap_with_its_own_hover():
+    labels = np.arange(12).reshape(3, 4) // 3
+    fig = figures.region_map(labels, "rectangular", "r", hover={"hits": np.full((3, 4), 7.0)}, clickable=False,
+                             typical=[(0, 0), (0, 3), (1, 2), (2, 1)])
+    heat = fig.data[0]
+    assert heat.type == "heatmap" and [t.type for t in fig.data[1:]] == ["scatter"]  # no marker per neuron
+    assert "region R%{customdata[0]:.0f}" in heat.hovertemplate and "hits %{customdata[1]" in heat.hovertemplate
+    assert np.asarray(heat.customdata)[2, 3].tolist() == [4, 7]  # neuron (2, 3): region R4, 7 hits
+    assert (heat.zmin, heat.zmax) == (-0.5, 3.5) and list(heat.colorbar.ticktext) == ["R1", "R2", "R3", "R4"]
+
+
 def test_region_image_tints_cells():
     img = np.zeros((8, 8, 3), np.uint8)
     out = figures.region_image(img, np.array([[0, 1], [1, 0]]), alpha=1.0)
