@@ -72,10 +72,22 @@ def _cached_evaluation(model_dir: str, key: str, data_dir: str, category: str):
     return scorecache.load(model_dir, data_dir, category, key)
 
 
+SCORE_KEY_TTL_S = 10
+"""Seconds the server reuses a test split's score-cache key (:func:`somad.scorecache.cache_key`: a
+listing and a stat of every test image and mask, 0.1 s on MVTec bottle, twice per page run before):
+a test file changed on disk is noticed within this time."""
+
+
+@st.cache_resource(show_spinner=False, ttl=SCORE_KEY_TTL_S, max_entries=64)
+def _score_key(model_dir: str, mtime: float, data_dir: str, category: str) -> str:
+    return scorecache.cache_key(model_dir, data_dir, category)
+
+
 def _evaluation(model_dir: str, mtime: float, device: str, data_dir: str, category: str):
     """The evaluation from the on-disk cache (:mod:`somad.scorecache`), held in memory per cache key,
-    so a changed model or test file is read anew. Raises NotCached when it was never scored."""
-    ev = _cached_evaluation(model_dir, scorecache.cache_key(model_dir, data_dir, category), data_dir, category)
+    so a changed model or test file is read anew (within :data:`SCORE_KEY_TTL_S`). Raises NotCached
+    when it was never scored."""
+    ev = _cached_evaluation(model_dir, _score_key(model_dir, mtime, data_dir, category), data_dir, category)
     _EVALUATED_METRICS[(model_dir, mtime, data_dir, category)] = ev.metrics
     return ev
 
