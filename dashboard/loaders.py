@@ -13,7 +13,7 @@ import streamlit as st
 from somad import data, explain, figures, metrics, regions, scorecache
 from somad.persistence import CONFIG, load_model
 
-from . import images
+from . import images, memory
 from .keys import Keys
 
 
@@ -31,6 +31,7 @@ def _model(model_dir: str, mtime: float, device: str):
     explain.bmu_index(model)  # build the neuron -> training patches index once, with the model
     _ = model.extractor  # and the backbone, which the first heatmap-cell click would otherwise build
     _warm_training_images(model)
+    memory.freeze_long_lived()  # the post-run collections no longer walk the libraries and the model
     return model
 
 
@@ -229,7 +230,9 @@ def get_leak(model_dir, data_dir, category, device: str = "cpu") -> np.ndarray:
 # ------------------------------------------------------------------ regions and the training replay
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _regions(model_dir: str, mtime: float, device: str, n_regions: int | None):
-    return regions.model_regions(_model(model_dir, mtime, device), n_regions)
+    reg = regions.model_regions(_model(model_dir, mtime, device), n_regions)
+    memory.freeze_long_lived()  # and not the modules the regions imported
+    return reg
 
 
 def get_regions(model_dir: str | Path, n_regions: int | None = None, device: str = "cpu") -> regions.Regions:

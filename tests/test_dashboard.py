@@ -531,3 +531,32 @@ def test_a_clicked_cell_keeps_the_heatmap_figure_unchanged(monkeypatch):
         som = figures.som_map(np.ones((3, 5)), topology, preselected=(1, 2))
         assert list(som.data[figures.CLICK_TRACE].selectedpoints) == [1 * 5 + 2] and len(som.data) == 2
         assert som.data[figures.CLICK_TRACE].selected.marker.color == figures.SELECT_COLOR
+
+
+def test_freeze_long_lived_hides_live_objects_from_the_collector_but_not_new_garbage():
+    """What is alive when a model loads is frozen (the post-run collections skip it); cyclic garbage
+    made afterwards is still collected, and frozen objects are still freed by reference counting."""
+    import gc
+    import weakref
+
+    from dashboard import memory
+
+    class Node:
+        pass
+
+    kept = Node()
+    before = gc.get_freeze_count()
+    try:
+        memory.freeze_long_lived()
+        assert gc.get_freeze_count() > before and gc.get_freeze_count() >= 1
+        cycle = Node()
+        cycle.me = cycle
+        ref = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert ref() is None  # new cyclic garbage: collected
+        frozen_ref = weakref.ref(kept)
+        del kept
+        assert frozen_ref() is None  # a frozen object without references: freed by its refcount
+    finally:
+        gc.unfreeze()
