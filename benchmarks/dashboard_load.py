@@ -112,15 +112,19 @@ async def count_exceptions(page) -> int:
 
 
 async def session(browser, url: str, model, jpegs: list[Path], until: float, stats: dict, rng: random.Random,
-                  max_uploads: int, pid: int | None = None, think: float = 0.0, rounds: int = 0) -> None:
+                  max_uploads: int, pid: int | None = None, think: float = 0.0, rounds: int = 0,
+                  delay: float = 0.0) -> None:
     """One viewer: rounds of neuron clicks, cell clicks, an upload and page changes until ``until``
     (and at least ``rounds`` rounds), pausing ``think`` seconds (uniform 0.5x to 1.5x) after each action,
-    as a person looks at the result. Each click is recorded as (kind, seconds, start time)."""
+    as a person looks at the result. The viewer arrives ``delay`` seconds after the run starts and stays
+    until ``until + delay``. Each click is recorded as (kind, seconds, end time)."""
 
     async def pause():
         if think > 0:
             await asyncio.sleep(think * rng.uniform(0.5, 1.5))
 
+    await asyncio.sleep(delay)
+    until += delay
     ctx = await browser.new_context(viewport={"width": 1400, "height": 1800})
     page = await ctx.new_page()
     page.set_default_timeout(180_000)
@@ -189,7 +193,7 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
 
 
 async def run_viewers(url: str, n: int, seconds: float, model, jpegs, max_uploads: int, sampler, pid,
-                      think: float = 0.0, chromium: str = CHROMIUM, rounds: int = 0) -> dict:
+                      think: float = 0.0, chromium: str = CHROMIUM, rounds: int = 0, stagger: float = 0.0) -> dict:
     from playwright.async_api import async_playwright
 
     stats = {"clicks": [], "uploads": [], "upload_rss_mb": [], "exceptions": 0, "errors": [], "held": 0}
@@ -197,7 +201,7 @@ async def run_viewers(url: str, n: int, seconds: float, model, jpegs, max_upload
         browser = await p.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
         until = time.time() + seconds
         await asyncio.gather(*(session(browser, url, model, jpegs, until, stats, random.Random(i), max_uploads, pid,
-                                       think, rounds)
+                                       think, rounds, i * stagger)
                                for i in range(n)))
         await browser.close()
     return stats
@@ -225,6 +229,9 @@ def main() -> None:
     ap.add_argument("--browser-nice", type=int, default=0,
                     help="run Chromium at this nice level: the viewers' browsers share the server's cores here, "
                          "while a real viewer's browser runs on their own machine")
+    ap.add_argument("--stagger", type=float, default=0.0,
+                    help="viewer i arrives i x this many seconds after the first (each then stays --seconds); "
+                         "0 = all at once, and their first rounds run in lockstep")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -260,7 +267,7 @@ def main() -> None:
                 load0 = os.getloadavg()
                 t0 = time.time()
                 stats = asyncio.run(run_viewers(url, n, args.seconds, model, jpegs, args.uploads, sampler, proc.pid,
-                                                args.think, chromium))
+                                                args.think, chromium, stagger=args.stagger))
                 wall = time.time() - t0
                 load1 = os.getloadavg()
                 peak_held = sampler.peak
@@ -272,7 +279,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(20)
             clicks = [t for _, t, _ in stats["clicks"]]
-            run = {"viewers": n, "think_s": args.think, "browser_nice": args.browser_nice, "seconds": round(wall, 1), "clicks": len(clicks),
+            run = {"viewers": n, "think_s": args.think, "stagger_s": args.stagger, "browser_nice": args.browser_nice, "seconds": round(wall, 1), "clicks": len(clicks),
                    "click_p50_s": percentile(clicks, 50), "click_p95_s": percentile(clicks, 95),
                    "neuron_p50_s": percentile([t for k, t, _ in stats["clicks"] if k == "neuron"], 50),
                    "cell_p50_s": percentile([t for k, t, _ in stats["clicks"] if k == "cell"], 50),
