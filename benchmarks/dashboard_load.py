@@ -7,8 +7,13 @@ updated heading) p50 / p95, the server's resident memory (RSS, of the Streamlit 
 start, at its peak and at the end after every session closed and the server had time to drop
 them, the RSS growth per upload (RSS just after it was shown minus just before), and the number of exceptions (shown in a page or logged).
 
-    python benchmarks/dashboard_load.py --viewers 1 4 8 --seconds 120 \\
+    python benchmarks/dashboard_load.py --viewers 1 4 8 --seconds 240 --uploads 3 --settle 130 --think 3 \\
         --data-dir ../shared/data/mvtec_ad --category bottle --out benchmarks/results/dashboard_load.json
+
+A click is timed from the mouse click to the heading of the new view. If the chart moved between
+measuring the point and clicking (a late layout change), the click lands on another neuron or cell:
+the view still changes, the sample counts, and ``clicks_elsewhere`` says how often; a click that
+changes nothing within 60 s is counted in ``clicks_lost`` and the session goes on.
 
 Needs a fitted model of the category in ``--models-dir`` (``python -m somad fit --data-dir
 ../shared/data/mvtec_ad --category bottle``) and Debian's chromium. The large JPEGs (2500x2500,
@@ -107,6 +112,44 @@ async def click_data_point(page, x: float, y: float) -> None:
     await page.mouse.click(px, py)
 
 
+HEADING_JS = """([kind, expected, before]) => {
+    const hs = [...document.querySelectorAll('h1, h2, h3, h4')].map(h => h.textContent.trim())
+        .filter(t => t.startsWith(kind));
+    if (hs.some(t => t.startsWith(expected))) return 'hit';
+    return hs.some(t => t !== before) ? 'elsewhere' : false;
+}"""
+LOST_S = 60
+"""A click whose view has not changed after this many seconds is counted as lost and the session goes on."""
+
+
+async def heading(page, kind: str) -> str | None:
+    """The text of the page's first heading that starts with ``kind`` (None when there is none)."""
+    return await page.evaluate("kind => [...document.querySelectorAll('h1, h2, h3, h4')].map(h => "
+                               "h.textContent.trim()).find(t => t.startsWith(kind)) ?? null", kind)
+
+
+async def timed_click(page, stats: dict, label: str, kind: str, expected: str, x: float, y: float) -> None:
+    """Click data point ``(x, y)`` of the page's first chart and wait until a heading starting with
+    ``expected`` is shown: one latency sample (label, seconds, end time). When another heading of
+    ``kind`` replaces the old one instead (the chart moved between measuring and clicking, so the
+    click landed on another neuron or cell) the sample counts as well and ``stats["elsewhere"]``
+    says how often; a click that changes nothing within :data:`LOST_S` is counted in ``stats["lost"]``."""
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    before = await heading(page, kind)
+    t0 = time.perf_counter()
+    await click_data_point(page, x, y)
+    try:
+        got = await page.wait_for_function(HEADING_JS, arg=[kind, expected, before], timeout=LOST_S * 1000,
+                                           polling=50)
+    except PlaywrightTimeout:
+        stats["lost"] += 1
+        return
+    stats["clicks"].append((label, time.perf_counter() - t0, time.time()))
+    if await got.json_value() == "elsewhere":
+        stats["elsewhere"] += 1
+
+
 async def count_exceptions(page) -> int:
     return await page.locator("[data-testid='stException']").count()
 
@@ -143,10 +186,8 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
             await page.locator("[data-testid='stPlotlyChart'] rect.nsewdrag").first.wait_for()
             for _ in range(2):
                 r, c = rng.randrange(rows), rng.randrange(cols)
-                t0 = time.perf_counter()
-                await click_data_point(page, c, r)
-                await page.get_by_text(f"Nearest training patches of neuron ({r}, {c})").first.wait_for()
-                stats["clicks"].append(("neuron", time.perf_counter() - t0, time.time()))
+                await timed_click(page, stats, "neuron", "Nearest training patches of neuron",
+                                  f"Nearest training patches of neuron ({r}, {c})", c, r)
                 await pause()
             stats["exceptions"] += await count_exceptions(page)
             await page.get_by_role("link", name=NAV["inspector"]).first.click()
@@ -156,10 +197,8 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
             await page.locator("[data-testid='stPlotlyChart'] rect.nsewdrag").first.wait_for()
             for _ in range(2):
                 r, c = rng.randrange(h), rng.randrange(w)
-                t0 = time.perf_counter()
-                await click_data_point(page, (c + 0.5) * s / w, (r + 0.5) * s / h)
-                await page.get_by_text(f"Cell ({r}, {c}): BMU").first.wait_for()
-                stats["clicks"].append(("cell", time.perf_counter() - t0, time.time()))
+                await timed_click(page, stats, "cell", "Cell (", f"Cell ({r}, {c}): BMU",
+                                  (c + 0.5) * s / w, (r + 0.5) * s / h)
                 await pause()
             stats["exceptions"] += await count_exceptions(page)
             if held < max_uploads and time.time() < until:
@@ -196,7 +235,8 @@ async def run_viewers(url: str, n: int, seconds: float, model, jpegs, max_upload
                       think: float = 0.0, chromium: str = CHROMIUM, rounds: int = 0, stagger: float = 0.0) -> dict:
     from playwright.async_api import async_playwright
 
-    stats = {"clicks": [], "uploads": [], "upload_rss_mb": [], "exceptions": 0, "errors": [], "held": 0}
+    stats = {"clicks": [], "uploads": [], "upload_rss_mb": [], "exceptions": 0, "errors": [], "held": 0,
+             "lost": 0, "elsewhere": 0}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
         until = time.time() + seconds
@@ -293,16 +333,18 @@ def main() -> None:
                    # RSS just after an upload was scored and shown minus just before it (other sessions
                    # work meanwhile, so this is an upper bound of what one held upload costs)
                    "rss_growth_per_upload_mb": percentile(stats["upload_rss_mb"], 50),
+                   "clicks_elsewhere": stats["elsewhere"], "clicks_lost": stats["lost"],
                    "exceptions_in_pages": stats["exceptions"], "exceptions_logged": logged,
                    "session_errors": stats["errors"], "loadavg_before": load0, "loadavg_after": load1}
             results["runs"].append(run)
             print(json.dumps(run), flush=True)
-    print("\n| viewers | clicks | click p50 / p95 s | uploads | RSS start / peak / end MB | growth per upload MB "
-          "(median) | exceptions | load average (1 min) before / after |")
+    print("\n| viewers | clicks (elsewhere / lost) | click p50 / p95 s | uploads | RSS start / peak / end MB | "
+          "growth per upload MB (median) | exceptions | load average (1 min) before / after |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
         growth = r["rss_growth_per_upload_mb"]
-        print(f"| {r['viewers']} | {r['clicks']} | {r['click_p50_s'] or float('nan'):.2f} / "
+        print(f"| {r['viewers']} | {r['clicks']} ({r['clicks_elsewhere']} / {r['clicks_lost']}) | "
+              f"{r['click_p50_s'] or float('nan'):.2f} / "
               f"{r['click_p95_s'] or float('nan'):.2f} | {r['uploads']} | {r['rss_start_mb']:.0f} / "
               f"{r['rss_peak_mb']:.0f} / {r['rss_end_mb']:.0f} | {'n/a' if growth is None else f'{growth:.0f}'} | "
               f"{r['exceptions_in_pages'] + r['exceptions_logged'] + len(r['session_errors'])} | "
