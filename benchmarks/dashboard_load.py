@@ -112,20 +112,20 @@ async def click_data_point(page, x: float, y: float) -> None:
     await page.mouse.click(px, py)
 
 
-HEADING_JS = """([kind, expected, before]) => {
-    const hs = [...document.querySelectorAll('h1, h2, h3, h4')].map(h => h.textContent.trim())
-        .filter(t => t.startsWith(kind));
+HEADINGS_JS = "[...document.querySelectorAll('h1, h2, h3, h4')].map(h => h.textContent.trim())"
+"""JavaScript: the texts of the page's headings."""
+HEADING_JS = f"""([kind, expected, before]) => {{
+    const hs = {HEADINGS_JS}.filter(t => t.startsWith(kind));
     if (hs.some(t => t.startsWith(expected))) return 'hit';
     return hs.some(t => t !== before) ? 'elsewhere' : false;
-}"""
+}}"""
 LOST_S = 60
 """A click whose view has not changed after this many seconds is counted as lost and the session goes on."""
 
 
 async def heading(page, kind: str) -> str | None:
     """The text of the page's first heading that starts with ``kind`` (None when there is none)."""
-    return await page.evaluate("kind => [...document.querySelectorAll('h1, h2, h3, h4')].map(h => "
-                               "h.textContent.trim()).find(t => t.startsWith(kind)) ?? null", kind)
+    return await page.evaluate(f"kind => {HEADINGS_JS}.find(t => t.startsWith(kind)) ?? null", kind)
 
 
 async def timed_click(page, stats: dict, label: str, kind: str, expected: str, x: float, y: float) -> None:
@@ -319,12 +319,11 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(20)
             clicks = [t for _, t, _ in stats["clicks"]]
+            by_kind = {kind: [t for k, t, _ in stats["clicks"] if k == kind] for kind in ("neuron", "cell")}
             run = {"viewers": n, "think_s": args.think, "stagger_s": args.stagger, "browser_nice": args.browser_nice, "seconds": round(wall, 1), "clicks": len(clicks),
                    "click_p50_s": percentile(clicks, 50), "click_p95_s": percentile(clicks, 95),
-                   "neuron_p50_s": percentile([t for k, t, _ in stats["clicks"] if k == "neuron"], 50),
-                   "cell_p50_s": percentile([t for k, t, _ in stats["clicks"] if k == "cell"], 50),
-                   "neuron_p95_s": percentile([t for k, t, _ in stats["clicks"] if k == "neuron"], 95),
-                   "cell_p95_s": percentile([t for k, t, _ in stats["clicks"] if k == "cell"], 95),
+                   "neuron_p50_s": percentile(by_kind["neuron"], 50), "cell_p50_s": percentile(by_kind["cell"], 50),
+                   "neuron_p95_s": percentile(by_kind["neuron"], 95), "cell_p95_s": percentile(by_kind["cell"], 95),
                    # every timed click: kind, seconds, when it ended (seconds after the sessions started)
                    "click_log": [(k, round(t, 3), round(end - t0, 1)) for k, t, end in stats["clicks"]],
                    "uploads": stats["held"], "upload_p50_s": percentile(stats["uploads"], 50),
