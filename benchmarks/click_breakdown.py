@@ -56,7 +56,7 @@ INIT_JS = """
 TRACE_CATEGORIES = ["devtools.timeline", "v8.execute", "blink", "disabled-by-default-devtools.timeline"]
 METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
 HOT = ("to_json", "_np_array_to_bytes", "_ensure_image_size_and_format", "plotly_chart", "image", "som_map",
-       "footprint_map", "image_figure", "distance_map_figure", "positions_figure", "png_source", "patch_crops",
+       "footprint_map", "image_figure", "distance_map_figure", "positions_figure", "image_source", "patch_crops",
        "nearest_training_patches", "highlight_cells", "at_shape", "contours", "dataframe",
        "return_figure_from_figure_or_data", "_enqueue", "neuron_test_hits", "explain_cell", "image_footprint",
        "patch_on_map", "distance_map", "explain_contributions", "neuron_positions", "markdown", "button",
@@ -88,6 +88,29 @@ def click_once(page, cdp, frames: list, chart: int, x: float, y: float, text: st
     before = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
     shown, settled = bc.timed_click(page, chart, x, y, text)
     after = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return _figures(page, frames, shown, settled, before, after)
+
+
+def page_change_once(page, cdp, frames: list, link: str, ready: str) -> dict:
+    """Change page through the navigation link ``link``: seconds to the text ``ready`` and a drawn chart
+    (when ``dashboard_load.py`` clicks next) and to the settled page, with the same server, websocket and
+    main-thread figures as :func:`click_once`."""
+    page.evaluate("() => { window.__log = []; performance.clearResourceTimings(); }")
+    frames.clear()
+    before = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    t0 = time.perf_counter()
+    page.get_by_role("link", name=link).first.click()
+    page.get_by_text(ready).first.wait_for(timeout=120_000)
+    page.locator("[data-testid='stPlotlyChart'] rect.nsewdrag").first.wait_for(timeout=120_000)
+    shown = time.perf_counter() - t0
+    page.wait_for_timeout(300)
+    page.wait_for_function(bc.SETTLED_JS, polling=50, timeout=120_000)
+    settled = time.perf_counter() - t0
+    after = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return _figures(page, frames, shown, settled, before, after)
+
+
+def _figures(page, frames: list, shown: float, settled: float, before: dict, after: dict) -> dict:
     log = page.evaluate("() => window.__log")
     media = page.evaluate("() => performance.getEntriesByType('resource').filter(e => e.name.includes('/media/'))"
                           ".map(e => [e.transferSize, e.encodedBodySize])")
@@ -162,7 +185,7 @@ def js_profile_summary(profile: dict, top: int = 20) -> None:
 
 def summarize(label: str, rows: list[dict]) -> None:
     med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
-    print(f"\n== {label}: {len(rows)} clicks (medians)")
+    print(f"\n== {label}: {len(rows)} times (medians)")
     print(f"shown {med('shown'):.3f} s, settled {med('settled'):.3f} s; first message {med('first_msg'):.3f} s, "
           f"last message {med('last_msg'):.3f} s after the click; server (request -> last message) "
           f"{med('server'):.3f} s")
@@ -210,11 +233,13 @@ def main() -> None:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--category", required=True)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--clicks", type=int, default=6)
+    ap.add_argument("--clicks", type=int, default=6, help="timed clicks of each kind (0: none, e.g. with --pages)")
     ap.add_argument("--profile", action="store_true", help="profile the server's script runs (cProfile)")
     ap.add_argument("--trace", action="store_true", help="Chrome trace of the 3rd click of each kind: self time "
                     "per event on the renderer's main thread")
     ap.add_argument("--js-profile", action="store_true", help="JS CPU profile of the 3rd click of each kind")
+    ap.add_argument("--pages", type=int, default=0, help="then this many page changes of each kind, SOM explorer "
+                    "<-> Test inspector through the navigation (as dashboard_load.py does), after 2 warm-up ones")
     ap.add_argument("--chromium", default=os.environ.get("SOMAD_CHROMIUM", "/usr/bin/chromium"))
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
@@ -235,7 +260,7 @@ def main() -> None:
     query = f"?model={args.model}&category={args.category}"
     proc, url = bc.start_server(Path(args.app_dir), Path(args.models_dir).resolve(), Path(args.data_dir).resolve(),
                                 launcher, env)
-    results: dict[str, list[dict]] = {"neuron": [], "cell": []}
+    results: dict[str, list[dict]] = {"neuron": [], "cell": [], "to SOM explorer": [], "to Test inspector": []}
     traces: dict[str, bytes] = {}
     profiles: dict[str, dict] = {}
     try:
@@ -254,15 +279,15 @@ def main() -> None:
             page.get_by_role("button", name="Inspect").first.wait_for()
             bc.settle(page)
 
-            def timed(kind, n, label, x, y, heading):
-                """One click, traced / JS-profiled on the third of its kind; kept from the third on."""
+            def timed(kind, n, label, x, y, heading, act=None):
+                """One click (or ``act()``), traced / JS-profiled on the third of its kind; kept from the third on."""
                 if args.trace and n == 2:
                     browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
                 if args.js_profile and n == 2:
                     cdp.send("Profiler.enable")
                     cdp.send("Profiler.setSamplingInterval", {"interval": 500})
                     cdp.send("Profiler.start")
-                res = click_once(page, cdp, frames, 0, x, y, heading)
+                res = act() if act else click_once(page, cdp, frames, 0, x, y, heading)
                 if args.trace and n == 2:
                     traces[kind] = browser.stop_tracing()
                 if args.js_profile and n == 2:
@@ -273,14 +298,19 @@ def main() -> None:
                       f"server {res['server']:.2f} s", flush=True)
                 page.wait_for_timeout(300)
 
-            for n, (r, c) in enumerate(neurons):
+            for n, (r, c) in enumerate(neurons if args.clicks else []):
                 x, y = (c + 0.5 * (r % 2), r * 3 ** 0.5 / 2) if model.topology == "hexagonal" else (c, r)
                 timed("neuron", n, f"neuron ({r}, {c})", x, y, f"Nearest training patches of neuron ({r}, {c})")
             page.goto(f"{url}/test_inspector{query}")
             page.get_by_text("Click a pixel of the heatmap").first.wait_for()
             bc.settle(page)
-            for n, (r, c) in enumerate(cells):
+            for n, (r, c) in enumerate(cells if args.clicks else []):
                 timed("cell", n, f"cell ({r}, {c})", (c + 0.5) * s / w, (r + 0.5) * s / h, f"Cell ({r}, {c}): BMU")
+            for n in range(args.pages + 2 if args.pages else 0):
+                for kind, link, ready in (("to SOM explorer", "SOM explorer", "Nearest training patches of neuron"),
+                                          ("to Test inspector", "Test inspector", "heatmap: click a pixel")):
+                    timed(kind, n, f"page change {kind}", 0, 0, "",
+                          lambda: page_change_once(page, cdp, frames, link, ready))
             browser.close()
     finally:
         proc.terminate()
@@ -289,8 +319,12 @@ def main() -> None:
         except Exception:
             proc.kill()
     time.sleep(0.5)
-    summarize("neuron click, SOM explorer", results["neuron"])
-    summarize("heatmap-cell click, Test inspector", results["cell"])
+    if args.clicks:
+        summarize("neuron click, SOM explorer", results["neuron"])
+        summarize("heatmap-cell click, Test inspector", results["cell"])
+    if args.pages:
+        summarize("page change to the SOM explorer ('shown': ready to click)", results["to SOM explorer"])
+        summarize("page change to the Test inspector ('shown': ready to click)", results["to Test inspector"])
     for kind, trace in traces.items():
         print(f"\n== Chrome trace of one {kind} click")
         trace_summary(trace)
