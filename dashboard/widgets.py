@@ -35,17 +35,22 @@ def new_click(source: str, value):
     return value if fresh else None
 
 
-def selection_drawing(source: str, value):
+def selection_drawing(source: str, value, markers_drawn: bool = True):
     """How clickable chart ``source`` shows its selected point ``value``: ``(marker, preselected)``,
     the figure's ``selected`` (a drawn marker) and ``preselected`` (a point plotly shows selected).
 
-    A clicked point is shown by plotly itself (the click trace's ``selected`` style), so after a
+    Where the chart draws its click markers (``markers_drawn``: :func:`somad.figures.click_markers_drawn`),
+    a clicked point is shown by plotly itself (the click trace's ``selected`` style), so after a
     click on this chart the figure is drawn exactly as before: Streamlit then sends it as a cached
     reference and the browser neither rebuilds nor redraws its thousands of markers. A selection
     made elsewhere (a link, the URL, a typed value) is drawn as a marker; the first click after
-    that changes the figure once, and bakes the clicked point in as ``preselected``.
+    that changes the figure once, and bakes the clicked point in as ``preselected``. Where the
+    markers are not drawn, the selection is always a drawn marker (a redraw is cheap there).
     """
     ss = st.session_state
+    if not markers_drawn:
+        ss.setdefault(Keys.DRAWN_SELECTION, {}).pop(source, None)
+        return value, None
     drawn = ss.setdefault(Keys.DRAWN_SELECTION, {})
     before = drawn.get(source)
     if value is not None and ss.get(Keys.LAST_CLICK, {}).get(source) == value:

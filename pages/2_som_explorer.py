@@ -54,17 +54,15 @@ def render_maps(cur, views, neuron, footprint=None, scale=None) -> None:
     a 0.94 s neuron click on a 56x56 map (``benchmarks/click_breakdown.py``); a heatmap costs ~15 ms."""
     m = cur.model
     u, hits, mean_dist = views["u"], views["hits"], views["mean_dist"]
-    # the neuron clicked on the U-matrix is shown selected by plotly: that map stays the same and is not
-    # redrawn; the hit map outlines it
+    # the hit map outlines the selected neuron; the U-matrix too, or (hexagonal) plotly shows it clicked
     left, right = st.columns(2)
     with left:
+        ring, pre = widgets.selection_drawing("som_umatrix", neuron, figures.click_markers_drawn(m.topology))
         if footprint is None:
-            ring, pre = widgets.selection_drawing("som_umatrix", neuron)
             fig = figures.som_map(u, m.topology, "U-matrix (mean distance to neighbours)", "Viridis",
                                   {"hits": hits, "mean dist to patches": mean_dist}, ring, colorbar_title="U",
                                   preselected=pre)
         else:
-            ring, pre = widgets.selection_drawing("som_umatrix", neuron)
             fig = figures.footprint_map(u, footprint.counts, footprint.max_score, footprint.defect_counts,
                                         m.topology, scale, ring, "Footprint of the image on the U-matrix",
                                         preselected=pre)

@@ -355,13 +355,10 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
     with a:
         st.image(img, caption="input", width=PICTURE)
         st.image(images.contours(img, mask), caption="ground truth (green)", width=PICTURE)
-    # a clicked cell is shown selected by plotly: the figure stays the same and is not redrawn
-    outlined, preselected = widgets.selection_drawing(f"heat_{i}", cell)
     with b:
         scale = viz.heat_scale(m.pixel_range_, ev.metrics)
         widgets.chart(figures.image_figure(images.at_shape(heat, shape), (h, w), "heatmap: click a pixel", cell_scores,
-                                           outlined, size=400, model_size=m.image_size, scale=scale,
-                                           preselected=preselected),
+                                           cell, size=400, model_size=m.image_size, scale=scale),
                       f"heat_{i}", clickable=True, width="content")
         st.caption(scale.describe())
     with c:

@@ -2,9 +2,11 @@
 
 Clickable maps: Streamlit cannot select cells of a heatmap trace, so every map
 that can be clicked carries one scatter point per cell, in flat C order (point
-``j`` = row ``j // W``, column ``j % W``), nearly transparent on rectangular
-grids and coloured hexagons on hexagonal ones. That click trace is always
-trace :data:`CLICK_TRACE`; read a click with :func:`dashboard.events.point_to_neuron`.
+``j`` = row ``j // W``, column ``j % W``): on rectangular grids and images an
+invisible trace that is hovered and clicked but not drawn (:func:`click_marker`),
+over a heatmap that carries the colours; on hexagonal grids coloured hexagons,
+which are the drawing. That click trace is always trace :data:`CLICK_TRACE`; read
+a click with :func:`dashboard.events.point_to_neuron`.
 """
 from __future__ import annotations
 
@@ -39,10 +41,10 @@ def _hover(values: np.ndarray, hover: dict[str, np.ndarray]) -> tuple[np.ndarray
     rows, cols = values.shape
     r, c = np.divmod(np.arange(rows * cols), cols)
     extra = [np.asarray(v, dtype=float).ravel() for v in hover.values()]
-    custom = np.stack([r, c, values.ravel(), *extra], axis=1)
-    tmpl = "neuron (row %{customdata[0]}, col %{customdata[1]})<br>value %{customdata[2]:.4g}"
+    custom = _points(np.stack([r, c, values.ravel(), *extra], axis=1))
+    tmpl = "neuron (row %{customdata[0]}, col %{customdata[1]})<br>value %{customdata[2]:.4~g}"
     for i, label in enumerate(hover, start=3):
-        tmpl += f"<br>{label} %{{customdata[{i}]:.4g}}"
+        tmpl += f"<br>{label} %{{customdata[{i}]:.4~g}}"
     return custom, tmpl + "<extra></extra>"
 
 
@@ -83,18 +85,34 @@ def _value_trace(values: np.ndarray, xy: np.ndarray, topology: str, colorscale: 
                       zmax=vmax, colorbar=_colorbar(colorbar_title))
 
 
+def click_marker(cell_px: float) -> dict:
+    """Marker of a click trace over a heatmap or an image: one square per cell that plotly hovers and
+    clicks (hover and click select work on the trace's data) but draws only one of (``maxdisplayed``),
+    nearly transparent. Drawing all of them cost the browser ~130 ms per draw of a 56x56 map against
+    ~14 ms (``benchmarks/click_breakdown.py --pages``), and a page draws several. Since a clicked point
+    is not drawn either, a selection is shown by an outline trace (``selected`` of the figures)."""
+    return dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)", line=dict(width=0),
+                maxdisplayed=1)
+
+
+def click_markers_drawn(topology: str) -> bool:
+    """Whether a clickable map of this topology draws its click markers (hexagonal: they are the map;
+    rectangular: see :func:`click_marker`). Only then can plotly show a clicked neuron itself (the
+    ``preselected`` of :func:`som_map`) and spare the browser a redraw of the markers."""
+    return topology == "hexagonal"
+
+
 def _click_trace(values: np.ndarray, xy: np.ndarray, topology: str, colorscale: str, colorbar_title: str,
                  cell_px: float, hover: dict[str, np.ndarray]) -> go.Scatter:
-    """Trace :data:`CLICK_TRACE`: one marker per neuron in flat order (coloured hexagons, or nearly
-    transparent squares over the heatmap)."""
+    """Trace :data:`CLICK_TRACE`: one marker per neuron in flat order (coloured hexagons, shown
+    filled in the selection colour once clicked; or :func:`click_marker` over the heatmap)."""
     custom, tmpl = _hover(values, hover)
-    if topology == "hexagonal":
-        vmin, vmax = _range(values)
-        marker = dict(symbol="hexagon", size=cell_px * 1.12, color=values.ravel(), colorscale=colorscale,
-                      cmin=vmin, cmax=vmax, line=dict(width=0), colorbar=_colorbar(colorbar_title))
-    else:
-        marker = dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)",
-                      line=dict(width=0))
+    if topology != "hexagonal":
+        return go.Scatter(x=_points(xy[:, 0]), y=_points(xy[:, 1]), mode="markers", customdata=custom,
+                          hovertemplate=tmpl, showlegend=False, marker=click_marker(cell_px))
+    vmin, vmax = _range(values)
+    marker = dict(symbol="hexagon", size=cell_px * 1.12, color=values.ravel(), colorscale=colorscale,
+                  cmin=vmin, cmax=vmax, line=dict(width=0), colorbar=_colorbar(colorbar_title))
     return go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, hovertemplate=tmpl,
                       showlegend=False, marker=marker, selected=dict(marker=dict(color=SELECT_COLOR, opacity=1)),
                       unselected=dict(marker=dict(opacity=1)))
@@ -159,10 +177,10 @@ def _hover_heatmap(values: np.ndarray, colorscale, colorbar_title: str, hover: d
     that is not clicked draws, about 10x cheaper in the browser than :data:`CLICK_TRACE`'s markers.
     ``value_label`` None: the hover shows the ``hover`` arrays only."""
     vmin, vmax = _range(values)
-    tmpl = "neuron (row %{y}, col %{x})" + ("" if value_label is None else f"<br>{value_label} %{{z:.4g}}")
+    tmpl = "neuron (row %{y}, col %{x})" + ("" if value_label is None else f"<br>{value_label} %{{z:.4~g}}")
     for i, label in enumerate(hover):
-        tmpl += f"<br>{label} %{{customdata[{i}]:.4g}}"
-    custom = np.stack([np.asarray(v, dtype=float) for v in hover.values()], -1) if hover else None
+        tmpl += f"<br>{label} %{{customdata[{i}]:.4~g}}"
+    custom = _points(np.stack([np.asarray(v, dtype=float) for v in hover.values()], -1)) if hover else None
     args = dict(z=values, x0=0, dx=1, y0=0, dy=1, colorscale=colorscale, zmin=vmin, zmax=vmax,
                 colorbar=_colorbar(colorbar_title), customdata=custom, hovertemplate=tmpl + "<extra></extra>")
     return go.Heatmap(**{**args, **kw})
@@ -182,8 +200,9 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
         hover: extra per-neuron arrays ``(rows, cols)`` shown on hover, by label.
         selected: neuron (row, col) outlined in the selection colour.
         preselected: neuron (row, col) plotly shows selected (filled in the selection colour, as a
-            clicked neuron) without an outline: a figure that stays the same from click to click is
-            not redrawn (:func:`dashboard.widgets.selection_drawing`).
+            clicked neuron) without an outline, where :func:`click_markers_drawn`: a figure that stays
+            the same from click to click is not redrawn (:func:`dashboard.widgets.selection_drawing`).
+            Elsewhere it is outlined, as ``selected``.
         size: figure width in pixels (height follows the grid's aspect, within
             [:data:`MIN_PLOT_PX`, :data:`MAX_ASPECT` x width]).
         clickable: False for a map that is only looked at: a rectangular grid is then one heatmap
@@ -206,30 +225,49 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
                            title, size, plot_h, selected)
     traces = [_value_trace(values, xy, topology, colorscale, colorbar_title, cell_px),
               _click_trace(values, xy, topology, colorscale, colorbar_title, cell_px, hover or {})]
-    if preselected is not None:
-        traces[CLICK_TRACE].selectedpoints = [preselected[0] * shape[1] + preselected[1]]
+    selected = _preselect(traces[CLICK_TRACE], preselected, selected, shape, topology)
     return _map_figure(traces, xy, shape, topology, title, size, plot_h, selected)
 
 
-def png_source(image: np.ndarray) -> str:
-    """A uint8 RGB image ``(H, W, 3)`` as a PNG data URI, for ``go.Image(source=...)``: the figure
-    carries one compressed string instead of ``H*W*3`` numbers in its JSON (a 224 px heatmap overlay:
-    about 70 kB instead of about 600 kB), which the browser parses and draws much faster."""
+def _preselect(click: go.Scatter, preselected, selected, shape: tuple[int, int], topology: str):
+    """Mark ``preselected`` as plotly's selected point of the ``click`` trace where its markers are drawn;
+    returns the neuron to outline (``preselected`` where they are not, else ``selected``)."""
+    if preselected is None:
+        return selected
+    if not click_markers_drawn(topology):
+        return preselected if selected is None else selected
+    click.selectedpoints = [preselected[0] * shape[1] + preselected[1]]
+    return selected
+
+
+def image_source(image: np.ndarray) -> str:
+    """A uint8 RGB image ``(H, W, 3)`` as a JPEG data URI (quality 90), for ``go.Image(source=...)``:
+    the figure carries one compressed string instead of ``H*W*3`` numbers in its JSON. A figure is
+    re-sent with every click that moves its outline, so the size counts: a 520 px heatmap overlay is
+    about 45 kB as JPEG against about 120 kB as a fast PNG (and about 1.5 MB as numbers), and is
+    encoded in about 1 ms."""
     import base64
     import io
 
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _points(a: np.ndarray) -> np.ndarray:
+    """A map's per-point array (click coordinates, hover data) as float32: half the bytes of float64 in
+    the figure's JSON, which is re-sent with every click; exact for grid indices, 7 digits for values
+    (hovers show 4)."""
+    return np.asarray(a, dtype=np.float32)
 
 
 def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str = "",
                  cell_values: np.ndarray | None = None, selected: tuple[int, int] | None = None,
                  size: int = 420, value_label: str = "patch score", model_size: int | None = None,
-                 scale=None, preselected: tuple[int, int] | None = None) -> go.Figure:
-    """An RGB image with one nearly transparent clickable square per feature cell.
+                 scale=None) -> go.Figure:
+    """An RGB image with one clickable, not drawn square per feature cell (:func:`click_marker`).
 
     Args:
         image: uint8 ``(H, W, 3)`` (e.g. a heatmap overlay), square at the model's size or at the
@@ -237,10 +275,7 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
         feature_shape: (h, w) feature cells; point ``j`` of trace :data:`CLICK_TRACE` is cell
             ``(j // w, j % w)``.
         cell_values: optional float ``(h, w)`` shown on hover.
-        selected: cell (row, col) outlined.
-        preselected: cell (row, col) plotly shows selected (filled white, as a clicked cell) without a
-            drawn outline: a figure that stays the same from click to click is not redrawn
-            (:func:`dashboard.widgets.selection_drawing`).
+        selected: cell (row, col) outlined (a clicked cell is not shown otherwise).
         size: figure width in pixels (the height follows the image's aspect ratio).
         model_size: the model's image size S: data coordinates are model pixels, ``[0, S]`` on both
             axes, whatever ``image``'s shape (default: the image's height, for a square image).
@@ -258,15 +293,12 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
     plot_w = size - 20 - bar
     plot_h = plot_w * ih / iw
     cell_px = min(plot_w / w, plot_h / h)
-    traces = [go.Image(source=png_source(image), hoverinfo="skip", x0=s / iw / 2, dx=s / iw, y0=s / ih / 2, dy=s / ih), go.Scatter(
-        x=xs, y=ys, mode="markers", customdata=np.stack([r, c, vals], 1), showlegend=False,
+    traces = [go.Image(source=image_source(image), hoverinfo="skip", x0=s / iw / 2, dx=s / iw, y0=s / ih / 2, dy=s / ih), go.Scatter(
+        x=_points(xs), y=_points(ys), mode="markers", customdata=_points(np.stack([r, c, vals], 1)), showlegend=False,
         hovertemplate="cell (row %{customdata[0]}, col %{customdata[1]})"
                       + (f"<br>{value_label} %{{customdata[2]:.3f}}" if cell_values is not None else "")
                       + "<extra></extra>",
-        marker=dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)", line=dict(width=0)),
-        selected=dict(marker=dict(color="white", opacity=0.85)), unselected=dict(marker=dict(opacity=1)),
-        selectedpoints=None if preselected is None else [preselected[0] * w + preselected[1]],
-    )]
+        marker=click_marker(cell_px))]
     if selected is not None:
         traces.append(go.Scatter(x=[(selected[1] + 0.5) * cw], y=[(selected[0] + 0.5) * ch], mode="markers",
                                  hoverinfo="skip", showlegend=False,
@@ -446,11 +478,11 @@ def region_map(labels: np.ndarray, topology: str = "rectangular", title: str = "
     if not clickable and topology != "hexagonal":
         heat = _hover_heatmap(labels.astype(float), scale, "region", {"region": labels + 1.0, **(hover or {})}, None,
                               zmin=-0.5, zmax=n - 0.5, colorbar=cbar)
-        heat.hovertemplate = heat.hovertemplate.replace("region %{customdata[0]:.4g}", "region R%{customdata[0]:.0f}")
+        heat.hovertemplate = heat.hovertemplate.replace("region %{customdata[0]:.4~g}", "region R%{customdata[0]:.0f}")
         traces = [heat]
     else:
         custom, tmpl = _hover(labels.astype(float) + 1, hover or {})
-        tmpl = tmpl.replace("value %{customdata[2]:.4g}", "region R%{customdata[2]:.0f}")
+        tmpl = tmpl.replace("value %{customdata[2]:.4~g}", "region R%{customdata[2]:.0f}")
         if topology == "hexagonal":
             base = go.Scatter(x=xy[:1, 0], y=xy[:1, 1], mode="markers", marker=dict(opacity=0), hoverinfo="skip",
                               showlegend=False)
@@ -459,8 +491,7 @@ def region_map(labels: np.ndarray, topology: str = "rectangular", title: str = "
         else:
             base = go.Heatmap(z=labels, x0=0, dx=1, y0=0, dy=1, colorscale=scale, zmin=-0.5, zmax=n - 0.5,
                               hoverinfo="skip", colorbar=cbar)
-            marker = dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)",
-                          line=dict(width=0))
+            marker = click_marker(cell_px)
         traces = [base, go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, hovertemplate=tmpl,
                                    showlegend=False, marker=marker)]
     if marks is not None:
@@ -518,7 +549,7 @@ def replay_figure(replay, topology: str = "rectangular", size: int = 900) -> go.
                                           colorscale="Viridis", cmin=vmin, cmax=vmax, line=dict(width=0),
                                           colorbar=cbar))
         return go.Heatmap(z=u[t], x0=0, dx=1, y0=0, dy=1, colorscale="Viridis", zmin=vmin, zmax=vmax,
-                          colorbar=cbar, hovertemplate="row %{y}, col %{x}<br>U %{z:.4g}<extra></extra>")
+                          colorbar=cbar, hovertemplate="row %{y}, col %{x}<br>U %{z:.4~g}<extra></extra>")
 
     def markers(t: int):
         return [go.Scatter(x=[t + 1], y=[replay.quantization_error[t]], mode="markers", showlegend=False,
@@ -639,14 +670,15 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
             ``pixel_range_`` and the evaluation's metrics), never one per image: a score gets the colour
             its heatmap pixel has, and the colour bar the heatmaps' ticks (:func:`heat_colorbar`).
         selected: neuron outlined in the selection colour.
-        clickable: False: on a rectangular grid the footprint is a second heatmap over the grey one
-            (neurons outside it are gaps) and there is no :data:`CLICK_TRACE`, as :func:`som_map`.
-        preselected: neuron plotly shows selected (filled in the selection colour, as a clicked one),
-            as :func:`som_map`: a figure left unchanged by a click is not redrawn.
+        clickable: False: no :data:`CLICK_TRACE` on a rectangular grid, as :func:`som_map`. There the
+            footprint is always a second heatmap over the grey one (neurons outside it are gaps).
+        preselected: as :func:`som_map`: shown selected by plotly on a hexagonal grid (a figure left
+            unchanged by a click is not redrawn), outlined on a rectangular one.
 
     Returns:
-        figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j`` (all neurons, those
-        outside the footprint nearly transparent), as :func:`som_map` (when clickable or hexagonal).
+        figure whose trace :data:`CLICK_TRACE` has point ``j`` = neuron ``j`` (all neurons; on a
+        hexagonal grid those outside the footprint transparent), as :func:`som_map` (when clickable or
+        hexagonal).
     """
     u = np.asarray(u, dtype=float)
     shape = u.shape
@@ -667,20 +699,26 @@ def footprint_map(u: np.ndarray, counts: np.ndarray, max_score: np.ndarray, defe
                           showscale=False)
     chosen = counts > 0
     shown = np.where(chosen, scale.normalise(np.where(chosen, score, scale.lo)), 0.0)  # 0..1 on the heat scale
-    if not clickable and topology != "hexagonal":
+    custom = _points(np.stack([*np.divmod(np.arange(len(counts)), shape[1]), counts, defect,
+                               np.where(chosen, score, np.nan), u.ravel()], 1))
+    if topology == "hexagonal":
+        click = _footprint_markers(xy, custom, chosen, shown, scale, cell_px)
+        traces = [base, click]
+    else:  # the footprint is a second heatmap over the grey one (neurons outside it are gaps)
         gap = max(1, round(0.1 * cell_px))  # the grey U-matrix shows around each chosen neuron
-        custom = np.stack([np.where(chosen, score, np.nan), counts, defect, u.ravel()], 1).reshape(*shape, 4)
-        click = go.Heatmap(z=np.where(chosen, shown, np.nan).reshape(shape), x0=0, dx=1, y0=0, dy=1,
-                           colorscale=HEAT_COLORSCALE, zmin=0.0, zmax=1.0, xgap=gap, ygap=gap, customdata=custom,
-                           colorbar=heat_colorbar(scale, "patch score"),
-                           hovertemplate="neuron (row %{y}, col %{x})<br>cells of this image %{customdata[1]} (in "
-                                         "the defect %{customdata[2]})<br>highest patch score %{customdata[0]:.3f}"
-                                         "<br>U %{customdata[3]:.4g}<extra></extra>")
-    else:
-        click = _footprint_markers(xy, shape, counts, defect, score, u, chosen, shown, scale, topology, cell_px)
-        if preselected is not None:
-            click.selectedpoints = [preselected[0] * shape[1] + preselected[1]]
-    traces = [base, click]
+        colour = go.Heatmap(z=np.where(chosen, shown, np.nan).reshape(shape), x0=0, dx=1, y0=0, dy=1,
+                            colorscale=HEAT_COLORSCALE, zmin=0.0, zmax=1.0, xgap=gap, ygap=gap,
+                            colorbar=heat_colorbar(scale, "patch score"))
+        if clickable:  # the click trace carries the hover
+            colour.hoverinfo = "skip"
+            click = go.Scatter(x=_points(xy[:, 0]), y=_points(xy[:, 1]), mode="markers", customdata=custom,
+                               showlegend=False, hovertemplate=FOOTPRINT_HOVER, marker=click_marker(cell_px))
+            traces = [base, click, colour]
+        else:
+            colour.customdata, colour.hovertemplate = custom.reshape(*shape, -1), FOOTPRINT_HOVER
+            traces = [base, colour]
+    if clickable or topology == "hexagonal":
+        selected = _preselect(traces[CLICK_TRACE], preselected, selected, shape, topology)
     ring = np.flatnonzero(defect > 0)
     if len(ring):
         traces.append(go.Scatter(x=xy[ring, 0], y=xy[ring, 1], mode="markers", hoverinfo="skip", showlegend=False,
@@ -699,18 +737,20 @@ their heat colours exactly, and the markers can all be opaque (a per-point opaci
 by plotly's selected/unselected styles)."""
 
 
-def _footprint_markers(xy, shape, counts, defect, score, u, chosen, shown, scale, topology, cell_px) -> go.Scatter:
-    """The footprint's click trace: one marker per neuron coloured on the heat scale (``shown``, 0..1),
-    those outside the footprint transparent (:data:`HIDDEN`); a selected one is filled in the selection
-    colour, as on :func:`som_map`."""
-    custom = np.stack([*np.divmod(np.arange(len(counts)), shape[1]), counts, defect,
-                       np.where(chosen, score, np.nan), u.ravel()], 1)
+FOOTPRINT_HOVER = ("neuron (row %{customdata[0]}, col %{customdata[1]})<br>cells of this image %{customdata[2]} "
+                   "(in the defect %{customdata[3]})<br>highest patch score %{customdata[4]:.3f}"
+                   "<br>U %{customdata[5]:.4~g}<extra></extra>")
+"""Hover of a footprint neuron; ``customdata`` per neuron: row, col, cells of the image, defect cells,
+highest patch score, U."""
+
+
+def _footprint_markers(xy, custom, chosen, shown, scale, cell_px) -> go.Scatter:
+    """The footprint's click trace on a hexagonal grid: one marker per neuron coloured on the heat scale
+    (``shown``, 0..1), those outside the footprint transparent (:data:`HIDDEN`); a selected one is
+    filled in the selection colour, as on :func:`som_map`."""
     return go.Scatter(
-        x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, showlegend=False,
-        hovertemplate="neuron (row %{customdata[0]}, col %{customdata[1]})<br>cells of this image "
-                      "%{customdata[2]} (in the defect %{customdata[3]})<br>highest patch score "
-                      "%{customdata[4]:.3f}<br>U %{customdata[5]:.4g}<extra></extra>",
-        marker=dict(symbol="hexagon" if topology == "hexagonal" else "square", size=max(cell_px * 0.8, 3),
+        x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom, showlegend=False, hovertemplate=FOOTPRINT_HOVER,
+        marker=dict(symbol="hexagon", size=max(cell_px * 0.8, 3),
                     color=np.where(chosen, shown, HIDDEN), colorscale=FOOTPRINT_COLORSCALE, cmin=HIDDEN, cmax=1.0,
                     line=dict(width=0), colorbar=heat_colorbar(scale, "patch score")),
         selected=dict(marker=dict(color=SELECT_COLOR, opacity=1)), unselected=dict(marker=dict(opacity=1)))
@@ -756,7 +796,7 @@ def positions_figure(image: np.ndarray, counts: np.ndarray, title: str = "", siz
                       hovertemplate="cell (row %{customdata[0]}, col %{customdata[1]}): %{z:.0f} patches"
                                     "<extra></extra>",
                       customdata=np.stack(np.indices((h, w)), -1))
-    return go.Figure([go.Image(source=png_source(image), hoverinfo="skip"), heat],
+    return go.Figure([go.Image(source=image_source(image), hoverinfo="skip"), heat],
                      dict(title=dict(text=title, x=0.02, font=dict(size=13)), width=size + 70, height=size + 30,
                           margin=dict(l=10, r=70, t=40, b=10), dragmode=False,
                           xaxis=dict(visible=False, range=[0, s]),

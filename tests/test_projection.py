@@ -148,8 +148,14 @@ def test_projection_figures_draw_every_grid(grid, topology):
                                 viz.HeatScale.for_model((0.0, 0.5), 0.6), selected=divmod(int(bmu[0]), grid[1]))
     click = fig.data[figures.CLICK_TRACE]
     assert len(click.x) == m
-    assert int((np.asarray(click.marker.color) > figures.HIDDEN).sum()) == len(np.unique(bmu))  # others hidden
-    assert len(fig.data[2].x) == int((fp.defect_counts > 0).sum())  # the defect rings
+    if topology == "hexagonal":  # the click markers carry the colours, those outside the footprint hidden
+        assert int((np.asarray(click.marker.color) > figures.HIDDEN).sum()) == len(np.unique(bmu))
+        rings = fig.data[2]
+    else:  # a heatmap over the grey one carries them (gaps outside); the click markers are not drawn
+        assert int(np.isfinite(np.asarray(fig.data[2].z, float)).sum()) == len(np.unique(bmu))
+        assert click.marker.maxdisplayed == 1
+        rings = fig.data[3]
+    assert len(rings.x) == int((fp.defect_counts > 0).sum())  # the defect rings
     dist = rng.random(grid)
     near = projection.nearest_neurons(dist, min(4, m))
     fig = figures.distance_map_figure(dist, near, topology)
@@ -183,20 +189,26 @@ def test_footprint_colours_are_the_heatmap_colours(dash_model_env, dash_eval):
     heat_bar = heat.data[-1].marker.colorbar
     lo_img, hi_img = int(np.argmin(ev.scores)), int(np.argmax(ev.scores))
     seen = []
-    for i in (lo_img, hi_img):
+    for i, topology in ((lo_img, "rectangular"), (hi_img, "rectangular"), (hi_img, "hexagonal")):
         fp = projection.image_footprint(ev.patches, i, model.feature_shape_, model.grid_, ev.masks[i])
-        fig = figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, model.topology, scale)
-        marker = fig.data[figures.CLICK_TRACE].marker
+        fig = figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, topology, scale)
         chosen = fp.counts.ravel() > 0
         scores = fp.max_score.ravel()[chosen]
-        colours = _plotly_rgb(marker.colorscale, np.asarray(marker.color, float), marker.cmin, marker.cmax)
-        shown = colours[chosen, :3]
-        assert (colours[chosen, 3] == 1).all() and (colours[~chosen, 3] == 0).all()  # outside: transparent
+        if topology == "hexagonal":  # coloured click markers, transparent outside the footprint
+            marker = fig.data[figures.CLICK_TRACE].marker
+            colours = _plotly_rgb(marker.colorscale, np.asarray(marker.color, float), marker.cmin, marker.cmax)
+            assert (colours[chosen, 3] == 1).all() and (colours[~chosen, 3] == 0).all()
+            assert (marker.cmin, marker.cmax) == (figures.HIDDEN, 1.0)
+            shown, bar = colours[chosen, :3], marker.colorbar
+        else:  # a heatmap over the grey U-matrix, with gaps outside the footprint
+            colour = fig.data[2]
+            z = np.asarray(colour.z, float).ravel()
+            assert np.isnan(z[~chosen]).all() and (colour.zmin, colour.zmax) == (0, 1)
+            shown, bar = _plotly_rgb(colour.colorscale, z[chosen], 0.0, 1.0)[:, :3], colour.colorbar
         on_heatmap = scale.colorize(scores[None].astype(np.float64))[0].astype(float)
         assert np.abs(shown - on_heatmap).max() <= 2.0  # one 8-bit step of rounding, 1/1023 of the colour map
-        assert (marker.cmin, marker.cmax) == (figures.HIDDEN, 1.0)
-        assert list(marker.colorbar.tickvals) == list(heat_bar.tickvals)
-        assert list(marker.colorbar.ticktext) == list(heat_bar.ticktext)
+        assert list(bar.tickvals) == list(heat_bar.tickvals)
+        assert list(bar.ticktext) == list(heat_bar.ticktext)
         seen.append(scores)
     assert seen[1].max() > seen[0].max()  # the two images span different ranges, on one scale
     # the pixel threshold's tick sits where the colour turns yellow, on both colour bars
@@ -237,7 +249,9 @@ def test_maps_that_are_not_clicked_draw_no_marker_per_neuron():
     z = np.asarray(foot.z, dtype=float)
     assert z[1, 2] == scale.normalise(max_score[1, 2]) and z[3, 4] == scale.normalise(max_score[3, 4])
     assert np.isnan(z).sum() == 33  # the neurons outside the footprint are gaps
-    assert np.asarray(foot.customdata)[1, 2].tolist() == [max_score[1, 2], 3, 2, u[1, 2]]  # score, cells, defect, U
+    # row, col, cells, defect cells, score, U
+    np.testing.assert_allclose(np.asarray(foot.customdata)[1, 2], [1, 2, 3, 2, max_score[1, 2], u[1, 2]], rtol=1e-6)
+    assert foot.hovertemplate == figures.FOOTPRINT_HOVER
     assert (foot.zmin, foot.zmax) == (0, 1) and list(foot.colorbar.tickvals) == [t[0] for t in scale.ticks()]
     assert len(fig.data[2].x) == 1  # one defect ring
     assert fig.data[3].line.color == figures.SELECT_COLOR  # the BMU's outline
@@ -245,7 +259,7 @@ def test_maps_that_are_not_clicked_draw_no_marker_per_neuron():
     fig = figures.distance_map_figure(dist, [(0, 0), (0, 1)], "rectangular", clickable=False)
     assert [t.type for t in fig.data] == ["heatmap", "scatter", "scatter"]
     np.testing.assert_array_equal(np.asarray(fig.data[0].z), dist)
-    assert fig.data[0].hovertemplate.startswith("neuron (row %{y}, col %{x})<br>value %{z:.4g}")
+    assert fig.data[0].hovertemplate.startswith("neuron (row %{y}, col %{x})<br>value %{z:.4~g}")
     plain = figures.som_map(u, "rectangular", hover={"hits": counts}, clickable=False)
     assert len(plain.data) == 1 and np.asarray(plain.data[0].customdata)[3, 4].tolist() == [1]
     hexa = figures.distance_map_figure(dist, [(0, 0)], "hexagonal", clickable=False)
