@@ -511,7 +511,10 @@ def resize_image(rgb: np.ndarray, image_size: int) -> np.ndarray:
 
 def image_shape(path: str | Path) -> tuple[int, int]:
     """``(H, W)`` of an image file as displayed (EXIF/TIFF orientation applied), from its header
-    when Pillow can read it, else by decoding it with :func:`read_raw`.
+    when Pillow can read it, else by decoding it with :func:`read_raw`. A PNG's EXIF is taken from
+    before its pixels, where the PNG specification puts the eXIf chunk: asking Pillow for one after
+    them decodes the whole image (15 ms instead of 0.03 ms for a 900 px MVTec PNG; the SOM explorer
+    asks for 22 images per click).
 
     Raises:
         DataError: the file cannot be read at all.
@@ -519,7 +522,8 @@ def image_shape(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             w, h = img.size
-            rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that swap the axes
+            exif = img.getexif() if img.format != "PNG" or "exif" in img.info else {}
+            rotated = exif.get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)  # orientations that swap the axes
         return (w, h) if rotated else (h, w)
     except (OSError, ValueError, UnidentifiedImageError):
         return tuple(read_raw(path).shape[:2])
