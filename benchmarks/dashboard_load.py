@@ -1,6 +1,7 @@
 """Load test of the dashboard: N browser sessions (Playwright + Chromium) on one Streamlit server.
 
-Each session opens the app, then loops until the time is up: the SOM explorer (neuron clicks on the
+Each session opens the app and, once every session has it open (they arrive together unless
+``--stagger``), looks at it for its think time and loops until the time is up: the SOM explorer (neuron clicks on the
 U-matrix), the Test inspector (heatmap-cell clicks), Try an image (one more large JPEG uploaded and
 scored and shown each round, up to ``--uploads``), changing pages through the navigation. It reports click latency (click to the
 updated heading) p50 / p95, the server's resident memory (RSS, of the Streamlit process) at the
@@ -144,6 +145,12 @@ async def timed_click(page, stats: dict, label: str, kind: str, expected: str, x
                                            polling=50)
     except PlaywrightTimeout:
         stats["lost"] += 1
+        stats["lost_detail"].append({"kind": label, "expected": expected, "before": before,
+                                     "after": await heading(page, kind), "at": time.time()})
+        if SHOTS_DIR:
+            SHOTS_DIR.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(Exception):
+                await page.screenshot(path=str(SHOTS_DIR / f"lost-{stats['lost']}.png"), full_page=True)
         return
     stats["clicks"].append((label, time.perf_counter() - t0, time.time()))
     if await got.json_value() == "elsewhere":
@@ -156,11 +163,13 @@ async def count_exceptions(page) -> int:
 
 async def session(browser, url: str, model, jpegs: list[Path], until: float, stats: dict, rng: random.Random,
                   max_uploads: int, pid: int | None = None, think: float = 0.0, rounds: int = 0,
-                  delay: float = 0.0) -> None:
+                  delay: float = 0.0, opened: asyncio.Barrier | None = None) -> None:
     """One viewer: rounds of neuron clicks, cell clicks, an upload and page changes until ``until``
     (and at least ``rounds`` rounds), pausing ``think`` seconds (uniform 0.5x to 1.5x) after each action,
-    as a person looks at the result. The viewer arrives ``delay`` seconds after the run starts and stays
-    until ``until + delay``. Each click is recorded as (kind, seconds, end time)."""
+    the opening of the app included, as a person looks at the result. The viewer arrives ``delay`` seconds after the run starts and stays
+    until ``until + delay``. With ``opened``, it starts its rounds once every viewer has the app open
+    (the time each took to open it is recorded in ``stats["open_s"]``). Each click is recorded as
+    (kind, seconds, end time)."""
 
     async def pause():
         if think > 0:
@@ -176,8 +185,15 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
     s = model.image_size
     held = 0
     try:
+        t_open = time.perf_counter()
         await page.goto(f"{url}/som_explorer")
         await page.get_by_text("Nearest training patches of neuron").first.wait_for()
+        await page.locator("[data-testid='stPlotlyChart'] rect.nsewdrag").first.wait_for()
+        stats["open_s"].append(time.perf_counter() - t_open)
+        if opened is not None:
+            await opened.wait()
+            opened = None
+        await pause()  # the opened page is looked at too, like every other result
         done = 0
         while done < rounds or time.time() < until:
             done += 1
@@ -223,6 +239,8 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
                 # move on to the other pages (which releases this upload: the uploader is not drawn there)
     except Exception as exc:  # a timeout or a crash of the page counts as an exception of the run
         stats["errors"].append(f"{type(exc).__name__}: {str(exc)[:300]}")
+        if opened is not None:  # failed before the app was open: the others must not wait for it
+            await opened.abort()
         if SHOTS_DIR:
             SHOTS_DIR.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(Exception):
@@ -236,12 +254,15 @@ async def run_viewers(url: str, n: int, seconds: float, model, jpegs, max_upload
     from playwright.async_api import async_playwright
 
     stats = {"clicks": [], "uploads": [], "upload_rss_mb": [], "exceptions": 0, "errors": [], "held": 0,
-             "lost": 0, "elsewhere": 0}
+             "lost": 0, "lost_detail": [], "elsewhere": 0, "open_s": []}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
         until = time.time() + seconds
+        # arriving together, the viewers start their rounds once all have the app open: opening it costs each
+        # Chromium ~3 s of CPU (Streamlit's and plotly's JavaScript), which here runs on the server's cores
+        opened = asyncio.Barrier(n) if stagger == 0 else None
         await asyncio.gather(*(session(browser, url, model, jpegs, until, stats, random.Random(i), max_uploads, pid,
-                                       think, rounds, i * stagger)
+                                       think, rounds, i * stagger, opened)
                                for i in range(n)))
         await browser.close()
     return stats
@@ -271,7 +292,8 @@ def main() -> None:
                          "while a real viewer's browser runs on their own machine")
     ap.add_argument("--stagger", type=float, default=0.0,
                     help="viewer i arrives i x this many seconds after the first (each then stays --seconds); "
-                         "0 = all at once, and their first rounds run in lockstep")
+                         "0 = all at once (each looks at the opened app for its own think time before the "
+                         "first click; with --think 0 their first rounds run in lockstep)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -326,6 +348,7 @@ def main() -> None:
                    "neuron_p95_s": percentile(by_kind["neuron"], 95), "cell_p95_s": percentile(by_kind["cell"], 95),
                    # every timed click: kind, seconds, when it ended (seconds after the sessions started)
                    "click_log": [(k, round(t, 3), round(end - t0, 1)) for k, t, end in stats["clicks"]],
+                   "open_app_s": [round(t, 2) for t in stats["open_s"]],
                    "uploads": stats["held"], "upload_p50_s": percentile(stats["uploads"], 50),
                    "rss_start_mb": round(start, 1), "rss_peak_mb": round(peak_held, 1), "rss_end_mb": round(end, 1),
                    "rss_growth_to_peak_per_upload_mb": round((peak_held - start) / stats["held"], 1) if stats["held"] else None,
@@ -333,16 +356,18 @@ def main() -> None:
                    # work meanwhile, so this is an upper bound of what one held upload costs)
                    "rss_growth_per_upload_mb": percentile(stats["upload_rss_mb"], 50),
                    "clicks_elsewhere": stats["elsewhere"], "clicks_lost": stats["lost"],
+                   "lost_clicks": [{**d, "at": round(d["at"] - t0, 1)} for d in stats["lost_detail"]],
                    "exceptions_in_pages": stats["exceptions"], "exceptions_logged": logged,
                    "session_errors": stats["errors"], "loadavg_before": load0, "loadavg_after": load1}
             results["runs"].append(run)
             print(json.dumps(run), flush=True)
-    print("\n| viewers | clicks (elsewhere / lost) | click p50 / p95 s | uploads | RSS start / peak / end MB | "
-          "growth per upload MB (median) | exceptions | load average (1 min) before / after |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| viewers | app opened in (slowest) | clicks (elsewhere / lost) | click p50 / p95 s | uploads | "
+          "RSS start / peak / end MB | growth per upload MB (median) | exceptions | load average (1 min) before / after |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
         growth = r["rss_growth_per_upload_mb"]
-        print(f"| {r['viewers']} | {r['clicks']} ({r['clicks_elsewhere']} / {r['clicks_lost']}) | "
+        print(f"| {r['viewers']} | {max(r['open_app_s'], default=float('nan')):.1f} s | "
+              f"{r['clicks']} ({r['clicks_elsewhere']} / {r['clicks_lost']}) | "
               f"{r['click_p50_s'] or float('nan'):.2f} / "
               f"{r['click_p95_s'] or float('nan'):.2f} | {r['uploads']} | {r['rss_start_mb']:.0f} / "
               f"{r['rss_peak_mb']:.0f} / {r['rss_end_mb']:.0f} | {'n/a' if growth is None else f'{growth:.0f}'} | "
