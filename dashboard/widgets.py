@@ -16,7 +16,15 @@ PLOTLY_CONFIG = {"displayModeBar": False}
 
 def chart(fig, key: str | None = None, *, clickable: bool = False, width: str = "stretch"):
     """Show a plotly figure; ``clickable`` charts rerun the page on a click and return the selection
-    event (read it with :mod:`dashboard.events`)."""
+    event (read it with :mod:`dashboard.events`).
+
+    ``width="stretch"``: the figure's own width is dropped. Streamlit draws a changed figure first at
+    the width in its spec and then at the container's, so a clicked chart that changes with each click
+    (a moved outline) jumped under the cursor, and a click in that moment landed elsewhere (the Test
+    inspector's heatmap, 400 px in a 368 px column). ``"content"``: drawn at the figure's width, which
+    must fit the column for the same reason."""
+    if width == "stretch":
+        fig.layout.width = None
     if clickable:
         return st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, on_select="rerun", selection_mode="points",
                                width=width)

@@ -138,10 +138,11 @@ def render_footprint_cells(cur, ev, i: int, footprint, neuron) -> None:
         else:
             n_def = int(footprint.defect.sum())
             rings = int((footprint.defect_counts > 0).sum())
-            st.caption(f"Ground truth: {n_def} cells lie in the defect; they chose {rings} neurons (green rings).")
+            st.caption(f"Ground truth: the {plural(n_def, 'cell')} in the defect chose {plural(rings, 'neuron')} "
+                       "(green rings).")
         if cells.any():
-            st.markdown(f"Neuron ({neuron[0]}, {neuron[1]}) was chosen by **{int(cells.sum())}** cells of this "
-                        f"image, {n_defect} of them in the defect; highest patch score "
+            st.markdown(f"Neuron ({neuron[0]}, {neuron[1]}) was chosen by **{plural(int(cells.sum()), 'cell')}** of "
+                        f"this image, {n_defect} of them in the defect; highest patch score "
                         f"{np.nanmax(np.where(cells, footprint.scores, np.nan)):.3f}.")
         else:
             st.info(f"No cell of this image chose neuron ({neuron[0]}, {neuron[1]}): click a coloured neuron "

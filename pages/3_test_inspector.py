@@ -359,7 +359,7 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
         scale = viz.heat_scale(m.pixel_range_, ev.metrics)
         widgets.chart(figures.image_figure(images.at_shape(heat, shape), (h, w), "heatmap: click a pixel", cell_scores,
                                            cell, size=400, model_size=m.image_size, scale=scale),
-                      f"heat_{i}", clickable=True, width="content")
+                      f"heat_{i}", clickable=True)  # the column's width: no jump on a click (widgets.chart)
         st.caption(scale.describe())
     with c:
         st.image(images.contours(img, mask, amap, pix_thr), width=PICTURE, caption=viz.region_caption(ev.maps[i], pix_thr))

@@ -24,8 +24,11 @@ CLICK_TRACE = 1
 SELECT_COLOR = "#ff2d55"
 
 
-COLORBAR_PX = 70
-"""Room (pixels) an image figure keeps on its right for a colour bar."""
+COLORBAR_PX = 100
+"""Room (pixels) an image figure keeps on its right for a colour bar, its tick labels and its title. Its
+margins are fixed (``autoexpand=False``): with plotly's automatic margins every redraw first drew the
+picture larger and then shrank it (the Test inspector's heatmap jumped by ~30 px on each click, and a
+click in that moment landed on another cell)."""
 MIN_PLOT_PX = 150
 """Smallest plot height of a SOM map in pixels (a 1xN grid keeps a readable colour bar)."""
 MAX_ASPECT = 1.6
@@ -309,7 +312,7 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
                                  marker=dict(opacity=0, color=[0.0], colorscale=HEAT_COLORSCALE, cmin=0.0, cmax=1.0,
                                              showscale=True, colorbar=heat_colorbar(scale, "map score"))))
     return go.Figure(traces, dict(title=dict(text=title, x=0.02, font=dict(size=13)), width=size,
-                                  height=round(plot_h) + 50, margin=dict(l=10, r=10 + bar, t=40, b=10),
+                                  height=round(plot_h) + 50, margin=dict(l=10, r=10 + bar, t=40, b=10, autoexpand=False),
                                   clickmode="event+select", dragmode=False,
                                   xaxis=dict(visible=False, range=[0, s], constrain="domain"),
                                   yaxis=dict(visible=False, range=[s, 0], scaleanchor="x", scaleratio=ih / iw,

@@ -587,3 +587,17 @@ def test_freeze_long_lived_hides_live_objects_from_the_collector_but_not_new_gar
         assert frozen_ref() is None  # a frozen object without references: freed by its refcount
     finally:
         gc.unfreeze()
+
+
+def test_a_stretched_chart_is_drawn_at_the_column_width_only(monkeypatch):
+    """Streamlit draws a changed figure at the width in its spec before the column's: a stretched chart
+    (the Test inspector's heatmap, re-sent with each click that moves its outline) must carry no width
+    of its own, or it jumps under the cursor; a chart drawn at its content width keeps its width."""
+    from dashboard import widgets
+
+    shown = []
+    monkeypatch.setattr(widgets.st, "plotly_chart", lambda fig, **kw: shown.append((fig.layout.width, kw["width"])))
+    img = np.zeros((32, 32, 3), np.uint8)
+    widgets.chart(figures.image_figure(img, (4, 4), size=400), "heat_0", clickable=True)
+    widgets.chart(figures.som_map(np.ones((3, 5)), size=420), "som_umatrix", clickable=True, width="content")
+    assert shown == [(None, "stretch"), (420, "content")]

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from somad.words import plural
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -54,7 +56,7 @@ def test_footprint_on_som_explorer_and_url_round_trip(app_env, dash_eval):
     assert titles[0] == "Footprint of the image on the U-matrix"
     assert any(t.startswith(f"Where neuron ({r}, {c}) lives") for t in titles)
     text = " ".join(m.value for m in at.markdown)
-    assert f"Neuron ({r}, {c}) was chosen by **{int((bmu == j).sum())}** cells" in text
+    assert f"Neuron ({r}, {c}) was chosen by **{plural(int((bmu == j).sum()), 'cell')}** of this image" in text
     assert f"its {h * w} cells chose {len(np.unique(bmu))} neurons" in text
     assert _qp(at)["footprint"] == "1" and _qp(at)["image"] == name
     # switching the overlay off clears it from the view state (write_url then leaves it out of the URL)
