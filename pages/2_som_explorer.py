@@ -49,9 +49,8 @@ def _typed_neuron() -> None:
 
 def render_maps(cur, views, neuron, footprint=None, scale=None) -> None:
     """U-matrix (with a test image's footprint, on the category's heat ``scale``, when one is given),
-    clickable, and hit map, looked at only (with its own hover): a clickable map carries one marker per
-    neuron, and redrawing those to move the outline after every click cost the browser about 0.5 s of
-    a 0.94 s neuron click on a 56x56 map (``benchmarks/click_breakdown.py``); a heatmap costs ~15 ms."""
+    clickable (one click point per neuron, not drawn on rectangular grids: :func:`somad.figures.click_marker`),
+    and hit map, looked at only (one heatmap with its own hover); both outline the selected neuron."""
     m = cur.model
     u, hits, mean_dist = views["u"], views["hits"], views["mean_dist"]
     # the hit map outlines the selected neuron; the U-matrix too, or (hexagonal) plotly shows it clicked

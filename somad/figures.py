@@ -26,9 +26,8 @@ SELECT_COLOR = "#ff2d55"
 
 COLORBAR_PX = 100
 """Room (pixels) an image figure keeps on its right for a colour bar, its tick labels and its title. Its
-margins are fixed (``autoexpand=False``): with plotly's automatic margins every redraw first drew the
-picture larger and then shrank it (the Test inspector's heatmap jumped by ~30 px on each click, and a
-click in that moment landed on another cell)."""
+margins are fixed (``autoexpand=False``), so where the picture sits does not depend on the labels; that
+it does not jump on a click is :func:`dashboard.widgets.chart`'s business (no width of its own)."""
 MIN_PLOT_PX = 150
 """Smallest plot height of a SOM map in pixels (a 1xN grid keeps a readable colour bar)."""
 MAX_ASPECT = 1.6
@@ -90,10 +89,11 @@ def _value_trace(values: np.ndarray, xy: np.ndarray, topology: str, colorscale: 
 
 def click_marker(cell_px: float) -> dict:
     """Marker of a click trace over a heatmap or an image: one square per cell that plotly hovers and
-    clicks (hover and click select work on the trace's data) but draws only one of (``maxdisplayed``),
-    nearly transparent. Drawing all of them cost the browser ~130 ms per draw of a 56x56 map against
-    ~14 ms (``benchmarks/click_breakdown.py --pages``), and a page draws several. Since a clicked point
-    is not drawn either, a selection is shown by an outline trace (``selected`` of the figures)."""
+    clicks (hover and click select work on the trace's data) but of which it draws only one
+    (``maxdisplayed``), nearly transparent. In plotly.js alone a 56x56 map drew in ~130 ms with all of
+    them and ~14 ms so; a page change's browser main thread fell from ~0.8 to ~0.45 s
+    (``benchmarks/click_breakdown.py --pages``). Since a clicked point is not drawn either, a selection
+    is shown by an outline trace (``selected`` of the figures)."""
     return dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)", line=dict(width=0),
                 maxdisplayed=1)
 
