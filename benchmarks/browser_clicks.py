@@ -38,6 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
+CHART_READY = "[data-testid='stPlotlyChart'] rect.nsewdrag"
+"""CSS selector of a drawn plotly chart's drag layer: once it exists, a click on the chart is handled."""
 SETTLED_JS = ("() => !document.querySelector(\"[data-testid='stStatusWidgetRunningIcon']\")"
               " && !document.querySelector(\"[data-stale='true']\")")
 

@@ -83,29 +83,33 @@ def _classify(payload: bytes) -> str:
 
 
 def click_once(page, cdp, frames: list, chart: int, x: float, y: float, text: str) -> dict:
-    page.evaluate("() => { window.__log = []; performance.clearResourceTimings(); }")
-    frames.clear()
-    before = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-    shown, settled = bc.timed_click(page, chart, x, y, text)
-    after = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-    return _figures(page, frames, shown, settled, before, after)
+    return measured(page, cdp, frames, lambda: bc.timed_click(page, chart, x, y, text))
 
 
 def page_change_once(page, cdp, frames: list, link: str, ready: str) -> dict:
     """Change page through the navigation link ``link``: seconds to the text ``ready`` and a drawn chart
     (when ``dashboard_load.py`` clicks next) and to the settled page, with the same server, websocket and
     main-thread figures as :func:`click_once`."""
+    def change() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        page.get_by_role("link", name=link).first.click()
+        page.get_by_text(ready).first.wait_for(timeout=120_000)
+        page.locator(bc.CHART_READY).first.wait_for(timeout=120_000)
+        shown = time.perf_counter() - t0
+        page.wait_for_timeout(300)
+        page.wait_for_function(bc.SETTLED_JS, polling=50, timeout=120_000)
+        return shown, time.perf_counter() - t0
+
+    return measured(page, cdp, frames, change)
+
+
+def measured(page, cdp, frames: list, act) -> dict:
+    """Run ``act()`` (returns seconds to shown and to settled) between two readings of the browser's
+    metrics and with the websocket log and the resource timings cleared: the figures of :func:`_figures`."""
     page.evaluate("() => { window.__log = []; performance.clearResourceTimings(); }")
     frames.clear()
     before = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-    t0 = time.perf_counter()
-    page.get_by_role("link", name=link).first.click()
-    page.get_by_text(ready).first.wait_for(timeout=120_000)
-    page.locator("[data-testid='stPlotlyChart'] rect.nsewdrag").first.wait_for(timeout=120_000)
-    shown = time.perf_counter() - t0
-    page.wait_for_timeout(300)
-    page.wait_for_function(bc.SETTLED_JS, polling=50, timeout=120_000)
-    settled = time.perf_counter() - t0
+    shown, settled = act()
     after = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
     return _figures(page, frames, shown, settled, before, after)
 

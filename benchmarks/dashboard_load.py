@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import browser_clicks
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 CHROMIUM = os.environ.get("SOMAD_CHROMIUM", "/usr/bin/chromium")
@@ -97,9 +99,7 @@ def make_jpegs(data_dir: Path, category: str, folder: Path, n: int, px: int) -> 
 
 def start_server(models_dir: Path, data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """This checkout's app on a free port, its output in ``log`` (:func:`browser_clicks.start_server`)."""
-    from browser_clicks import start_server as start
-
-    return start(REPO, models_dir, data_dir, log=log)
+    return browser_clicks.start_server(REPO, models_dir, data_dir, log=log)
 
 
 async def click_data_point(page, x: float, y: float) -> None:
@@ -122,6 +122,14 @@ HEADING_JS = f"""([kind, expected, before]) => {{
 }}"""
 LOST_S = 60
 """A click whose view has not changed after this many seconds is counted as lost and the session goes on."""
+
+
+async def screenshot(page, name: str) -> None:
+    """Save the page as ``name`` in :data:`SHOTS_DIR` (when set); a failing screenshot is ignored."""
+    if SHOTS_DIR:
+        SHOTS_DIR.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(Exception):
+            await page.screenshot(path=str(SHOTS_DIR / name), full_page=True)
 
 
 async def heading(page, kind: str) -> str | None:
@@ -147,10 +155,7 @@ async def timed_click(page, stats: dict, label: str, kind: str, expected: str, x
         stats["lost"] += 1
         stats["lost_detail"].append({"kind": label, "expected": expected, "before": before,
                                      "after": await heading(page, kind), "at": time.time()})
-        if SHOTS_DIR:
-            SHOTS_DIR.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(Exception):
-                await page.screenshot(path=str(SHOTS_DIR / f"lost-{stats['lost']}.png"), full_page=True)
+        await screenshot(page, f"lost-{stats['lost']}.png")
         return
     stats["clicks"].append((label, time.perf_counter() - t0, time.time()))
     if await got.json_value() == "elsewhere":
@@ -188,7 +193,7 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
         t_open = time.perf_counter()
         await page.goto(f"{url}/som_explorer")
         await page.get_by_text("Nearest training patches of neuron").first.wait_for()
-        await page.locator("[data-testid='stPlotlyChart'] rect.nsewdrag").first.wait_for()
+        await page.locator(browser_clicks.CHART_READY).first.wait_for()
         stats["open_s"].append(time.perf_counter() - t_open)
         if opened is not None:
             await opened.wait()
@@ -199,7 +204,7 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
             done += 1
             await page.get_by_role("link", name=NAV["som"]).first.click()
             await page.get_by_text("Nearest training patches of neuron").first.wait_for()
-            await page.locator("[data-testid='stPlotlyChart'] rect.nsewdrag").first.wait_for()
+            await page.locator(browser_clicks.CHART_READY).first.wait_for()
             for _ in range(2):
                 r, c = rng.randrange(rows), rng.randrange(cols)
                 await timed_click(page, stats, "neuron", "Nearest training patches of neuron",
@@ -210,7 +215,7 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
             # the heatmap's title, not the "Click a pixel" hint: from the second round on, the session's
             # last clicked cell is still selected and its panel replaces the hint
             await page.get_by_text("heatmap: click a pixel").first.wait_for()
-            await page.locator("[data-testid='stPlotlyChart'] rect.nsewdrag").first.wait_for()
+            await page.locator(browser_clicks.CHART_READY).first.wait_for()
             for _ in range(2):
                 r, c = rng.randrange(h), rng.randrange(w)
                 await timed_click(page, stats, "cell", "Cell (", f"Cell ({r}, {c}): BMU",
@@ -241,10 +246,7 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
         stats["errors"].append(f"{type(exc).__name__}: {str(exc)[:300]}")
         if opened is not None:  # failed before the app was open: the others must not wait for it
             await opened.abort()
-        if SHOTS_DIR:
-            SHOTS_DIR.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(Exception):
-                await page.screenshot(path=str(SHOTS_DIR / f"error-{len(stats['errors'])}.png"), full_page=True)
+        await screenshot(page, f"error-{len(stats['errors'])}.png")
     finally:
         await ctx.close()
 
