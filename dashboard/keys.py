@@ -32,6 +32,7 @@ class Keys:
     W_THRESHOLD = "w_threshold"
     W_CPLANE_DIM = "w_cplane_dim"
     W_CPLANE = "w_cplane"  # the component plane is drawn only when this toggle is on
+    W_CONTRIB = "w_contrib_on"  # the feature contributions of a clicked cell are drawn only when this toggle is on
     W_FOOTPRINT = "w_footprint"
     W_FOOTPRINT_IMAGE = "w_footprint_image"
     W_N_REGIONS = "w_n_regions"

@@ -404,7 +404,10 @@ def render_cell(cur, ev, i: int, cell: tuple[int, int]) -> None:
     with right:
         render_why_pictures(cur, ev, i, cell, ex, pm.dist)
     render_cell_on_map(cur, ev, i, cell, ex, pm)
-    with st.expander("Feature contributions (for specialists): which feature dimensions make up the distance"):
+    # a toggle, not an expander: a closed expander's chart is still built, sent and drawn on every cell
+    # click (about 0.1 s of the browser's CPU per click, benchmarks/click_breakdown.py)
+    if st.toggle("Feature contributions (for specialists): which feature dimensions make up the distance",
+                 key=Keys.W_CONTRIB):
         render_contributions(cur, i, cell, ex)
 
 

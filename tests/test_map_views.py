@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dashboard.keys import Keys
 from somad.words import plural
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,7 +91,11 @@ def test_cell_panel_shows_map_distance_and_crops(app_env, dash_eval):
     assert "Distance of cell (4, 5) to every neuron" in titles
     caps = " ".join(c.value for c in at.caption)
     assert "Nearest normal training patches of its BMU" in caps
-    assert any(e.label.startswith("Feature contributions (for specialists)") for e in at.expander)
+    # the contributions are behind a toggle: closed, their chart is neither built nor sent with each click
+    assert not any(t.startswith("Why ") for t in titles)
+    at.toggle(key=Keys.W_CONTRIB).set_value(True).run()
+    _clean(at)
+    assert any(t.startswith("Why ") and "top features of the distance to neuron" in t for t in _chart_titles(at))
 
 
 @pytest.mark.parametrize("topology, grid", [("hexagonal", (1, 12)), ("rectangular", (100, 100))])
