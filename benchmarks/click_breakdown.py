@@ -103,15 +103,49 @@ def page_change_once(page, cdp, frames: list, link: str, ready: str) -> dict:
     return measured(page, cdp, frames, change)
 
 
+CPU_TAIL_S = 0.5
+"""Seconds waited after a settled page before the CPU counters are read again (raster and image
+decoding end after the last message)."""
+SERVER_PID: list[int] = []
+"""The Streamlit server's process id (set by :func:`main`), for its CPU seconds per click."""
+BROWSER_NAME = ["chromium"]
+"""File name of the browser's executable (set by :func:`main` from ``--chromium``): its processes are
+those whose command starts with it (Debian's ``/usr/bin/chromium`` runs ``/usr/lib/chromium/chromium``)."""
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system, from /proc) used so far by every process of the browser (browser,
+    renderers, GPU and utility processes; :data:`BROWSER_NAME`) and by the server (:data:`SERVER_PID`)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    browser = server = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used = (int(fields[11]) + int(fields[12])) / tick
+        if int(pid) in SERVER_PID:
+            server += used
+        elif Path(cmd.split(" ")[0]).name == BROWSER_NAME[0]:
+            browser += used
+    return browser, server
+
+
 def measured(page, cdp, frames: list, act) -> dict:
     """Run ``act()`` (returns seconds to shown and to settled) between two readings of the browser's
-    metrics and with the websocket log and the resource timings cleared: the figures of :func:`_figures`."""
+    metrics and of the CPU counters (:func:`cpu_seconds`), with the websocket log and the resource
+    timings cleared: the figures of :func:`_figures`."""
     page.evaluate("() => { window.__log = []; performance.clearResourceTimings(); }")
     frames.clear()
     before = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    cpu0 = cpu_seconds()
     shown, settled = act()
     after = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-    return _figures(page, frames, shown, settled, before, after)
+    time.sleep(CPU_TAIL_S)
+    cpu1 = cpu_seconds()
+    return {**_figures(page, frames, shown, settled, before, after),
+            "browser_cpu": cpu1[0] - cpu0[0], "server_cpu": cpu1[1] - cpu0[1]}
 
 
 def _figures(page, frames: list, shown: float, settled: float, before: dict, after: dict) -> dict:
@@ -193,6 +227,8 @@ def summarize(label: str, rows: list[dict]) -> None:
     print(f"shown {med('shown'):.3f} s, settled {med('settled'):.3f} s; first message {med('first_msg'):.3f} s, "
           f"last message {med('last_msg'):.3f} s after the click; server (request -> last message) "
           f"{med('server'):.3f} s")
+    print(f"CPU from the click to {CPU_TAIL_S} s after the settled page: Chromium (all its processes) "
+          f"{med('browser_cpu'):.2f} s, server {med('server_cpu'):.2f} s")
     print(f"browser main thread between click and settled: task {med('TaskDuration'):.3f} s, script "
           f"{med('ScriptDuration'):.3f} s, layout {med('LayoutDuration'):.3f} s, style {med('RecalcStyleDuration'):.3f} s")
     print(f"websocket: {med('ws_bytes') / 1024:.0f} kB in {med('ws_msgs'):.0f} messages; media fetched: "
@@ -264,6 +300,8 @@ def main() -> None:
     query = f"?model={args.model}&category={args.category}"
     proc, url = bc.start_server(Path(args.app_dir), Path(args.models_dir).resolve(), Path(args.data_dir).resolve(),
                                 launcher, env)
+    SERVER_PID[:] = [proc.pid]
+    BROWSER_NAME[0] = Path(os.path.realpath(args.chromium)).name
     results: dict[str, list[dict]] = {"neuron": [], "cell": [], "to SOM explorer": [], "to Test inspector": []}
     traces: dict[str, bytes] = {}
     profiles: dict[str, dict] = {}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from somad import report
+from somad import figures, report
 
 from . import loaders
 from .keys import Keys
@@ -14,9 +14,21 @@ PLOTLY_CONFIG = {"displayModeBar": False}
 """``st.plotly_chart(config=...)``: no plotly toolbar over the titles (clicks and hover stay)."""
 
 
-def chart(fig, key: str | None = None, *, clickable: bool = False, width: str = "stretch"):
+OUTLINE_PX = 3
+"""Line width (pixels) of a selection outline drawn over a chart (:func:`chart`'s ``outline``)."""
+
+
+def chart(fig, key: str | None = None, *, clickable: bool = False, width: str = "stretch",
+          outline: tuple[float, float, float, float] | None = None):
     """Show a plotly figure; ``clickable`` charts rerun the page on a click and return the selection
     event (read it with :mod:`dashboard.events`).
+
+    ``outline``: a box ``(left, top, width, height)`` in pixels of the figure drawn at its own width
+    (:func:`map_outline`), outlined in the selection colour over the chart by a CSS rule on the chart's
+    key (Streamlit gives a keyed element the class ``st-key-<key>``), not in the figure: Streamlit
+    replaces a plotly chart whose figure changed by a new one, which cost the browser about 0.15 s of
+    CPU per neuron click on a 56x56 U-matrix (``benchmarks/click_breakdown.py``); a figure that stays
+    the same is not sent again, and a moved outline is one changed style rule.
 
     ``width="stretch"``: the figure's own width is dropped. Streamlit draws a changed figure first at
     the width in its spec and then at the container's, so a clicked chart that changes with each click
@@ -25,10 +37,49 @@ def chart(fig, key: str | None = None, *, clickable: bool = False, width: str = 
     must fit the column for the same reason."""
     if width == "stretch":
         fig.layout.width = None
+    if outline is not None and (key is None or width != "content"):
+        raise ValueError("an outline needs a keyed chart drawn at its figure's width (width='content')")
     if clickable:
-        return st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, on_select="rerun", selection_mode="points",
-                               width=width)
-    return st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, width=width)
+        event = st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, on_select="rerun", selection_mode="points",
+                                width=width)
+    else:
+        event = st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, width=width)
+    if outline is not None:
+        st.html(outline_css(key, outline))
+    return event
+
+
+def outline_css(key: str, box: tuple[float, float, float, float]) -> str:
+    """A ``<style>`` that draws ``box`` (pixels from the figure's top-left corner) as an outline of
+    :data:`OUTLINE_PX` centred on its edges, over the plotly chart keyed ``key`` (not clickable, so
+    hover and clicks reach the chart)."""
+    left, top, w, h = box
+    b = OUTLINE_PX
+    return (f"<style>.st-key-{key} .svg-container::after{{content:'';position:absolute;pointer-events:none;"
+            f"box-sizing:border-box;border:{b}px solid {figures.SELECT_COLOR};left:{left - b / 2:.2f}px;"
+            f"top:{top - b / 2:.2f}px;width:{w + b:.2f}px;height:{h + b:.2f}px}}</style>")
+
+
+def map_selection(source: str, value, topology: str, *, clickable: bool = True):
+    """How a SOM map figure of ``topology`` shows its selected neuron ``value``: ``(selected,
+    preselected)`` for the figure (:func:`somad.figures.som_map`).
+
+    Rectangular grids: neither; :func:`chart` outlines the neuron over the unchanged figure
+    (``outline=map_outline(...)``). Hexagonal grids, whose markers are drawn: a clicked map as
+    :func:`selection_drawing`, a map only looked at with the neuron ringed in the figure."""
+    if not figures.click_markers_drawn(topology):
+        st.session_state.setdefault(Keys.DRAWN_SELECTION, {}).pop(source, None)
+        return None, None
+    return selection_drawing(source, value) if clickable else (value, None)
+
+
+def map_outline(fig, shape: tuple[int, int], topology: str, cell):
+    """The box :func:`chart` outlines around neuron ``cell`` of SOM map ``fig`` (drawn at its own width):
+    None where the figure shows the selection itself (hexagonal grids, :func:`map_selection`) or
+    nothing is selected."""
+    if cell is None or figures.click_markers_drawn(topology):
+        return None
+    return figures.map_cell_box(shape, topology, fig.layout.width, cell)
 
 
 def new_click(source: str, value):
@@ -43,22 +94,20 @@ def new_click(source: str, value):
     return value if fresh else None
 
 
-def selection_drawing(source: str, value, markers_drawn: bool = True):
-    """How clickable chart ``source`` shows its selected point ``value``: ``(marker, preselected)``,
-    the figure's ``selected`` (a drawn marker) and ``preselected`` (a point plotly shows selected).
+def selection_drawing(source: str, value):
+    """How a clickable chart ``source`` that draws its click markers (hexagonal maps,
+    :func:`somad.figures.click_markers_drawn`) shows its selected point ``value``: ``(marker,
+    preselected)``, the figure's ``selected`` (a drawn marker) and ``preselected`` (a point plotly
+    shows selected).
 
-    Where the chart draws its click markers (``markers_drawn``: :func:`somad.figures.click_markers_drawn`),
-    a clicked point is shown by plotly itself (the click trace's ``selected`` style), so after a
+    A clicked point is shown by plotly itself (the click trace's ``selected`` style), so after a
     click on this chart the figure is drawn exactly as before: Streamlit then sends it as a cached
     reference and the browser neither rebuilds nor redraws its thousands of markers. A selection
     made elsewhere (a link, the URL, a typed value) is drawn as a marker; the first click after
-    that changes the figure once, and bakes the clicked point in as ``preselected``. Where the
-    markers are not drawn, the selection is always a drawn marker (a redraw is cheap there).
+    that changes the figure once, and bakes the clicked point in as ``preselected``. Charts that do
+    not draw their markers go through :func:`map_selection` (an outline over the chart).
     """
     ss = st.session_state
-    if not markers_drawn:
-        ss.setdefault(Keys.DRAWN_SELECTION, {}).pop(source, None)
-        return value, None
     drawn = ss.setdefault(Keys.DRAWN_SELECTION, {})
     before = drawn.get(source)
     if value is not None and ss.get(Keys.LAST_CLICK, {}).get(source) == value:

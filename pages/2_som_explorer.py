@@ -53,10 +53,11 @@ def render_maps(cur, views, neuron, footprint=None, scale=None) -> None:
     and hit map, looked at only (one heatmap with its own hover); both outline the selected neuron."""
     m = cur.model
     u, hits, mean_dist = views["u"], views["hits"], views["mean_dist"]
-    # the hit map outlines the selected neuron; the U-matrix too, or (hexagonal) plotly shows it clicked
+    # both outline the selected neuron (over the unchanged figure on a rectangular grid: widgets.chart);
+    # on a hexagonal grid plotly shows a neuron clicked on the U-matrix itself
     left, right = st.columns(2)
     with left:
-        ring, pre = widgets.selection_drawing("som_umatrix", neuron, figures.click_markers_drawn(m.topology))
+        ring, pre = widgets.map_selection("som_umatrix", neuron, m.topology)
         if footprint is None:
             fig = figures.som_map(u, m.topology, "U-matrix (mean distance to neighbours)", "Viridis",
                                   {"hits": hits, "mean dist to patches": mean_dist}, ring, colorbar_title="U",
@@ -65,14 +66,15 @@ def render_maps(cur, views, neuron, footprint=None, scale=None) -> None:
             fig = figures.footprint_map(u, footprint.counts, footprint.max_score, footprint.defect_counts,
                                         m.topology, scale, ring, "Footprint of the image on the U-matrix",
                                         preselected=pre)
-        widgets.chart(fig, "som_umatrix", clickable=True, width="content")
+        widgets.chart(fig, "som_umatrix", clickable=True, width="content",
+                      outline=widgets.map_outline(fig, m.grid_, m.topology, neuron))
         if footprint is not None:
             st.caption(f"{help.FOOTPRINT_COLOURS} {scale.describe()}")
     with right:
-        widgets.chart(figures.som_map(hits, m.topology, "Hit map (training patches per neuron)", "Blues",
-                                      {"U": u, "mean dist to patches": mean_dist}, neuron, colorbar_title="hits",
-                                      clickable=False),
-                      "som_hitmap", width="content")
+        ring, _ = widgets.map_selection("som_hitmap", neuron, m.topology, clickable=False)
+        fig = figures.som_map(hits, m.topology, "Hit map (training patches per neuron)", "Blues",
+                              {"U": u, "mean dist to patches": mean_dist}, ring, colorbar_title="hits", clickable=False)
+        widgets.chart(fig, "som_hitmap", width="content", outline=widgets.map_outline(fig, m.grid_, m.topology, neuron))
     st.caption("Click a neuron on the U-matrix (or type its row and column) to select it; the hit map outlines "
                "it, and its hover gives every neuron's hits.")
     c1, c2, c3 = st.columns([1, 1, 4])
@@ -177,9 +179,11 @@ def render_component_plane(cur, views, neuron) -> None:
     st.markdown(help.COMPONENT_PLANE)
     dim = st.slider("Feature dimension", 0, len(m.channel_idx_) - 1, 0, key=Keys.W_CPLANE_DIM)
     st.caption(f"dimension {dim} = {explain.channel_label(m, dim)}")
-    widgets.chart(figures.som_map(m.component_plane(dim), m.topology, f"Component plane {dim}", "RdBu_r",
-                                  {"U": views["u"], "hits": views["hits"]}, neuron, colorbar_title="weight"),
-                  "som_cplane", clickable=True, width="content")
+    ring, pre = widgets.map_selection("som_cplane", neuron, m.topology)
+    fig = figures.som_map(m.component_plane(dim), m.topology, f"Component plane {dim}", "RdBu_r",
+                          {"U": views["u"], "hits": views["hits"]}, ring, colorbar_title="weight", preselected=pre)
+    widgets.chart(fig, "som_cplane", clickable=True, width="content",
+                  outline=widgets.map_outline(fig, m.grid_, m.topology, neuron))
 
 
 def render_training_patches(cur, neuron) -> None:

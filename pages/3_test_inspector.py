@@ -450,10 +450,13 @@ def render_cell_on_map(cur, ev, i: int, cell: tuple[int, int], ex, pm) -> None:
     u = loaders.get_som_views(cur.model_dir, cur.device)["u"]
     left, right = st.columns(2)
     with left:
-        widgets.chart(figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, m.topology,
-                                            viz.heat_scale(m.pixel_range_, ev.metrics),
-                                            ex.bmu, f"Where cell ({r}, {c}) lands: its BMU on the image's footprint",
-                                            size=400, clickable=False), "w_cell_footprint", width="content")
+        # the BMU is outlined over a figure that stays the same for every cell of the image (widgets.chart)
+        ring, _ = widgets.map_selection("w_cell_footprint", ex.bmu, m.topology, clickable=False)
+        fig = figures.footprint_map(u, fp.counts, fp.max_score, fp.defect_counts, m.topology,
+                                    viz.heat_scale(m.pixel_range_, ev.metrics), ring,
+                                    "Where the clicked cell lands: its BMU on the image's footprint", size=400, clickable=False)
+        widgets.chart(fig, "w_cell_footprint", width="content",
+                      outline=widgets.map_outline(fig, m.grid_, m.topology, ex.bmu))
         note = projection.ground_truth_note(int(ev.labels[i]), ev.masks[i])
         st.caption("Grey: U-matrix (light valleys, dark ridges). Coloured: the neurons this image's cells chose, by their highest patch score "
                    "on the heatmap's colour scale; "

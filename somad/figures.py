@@ -93,7 +93,8 @@ def click_marker(cell_px: float) -> dict:
     (``maxdisplayed``), nearly transparent. In plotly.js alone a 56x56 map drew in ~130 ms with all of
     them and ~14 ms so; a page change's browser main thread fell from ~0.8 to ~0.45 s
     (``benchmarks/click_breakdown.py --pages``). Since a clicked point is not drawn either, a selection
-    is shown by an outline trace (``selected`` of the figures)."""
+    is shown by an outline: the dashboard draws it over the unchanged chart (:func:`map_cell_box`,
+    ``dashboard.widgets.chart``), the report and the image figures as a trace (``selected``)."""
     return dict(symbol="square", size=max(cell_px * 0.95, 3), color="rgba(255,255,255,0.01)", line=dict(width=0),
                 maxdisplayed=1)
 
@@ -162,16 +163,52 @@ def _map_px(shape: tuple[int, int], topology: str, size: int) -> tuple[float, fl
     return plot_w, plot_h, min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
 
 
+MAP_MARGIN = dict(l=40, r=80, t=40, b=30)
+"""Margins (pixels) of every SOM map figure, fixed (``autoexpand=False``): where its plot sits does not
+depend on its labels, so :func:`map_cell_box` can say where a neuron is drawn."""
+
+
 def _map_figure(traces: list, xy: np.ndarray, shape: tuple[int, int], topology: str, title: str, size: int,
                 plot_h: float, selected: tuple[int, int] | None) -> go.Figure:
     """A clickable map figure: ``traces`` plus the ring of the ``selected`` neuron, in the layout every
     map of the dashboard shares (one constructor: ``update_layout`` calls cost ~10 ms each)."""
     if selected is not None:
         traces = [*traces, _selection_trace(xy, selected[0] * shape[1] + selected[1], topology)]
-    layout = dict(title=dict(text=title, x=0.02, font=dict(size=14)), width=size, height=int(plot_h + 70),
-                  margin=dict(l=40, r=80, t=40, b=30, autoexpand=False), clickmode="event+select", dragmode=False,
+    layout = dict(title=dict(text=title, x=0.02, font=dict(size=14)), width=size,
+                  height=int(plot_h) + MAP_MARGIN["t"] + MAP_MARGIN["b"],
+                  margin=dict(**MAP_MARGIN, autoexpand=False), clickmode="event+select", dragmode=False,
                   plot_bgcolor="white", hovermode="closest", **_axes(shape, topology))
     return go.Figure(traces, layout)
+
+
+def map_cell_box(shape: tuple[int, int], topology: str, size: int, cell: tuple[int, int]
+                 ) -> tuple[float, float, float, float]:
+    """Where plotly draws neuron ``cell`` of a map figure of this module (:func:`som_map`,
+    :func:`footprint_map`, :func:`distance_map_figure`) drawn at its own width ``size``: its bounding
+    box ``(left, top, width, height)`` in CSS pixels from the figure's top-left corner.
+
+    The plot area is the figure less :data:`MAP_MARGIN`; both axes have one scale (equal aspect), the
+    largest at which the axis ranges of :func:`_axes` fit, and plotly centres the axis with room to
+    spare (it shrinks the x domain or widens the y range about its middle). ``tests/test_browser.py``
+    checks the box against plotly's own pixel positions in Chromium.
+
+    Raises:
+        ValueError: ``cell`` outside the grid.
+    """
+    rows, cols = shape
+    if not (0 <= cell[0] < rows and 0 <= cell[1] < cols):
+        raise ValueError(f"cell {cell} is outside the {rows}x{cols} grid")
+    plot_w = size - MAP_MARGIN["l"] - MAP_MARGIN["r"]
+    plot_h = int(_plot_px(shape, topology, size)[1])
+    wc, hc = _extent(shape, topology)
+    span_x, span_y = wc + 0.2, hc + 0.2  # the ranges of _axes: [-0.6, wc - 0.4] and [hc - 0.4, -0.6]
+    px = min(plot_w / span_x, plot_h / span_y)
+    x0 = MAP_MARGIN["l"] + (plot_w - px * span_x) / 2  # pixel of data value -0.6 on each axis
+    y0 = MAP_MARGIN["t"] + (plot_h - px * span_y) / 2
+    x, y = grid_coordinates(shape, topology)[cell[0] * cols + cell[1]]
+    half_w, half_h = (math.sqrt(3) / 2 * HEX_RADIUS, HEX_RADIUS) if topology == "hexagonal" else (0.5, 0.5)
+    return (float(x0 + (x - half_w + 0.6) * px), float(y0 + (y - half_h + 0.6) * px), float(2 * half_w * px),
+            float(2 * half_h * px))
 
 
 def _hover_heatmap(values: np.ndarray, colorscale, colorbar_title: str, hover: dict[str, np.ndarray],

@@ -9,6 +9,7 @@ or playwright is missing.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -96,6 +97,66 @@ def _click_data_point(page, chart_index: int, x: float, y: float) -> None:
     page.mouse.click(px, py)
 
 
+def _cell_px(page, key: str, r: int, c: int) -> list[float]:
+    """Where plotly draws cell ``(r, c)`` of the rectangular map keyed ``key``: [left, top, width, height]
+    in pixels of its figure (its own axes' ``l2p``)."""
+    return page.evaluate(
+        """([key, r, c]) => {
+            const gd = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            const x0 = xa._offset + xa.l2p(c - 0.5), x1 = xa._offset + xa.l2p(c + 0.5);
+            const y0 = ya._offset + ya.l2p(r - 0.5), y1 = ya._offset + ya.l2p(r + 0.5);
+            return [Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0)];
+        }""", [key, r, c])
+
+
+def _outline_and_cell(page, key: str, r: int, c: int) -> list[float]:
+    """The box the selection outline over the chart keyed ``key`` goes around (its CSS box less half
+    its line on each side), as [left, top, width, height] in pixels of the figure."""
+    return page.evaluate(
+        """(key) => {
+            const st = getComputedStyle(document.querySelector(`.st-key-${key} .svg-container`), '::after');
+            const b = parseFloat(st.borderTopWidth) / 2;
+            return [parseFloat(st.left) + b, parseFloat(st.top) + b, parseFloat(st.width) - 2 * b,
+                    parseFloat(st.height) - 2 * b];
+        }""", key)
+
+
+def test_map_cell_box_is_where_plotly_draws_the_cell(tmp_path):
+    """figures.map_cell_box against plotly.js itself (the copy in the plotly package, no server): square,
+    wide, tall and single-cell rectangular grids at two widths."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    import plotly
+
+    from somad import figures
+
+    js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    (tmp_path / "plotly.min.js").write_bytes(js.read_bytes())
+    (tmp_path / "index.html").write_text("<html><body><div id='gd'></div><script src='plotly.min.js'></script></body></html>")
+    cases = [((56, 56), 420, [(0, 0), (10, 20), (55, 55)]), ((2, 20), 420, [(0, 0), (1, 19)]),
+             ((30, 3), 420, [(0, 0), (29, 2)]), ((1, 1), 300, [(0, 0)]), ((100, 100), 400, [(50, 7)]),
+             ((16, 16), 400, [(3, 12)])]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        page = browser.new_page()
+        page.goto((tmp_path / "index.html").as_uri())
+        for shape, size, cells in cases:
+            fig = figures.som_map(np.random.default_rng(0).random(shape), "rectangular", size=size)
+            page.evaluate("(f) => Plotly.newPlot('gd', f.data, f.layout)", json.loads(fig.to_json()))
+            for cell in cells:
+                got = page.evaluate(
+                    """([r, c]) => { const gd = document.getElementById('gd');
+                        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+                        const x0 = xa._offset + xa.l2p(c - 0.5), x1 = xa._offset + xa.l2p(c + 0.5);
+                        const y0 = ya._offset + ya.l2p(r - 0.5), y1 = ya._offset + ya.l2p(r + 0.5);
+                        return [Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0)]; }""",
+                    list(cell))
+                assert figures.map_cell_box(shape, "rectangular", size, cell) == pytest.approx(got, abs=0.05), (shape, cell)
+        browser.close()
+
+
 def _report_latency(what: str, t0: float) -> None:
     """Print a click-to-update time (reported with ``pytest -s``; never asserted: it depends on the machine)."""
     print(f"\nlatency {what}: {time.perf_counter() - t0:.2f} s")
@@ -118,10 +179,17 @@ def test_click_neuron_shows_gallery(page, server, dash_model_env):
     chart = page.locator("[data-testid='stPlotlyChart']").first
     chart.locator("rect.nsewdrag").first.wait_for()
     page.wait_for_timeout(1000)
+    page.evaluate("() => { document.querySelector('.st-key-som_umatrix .js-plotly-plot').dataset.somadTag = '1'; }")
     t0 = time.perf_counter()
     _click_data_point(page, 0, c, r)  # rectangular grid: neuron (r, c) is drawn at x = c, y = r
     page.get_by_text(f"Nearest training patches of neuron ({r}, {c})").wait_for()
     _report_latency("neuron click -> gallery heading", t0)
+    page.wait_for_timeout(500)
+    # the clicked neuron is outlined on both maps where plotly draws it, over figures left as they were:
+    # the U-matrix's chart is the same element as before the click (Streamlit replaces a changed figure)
+    for key in ("som_umatrix", "som_hitmap"):
+        assert _outline_and_cell(page, key, r, c) == pytest.approx(_cell_px(page, key, r, c), abs=0.5), key
+    assert page.evaluate("() => document.querySelector('.st-key-som_umatrix .js-plotly-plot').dataset.somadTag") == "1"
     n = min(16, int(hits[r, c]))
     page.get_by_text(f"#{n} d=").wait_for()  # gallery captions: "#i d=<distance> · <file> (row,col)"
     page.wait_for_timeout(1500)

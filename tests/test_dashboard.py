@@ -507,36 +507,72 @@ def test_a_clicked_point_is_drawn_by_plotly_only_where_the_click_markers_are_dra
     """Hexagonal maps draw their click markers: after a click on the chart itself plotly shows the
     clicked point, and the figure's parameters stay those of the previous run (so Streamlit neither
     re-sends nor redraws it); a selection made elsewhere is drawn as a marker, and the first click
-    after that bakes the point in once. Rectangular maps and images do not draw their click markers
-    (``maxdisplayed``): every selection is an outline, and a redraw is cheap."""
+    after that bakes the point in once. Rectangular maps do not draw their click markers
+    (``maxdisplayed``): their figure never shows the selection, which is outlined over the chart
+    (:func:`widgets.map_outline`), so a click changes no figure there either."""
     from dashboard import widgets
     from dashboard.keys import Keys
 
     ss: dict = {}
     monkeypatch.setattr(widgets.st, "session_state", ss)
-    draw = widgets.selection_drawing
-    assert draw("hex", None) == (None, None)  # nothing selected yet
+    draw = widgets.map_selection
+    assert draw("hex", None, "hexagonal") == (None, None)  # nothing selected yet
     widgets.new_click("hex", (2, 3))
-    assert draw("hex", (2, 3)) == (None, None)  # clicked: plotly shows it, the figure is as before
+    assert draw("hex", (2, 3), "hexagonal") == (None, None)  # clicked: plotly shows it, the figure is as before
     widgets.new_click("hex", (4, 5))
-    assert draw("hex", (4, 5)) == (None, None)
+    assert draw("hex", (4, 5), "hexagonal") == (None, None)
     widgets.new_click("hex", None)  # the selection came from the URL or a link: drawn as a marker
-    assert draw("hex", (7, 1)) == ((7, 1), None)
+    assert draw("hex", (7, 1), "hexagonal") == ((7, 1), None)
     widgets.new_click("hex", (2, 2))  # first click after it: the figure changes once, point baked in
-    assert draw("hex", (2, 2)) == (None, (2, 2))
+    assert draw("hex", (2, 2), "hexagonal") == (None, (2, 2))
     widgets.new_click("hex", (6, 6))
-    assert draw("hex", (6, 6)) == (None, (2, 2))  # and stays so
+    assert draw("hex", (6, 6), "hexagonal") == (None, (2, 2))  # and stays so
     assert ss[Keys.DRAWN_SELECTION]["hex"] == (None, (2, 2))
+    assert draw("hexmap", (3, 3), "hexagonal", clickable=False) == ((3, 3), None)  # looked at: ringed in the figure
+    ss[Keys.DRAWN_SELECTION]["rect"] = ((1, 1), None)
     widgets.new_click("rect", (6, 6))
-    assert draw("rect", (6, 6), figures.click_markers_drawn("rectangular")) == ((6, 6), None)  # always outlined
+    assert draw("rect", (6, 6), "rectangular") == (None, None)  # never in the figure: outlined over it
+    assert draw("rectmap", (6, 6), "rectangular", clickable=False) == (None, None)
     assert "rect" not in ss[Keys.DRAWN_SELECTION]
+
+    rect = figures.som_map(np.ones((3, 5)), "rectangular")
+    assert widgets.map_outline(rect, (3, 5), "rectangular", (1, 2)) == figures.map_cell_box((3, 5), "rectangular",
+                                                                                           420, (1, 2))
+    assert widgets.map_outline(rect, (3, 5), "rectangular", None) is None
+    assert widgets.map_outline(rect, (3, 5), "hexagonal", (1, 2)) is None
+    css = widgets.outline_css("som_umatrix", (10.0, 20.0, 5.0, 5.0))
+    assert ".st-key-som_umatrix .svg-container::after" in css and figures.SELECT_COLOR in css
+    b = widgets.OUTLINE_PX  # the line is centred on the cell's edges
+    assert f"left:{10 - b / 2:.2f}px;top:{20 - b / 2:.2f}px;width:{5 + b:.2f}px" in css
+    with pytest.raises(ValueError, match="width='content'"):
+        widgets.chart(rect, "som_umatrix", outline=(1.0, 1.0, 1.0, 1.0))  # stretched: the box would not hold
 
     hexagonal = figures.som_map(np.ones((3, 5)), "hexagonal", preselected=(1, 2))
     assert list(hexagonal.data[figures.CLICK_TRACE].selectedpoints) == [1 * 5 + 2] and len(hexagonal.data) == 2
     assert hexagonal.data[figures.CLICK_TRACE].selected.marker.color == figures.SELECT_COLOR
-    rect = figures.som_map(np.ones((3, 5)), "rectangular", preselected=(1, 2))  # outlined instead
-    assert rect.data[figures.CLICK_TRACE].selectedpoints is None and len(rect.data) == 3
-    assert rect.data[2].line.color == figures.SELECT_COLOR and min(rect.data[2].x) == 1.5  # around column 2
+
+
+def test_map_cell_box_is_the_cell_in_figure_pixels():
+    """The pixel box of a neuron, by hand: a square grid fills its plot, a wide grid is centred
+    vertically and a tall one horizontally (plotly's equal-aspect axes; checked against plotly.js in
+    tests/test_browser.py), and the boxes of neighbours tile."""
+    s = 420
+    plot_w = s - figures.MAP_MARGIN["l"] - figures.MAP_MARGIN["r"]
+    px = plot_w / 10.2  # 10 columns and the 0.1 cell padding of the axis ranges on each side
+    left, top, w, h = figures.map_cell_box((10, 10), "rectangular", s, (2, 3))
+    assert (left, top, w, h) == pytest.approx((40 + 3.1 * px, 40 + 2.1 * px, px, px))
+    right = figures.map_cell_box((10, 10), "rectangular", s, (2, 4))
+    assert right[0] == pytest.approx(left + w) and right[1] == pytest.approx(top)
+    wide = figures.map_cell_box((2, 20), "rectangular", s, (0, 0))
+    plot_h = int(figures._plot_px((2, 20), "rectangular", s)[1])
+    px = min(plot_w / 20.2, plot_h / 2.2)
+    assert wide == pytest.approx((40 + 0.1 * px, 40 + (plot_h - 2.2 * px) / 2 + 0.1 * px, px, px))
+    tall = figures.map_cell_box((30, 3), "rectangular", s, (29, 2))
+    plot_h = int(figures._plot_px((30, 3), "rectangular", s)[1])
+    px = min(plot_w / 3.2, plot_h / 30.2)
+    assert tall == pytest.approx((40 + (plot_w - 3.2 * px) / 2 + 2.1 * px, 40 + 29.1 * px, px, px))
+    with pytest.raises(ValueError, match="outside the 10x10 grid"):
+        figures.map_cell_box((10, 10), "rectangular", s, (10, 0))
 
 
 def test_rectangular_click_traces_are_hovered_and_clicked_but_not_drawn():

@@ -87,7 +87,7 @@ def test_cell_panel_shows_map_distance_and_crops(app_env, dash_eval):
     at.switch_page("pages/3_test_inspector.py").run()
     _clean(at)
     titles = _chart_titles(at)
-    assert "Where cell (4, 5) lands: its BMU on the image's footprint" in titles
+    assert "Where the clicked cell lands: its BMU on the image's footprint" in titles
     assert "Distance of cell (4, 5) to every neuron" in titles
     caps = " ".join(c.value for c in at.caption)
     assert "Nearest normal training patches of its BMU" in caps
