@@ -11,6 +11,9 @@ timed clicks, after 2 warm-up clicks):
   ``ref`` is a message the browser already had cached), and the images fetched over HTTP;
 * the browser's main-thread time (Chrome's ``Performance.getMetrics``: task, script, layout and
   style time) between the click and the settled page;
+* the CPU seconds (``/proc``) of every Chromium process (browser, renderer, GPU, utility) and of the
+  server, from the click to :data:`CPU_TAIL_S` after the settled page: what a click costs the machine,
+  which in ``dashboard_load.py`` the browsers share with the server;
 * with ``--profile``: the server's script run under cProfile (``benchmarks/profiled_streamlit.py``),
   cumulative seconds per click of each ``render_*`` section and of the costly calls inside them
   (profiling slows Python down: read the shares, not the absolute times).

@@ -58,10 +58,15 @@ def _extent(shape: tuple[int, int], topology: str) -> tuple[float, float]:
     return float(cols), float(rows)
 
 
+MAP_MARGIN = dict(l=40, r=80, t=40, b=30)
+"""Margins (pixels) of every SOM map figure, fixed (``autoexpand=False``): where its plot sits does not
+depend on its labels, so :func:`map_cell_box` can say where a neuron is drawn."""
+
+
 def _plot_px(shape: tuple[int, int], topology: str, size: int) -> tuple[float, float]:
-    """Plot area ``(width, height)`` in pixels for a figure ``size`` wide (margins: left 40, right 80)."""
+    """Plot area ``(width, height)`` in pixels of a map figure ``size`` wide (:data:`MAP_MARGIN`)."""
     wc, hc = _extent(shape, topology)
-    plot_w = size - 40 - 80
+    plot_w = size - MAP_MARGIN["l"] - MAP_MARGIN["r"]
     return plot_w, float(np.clip(plot_w * hc / wc, MIN_PLOT_PX, MAX_ASPECT * plot_w))
 
 
@@ -163,11 +168,6 @@ def _map_px(shape: tuple[int, int], topology: str, size: int) -> tuple[float, fl
     return plot_w, plot_h, min(plot_w / _extent(shape, topology)[0], plot_h / _extent(shape, topology)[1])
 
 
-MAP_MARGIN = dict(l=40, r=80, t=40, b=30)
-"""Margins (pixels) of every SOM map figure, fixed (``autoexpand=False``): where its plot sits does not
-depend on its labels, so :func:`map_cell_box` can say where a neuron is drawn."""
-
-
 def _map_figure(traces: list, xy: np.ndarray, shape: tuple[int, int], topology: str, title: str, size: int,
                 plot_h: float, selected: tuple[int, int] | None) -> go.Figure:
     """A clickable map figure: ``traces`` plus the ring of the ``selected`` neuron, in the layout every
@@ -198,8 +198,8 @@ def map_cell_box(shape: tuple[int, int], topology: str, size: int, cell: tuple[i
     rows, cols = shape
     if not (0 <= cell[0] < rows and 0 <= cell[1] < cols):
         raise ValueError(f"cell {cell} is outside the {rows}x{cols} grid")
-    plot_w = size - MAP_MARGIN["l"] - MAP_MARGIN["r"]
-    plot_h = int(_plot_px(shape, topology, size)[1])
+    plot_w, plot_h = _plot_px(shape, topology, size)
+    plot_h = int(plot_h)  # the figure's height is a whole number of pixels (_map_figure)
     wc, hc = _extent(shape, topology)
     span_x, span_y = wc + 0.2, hc + 0.2  # the ranges of _axes: [-0.6, wc - 0.4] and [hc - 0.4, -0.6]
     px = min(plot_w / span_x, plot_h / span_y)
