@@ -19,22 +19,23 @@ OUTLINE_PX = 3
 
 
 def chart(fig, key: str | None = None, *, clickable: bool = False, width: str = "stretch",
-          outline: tuple[float, float, float, float] | None = None):
+          outline: dict[str, str] | None = None):
     """Show a plotly figure; ``clickable`` charts rerun the page on a click and return the selection
     event (read it with :mod:`dashboard.events`).
 
-    ``outline``: a box ``(left, top, width, height)`` in pixels of the figure drawn at its own width
-    (:func:`map_outline`), outlined in the selection colour over the chart by a CSS rule on the chart's
-    key (Streamlit gives a keyed element the class ``st-key-<key>``), not in the figure: Streamlit
-    replaces a plotly chart whose figure changed by a new one, which cost the browser about 0.15 s of
-    CPU per neuron click on a 56x56 U-matrix (``benchmarks/click_breakdown.py``); a figure that stays
-    the same is not sent again, and a moved outline is one changed style rule.
+    ``outline``: where to outline, as CSS (:func:`map_outline`): a box drawn in the selection colour
+    over the chart by a CSS rule on the chart's key (Streamlit gives a keyed element the class
+    ``st-key-<key>``), not in the figure. Streamlit replaces a plotly chart whose figure changed by a
+    new one, which cost the browser about 0.15 s of CPU per neuron click on a 56x56 U-matrix
+    (``benchmarks/click_breakdown.py``); a figure that stays the same is not sent again, and a moved
+    outline is one changed style rule. The box follows the width the chart is drawn at (Streamlit
+    shrinks a figure to a narrower column).
 
     ``width="stretch"``: the figure's own width is dropped. Streamlit draws a changed figure first at
     the width in its spec and then at the container's, so a clicked chart that changes with each click
     (a moved outline) jumped under the cursor, and a click in that moment landed elsewhere (the Test
-    inspector's heatmap, 400 px in a 368 px column). ``"content"``: drawn at the figure's width, which
-    must fit the column for the same reason."""
+    inspector's heatmap, 400 px in a 368 px column). ``"content"``: drawn at the figure's width, or
+    narrower in a narrower column."""
     if width == "stretch":
         fig.layout.width = None
     if outline is not None and (key is None or width != "content"):
@@ -49,15 +50,13 @@ def chart(fig, key: str | None = None, *, clickable: bool = False, width: str = 
     return event
 
 
-def outline_css(key: str, box: tuple[float, float, float, float]) -> str:
-    """A ``<style>`` that draws ``box`` (pixels from the figure's top-left corner) as an outline of
-    :data:`OUTLINE_PX` centred on its edges, over the plotly chart keyed ``key`` (not clickable, so
-    hover and clicks reach the chart)."""
-    left, top, w, h = box
-    b = OUTLINE_PX
+def outline_css(key: str, box: dict[str, str]) -> str:
+    """A ``<style>`` that draws the box ``box`` (CSS properties: :func:`somad.figures.map_cell_css`)
+    with a border of :data:`OUTLINE_PX` in the selection colour over the plotly chart keyed ``key``
+    (not clickable, so hover and clicks reach the chart)."""
+    props = "".join(f"{k}:{v};" for k, v in box.items())
     return (f"<style>.st-key-{key} .svg-container::after{{content:'';position:absolute;pointer-events:none;"
-            f"box-sizing:border-box;border:{b}px solid {figures.SELECT_COLOR};left:{left - b / 2:.2f}px;"
-            f"top:{top - b / 2:.2f}px;width:{w + b:.2f}px;height:{h + b:.2f}px}}</style>")
+            f"box-sizing:border-box;border:{OUTLINE_PX}px solid {figures.SELECT_COLOR};top:0;{props}}}</style>")
 
 
 def map_selection(source: str, value, topology: str, *, clickable: bool = True):
@@ -74,12 +73,13 @@ def map_selection(source: str, value, topology: str, *, clickable: bool = True):
 
 
 def map_outline(fig, shape: tuple[int, int], topology: str, cell):
-    """The box :func:`chart` outlines around neuron ``cell`` of SOM map ``fig`` (drawn at its own width):
-    None where the figure shows the selection itself (hexagonal grids, :func:`map_selection`) or
-    nothing is selected."""
+    """The box :func:`chart` outlines around neuron ``cell`` of SOM map ``fig``, as CSS that follows the
+    width the chart is drawn at (:func:`somad.figures.map_cell_css`, the line centred on the cell's
+    edges): None where the figure shows the selection itself (hexagonal grids, :func:`map_selection`)
+    or nothing is selected."""
     if cell is None or figures.click_markers_drawn(topology):
         return None
-    return figures.map_cell_box(shape, topology, fig.layout.width, cell)
+    return figures.map_cell_css(shape, topology, fig.layout.width, cell, OUTLINE_PX)
 
 
 def new_click(source: str, value):

@@ -211,6 +211,36 @@ def map_cell_box(shape: tuple[int, int], topology: str, size: int, cell: tuple[i
             float(2 * half_h * px))
 
 
+def map_cell_css(shape: tuple[int, int], topology: str, size: int, cell: tuple[int, int], line_px: float = 0.0
+                 ) -> dict[str, str]:
+    """:func:`map_cell_box` as CSS for a box positioned absolutely over the figure, for whatever width
+    the figure is drawn at: Streamlit shrinks a figure ``size`` wide to a narrower column and keeps its
+    height, and plotly then fits the map into the narrower plot area. ``100%`` is the drawn width; the
+    box's top is a ``margin-top`` (a margin's percentage is of the width) and its height follows from
+    ``aspect-ratio``. ``line_px``: the box grows by that much, so that a border of that width is
+    centred on the cell's edges. Drawn at ``size``, the box is :func:`map_cell_box`'s.
+
+    Raises:
+        ValueError: ``cell`` outside the grid.
+    """
+    left, top, w, h = map_cell_box(shape, topology, size, cell)  # validates the cell
+    rows, cols = shape
+    plot_h = int(_plot_px(shape, topology, size)[1])
+    wc, hc = _extent(shape, topology)
+    span_x, span_y = wc + 0.2, hc + 0.2
+    x, y = grid_coordinates(shape, topology)[cell[0] * cols + cell[1]]
+    half_w, half_h = (math.sqrt(3) / 2 * HEX_RADIUS, HEX_RADIUS) if topology == "hexagonal" else (0.5, 0.5)
+    plot_w = f"(100% - {MAP_MARGIN['l'] + MAP_MARGIN['r']}px)"
+    px = f"min({plot_w} / {span_x:.6g}, {plot_h / span_y:.6g}px)"
+    b = line_px / 2
+    return {"left": f"calc({MAP_MARGIN['l'] - b:.6g}px + ({plot_w} - {px} * {span_x:.6g}) / 2 + {px} * "
+                    f"{x - half_w + 0.6:.6g})",
+            "margin-top": f"calc({MAP_MARGIN['t'] - b:.6g}px + ({plot_h}px - {px} * {span_y:.6g}) / 2 + {px} * "
+                          f"{y - half_h + 0.6:.6g})",
+            "width": f"calc({px} * {2 * half_w:.6g} + {line_px:.6g}px)",
+            "aspect-ratio": f"{w + line_px:.6g} / {h + line_px:.6g}"}
+
+
 def _hover_heatmap(values: np.ndarray, colorscale, colorbar_title: str, hover: dict[str, np.ndarray],
                    value_label: str | None = "value", **kw) -> go.Heatmap:
     """A rectangular map as one heatmap that carries its own hover (no per-neuron markers): what a map

@@ -117,14 +117,15 @@ def _outline_and_cell(page, key: str, r: int, c: int) -> list[float]:
         """(key) => {
             const st = getComputedStyle(document.querySelector(`.st-key-${key} .svg-container`), '::after');
             const b = parseFloat(st.borderTopWidth) / 2;
-            return [parseFloat(st.left) + b, parseFloat(st.top) + b, parseFloat(st.width) - 2 * b,
-                    parseFloat(st.height) - 2 * b];
+            return [parseFloat(st.left) + b, parseFloat(st.top) + parseFloat(st.marginTop) + b,
+                    parseFloat(st.width) - 2 * b, parseFloat(st.height) - 2 * b];
         }""", key)
 
 
 def test_map_cell_box_is_where_plotly_draws_the_cell(tmp_path):
-    """figures.map_cell_box against plotly.js itself (the copy in the plotly package, no server): square,
-    wide, tall and single-cell rectangular grids at two widths."""
+    """figures.map_cell_box and map_cell_css against plotly.js itself (the copy in the plotly package, no
+    server): square, wide, tall and single-cell rectangular grids, each drawn at its own width and at
+    two narrower ones (Streamlit shrinks a figure to a narrower column; the CSS box must follow)."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
@@ -144,16 +145,30 @@ def test_map_cell_box_is_where_plotly_draws_the_cell(tmp_path):
         page.goto((tmp_path / "index.html").as_uri())
         for shape, size, cells in cases:
             fig = figures.som_map(np.random.default_rng(0).random(shape), "rectangular", size=size)
-            page.evaluate("(f) => Plotly.newPlot('gd', f.data, f.layout)", json.loads(fig.to_json()))
-            for cell in cells:
-                got = page.evaluate(
-                    """([r, c]) => { const gd = document.getElementById('gd');
-                        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-                        const x0 = xa._offset + xa.l2p(c - 0.5), x1 = xa._offset + xa.l2p(c + 0.5);
-                        const y0 = ya._offset + ya.l2p(r - 0.5), y1 = ya._offset + ya.l2p(r + 0.5);
-                        return [Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0)]; }""",
-                    list(cell))
-                assert figures.map_cell_box(shape, "rectangular", size, cell) == pytest.approx(got, abs=0.05), (shape, cell)
+            spec = json.loads(fig.to_json())
+            # drawn at its own width, and narrower, as Streamlit draws a figure in a narrower column
+            for drawn in (size, size - 90, 200):
+                spec["layout"]["width"] = drawn
+                page.evaluate("(f) => Plotly.newPlot('gd', f.data, f.layout)", spec)
+                for cell in cells:
+                    got = page.evaluate(
+                        """([r, c]) => { const gd = document.getElementById('gd');
+                            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+                            const x0 = xa._offset + xa.l2p(c - 0.5), x1 = xa._offset + xa.l2p(c + 0.5);
+                            const y0 = ya._offset + ya.l2p(r - 0.5), y1 = ya._offset + ya.l2p(r + 0.5);
+                            return [Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0)]; }""",
+                        list(cell))
+                    if drawn == size:
+                        assert figures.map_cell_box(shape, "rectangular", size, cell) == pytest.approx(got, abs=0.05)
+                    css = figures.map_cell_css(shape, "rectangular", size, cell)
+                    box = page.evaluate(
+                        """(css) => { let st = document.getElementById('outline');
+                            if (!st) { st = document.createElement('style'); st.id = 'outline'; document.head.append(st); }
+                            st.textContent = '#gd .svg-container::after{content:"";position:absolute;top:0;' +
+                                Object.entries(css).map(([k, v]) => `${k}:${v}`).join(';') + '}';
+                            const s = getComputedStyle(document.querySelector('#gd .svg-container'), '::after');
+                            return [s.left, s.marginTop, s.width, s.height].map(parseFloat); }""", css)
+                    assert box == pytest.approx(got, abs=0.05), (shape, drawn, cell)
         browser.close()
 
 

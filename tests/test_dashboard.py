@@ -536,16 +536,15 @@ def test_a_clicked_point_is_drawn_by_plotly_only_where_the_click_markers_are_dra
     assert "rect" not in ss[Keys.DRAWN_SELECTION]
 
     rect = figures.som_map(np.ones((3, 5)), "rectangular")
-    assert widgets.map_outline(rect, (3, 5), "rectangular", (1, 2)) == figures.map_cell_box((3, 5), "rectangular",
-                                                                                           420, (1, 2))
+    box = widgets.map_outline(rect, (3, 5), "rectangular", (1, 2))
+    assert box == figures.map_cell_css((3, 5), "rectangular", 420, (1, 2), widgets.OUTLINE_PX)
     assert widgets.map_outline(rect, (3, 5), "rectangular", None) is None
     assert widgets.map_outline(rect, (3, 5), "hexagonal", (1, 2)) is None
-    css = widgets.outline_css("som_umatrix", (10.0, 20.0, 5.0, 5.0))
+    css = widgets.outline_css("som_umatrix", box)
     assert ".st-key-som_umatrix .svg-container::after" in css and figures.SELECT_COLOR in css
-    b = widgets.OUTLINE_PX  # the line is centred on the cell's edges
-    assert f"left:{10 - b / 2:.2f}px;top:{20 - b / 2:.2f}px;width:{5 + b:.2f}px" in css
+    assert f"left:{box['left']};margin-top:{box['margin-top']};" in css
     with pytest.raises(ValueError, match="width='content'"):
-        widgets.chart(rect, "som_umatrix", outline=(1.0, 1.0, 1.0, 1.0))  # stretched: the box would not hold
+        widgets.chart(rect, "som_umatrix", outline=box)  # stretched: not the figure's own height and width
 
     hexagonal = figures.som_map(np.ones((3, 5)), "hexagonal", preselected=(1, 2))
     assert list(hexagonal.data[figures.CLICK_TRACE].selectedpoints) == [1 * 5 + 2] and len(hexagonal.data) == 2
