@@ -181,6 +181,26 @@ def _map_figure(traces: list, xy: np.ndarray, shape: tuple[int, int], topology: 
     return go.Figure(traces, layout)
 
 
+def _cell_terms(shape: tuple[int, int], topology: str, size: int, cell: tuple[int, int]):
+    """The terms of where plotly draws ``cell`` of a map figure ``size`` wide: plot area ``(plot_w,
+    plot_h)`` in pixels, axis spans ``(span_x, span_y)`` and the cell's box ``(x, y, w, h)`` in data
+    units from the axes' starts (value -0.6, the ranges of :func:`_axes`). Both axes have one scale,
+    the largest at which both spans fit, and plotly centres the axis with room to spare.
+
+    Raises:
+        ValueError: ``cell`` outside the grid.
+    """
+    rows, cols = shape
+    if not (0 <= cell[0] < rows and 0 <= cell[1] < cols):
+        raise ValueError(f"cell {cell} is outside the {rows}x{cols} grid")
+    plot_w, plot_h = _plot_px(shape, topology, size)
+    wc, hc = _extent(shape, topology)
+    x, y = grid_coordinates(shape, topology)[cell[0] * cols + cell[1]]
+    half_w, half_h = (math.sqrt(3) / 2 * HEX_RADIUS, HEX_RADIUS) if topology == "hexagonal" else (0.5, 0.5)
+    # the figure's height is a whole number of pixels (_map_figure)
+    return (plot_w, int(plot_h)), (wc + 0.2, hc + 0.2), (x - half_w + 0.6, y - half_h + 0.6, 2 * half_w, 2 * half_h)
+
+
 def map_cell_box(shape: tuple[int, int], topology: str, size: int, cell: tuple[int, int]
                  ) -> tuple[float, float, float, float]:
     """Where plotly draws neuron ``cell`` of a map figure of this module (:func:`som_map`,
@@ -195,20 +215,11 @@ def map_cell_box(shape: tuple[int, int], topology: str, size: int, cell: tuple[i
     Raises:
         ValueError: ``cell`` outside the grid.
     """
-    rows, cols = shape
-    if not (0 <= cell[0] < rows and 0 <= cell[1] < cols):
-        raise ValueError(f"cell {cell} is outside the {rows}x{cols} grid")
-    plot_w, plot_h = _plot_px(shape, topology, size)
-    plot_h = int(plot_h)  # the figure's height is a whole number of pixels (_map_figure)
-    wc, hc = _extent(shape, topology)
-    span_x, span_y = wc + 0.2, hc + 0.2  # the ranges of _axes: [-0.6, wc - 0.4] and [hc - 0.4, -0.6]
+    (plot_w, plot_h), (span_x, span_y), (x, y, w, h) = _cell_terms(shape, topology, size, cell)
     px = min(plot_w / span_x, plot_h / span_y)
     x0 = MAP_MARGIN["l"] + (plot_w - px * span_x) / 2  # pixel of data value -0.6 on each axis
     y0 = MAP_MARGIN["t"] + (plot_h - px * span_y) / 2
-    x, y = grid_coordinates(shape, topology)[cell[0] * cols + cell[1]]
-    half_w, half_h = (math.sqrt(3) / 2 * HEX_RADIUS, HEX_RADIUS) if topology == "hexagonal" else (0.5, 0.5)
-    return (float(x0 + (x - half_w + 0.6) * px), float(y0 + (y - half_h + 0.6) * px), float(2 * half_w * px),
-            float(2 * half_h * px))
+    return float(x0 + x * px), float(y0 + y * px), float(w * px), float(h * px)
 
 
 def map_cell_css(shape: tuple[int, int], topology: str, size: int, cell: tuple[int, int], line_px: float = 0.0
@@ -223,22 +234,16 @@ def map_cell_css(shape: tuple[int, int], topology: str, size: int, cell: tuple[i
     Raises:
         ValueError: ``cell`` outside the grid.
     """
-    left, top, w, h = map_cell_box(shape, topology, size, cell)  # validates the cell
-    rows, cols = shape
-    plot_h = int(_plot_px(shape, topology, size)[1])
-    wc, hc = _extent(shape, topology)
-    span_x, span_y = wc + 0.2, hc + 0.2
-    x, y = grid_coordinates(shape, topology)[cell[0] * cols + cell[1]]
-    half_w, half_h = (math.sqrt(3) / 2 * HEX_RADIUS, HEX_RADIUS) if topology == "hexagonal" else (0.5, 0.5)
-    plot_w = f"(100% - {MAP_MARGIN['l'] + MAP_MARGIN['r']}px)"
+    (_, plot_h), (span_x, span_y), (x, y, w, h) = _cell_terms(shape, topology, size, cell)
+    plot_w = f"(100% - {MAP_MARGIN['l'] + MAP_MARGIN['r']}px)"  # the drawn plot width
     px = f"min({plot_w} / {span_x:.6g}, {plot_h / span_y:.6g}px)"
     b = line_px / 2
-    return {"left": f"calc({MAP_MARGIN['l'] - b:.6g}px + ({plot_w} - {px} * {span_x:.6g}) / 2 + {px} * "
-                    f"{x - half_w + 0.6:.6g})",
+    _, _, w_px, h_px = map_cell_box(shape, topology, size, cell)
+    return {"left": f"calc({MAP_MARGIN['l'] - b:.6g}px + ({plot_w} - {px} * {span_x:.6g}) / 2 + {px} * {x:.6g})",
             "margin-top": f"calc({MAP_MARGIN['t'] - b:.6g}px + ({plot_h}px - {px} * {span_y:.6g}) / 2 + {px} * "
-                          f"{y - half_h + 0.6:.6g})",
-            "width": f"calc({px} * {2 * half_w:.6g} + {line_px:.6g}px)",
-            "aspect-ratio": f"{w + line_px:.6g} / {h + line_px:.6g}"}
+                          f"{y:.6g})",
+            "width": f"calc({px} * {w:.6g} + {line_px:.6g}px)",
+            "aspect-ratio": f"{w_px + line_px:.6g} / {h_px + line_px:.6g}"}
 
 
 def _hover_heatmap(values: np.ndarray, colorscale, colorbar_title: str, hover: dict[str, np.ndarray],
