@@ -122,3 +122,27 @@ def test_every_view_draws_on_odd_grids(monkeypatch, demo_root, tmp_path, topolog
     at.switch_page("pages/3_test_inspector.py").run()
     _clean(at)
     assert any(t.startswith("Distance of cell (3, 3)") for t in _chart_titles(at))
+
+
+def test_pages_show_no_source_strings(app_env, dash_eval):
+    """Streamlit's "magic" writes a page's bare expressions into the page: with it on, the attribute
+    docstrings of a page's constants appeared at the top of the Test inspector. It is off
+    (``.streamlit/config.toml``, ``runner.magicEnabled``); checked on every page with such strings."""
+    import ast
+
+    at = _app()
+    at.query_params.update({"model": "small"})
+    at.run()
+    checked = 0
+    for page in sorted((REPO / "pages").glob("*.py")):
+        body = ast.parse(page.read_text()).body[1:]  # the module docstring is never shown
+        strings = [n.value.value for n in body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+                   and isinstance(n.value.value, str)]
+        if not strings:
+            continue
+        at.switch_page(f"pages/{page.name}").run()
+        _clean(at)
+        shown = [m.value for m in at.markdown]
+        assert not [s for s in strings if s in shown], page.name
+        checked += 1
+    assert checked  # the Test inspector has such strings
