@@ -19,23 +19,23 @@ OUTLINE_PX = 3
 
 
 def chart(fig, key: str | None = None, *, clickable: bool = False, width: str = "stretch",
-          outline: dict[str, str] | None = None):
+          outline: dict[str, str] | None = None, outline_color: str = figures.SELECT_COLOR):
     """Show a plotly figure; ``clickable`` charts rerun the page on a click and return the selection
     event (read it with :mod:`dashboard.events`).
 
-    ``outline``: where to outline, as CSS (:func:`map_outline`): a box drawn in the selection colour
-    over the chart by a CSS rule on the chart's key (Streamlit gives a keyed element the class
-    ``st-key-<key>``), not in the figure. Streamlit replaces a plotly chart whose figure changed by a
-    new one, which cost the browser about 0.15 s of CPU per neuron click on a 56x56 U-matrix
-    (``benchmarks/click_breakdown.py``); a figure that stays the same is not sent again, and a moved
-    outline is one changed style rule. The box follows the width the chart is drawn at (Streamlit
-    shrinks a figure to a narrower column).
+    ``outline``: where to outline, as CSS (:func:`map_outline`, :func:`somad.figures.image_cell_css`): a
+    box drawn in ``outline_color`` (the selection colour; white over a heatmap overlay) over the chart
+    by a CSS rule on the chart's key (Streamlit gives a keyed element the class ``st-key-<key>``), not
+    in the figure. Streamlit replaces a plotly chart whose figure changed by a new one, which cost the
+    browser about 0.15 s of CPU per neuron click on a 56x56 U-matrix (``benchmarks/click_breakdown.py``);
+    a figure that stays the same is not sent again, and a moved outline is one changed style rule. The
+    box follows the width the chart is drawn at (Streamlit shrinks a figure to a narrower column).
 
     ``width="stretch"``: the figure's own width is dropped. Streamlit draws a changed figure first at
-    the width in its spec and then at the container's, so a clicked chart that changes with each click
-    (a moved outline) jumped under the cursor, and a click in that moment landed elsewhere (the Test
-    inspector's heatmap, 400 px in a 368 px column). ``"content"``: drawn at the figure's width, or
-    narrower in a narrower column."""
+    the width in its spec and then at the container's, so a clicked chart whose figure changed with
+    each click (an outline drawn in the figure) jumped under the cursor, and a click in that moment
+    landed elsewhere (the Test inspector's heatmap, 400 px in a 368 px column, before its outline moved
+    over the chart). ``"content"``: drawn at the figure's width, or narrower in a narrower column."""
     if width == "stretch":
         fig.layout.width = None
     if outline is not None and (key is None or width != "content"):
@@ -46,17 +46,17 @@ def chart(fig, key: str | None = None, *, clickable: bool = False, width: str = 
     else:
         event = st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, width=width)
     if outline is not None:
-        st.html(outline_css(key, outline))
+        st.html(outline_css(key, outline, outline_color))
     return event
 
 
-def outline_css(key: str, box: dict[str, str]) -> str:
+def outline_css(key: str, box: dict[str, str], color: str = figures.SELECT_COLOR) -> str:
     """A ``<style>`` that draws the box ``box`` (CSS properties: :func:`somad.figures.map_cell_css`)
-    with a border of :data:`OUTLINE_PX` in the selection colour over the plotly chart keyed ``key``
-    (not clickable, so hover and clicks reach the chart)."""
+    with a border of :data:`OUTLINE_PX` in ``color`` over the plotly chart keyed ``key`` (not
+    clickable, so hover and clicks reach the chart)."""
     props = "".join(f"{k}:{v};" for k, v in box.items())
     return (f"<style>.st-key-{key} .svg-container::after{{content:'';position:absolute;pointer-events:none;"
-            f"box-sizing:border-box;border:{OUTLINE_PX}px solid {figures.SELECT_COLOR};top:0;{props}}}</style>")
+            f"box-sizing:border-box;border:{OUTLINE_PX}px solid {color};top:0;{props}}}</style>")
 
 
 def map_selection(source: str, value, topology: str, *, clickable: bool = True):

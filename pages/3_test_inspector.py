@@ -17,6 +17,8 @@ OUTCOMES = ("TP", "FP", "FN", "TN")
 CROP = 112
 PICTURE = 260
 """Width in pixels of the input, ground-truth and predicted-region pictures."""
+HEATMAP_PX = 400
+"""The clickable heatmap's figure width (pixels); Streamlit draws it narrower in a narrower column."""
 
 
 def _set_threshold(value: float, origin: str | None = None) -> None:
@@ -357,9 +359,13 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
         st.image(images.contours(img, mask), caption="ground truth (green)", width=PICTURE)
     with b:
         scale = viz.heat_scale(m.pixel_range_, ev.metrics)
+        # the same figure whatever cell is selected: the outline is drawn over it (widgets.chart), so a click
+        # neither rebuilds the chart nor makes it jump
         widgets.chart(figures.image_figure(images.at_shape(heat, shape), (h, w), "heatmap: click a pixel", cell_scores,
-                                           cell, size=400, model_size=m.image_size, scale=scale),
-                      f"heat_{i}", clickable=True)  # the column's width: no jump on a click (widgets.chart)
+                                           size=HEATMAP_PX, model_size=m.image_size, scale=scale),
+                      f"heat_{i}", clickable=True, width="content", outline_color="white",
+                      outline=None if cell is None else figures.image_cell_css(
+                          shape, (h, w), HEATMAP_PX, cell, widgets.OUTLINE_PX, colorbar=True))
         st.caption(scale.describe())
     with c:
         st.image(images.contours(img, mask, amap, pix_thr), width=PICTURE, caption=viz.region_caption(ev.maps[i], pix_thr))

@@ -11,6 +11,7 @@ a click with :func:`dashboard.events.point_to_neuron`.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import plotly.graph_objects as go
@@ -181,11 +182,59 @@ def _map_figure(traces: list, xy: np.ndarray, shape: tuple[int, int], topology: 
     return go.Figure(traces, layout)
 
 
-def _cell_terms(shape: tuple[int, int], topology: str, size: int, cell: tuple[int, int]):
-    """The terms of where plotly draws ``cell`` of a map figure ``size`` wide: plot area ``(plot_w,
-    plot_h)`` in pixels, axis spans ``(span_x, span_y)`` and the cell's box ``(x, y, w, h)`` in data
-    units from the axes' starts (value -0.6, the ranges of :func:`_axes`). Both axes have one scale,
-    the largest at which both spans fit, and plotly centres the axis with room to spare.
+class _Frame(NamedTuple):
+    """How plotly lays out an equal-aspect figure with fixed margins: the margins ``left``, ``right``,
+    ``top`` and the plot area's height ``plot_h`` (pixels; the plot area's width is the drawn width less
+    the side margins), the axis spans ``span_x``, ``span_y`` (data units) and ``ratio``, the pixels of a
+    y data unit per pixel of an x one (the y axis's ``scaleratio``). Both axes take the largest scale at
+    which both spans fit, and plotly centres an axis with room to spare (``constrain="domain"``: it
+    shrinks that axis's domain about its middle)."""
+
+    left: float
+    right: float
+    top: float
+    plot_h: float
+    span_x: float
+    span_y: float
+    ratio: float = 1.0
+
+
+def _box_px(frame: _Frame, width: float, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """Where plotly draws ``box`` ``(x, y, w, h)`` (data units from the left and the top of the axis
+    ranges) of a figure laid out as ``frame`` and drawn ``width`` pixels wide: ``(left, top, width,
+    height)`` in CSS pixels from the figure's top-left corner."""
+    plot_w = width - frame.left - frame.right
+    px = min(plot_w / frame.span_x, frame.plot_h / (frame.span_y * frame.ratio))
+    py = px * frame.ratio
+    x0 = frame.left + (plot_w - px * frame.span_x) / 2
+    y0 = frame.top + (frame.plot_h - py * frame.span_y) / 2
+    x, y, w, h = box
+    return float(x0 + x * px), float(y0 + y * py), float(w * px), float(h * py)
+
+
+def _box_css(frame: _Frame, size: float, box: tuple[float, float, float, float], line_px: float) -> dict[str, str]:
+    """:func:`_box_px` as CSS for a box positioned absolutely over the figure, for whatever width the
+    figure is drawn at: Streamlit shrinks a figure ``size`` wide to a narrower column and keeps its
+    height, and plotly then fits the plot into the narrower area. ``100%`` is the drawn width; the box's
+    top is a ``margin-top`` (a margin's percentage is of the width) and its height follows from
+    ``aspect-ratio``. ``line_px``: the box grows by that much, so that a border of that width is centred
+    on the box's edges. Drawn at ``size``, the box is :func:`_box_px`'s."""
+    plot_w = f"(100% - {frame.left + frame.right:.6g}px)"  # the drawn plot width
+    px = f"min({plot_w} / {frame.span_x:.6g}, {frame.plot_h / (frame.span_y * frame.ratio):.6g}px)"
+    b = line_px / 2
+    x, y, w, _ = box
+    _, _, w_px, h_px = _box_px(frame, size, box)
+    return {"left": f"calc({frame.left - b:.6g}px + ({plot_w} - {px} * {frame.span_x:.6g}) / 2 + {px} * {x:.6g})",
+            "margin-top": f"calc({frame.top - b:.6g}px + ({frame.plot_h:.6g}px - {px} * "
+                          f"{frame.span_y * frame.ratio:.6g}) / 2 + {px} * {y * frame.ratio:.6g})",
+            "width": f"calc({px} * {w:.6g} + {line_px:.6g}px)",
+            "aspect-ratio": f"{w_px + line_px:.6g} / {h_px + line_px:.6g}"}
+
+
+def _map_cell(shape: tuple[int, int], topology: str, size: int, cell: tuple[int, int]
+              ) -> tuple[_Frame, tuple[float, float, float, float]]:
+    """The frame of a map figure ``size`` wide (:data:`MAP_MARGIN`, the ranges of :func:`_axes`) and the
+    box of ``cell`` in data units from the axes' starts (value -0.6).
 
     Raises:
         ValueError: ``cell`` outside the grid.
@@ -193,12 +242,13 @@ def _cell_terms(shape: tuple[int, int], topology: str, size: int, cell: tuple[in
     rows, cols = shape
     if not (0 <= cell[0] < rows and 0 <= cell[1] < cols):
         raise ValueError(f"cell {cell} is outside the {rows}x{cols} grid")
-    plot_w, plot_h = _plot_px(shape, topology, size)
+    _, plot_h = _plot_px(shape, topology, size)
     wc, hc = _extent(shape, topology)
     x, y = grid_coordinates(shape, topology)[cell[0] * cols + cell[1]]
     half_w, half_h = (math.sqrt(3) / 2 * HEX_RADIUS, HEX_RADIUS) if topology == "hexagonal" else (0.5, 0.5)
     # the figure's height is a whole number of pixels (_map_figure)
-    return (plot_w, int(plot_h)), (wc + 0.2, hc + 0.2), (x - half_w + 0.6, y - half_h + 0.6, 2 * half_w, 2 * half_h)
+    frame = _Frame(MAP_MARGIN["l"], MAP_MARGIN["r"], MAP_MARGIN["t"], int(plot_h), wc + 0.2, hc + 0.2)
+    return frame, (x - half_w + 0.6, y - half_h + 0.6, 2 * half_w, 2 * half_h)
 
 
 def map_cell_box(shape: tuple[int, int], topology: str, size: int, cell: tuple[int, int]
@@ -215,35 +265,20 @@ def map_cell_box(shape: tuple[int, int], topology: str, size: int, cell: tuple[i
     Raises:
         ValueError: ``cell`` outside the grid.
     """
-    (plot_w, plot_h), (span_x, span_y), (x, y, w, h) = _cell_terms(shape, topology, size, cell)
-    px = min(plot_w / span_x, plot_h / span_y)
-    x0 = MAP_MARGIN["l"] + (plot_w - px * span_x) / 2  # pixel of data value -0.6 on each axis
-    y0 = MAP_MARGIN["t"] + (plot_h - px * span_y) / 2
-    return float(x0 + x * px), float(y0 + y * px), float(w * px), float(h * px)
+    frame, box = _map_cell(shape, topology, size, cell)
+    return _box_px(frame, size, box)
 
 
 def map_cell_css(shape: tuple[int, int], topology: str, size: int, cell: tuple[int, int], line_px: float = 0.0
                  ) -> dict[str, str]:
-    """:func:`map_cell_box` as CSS for a box positioned absolutely over the figure, for whatever width
-    the figure is drawn at: Streamlit shrinks a figure ``size`` wide to a narrower column and keeps its
-    height, and plotly then fits the map into the narrower plot area. ``100%`` is the drawn width; the
-    box's top is a ``margin-top`` (a margin's percentage is of the width) and its height follows from
-    ``aspect-ratio``. ``line_px``: the box grows by that much, so that a border of that width is
-    centred on the cell's edges. Drawn at ``size``, the box is :func:`map_cell_box`'s.
+    """:func:`map_cell_box` as CSS for a box over the figure that follows the width the figure is drawn
+    at (:func:`_box_css`); ``line_px``: the width of a border centred on the cell's edges.
 
     Raises:
         ValueError: ``cell`` outside the grid.
     """
-    (_, plot_h), (span_x, span_y), (x, y, w, h) = _cell_terms(shape, topology, size, cell)
-    plot_w = f"(100% - {MAP_MARGIN['l'] + MAP_MARGIN['r']}px)"  # the drawn plot width
-    px = f"min({plot_w} / {span_x:.6g}, {plot_h / span_y:.6g}px)"
-    b = line_px / 2
-    _, _, w_px, h_px = map_cell_box(shape, topology, size, cell)
-    return {"left": f"calc({MAP_MARGIN['l'] - b:.6g}px + ({plot_w} - {px} * {span_x:.6g}) / 2 + {px} * {x:.6g})",
-            "margin-top": f"calc({MAP_MARGIN['t'] - b:.6g}px + ({plot_h}px - {px} * {span_y:.6g}) / 2 + {px} * "
-                          f"{y:.6g})",
-            "width": f"calc({px} * {w:.6g} + {line_px:.6g}px)",
-            "aspect-ratio": f"{w_px + line_px:.6g} / {h_px + line_px:.6g}"}
+    frame, box = _map_cell(shape, topology, size, cell)
+    return _box_css(frame, size, box, line_px)
 
 
 def _hover_heatmap(values: np.ndarray, colorscale, colorbar_title: str, hover: dict[str, np.ndarray],
@@ -338,6 +373,54 @@ def _points(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
 
+IMAGE_MARGIN = dict(l=10, r=10, t=40, b=10)
+"""Margins (pixels) of :func:`image_figure`, fixed; the colour bar, when there is one, widens the right one
+by :data:`COLORBAR_PX`."""
+
+
+def _image_frame(image_shape: tuple[int, int], size: int, colorbar: bool) -> _Frame:
+    """The frame (:class:`_Frame`) of an :func:`image_figure` of an image ``(H, W)`` pixels, ``size``
+    wide: its plot area has the image's aspect ratio at that width (a whole number of pixels high), both
+    axes span the model's size S, and a y unit is ``H / W`` of an x unit's pixels (``scaleratio``)."""
+    ih, iw = image_shape
+    m = IMAGE_MARGIN
+    right = m["r"] + (COLORBAR_PX if colorbar else 0)
+    plot_h = round((size - m["l"] - right) * ih / iw)
+    return _Frame(m["l"], right, m["t"], plot_h, 1.0, 1.0, ih / iw)
+
+
+def image_cell_css(image_shape: tuple[int, int], feature_shape: tuple[int, int], size: int, cell: tuple[int, int],
+                   line_px: float = 0.0, colorbar: bool = False) -> dict[str, str]:
+    """Where :func:`image_figure` (an image ``(H, W)`` pixels, ``feature_shape`` (h, w) cells, ``size``
+    wide, with a colour bar or not) draws feature cell ``cell``, as CSS for a box over the figure that
+    follows the width the figure is drawn at (:func:`_box_css`); ``line_px``: the width of a border
+    centred on the cell's edges. Drawn at ``size``, its box is :func:`image_cell_box`'s.
+
+    Raises:
+        ValueError: ``cell`` outside the feature grid.
+    """
+    return _box_css(_image_frame(image_shape, size, colorbar), size, _image_cell(feature_shape, cell), line_px)
+
+
+def image_cell_box(image_shape: tuple[int, int], feature_shape: tuple[int, int], size: int, cell: tuple[int, int],
+                   colorbar: bool = False) -> tuple[float, float, float, float]:
+    """Where :func:`image_figure` drawn at its own width ``size`` draws feature cell ``cell``: ``(left,
+    top, width, height)`` in CSS pixels from the figure's top-left corner (see :func:`image_cell_css`).
+
+    Raises:
+        ValueError: ``cell`` outside the feature grid.
+    """
+    return _box_px(_image_frame(image_shape, size, colorbar), size, _image_cell(feature_shape, cell))
+
+
+def _image_cell(feature_shape: tuple[int, int], cell: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Feature cell ``cell``'s box in units of the image's width and height (the axes' spans)."""
+    h, w = feature_shape
+    if not (0 <= cell[0] < h and 0 <= cell[1] < w):
+        raise ValueError(f"cell {cell} is outside the {h}x{w} feature grid")
+    return cell[1] / w, cell[0] / h, 1 / w, 1 / h
+
+
 def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str = "",
                  cell_values: np.ndarray | None = None, selected: tuple[int, int] | None = None,
                  size: int = 420, value_label: str = "patch score", model_size: int | None = None,
@@ -364,10 +447,9 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
     r, c = np.divmod(np.arange(h * w), w)
     xs, ys = (c + 0.5) * cw, (r + 0.5) * ch
     vals = np.zeros(h * w) if cell_values is None else np.asarray(cell_values, dtype=float).ravel()
-    bar = 0 if scale is None else COLORBAR_PX
-    plot_w = size - 20 - bar
-    plot_h = plot_w * ih / iw
-    cell_px = min(plot_w / w, plot_h / h)
+    frame = _image_frame((ih, iw), size, scale is not None)
+    plot_w = size - frame.left - frame.right
+    cell_px = min(plot_w / w, frame.plot_h / h)
     traces = [go.Image(source=image_source(image), hoverinfo="skip", x0=s / iw / 2, dx=s / iw, y0=s / ih / 2, dy=s / ih), go.Scatter(
         x=_points(xs), y=_points(ys), mode="markers", customdata=_points(np.stack([r, c, vals], 1)), showlegend=False,
         hovertemplate="cell (row %{customdata[0]}, col %{customdata[1]})"
@@ -384,7 +466,9 @@ def image_figure(image: np.ndarray, feature_shape: tuple[int, int], title: str =
                                  marker=dict(opacity=0, color=[0.0], colorscale=HEAT_COLORSCALE, cmin=0.0, cmax=1.0,
                                              showscale=True, colorbar=heat_colorbar(scale, "map score"))))
     return go.Figure(traces, dict(title=dict(text=title, x=0.02, font=dict(size=13)), width=size,
-                                  height=round(plot_h) + 50, margin=dict(l=10, r=10 + bar, t=40, b=10, autoexpand=False),
+                                  height=frame.plot_h + IMAGE_MARGIN["t"] + IMAGE_MARGIN["b"],
+                                  margin=dict(l=frame.left, r=frame.right, t=frame.top, b=IMAGE_MARGIN["b"],
+                                              autoexpand=False),
                                   clickmode="event+select", dragmode=False,
                                   xaxis=dict(visible=False, range=[0, s], constrain="domain"),
                                   yaxis=dict(visible=False, range=[s, 0], scaleanchor="x", scaleratio=ih / iw,

@@ -125,7 +125,8 @@ def _outline_and_cell(page, key: str, r: int, c: int) -> list[float]:
 def test_map_cell_box_is_where_plotly_draws_the_cell(tmp_path):
     """figures.map_cell_box and map_cell_css against plotly.js itself (the copy in the plotly package, no
     server): square, wide, tall and single-cell rectangular grids, each drawn at its own width and at
-    two narrower ones (Streamlit shrinks a figure to a narrower column; the CSS box must follow)."""
+    two narrower ones (Streamlit shrinks a figure to a narrower column; the CSS box must follow); the
+    same for image_cell_box and image_cell_css on image figures."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
@@ -169,6 +170,39 @@ def test_map_cell_box_is_where_plotly_draws_the_cell(tmp_path):
                             const s = getComputedStyle(document.querySelector('#gd .svg-container'), '::after');
                             return [s.left, s.marginTop, s.width, s.height].map(parseFloat); }""", css)
                     assert box == pytest.approx(got, abs=0.05), (shape, drawn, cell)
+        # the Test inspector's heatmap (figures.image_figure): square, wide and tall images, with and
+        # without the colour bar, over 56x56 and 7x9 feature grids
+        from somad import viz
+
+        scale = viz.HeatScale.for_model((1.0, 5.0), 8.0)
+        for (ih, iw), feat, bar, cells in [((520, 520), (56, 56), True, [(0, 0), (20, 41), (55, 55)]),
+                                           ((316, 520), (56, 56), True, [(0, 55), (30, 3)]),
+                                           ((520, 300), (7, 9), False, [(6, 8), (3, 0)])]:
+            fig = figures.image_figure(np.zeros((ih, iw, 3), np.uint8), feat, "t", size=400, model_size=224,
+                                       scale=scale if bar else None)
+            spec = json.loads(fig.to_json())
+            for drawn in (400, 368, 250):
+                spec["layout"]["width"] = drawn
+                page.evaluate("(f) => Plotly.newPlot('gd', f.data, f.layout)", spec)
+                for cell in cells:
+                    (r, c), (h, w) = cell, feat
+                    got = page.evaluate(
+                        """([x0, x1, y0, y1]) => { const gd = document.getElementById('gd');
+                            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+                            const a = xa._offset + xa.l2p(x0), b = xa._offset + xa.l2p(x1);
+                            const u = ya._offset + ya.l2p(y0), v = ya._offset + ya.l2p(y1);
+                            return [Math.min(a, b), Math.min(u, v), Math.abs(b - a), Math.abs(v - u)]; }""",
+                        [c * 224 / w, (c + 1) * 224 / w, r * 224 / h, (r + 1) * 224 / h])
+                    if drawn == 400:
+                        assert figures.image_cell_box((ih, iw), feat, 400, cell, bar) == pytest.approx(got, abs=0.05)
+                    css = figures.image_cell_css((ih, iw), feat, 400, cell, colorbar=bar)
+                    box = page.evaluate(
+                        """(css) => { document.getElementById('outline').textContent =
+                                '#gd .svg-container::after{content:"";position:absolute;top:0;' +
+                                Object.entries(css).map(([k, v]) => `${k}:${v}`).join(';') + '}';
+                            const s = getComputedStyle(document.querySelector('#gd .svg-container'), '::after');
+                            return [s.left, s.marginTop, s.width, s.height].map(parseFloat); }""", css)
+                    assert box == pytest.approx(got, abs=0.05), ((ih, iw), drawn, cell)
         browser.close()
 
 
@@ -223,6 +257,9 @@ def test_click_pixel_shows_bmu(page, server, dash_model_env):
     chart.locator("rect.nsewdrag").first.wait_for()
     page.wait_for_timeout(1000)
     s = model.image_size
+    key = page.evaluate("() => [...document.querySelector('[class*=\"st-key-heat_\"]').classList]"
+                        ".find(k => k.startsWith('st-key-heat_')).slice(7)")
+    page.evaluate(f"() => {{ document.querySelector('.st-key-{key} .js-plotly-plot').dataset.somadTag = '1'; }}")
     t0 = time.perf_counter()
     _click_data_point(page, 0, (c + 0.5) * s / w, (r + 0.5) * s / h)
     page.get_by_text(f"Cell ({r}, {c}): BMU").wait_for()
@@ -230,6 +267,18 @@ def test_click_pixel_shows_bmu(page, server, dash_model_env):
     page.get_by_text("BMU and k nearest neurons").wait_for()
     page.wait_for_timeout(1500)
     _no_exception(page)
+    # the clicked cell is outlined where plotly draws it, over the heatmap's unchanged chart (the same
+    # element as before the click: Streamlit replaces a changed figure)
+    drawn = page.evaluate(
+        """([key, x0, x1, y0, y1]) => {
+            const gd = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            const a = xa._offset + xa.l2p(x0), b = xa._offset + xa.l2p(x1);
+            const u = ya._offset + ya.l2p(y0), v = ya._offset + ya.l2p(y1);
+            return [Math.min(a, b), Math.min(u, v), Math.abs(b - a), Math.abs(v - u)];
+        }""", [key, c * s / w, (c + 1) * s / w, r * s / h, (r + 1) * s / h])
+    assert _outline_and_cell(page, key, r, c) == pytest.approx(drawn, abs=0.5)
+    assert page.evaluate(f"() => document.querySelector('.st-key-{key} .js-plotly-plot').dataset.somadTag") == "1"
     assert page.get_by_text("Open neuron").count() == model.k
     page.screenshot(path=str(SHOTS / "test_inspector.png"), full_page=True)
 

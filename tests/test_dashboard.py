@@ -626,8 +626,8 @@ def test_freeze_long_lived_hides_live_objects_from_the_collector_but_not_new_gar
 
 def test_a_stretched_chart_is_drawn_at_the_column_width_only(monkeypatch):
     """Streamlit draws a changed figure at the width in its spec before the column's: a stretched chart
-    (the Test inspector's heatmap, re-sent with each click that moves its outline) must carry no width
-    of its own, or it jumps under the cursor; a chart drawn at its content width keeps its width."""
+    must carry no width of its own, or a figure re-sent with each click jumps under the cursor; a chart
+    drawn at its content width (the outlined maps and the Test inspector's heatmap) keeps its width."""
     from dashboard import widgets
 
     shown = []
