@@ -6,7 +6,14 @@ U-matrix), the Test inspector (heatmap-cell clicks), Try an image (one more larg
 scored and shown each round, up to ``--uploads``), changing pages through the navigation. It reports click latency (click to the
 updated heading) p50 / p95, the server's resident memory (RSS, of the Streamlit process) at the
 start, at its peak and at the end after every session closed and the server had time to drop
-them, the RSS growth per upload (RSS just after it was shown minus just before), and the number of exceptions (shown in a page or logged).
+them, the RSS growth per upload (RSS just after it was shown minus just before), and the number of exceptions (shown in a page or logged,
+a session that failed, a JavaScript error in a page).
+
+A viewer looks at every result for its think time (``--think``, uniform 0.5x to 1.5x) before the
+next action: the opened app, each click, each upload and, since 2026-12-05, each page change (before,
+the first click on a page came as soon as its chart was drawn, while the page was still settling: no
+person clicks a heatmap cell 0 s after the page appeared). Every click, page change and upload is in
+the run's ``action_log`` (viewer, kind, start, end), to see what a slow click met.
 
     python benchmarks/dashboard_load.py --viewers 1 4 8 --seconds 240 --uploads 3 --settle 130 --think 3 \\
         --data-dir ../shared/data/mvtec_ad --category bottle --out benchmarks/results/dashboard_load.json
@@ -137,16 +144,18 @@ async def heading(page, kind: str) -> str | None:
     return await page.evaluate(f"kind => {HEADINGS_JS}.find(t => t.startsWith(kind)) ?? null", kind)
 
 
-async def timed_click(page, stats: dict, label: str, kind: str, expected: str, x: float, y: float) -> None:
+async def timed_click(page, stats: dict, label: str, kind: str, expected: str, x: float, y: float,
+                      viewer: int = 0) -> None:
     """Click data point ``(x, y)`` of the page's first chart and wait until a heading starting with
     ``expected`` is shown: one latency sample (label, seconds, end time). When another heading of
     ``kind`` replaces the old one instead (the chart moved between measuring and clicking, so the
     click landed on another neuron or cell) the sample counts as well and ``stats["elsewhere"]``
-    says how often; a click that changes nothing within :data:`LOST_S` is counted in ``stats["lost"]``."""
+    says how often; a click that changes nothing within :data:`LOST_S` is counted in ``stats["lost"]``.
+    Each timed click is also logged in ``stats["actions"]`` as (viewer, label, start, end) (epoch seconds)."""
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
     before = await heading(page, kind)
-    t0 = time.perf_counter()
+    t0, t_wall0 = time.perf_counter(), time.time()
     await click_data_point(page, x, y)
     try:
         got = await page.wait_for_function(HEADING_JS, arg=[kind, expected, before], timeout=LOST_S * 1000,
@@ -158,6 +167,7 @@ async def timed_click(page, stats: dict, label: str, kind: str, expected: str, x
         await screenshot(page, f"lost-{stats['lost']}.png")
         return
     stats["clicks"].append((label, time.perf_counter() - t0, time.time()))
+    stats["actions"].append((viewer, label, t_wall0, time.time()))
     if await got.json_value() == "elsewhere":
         stats["elsewhere"] += 1
 
@@ -168,23 +178,35 @@ async def count_exceptions(page) -> int:
 
 async def session(browser, url: str, model, jpegs: list[Path], until: float, stats: dict, rng: random.Random,
                   max_uploads: int, pid: int | None = None, think: float = 0.0, rounds: int = 0,
-                  delay: float = 0.0, opened: asyncio.Barrier | None = None) -> None:
-    """One viewer: rounds of neuron clicks, cell clicks, an upload and page changes until ``until``
+                  delay: float = 0.0, opened: asyncio.Barrier | None = None, viewer: int = 0) -> None:
+    """One viewer (number ``viewer``): rounds of neuron clicks, cell clicks, an upload and page changes until ``until``
     (and at least ``rounds`` rounds), pausing ``think`` seconds (uniform 0.5x to 1.5x) after each action,
-    the opening of the app included, as a person looks at the result. The viewer arrives ``delay`` seconds after the run starts and stays
+    the opening of the app and every page change included, as a person looks at the result. The viewer arrives ``delay`` seconds after the run starts and stays
     until ``until + delay``. With ``opened``, it starts its rounds once every viewer has the app open
     (the time each took to open it is recorded in ``stats["open_s"]``). Each click is recorded as
-    (kind, seconds, end time)."""
+    (kind, seconds, end time); every click, page change and upload in ``stats["actions"]`` as (viewer,
+    kind, start, end), and the page's JavaScript errors in ``stats["page_errors"]``."""
 
     async def pause():
         if think > 0:
             await asyncio.sleep(think * rng.uniform(0.5, 1.5))
+
+    async def go(name: str, ready: str) -> None:
+        """Change page through the navigation link of :data:`NAV` ``name``, wait for the text ``ready``
+        and a drawn chart, and look at the page (:func:`pause`)."""
+        t0 = time.time()
+        await page.get_by_role("link", name=NAV[name]).first.click()
+        await page.get_by_text(ready).first.wait_for()
+        await page.locator(browser_clicks.CHART_READY).first.wait_for()
+        stats["actions"].append((viewer, f"to {name}", t0, time.time()))
+        await pause()
 
     await asyncio.sleep(delay)
     until += delay
     ctx = await browser.new_context(viewport={"width": 1400, "height": 1800})
     page = await ctx.new_page()
     page.set_default_timeout(180_000)
+    page.on("pageerror", lambda exc: stats["page_errors"].append(f"viewer {viewer}: {str(exc)[:300]}"))
     rows, cols = model.grid_
     h, w = model.feature_shape_
     s = model.image_size
@@ -202,24 +224,20 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
         done = 0
         while done < rounds or time.time() < until:
             done += 1
-            await page.get_by_role("link", name=NAV["som"]).first.click()
-            await page.get_by_text("Nearest training patches of neuron").first.wait_for()
-            await page.locator(browser_clicks.CHART_READY).first.wait_for()
+            await go("som", "Nearest training patches of neuron")
             for _ in range(2):
                 r, c = rng.randrange(rows), rng.randrange(cols)
                 await timed_click(page, stats, "neuron", "Nearest training patches of neuron",
-                                  f"Nearest training patches of neuron ({r}, {c})", c, r)
+                                  f"Nearest training patches of neuron ({r}, {c})", c, r, viewer)
                 await pause()
             stats["exceptions"] += await count_exceptions(page)
-            await page.get_by_role("link", name=NAV["inspector"]).first.click()
             # the heatmap's title, not the "Click a pixel" hint: from the second round on, the session's
             # last clicked cell is still selected and its panel replaces the hint
-            await page.get_by_text("heatmap: click a pixel").first.wait_for()
-            await page.locator(browser_clicks.CHART_READY).first.wait_for()
+            await go("inspector", "heatmap: click a pixel")
             for _ in range(2):
                 r, c = rng.randrange(h), rng.randrange(w)
                 await timed_click(page, stats, "cell", "Cell (", f"Cell ({r}, {c}): BMU",
-                                  (c + 0.5) * s / w, (r + 0.5) * s / h)
+                                  (c + 0.5) * s / w, (r + 0.5) * s / h, viewer)
                 await pause()
             stats["exceptions"] += await count_exceptions(page)
             if held < max_uploads and time.time() < until:
@@ -235,6 +253,7 @@ async def session(browser, url: str, model, jpegs: list[Path], until: float, sta
                 # drops a widget's value when a run does not draw it), so counting headings would wait forever
                 await page.get_by_text(f"{jpeg.name}: score").first.wait_for()
                 stats["uploads"].append(time.perf_counter() - t0)
+                stats["actions"].append((viewer, "upload", time.time() - stats["uploads"][-1], time.time()))
                 if pid:
                     await asyncio.sleep(1)
                     stats["upload_rss_mb"].append(rss_mb(pid) - before)
@@ -256,7 +275,7 @@ async def run_viewers(url: str, n: int, seconds: float, model, jpegs, max_upload
     from playwright.async_api import async_playwright
 
     stats = {"clicks": [], "uploads": [], "upload_rss_mb": [], "exceptions": 0, "errors": [], "held": 0,
-             "lost": 0, "lost_detail": [], "elsewhere": 0, "open_s": []}
+             "lost": 0, "lost_detail": [], "elsewhere": 0, "open_s": [], "actions": [], "page_errors": []}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
         until = time.time() + seconds
@@ -264,7 +283,7 @@ async def run_viewers(url: str, n: int, seconds: float, model, jpegs, max_upload
         # Chromium ~3 s of CPU (Streamlit's and plotly's JavaScript), which here runs on the server's cores
         opened = asyncio.Barrier(n) if stagger == 0 else None
         await asyncio.gather(*(session(browser, url, model, jpegs, until, stats, random.Random(i), max_uploads, pid,
-                                       think, rounds, i * stagger, opened)
+                                       think, rounds, i * stagger, opened, i)
                                for i in range(n)))
         await browser.close()
     return stats
@@ -359,6 +378,10 @@ def main() -> None:
                    "rss_growth_per_upload_mb": percentile(stats["upload_rss_mb"], 50),
                    "clicks_elsewhere": stats["elsewhere"], "clicks_lost": stats["lost"],
                    "lost_clicks": [{**d, "at": round(d["at"] - t0, 1)} for d in stats["lost_detail"]],
+                   # every click, page change and upload: viewer, kind, start, end (seconds after the sessions started)
+                   "action_log": [(v, k, round(a - t0, 2), round(b - t0, 2)) for v, k, a, b in sorted(
+                       stats["actions"], key=lambda r: r[2])],
+                   "page_errors": stats["page_errors"],
                    "exceptions_in_pages": stats["exceptions"], "exceptions_logged": logged,
                    "session_errors": stats["errors"], "loadavg_before": load0, "loadavg_after": load1}
             results["runs"].append(run)
@@ -373,7 +396,7 @@ def main() -> None:
               f"{r['click_p50_s'] or float('nan'):.2f} / "
               f"{r['click_p95_s'] or float('nan'):.2f} | {r['uploads']} | {r['rss_start_mb']:.0f} / "
               f"{r['rss_peak_mb']:.0f} / {r['rss_end_mb']:.0f} | {'n/a' if growth is None else f'{growth:.0f}'} | "
-              f"{r['exceptions_in_pages'] + r['exceptions_logged'] + len(r['session_errors'])} | "
+              f"{r['exceptions_in_pages'] + r['exceptions_logged'] + len(r['session_errors']) + len(r['page_errors'])} | "
               f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
