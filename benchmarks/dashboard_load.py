@@ -342,7 +342,7 @@ def main() -> None:
                 # warm-up: one session goes once through every page and click (no upload, so the start
                 # RSS holds none): the model, the test split's scores, the regions, the mean training
                 # image and the other per-model caches are in memory before the timed sessions start
-                asyncio.run(run_viewers(url, 1, 0, model, jpegs, 0, None, proc.pid, rounds=1))
+                warm = asyncio.run(run_viewers(url, 1, 0, model, jpegs, 0, None, proc.pid, rounds=1))
                 time.sleep(5)
                 start = rss_mb(proc.pid)
                 sampler = RssSampler(proc.pid)
@@ -383,6 +383,8 @@ def main() -> None:
                        stats["actions"], key=lambda r: r[2])],
                    "page_errors": stats["page_errors"],
                    "exceptions_in_pages": stats["exceptions"], "exceptions_logged": logged,
+                   # the warm-up session's (no think time: it clicks as soon as a chart is drawn)
+                   "warmup_clicks_lost": warm["lost"], "warmup_errors": warm["errors"] + warm["page_errors"],
                    "session_errors": stats["errors"], "loadavg_before": load0, "loadavg_after": load1}
             results["runs"].append(run)
             print(json.dumps(run), flush=True)
@@ -398,6 +400,10 @@ def main() -> None:
               f"{r['rss_peak_mb']:.0f} / {r['rss_end_mb']:.0f} | {'n/a' if growth is None else f'{growth:.0f}'} | "
               f"{r['exceptions_in_pages'] + r['exceptions_logged'] + len(r['session_errors']) + len(r['page_errors'])} | "
               f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f} |")
+    for r in results["runs"]:
+        if r["warmup_clicks_lost"] or r["warmup_errors"] or r["page_errors"]:
+            print(f"{r['viewers']} viewers: warm-up session {r['warmup_clicks_lost']} lost clicks, errors "
+                  f"{r['warmup_errors']}; JavaScript errors in the timed sessions {r['page_errors']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))

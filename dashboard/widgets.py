@@ -29,17 +29,19 @@ def chart(fig, key: str | None = None, *, clickable: bool = False, width: str = 
     in the figure. Streamlit replaces a plotly chart whose figure changed by a new one, which cost the
     browser about 0.15 s of CPU per neuron click on a 56x56 U-matrix (``benchmarks/click_breakdown.py``);
     a figure that stays the same is not sent again, and a moved outline is one changed style rule. The
-    box follows the width the chart is drawn at (Streamlit shrinks a figure to a narrower column).
+    box follows the width the chart is drawn at (Streamlit shrinks a ``"content"`` figure to a narrower
+    column, and draws a ``"stretch"`` one at the column's width; either way at the figure's height).
 
     ``width="stretch"``: the figure's own width is dropped. Streamlit draws a changed figure first at
     the width in its spec and then at the container's, so a clicked chart whose figure changed with
     each click (an outline drawn in the figure) jumped under the cursor, and a click in that moment
-    landed elsewhere (the Test inspector's heatmap, 400 px in a 368 px column, before its outline moved
-    over the chart). ``"content"``: drawn at the figure's width, or narrower in a narrower column."""
+    landed elsewhere (the Test inspector's heatmap, 400 px in a 368 px column); a new figure (another
+    image, the page opened) still would. ``"content"``: drawn at the figure's width, or narrower in a
+    narrower column."""
     if width == "stretch":
         fig.layout.width = None
-    if outline is not None and (key is None or width != "content"):
-        raise ValueError("an outline needs a keyed chart drawn at its figure's width (width='content')")
+    if outline is not None and key is None:
+        raise ValueError("an outline needs a keyed chart (its CSS rule is on the chart's key)")
     if clickable:
         event = st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, on_select="rerun", selection_mode="points",
                                 width=width)

@@ -18,7 +18,7 @@ CROP = 112
 PICTURE = 260
 """Width in pixels of the input, ground-truth and predicted-region pictures."""
 HEATMAP_PX = 400
-"""The clickable heatmap's figure width (pixels); Streamlit draws it narrower in a narrower column."""
+"""The clickable heatmap's figure width (pixels), which sets its height; it is drawn at the column's width."""
 
 
 def _set_threshold(value: float, origin: str | None = None) -> None:
@@ -360,10 +360,10 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
     with b:
         scale = viz.heat_scale(m.pixel_range_, ev.metrics)
         # the same figure whatever cell is selected: the outline is drawn over it (widgets.chart), so a click
-        # neither rebuilds the chart nor makes it jump
+        # does not rebuild the chart; stretched: drawn at the column's width from the start, no jump as it appears
         widgets.chart(figures.image_figure(images.at_shape(heat, shape), (h, w), "heatmap: click a pixel", cell_scores,
                                            size=HEATMAP_PX, model_size=m.image_size, scale=scale),
-                      f"heat_{i}", clickable=True, width="content", outline_color="white",
+                      f"heat_{i}", clickable=True, outline_color="white",
                       outline=None if cell is None else figures.image_cell_css(
                           shape, (h, w), HEATMAP_PX, cell, widgets.OUTLINE_PX, colorbar=True))
         st.caption(scale.describe())

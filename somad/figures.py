@@ -39,13 +39,14 @@ HEX_RADIUS = 1 / math.sqrt(3)
 """Circumradius of a hexagonal cell in grid units (neighbouring centres are 1 apart)."""
 
 
-def _hover(values: np.ndarray, hover: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
-    """``customdata`` ``(rows*cols, 3 + len(hover))`` (row, col, value, extras) and its hover template."""
+def _hover(values: np.ndarray, hover: dict[str, np.ndarray], label: str = "") -> tuple[np.ndarray, str]:
+    """``customdata`` ``(rows*cols, 3 + len(hover))`` (row, col, value, extras) and its hover template;
+    the value is labelled ``label`` (the colour bar's title, e.g. "U"; "value" when empty)."""
     rows, cols = values.shape
     r, c = np.divmod(np.arange(rows * cols), cols)
     extra = [np.asarray(v, dtype=float).ravel() for v in hover.values()]
     custom = _points(np.stack([r, c, values.ravel(), *extra], axis=1))
-    tmpl = "neuron (row %{customdata[0]}, col %{customdata[1]})<br>value %{customdata[2]:.4~g}"
+    tmpl = f"neuron (row %{{customdata[0]}}, col %{{customdata[1]}})<br>{label or 'value'} %{{customdata[2]:.4~g}}"
     for i, label in enumerate(hover, start=3):
         tmpl += f"<br>{label} %{{customdata[{i}]:.4~g}}"
     return custom, tmpl + "<extra></extra>"
@@ -116,7 +117,7 @@ def _click_trace(values: np.ndarray, xy: np.ndarray, topology: str, colorscale: 
                  cell_px: float, hover: dict[str, np.ndarray]) -> go.Scatter:
     """Trace :data:`CLICK_TRACE`: one marker per neuron in flat order (coloured hexagons, shown
     filled in the selection colour once clicked; or :func:`click_marker` over the heatmap)."""
-    custom, tmpl = _hover(values, hover)
+    custom, tmpl = _hover(values, hover, colorbar_title)
     if topology != "hexagonal":
         return go.Scatter(x=_points(xy[:, 0]), y=_points(xy[:, 1]), mode="markers", customdata=custom,
                           hovertemplate=tmpl, showlegend=False, marker=click_marker(cell_px))
@@ -331,8 +332,8 @@ def som_map(values: np.ndarray, topology: str = "rectangular", title: str = "", 
     xy = grid_coordinates(shape, topology)
     plot_w, plot_h, cell_px = _map_px(shape, topology, size)
     if not clickable and topology != "hexagonal":
-        return _map_figure([_hover_heatmap(values, colorscale, colorbar_title, hover or {})], xy, shape, topology,
-                           title, size, plot_h, selected)
+        trace = _hover_heatmap(values, colorscale, colorbar_title, hover or {}, colorbar_title or "value")
+        return _map_figure([trace], xy, shape, topology, title, size, plot_h, selected)
     traces = [_value_trace(values, xy, topology, colorscale, colorbar_title, cell_px),
               _click_trace(values, xy, topology, colorscale, colorbar_title, cell_px, hover or {})]
     selected = _preselect(traces[CLICK_TRACE], preselected, selected, shape, topology)

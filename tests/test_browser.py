@@ -181,7 +181,7 @@ def test_map_cell_box_is_where_plotly_draws_the_cell(tmp_path):
             fig = figures.image_figure(np.zeros((ih, iw, 3), np.uint8), feat, "t", size=400, model_size=224,
                                        scale=scale if bar else None)
             spec = json.loads(fig.to_json())
-            for drawn in (400, 368, 250):
+            for drawn in (400, 368, 250, 560):  # a stretched chart in a column wider than the figure: 560
                 spec["layout"]["width"] = drawn
                 page.evaluate("(f) => Plotly.newPlot('gd', f.data, f.layout)", spec)
                 for cell in cells:

@@ -543,8 +543,9 @@ def test_a_clicked_point_is_drawn_by_plotly_only_where_the_click_markers_are_dra
     css = widgets.outline_css("som_umatrix", box)
     assert ".st-key-som_umatrix .svg-container::after" in css and figures.SELECT_COLOR in css
     assert f"left:{box['left']};margin-top:{box['margin-top']};" in css
-    with pytest.raises(ValueError, match="width='content'"):
-        widgets.chart(rect, "som_umatrix", outline=box)  # stretched: not the figure's own height and width
+    with pytest.raises(ValueError, match="keyed chart"):
+        widgets.chart(rect, None, outline=box)  # the CSS rule is on the chart's key
+    assert "white" in widgets.outline_css("heat_0", box, "white")
 
     hexagonal = figures.som_map(np.ones((3, 5)), "hexagonal", preselected=(1, 2))
     assert list(hexagonal.data[figures.CLICK_TRACE].selectedpoints) == [1 * 5 + 2] and len(hexagonal.data) == 2
@@ -593,6 +594,9 @@ def test_rectangular_click_traces_are_hovered_and_clicked_but_not_drawn():
         assert click.selected.marker.color is None  # no style that would draw a clicked point
         assert "%{customdata[" in click.hovertemplate
     assert figures.som_map(u, "hexagonal").data[figures.CLICK_TRACE].marker.maxdisplayed is None
+    # the hover names the value as the colour bar does ("value" without a title)
+    assert "<br>U %{customdata[2]" in figures.som_map(u, colorbar_title="U").data[figures.CLICK_TRACE].hovertemplate
+    assert "<br>value %{customdata[2]" in figures.som_map(u).data[figures.CLICK_TRACE].hovertemplate
 
 
 def test_freeze_long_lived_hides_live_objects_from_the_collector_but_not_new_garbage():
@@ -625,9 +629,9 @@ def test_freeze_long_lived_hides_live_objects_from_the_collector_but_not_new_gar
 
 
 def test_a_stretched_chart_is_drawn_at_the_column_width_only(monkeypatch):
-    """Streamlit draws a changed figure at the width in its spec before the column's: a stretched chart
-    must carry no width of its own, or a figure re-sent with each click jumps under the cursor; a chart
-    drawn at its content width (the outlined maps and the Test inspector's heatmap) keeps its width."""
+    """Streamlit draws a new figure at the width in its spec before the column's: a stretched chart
+    (the Test inspector's heatmap) must carry no width of its own, or it jumps under the cursor as it
+    appears; a chart drawn at its content width (the outlined maps) keeps its width."""
     from dashboard import widgets
 
     shown = []

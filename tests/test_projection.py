@@ -259,7 +259,8 @@ def test_maps_that_are_not_clicked_draw_no_marker_per_neuron():
     fig = figures.distance_map_figure(dist, [(0, 0), (0, 1)], "rectangular", clickable=False)
     assert [t.type for t in fig.data] == ["heatmap", "scatter", "scatter"]
     np.testing.assert_array_equal(np.asarray(fig.data[0].z), dist)
-    assert fig.data[0].hovertemplate.startswith("neuron (row %{y}, col %{x})<br>value %{z:.4~g}")
+    # the hover names the value as the colour bar does
+    assert fig.data[0].hovertemplate.startswith("neuron (row %{y}, col %{x})<br>distance %{z:.4~g}")
     plain = figures.som_map(u, "rectangular", hover={"hits": counts}, clickable=False)
     assert len(plain.data) == 1 and np.asarray(plain.data[0].customdata)[3, 4].tolist() == [1]
     hexa = figures.distance_map_figure(dist, [(0, 0)], "hexagonal", clickable=False)
