@@ -215,8 +215,8 @@ def _box_px(frame: _Frame, width: float, box: tuple[float, float, float, float])
 
 def _box_css(frame: _Frame, size: float, box: tuple[float, float, float, float], line_px: float) -> dict[str, str]:
     """:func:`_box_px` as CSS for a box positioned absolutely over the figure, for whatever width the
-    figure is drawn at: Streamlit shrinks a figure ``size`` wide to a narrower column and keeps its
-    height, and plotly then fits the plot into the narrower area. ``100%`` is the drawn width; the box's
+    figure is drawn at: Streamlit draws a figure ``size`` wide narrower in a narrower column, or at the
+    column's width when stretched, and keeps its height; plotly then fits the plot into that area. ``100%`` is the drawn width; the box's
     top is a ``margin-top`` (a margin's percentage is of the width) and its height follows from
     ``aspect-ratio``. ``line_px``: the box grows by that much, so that a border of that width is centred
     on the box's edges. Drawn at ``size``, the box is :func:`_box_px`'s."""
@@ -381,8 +381,9 @@ by :data:`COLORBAR_PX`."""
 
 def _image_frame(image_shape: tuple[int, int], size: int, colorbar: bool) -> _Frame:
     """The frame (:class:`_Frame`) of an :func:`image_figure` of an image ``(H, W)`` pixels, ``size``
-    wide: its plot area has the image's aspect ratio at that width (a whole number of pixels high), both
-    axes span the model's size S, and a y unit is ``H / W`` of an x unit's pixels (``scaleratio``)."""
+    wide: its plot area has the image's aspect ratio at that width (a whole number of pixels high); both
+    axes span the model's size S, here the unit (span 1), and a y unit is ``H / W`` of an x unit's pixels
+    (``scaleratio``)."""
     ih, iw = image_shape
     m = IMAGE_MARGIN
     right = m["r"] + (COLORBAR_PX if colorbar else 0)
