@@ -10,8 +10,10 @@ from somad import figures, report
 from . import loaders
 from .keys import Keys
 
-PLOTLY_CONFIG = {"displayModeBar": False}
-"""``st.plotly_chart(config=...)``: no plotly toolbar over the titles (clicks and hover stay)."""
+PLOTLY_CONFIG = {"displayModeBar": False, "doubleClick": False}
+"""``st.plotly_chart(config=...)``: no plotly toolbar over the titles (clicks and hover stay), and no
+zoom reset on a double-click: it autoscaled a map's or heatmap's axes, so the outline drawn over the
+chart (:func:`chart`) no longer sat on its cell (found by a new-user helper)."""
 
 
 OUTLINE_PX = 3
@@ -76,7 +78,7 @@ def map_selection(source: str, value, topology: str, *, clickable: bool = True):
 
 def map_outline(fig, shape: tuple[int, int], topology: str, cell):
     """The box :func:`chart` outlines around neuron ``cell`` of SOM map ``fig``, as CSS that follows the
-    width the chart is drawn at (:func:`somad.figures.map_cell_css`, the line centred on the cell's
+    width the chart is drawn at (:func:`somad.figures.map_cell_css`, the line just outside the cell's
     edges): None where the figure shows the selection itself (hexagonal grids, :func:`map_selection`)
     or nothing is selected."""
     if cell is None or figures.click_markers_drawn(topology):

@@ -218,18 +218,19 @@ def _box_css(frame: _Frame, size: float, box: tuple[float, float, float, float],
     figure is drawn at: Streamlit draws a figure ``size`` wide narrower in a narrower column, or at the
     column's width when stretched, and keeps its height; plotly then fits the plot into that area. ``100%`` is the drawn width; the box's
     top is a ``margin-top`` (a margin's percentage is of the width) and its height follows from
-    ``aspect-ratio``. ``line_px``: the box grows by that much, so that a border of that width is centred
-    on the box's edges. Drawn at ``size``, the box is :func:`_box_px`'s."""
+    ``aspect-ratio``. ``line_px``: the box grows by that much on every side, so that a border of that
+    width lies just outside the box and leaves it visible (a 56x56 map's cells are 4 to 6 px wide).
+    Drawn at ``size`` with no line, the box is :func:`_box_px`'s."""
     plot_w = f"(100% - {frame.left + frame.right:.6g}px)"  # the drawn plot width
     px = f"min({plot_w} / {frame.span_x:.6g}, {frame.plot_h / (frame.span_y * frame.ratio):.6g}px)"
-    b = line_px / 2
+    b = line_px
     x, y, w, _ = box
     _, _, w_px, h_px = _box_px(frame, size, box)
     return {"left": f"calc({frame.left - b:.6g}px + ({plot_w} - {px} * {frame.span_x:.6g}) / 2 + {px} * {x:.6g})",
             "margin-top": f"calc({frame.top - b:.6g}px + ({frame.plot_h:.6g}px - {px} * "
                           f"{frame.span_y * frame.ratio:.6g}) / 2 + {px} * {y * frame.ratio:.6g})",
-            "width": f"calc({px} * {w:.6g} + {line_px:.6g}px)",
-            "aspect-ratio": f"{w_px + line_px:.6g} / {h_px + line_px:.6g}"}
+            "width": f"calc({px} * {w:.6g} + {2 * line_px:.6g}px)",
+            "aspect-ratio": f"{w_px + 2 * line_px:.6g} / {h_px + 2 * line_px:.6g}"}
 
 
 def _map_cell(shape: tuple[int, int], topology: str, size: int, cell: tuple[int, int]
@@ -273,7 +274,7 @@ def map_cell_box(shape: tuple[int, int], topology: str, size: int, cell: tuple[i
 def map_cell_css(shape: tuple[int, int], topology: str, size: int, cell: tuple[int, int], line_px: float = 0.0
                  ) -> dict[str, str]:
     """:func:`map_cell_box` as CSS for a box over the figure that follows the width the figure is drawn
-    at (:func:`_box_css`); ``line_px``: the width of a border centred on the cell's edges.
+    at (:func:`_box_css`); ``line_px``: the width of a border just outside the cell's edges.
 
     Raises:
         ValueError: ``cell`` outside the grid.
@@ -396,7 +397,7 @@ def image_cell_css(image_shape: tuple[int, int], feature_shape: tuple[int, int],
     """Where :func:`image_figure` (an image ``(H, W)`` pixels, ``feature_shape`` (h, w) cells, ``size``
     wide, with a colour bar or not) draws feature cell ``cell``, as CSS for a box over the figure that
     follows the width the figure is drawn at (:func:`_box_css`); ``line_px``: the width of a border
-    centred on the cell's edges. Drawn at ``size``, its box is :func:`image_cell_box`'s.
+    just outside the cell's edges. Drawn at ``size``, its box is :func:`image_cell_box`'s.
 
     Raises:
         ValueError: ``cell`` outside the feature grid.

@@ -111,12 +111,13 @@ def _cell_px(page, key: str, r: int, c: int) -> list[float]:
 
 
 def _outline_and_cell(page, key: str, r: int, c: int) -> list[float]:
-    """The box the selection outline over the chart keyed ``key`` goes around (its CSS box less half
-    its line on each side), as [left, top, width, height] in pixels of the figure."""
+    """The box the selection outline over the chart keyed ``key`` goes around (its CSS box less its
+    line on each side: the line lies just outside the cell), as [left, top, width, height] in pixels of
+    the figure."""
     return page.evaluate(
         """(key) => {
             const st = getComputedStyle(document.querySelector(`.st-key-${key} .svg-container`), '::after');
-            const b = parseFloat(st.borderTopWidth) / 2;
+            const b = parseFloat(st.borderTopWidth);
             return [parseFloat(st.left) + b, parseFloat(st.top) + parseFloat(st.marginTop) + b,
                     parseFloat(st.width) - 2 * b, parseFloat(st.height) - 2 * b];
         }""", key)
@@ -279,6 +280,14 @@ def test_click_pixel_shows_bmu(page, server, dash_model_env):
         }""", [key, c * s / w, (c + 1) * s / w, r * s / h, (r + 1) * s / h])
     assert _outline_and_cell(page, key, r, c) == pytest.approx(drawn, abs=0.5)
     assert page.evaluate(f"() => document.querySelector('.st-key-{key} .js-plotly-plot').dataset.somadTag") == "1"
+    # a double-click leaves the axes as they are (plotly's zoom reset would move the heatmap under its outline)
+    ranges = f"() => {{ const l = document.querySelector('.st-key-{key} .js-plotly-plot')._fullLayout; " \
+             "return [...l.xaxis.range, ...l.yaxis.range]; }"
+    before = page.evaluate(ranges)
+    box = page.locator(f".st-key-{key} rect.nsewdrag").first.bounding_box()
+    page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_timeout(1500)
+    assert page.evaluate(ranges) == pytest.approx(before)
     assert page.get_by_text("Open neuron").count() == model.k
     page.screenshot(path=str(SHOTS / "test_inspector.png"), full_page=True)
 
