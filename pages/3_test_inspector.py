@@ -365,7 +365,7 @@ def render_image(cur, ev, i: int, thr: float) -> tuple[int, int] | None:
                                            size=HEATMAP_PX, model_size=m.image_size, scale=scale),
                       f"heat_{i}", clickable=True, outline_color="white",
                       outline=None if cell is None else figures.image_cell_css(
-                          shape, (h, w), HEATMAP_PX, cell, widgets.OUTLINE_PX, colorbar=True))
+                          shape, (h, w), HEATMAP_PX, cell, widgets.OUTLINE_PX, colorbar=scale is not None))
         st.caption(scale.describe())
     with c:
         st.image(images.contours(img, mask, amap, pix_thr), width=PICTURE, caption=viz.region_caption(ev.maps[i], pix_thr))

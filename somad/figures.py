@@ -216,18 +216,18 @@ def _box_px(frame: _Frame, width: float, box: tuple[float, float, float, float])
 def _box_css(frame: _Frame, size: float, box: tuple[float, float, float, float], line_px: float) -> dict[str, str]:
     """:func:`_box_px` as CSS for a box positioned absolutely over the figure, for whatever width the
     figure is drawn at: Streamlit draws a figure ``size`` wide narrower in a narrower column, or at the
-    column's width when stretched, and keeps its height; plotly then fits the plot into that area. ``100%`` is the drawn width; the box's
-    top is a ``margin-top`` (a margin's percentage is of the width) and its height follows from
-    ``aspect-ratio``. ``line_px``: the box grows by that much on every side, so that a border of that
-    width lies just outside the box and leaves it visible (a 56x56 map's cells are 4 to 6 px wide).
-    Drawn at ``size`` with no line, the box is :func:`_box_px`'s."""
+    column's width when stretched, and keeps its height; plotly then fits the plot into that area.
+    ``100%`` is the drawn width; the box's top is a ``margin-top`` (a margin's percentage is of the
+    width) and its height follows from ``aspect-ratio``. ``line_px``: the box grows by that much on every
+    side, so that a border of that width lies just outside the box and leaves it visible (a 56x56 map's
+    cells are 4 to 6 px wide). Drawn at ``size`` with no line, the box is :func:`_box_px`'s."""
     plot_w = f"(100% - {frame.left + frame.right:.6g}px)"  # the drawn plot width
     px = f"min({plot_w} / {frame.span_x:.6g}, {frame.plot_h / (frame.span_y * frame.ratio):.6g}px)"
-    b = line_px
     x, y, w, _ = box
     _, _, w_px, h_px = _box_px(frame, size, box)
-    return {"left": f"calc({frame.left - b:.6g}px + ({plot_w} - {px} * {frame.span_x:.6g}) / 2 + {px} * {x:.6g})",
-            "margin-top": f"calc({frame.top - b:.6g}px + ({frame.plot_h:.6g}px - {px} * "
+    return {"left": f"calc({frame.left - line_px:.6g}px + ({plot_w} - {px} * {frame.span_x:.6g}) / 2 + "
+                    f"{px} * {x:.6g})",
+            "margin-top": f"calc({frame.top - line_px:.6g}px + ({frame.plot_h:.6g}px - {px} * "
                           f"{frame.span_y * frame.ratio:.6g}) / 2 + {px} * {y * frame.ratio:.6g})",
             "width": f"calc({px} * {w:.6g} + {2 * line_px:.6g}px)",
             "aspect-ratio": f"{w_px + 2 * line_px:.6g} / {h_px + 2 * line_px:.6g}"}

@@ -97,17 +97,34 @@ def _click_data_point(page, chart_index: int, x: float, y: float) -> None:
     page.mouse.click(px, py)
 
 
-def _cell_px(page, key: str, r: int, c: int) -> list[float]:
-    """Where plotly draws cell ``(r, c)`` of the rectangular map keyed ``key``: [left, top, width, height]
-    in pixels of its figure (its own axes' ``l2p``)."""
+def _plotly_box(page, plot: str, x0: float, x1: float, y0: float, y1: float) -> list[float]:
+    """Where plotly draws the data box ``[x0, x1] x [y0, y1]`` of the plot ``plot`` (a CSS selector of
+    its graph div): [left, top, width, height] in pixels of its figure (its own axes' ``l2p``)."""
     return page.evaluate(
-        """([key, r, c]) => {
-            const gd = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+        """([plot, x0, x1, y0, y1]) => {
+            const gd = document.querySelector(plot);
             const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-            const x0 = xa._offset + xa.l2p(c - 0.5), x1 = xa._offset + xa.l2p(c + 0.5);
-            const y0 = ya._offset + ya.l2p(r - 0.5), y1 = ya._offset + ya.l2p(r + 0.5);
-            return [Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0)];
-        }""", [key, r, c])
+            const a = xa._offset + xa.l2p(x0), b = xa._offset + xa.l2p(x1);
+            const u = ya._offset + ya.l2p(y0), v = ya._offset + ya.l2p(y1);
+            return [Math.min(a, b), Math.min(u, v), Math.abs(b - a), Math.abs(v - u)];
+        }""", [plot, x0, x1, y0, y1])
+
+
+def _cell_px(page, key: str, r: int, c: int) -> list[float]:
+    """Where plotly draws cell ``(r, c)`` of the rectangular map keyed ``key`` (:func:`_plotly_box`)."""
+    return _plotly_box(page, f".st-key-{key} .js-plotly-plot", c - 0.5, c + 0.5, r - 0.5, r + 0.5)
+
+
+def _css_box(page, css: dict[str, str]) -> list[float]:
+    """The box [left, top, width, height] that the CSS properties ``css`` give the ``::after`` of the
+    plot ``#gd``'s ``.svg-container``, as the dashboard's outline rule does (``widgets.outline_css``)."""
+    return page.evaluate(
+        """(css) => { let st = document.getElementById('outline');
+            if (!st) { st = document.createElement('style'); st.id = 'outline'; document.head.append(st); }
+            st.textContent = '#gd .svg-container::after{content:"";position:absolute;top:0;' +
+                Object.entries(css).map(([k, v]) => `${k}:${v}`).join(';') + '}';
+            const s = getComputedStyle(document.querySelector('#gd .svg-container'), '::after');
+            return [s.left, s.marginTop, s.width, s.height].map(parseFloat); }""", css)
 
 
 def _outline_and_cell(page, key: str, r: int, c: int) -> list[float]:
@@ -152,25 +169,12 @@ def test_map_cell_box_is_where_plotly_draws_the_cell(tmp_path):
             for drawn in (size, size - 90, 200):
                 spec["layout"]["width"] = drawn
                 page.evaluate("(f) => Plotly.newPlot('gd', f.data, f.layout)", spec)
-                for cell in cells:
-                    got = page.evaluate(
-                        """([r, c]) => { const gd = document.getElementById('gd');
-                            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-                            const x0 = xa._offset + xa.l2p(c - 0.5), x1 = xa._offset + xa.l2p(c + 0.5);
-                            const y0 = ya._offset + ya.l2p(r - 0.5), y1 = ya._offset + ya.l2p(r + 0.5);
-                            return [Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0)]; }""",
-                        list(cell))
+                for r, c in cells:
+                    got = _plotly_box(page, "#gd", c - 0.5, c + 0.5, r - 0.5, r + 0.5)
                     if drawn == size:
-                        assert figures.map_cell_box(shape, "rectangular", size, cell) == pytest.approx(got, abs=0.05)
-                    css = figures.map_cell_css(shape, "rectangular", size, cell)
-                    box = page.evaluate(
-                        """(css) => { let st = document.getElementById('outline');
-                            if (!st) { st = document.createElement('style'); st.id = 'outline'; document.head.append(st); }
-                            st.textContent = '#gd .svg-container::after{content:"";position:absolute;top:0;' +
-                                Object.entries(css).map(([k, v]) => `${k}:${v}`).join(';') + '}';
-                            const s = getComputedStyle(document.querySelector('#gd .svg-container'), '::after');
-                            return [s.left, s.marginTop, s.width, s.height].map(parseFloat); }""", css)
-                    assert box == pytest.approx(got, abs=0.05), (shape, drawn, cell)
+                        assert figures.map_cell_box(shape, "rectangular", size, (r, c)) == pytest.approx(got, abs=0.05)
+                    box = _css_box(page, figures.map_cell_css(shape, "rectangular", size, (r, c)))
+                    assert box == pytest.approx(got, abs=0.05), (shape, drawn, (r, c))
         # the Test inspector's heatmap (figures.image_figure): square, wide and tall images, with and
         # without the colour bar, over 56x56 and 7x9 feature grids
         from somad import viz
@@ -187,22 +191,10 @@ def test_map_cell_box_is_where_plotly_draws_the_cell(tmp_path):
                 page.evaluate("(f) => Plotly.newPlot('gd', f.data, f.layout)", spec)
                 for cell in cells:
                     (r, c), (h, w) = cell, feat
-                    got = page.evaluate(
-                        """([x0, x1, y0, y1]) => { const gd = document.getElementById('gd');
-                            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-                            const a = xa._offset + xa.l2p(x0), b = xa._offset + xa.l2p(x1);
-                            const u = ya._offset + ya.l2p(y0), v = ya._offset + ya.l2p(y1);
-                            return [Math.min(a, b), Math.min(u, v), Math.abs(b - a), Math.abs(v - u)]; }""",
-                        [c * 224 / w, (c + 1) * 224 / w, r * 224 / h, (r + 1) * 224 / h])
+                    got = _plotly_box(page, "#gd", c * 224 / w, (c + 1) * 224 / w, r * 224 / h, (r + 1) * 224 / h)
                     if drawn == 400:
                         assert figures.image_cell_box((ih, iw), feat, 400, cell, bar) == pytest.approx(got, abs=0.05)
-                    css = figures.image_cell_css((ih, iw), feat, 400, cell, colorbar=bar)
-                    box = page.evaluate(
-                        """(css) => { document.getElementById('outline').textContent =
-                                '#gd .svg-container::after{content:"";position:absolute;top:0;' +
-                                Object.entries(css).map(([k, v]) => `${k}:${v}`).join(';') + '}';
-                            const s = getComputedStyle(document.querySelector('#gd .svg-container'), '::after');
-                            return [s.left, s.marginTop, s.width, s.height].map(parseFloat); }""", css)
+                    box = _css_box(page, figures.image_cell_css((ih, iw), feat, 400, cell, colorbar=bar))
                     assert box == pytest.approx(got, abs=0.05), ((ih, iw), drawn, cell)
         browser.close()
 
@@ -270,14 +262,8 @@ def test_click_pixel_shows_bmu(page, server, dash_model_env):
     _no_exception(page)
     # the clicked cell is outlined where plotly draws it, over the heatmap's unchanged chart (the same
     # element as before the click: Streamlit replaces a changed figure)
-    drawn = page.evaluate(
-        """([key, x0, x1, y0, y1]) => {
-            const gd = document.querySelector(`.st-key-${key} .js-plotly-plot`);
-            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-            const a = xa._offset + xa.l2p(x0), b = xa._offset + xa.l2p(x1);
-            const u = ya._offset + ya.l2p(y0), v = ya._offset + ya.l2p(y1);
-            return [Math.min(a, b), Math.min(u, v), Math.abs(b - a), Math.abs(v - u)];
-        }""", [key, c * s / w, (c + 1) * s / w, r * s / h, (r + 1) * s / h])
+    drawn = _plotly_box(page, f".st-key-{key} .js-plotly-plot", c * s / w, (c + 1) * s / w, r * s / h,
+                        (r + 1) * s / h)
     assert _outline_and_cell(page, key, r, c) == pytest.approx(drawn, abs=0.5)
     assert page.evaluate(f"() => document.querySelector('.st-key-{key} .js-plotly-plot').dataset.somadTag") == "1"
     # a double-click leaves the axes as they are (plotly's zoom reset would move the heatmap under its outline)
